@@ -1,0 +1,87 @@
+//! `gguftune inspect`: what is in a GGUF file, a safetensors file or a model folder.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::output::{escape, human_bytes, human_count};
+use gguftune::inspect::{inspect, Report};
+
+/// Show a model's or adapter's metadata and tensors.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json")]
+pub struct Args {
+    /// A .gguf file, a .safetensors file, or a Hugging Face model folder (config.json + shards).
+    path: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// List every tensor (name, type, dimensions, bytes).
+    #[arg(long)]
+    tensors: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = inspect(&args.path).with_context(|| format!("inspecting {}", args.path.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        if !args.tensors {
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("tensor_count".into(), report.tensors.len().into());
+                obj.remove("tensors");
+            }
+        }
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    } else {
+        render(&mut out, &report, args.tensors)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(out: &mut impl Write, r: &Report, with_tensors: bool) -> std::io::Result<()> {
+    let version = r.version.map(|v| format!(" v{v}")).unwrap_or_default();
+    writeln!(out, "{}: {}{} {}", escape(&r.path), r.format, version, r.kind)?;
+    if let Some(arch) = &r.architecture {
+        writeln!(out, "  architecture: {}", escape(arch))?;
+    }
+    if let Some(name) = &r.name {
+        writeln!(out, "  name:         {}", escape(name))?;
+    }
+    if let Some(ft) = &r.file_type {
+        writeln!(out, "  file type:    {}", escape(ft))?;
+    }
+    writeln!(out, "  parameters:   {} ({})", human_count(r.parameter_count), r.parameter_count)?;
+    writeln!(out, "  size:         {} ({} bytes), {} tensors", human_bytes(r.file_bytes), r.file_bytes, r.tensors.len())?;
+    writeln!(out, "metadata ({} keys):", r.metadata.len())?;
+    let key_width = r.metadata.iter().map(|m| m.key.chars().count()).max().unwrap_or(0).min(48);
+    for m in &r.metadata {
+        let value = match &m.value {
+            serde_json::Value::String(s) => format!("\"{}\"", escape(&truncate(s, 100))),
+            other => escape(&truncate(&other.to_string(), 100)),
+        };
+        writeln!(out, "  {:<key_width$}  {:<14} {}", escape(&m.key), m.value_type, value)?;
+    }
+    if with_tensors {
+        writeln!(out, "tensors:")?;
+        let name_width = r.tensors.iter().map(|t| t.name.chars().count()).max().unwrap_or(0).min(64);
+        for t in &r.tensors {
+            let dims = t.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
+            let file = t.file.as_deref().map(|f| format!("  {}", escape(f))).unwrap_or_default();
+            writeln!(out, "  {:<name_width$}  {:<8} {:<24} {:>12}{}", escape(&t.name), t.ty, dims, human_bytes(t.bytes), file)?;
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        return s.to_owned();
+    }
+    let head: String = s.chars().take(max_chars).collect();
+    format!("{head}… ({} chars)", s.chars().count())
+}

@@ -1,0 +1,66 @@
+//! Rendering helpers shared by the commands.
+
+/// Escapes control characters so that strings from files cannot drive the terminal.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `1.5 GiB`, `312.0 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// `1.10 B`, `135.0 M`, `4.2 K`, `17`.
+pub fn human_count(n: u64) -> String {
+    let n_f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n_f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} M", n_f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} K", n_f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralises_terminal_sequences() {
+        assert_eq!(escape("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(escape("naïve 日本"), "naïve 日本");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(17), "17 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_count(135_000_000), "135.0 M");
+    }
+}

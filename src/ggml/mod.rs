@@ -1,0 +1,78 @@
+//! The only module that calls ggml and llama.cpp (through `llama-cpp-sys-2`).
+//!
+//! Invariants every wrapper keeps:
+//! - Each owning type holds a non-null pointer it alone frees, in `Drop`.
+//! - ggml reports misuse with `GGML_ASSERT`, which aborts the process. Every wrapper checks the
+//!   preconditions of the C function it calls in Rust first and returns an [`Error`] instead.
+//! - Callbacks from C never unwind: they catch panics and do nothing that can panic.
+//! - [`Runtime::get`] initialises the library once, thread-safely, and routes its log into a
+//!   buffer so that failures can be reported with llama.cpp's own reason.
+
+mod log;
+mod oracle;
+
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use llama_cpp_sys_2 as sys;
+
+use crate::gguf::GgmlType;
+
+pub use oracle::{GgufContext, LlamaModel};
+
+/// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("path '{}' contains a NUL byte and cannot be passed to llama.cpp", path.display())]
+    PathWithNul { path: std::path::PathBuf },
+    #[error("{}: llama.cpp could not read the GGUF file{}", path.display(), log::reason_suffix(reason))]
+    GgufRejected { path: std::path::PathBuf, reason: Vec<String> },
+    #[error("{}: llama.cpp could not load the model{}", path.display(), log::reason_suffix(reason))]
+    ModelRejected { path: std::path::PathBuf, reason: Vec<String> },
+    #[error("index {index} is out of range: {what} has {count}")]
+    IndexOutOfRange { what: &'static str, index: u64, count: u64 },
+}
+
+/// The initialised ggml/llama.cpp library. Get it with [`Runtime::get`].
+#[derive(Debug)]
+pub struct Runtime {
+    _private: (),
+}
+
+impl Runtime {
+    /// Initialises llama.cpp's backends and log routing once per process.
+    pub fn get() -> &'static Runtime {
+        static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            log::install();
+            // SAFETY: llama_backend_init takes no arguments and is made idempotent here by the
+            // OnceLock; it only initialises ggml's global tables and timers.
+            unsafe { sys::llama_backend_init() };
+            Runtime { _private: () }
+        })
+    }
+}
+
+/// ggml's block size for `ty` (`ggml_blck_size`): elements per block.
+pub fn block_size(ty: GgmlType) -> u64 {
+    Runtime::get();
+    // SAFETY: `ty.id()` is one of ggml's live type ids (GgmlType only holds those), and
+    // ggml_blck_size only indexes its static type table with it.
+    let n = unsafe { sys::ggml_blck_size(ty.id() as sys::ggml_type) };
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// ggml's type size for `ty` (`ggml_type_size`): bytes per block.
+pub fn type_size(ty: GgmlType) -> u64 {
+    Runtime::get();
+    // SAFETY: as in `block_size`, a valid id indexing a static table.
+    let n = unsafe { sys::ggml_type_size(ty.id() as sys::ggml_type) };
+    n as u64
+}
+
+fn c_path(path: &Path) -> Result<CString, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::PathWithNul { path: path.to_owned() })
+}

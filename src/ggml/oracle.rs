@@ -1,0 +1,180 @@
+//! llama.cpp's own readers, used as the compatibility oracle: if llama.cpp (and so Ollama) loads
+//! what we wrote, and sees what we meant, we are compatible.
+
+use std::ffi::CStr;
+use std::path::Path;
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::{c_path, log, Error, Runtime};
+
+/// A GGUF file as llama.cpp's `gguf_init_from_file` reads it (metadata and tensor infos only).
+#[derive(Debug)]
+pub struct GgufContext {
+    ptr: NonNull<sys::gguf_context>,
+}
+
+impl GgufContext {
+    /// Reads `path` with `gguf_init_from_file(no_alloc = true)`.
+    pub fn open(_rt: &Runtime, path: &Path) -> Result<GgufContext, Error> {
+        let c = c_path(path)?;
+        let params = sys::gguf_init_params { no_alloc: true, ctx: std::ptr::null_mut() };
+        log::clear_errors();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call; with no_alloc and
+        // a null ctx pointer, gguf reads only the header and returns null on any failure.
+        let ptr = unsafe { sys::gguf_init_from_file(c.as_ptr(), params) };
+        NonNull::new(ptr)
+            .map(|ptr| GgufContext { ptr })
+            .ok_or_else(|| Error::GgufRejected { path: path.to_owned(), reason: log::take_errors() })
+    }
+
+    /// Format version.
+    pub fn version(&self) -> u32 {
+        // SAFETY: `self.ptr` is a live context owned by self.
+        unsafe { sys::gguf_get_version(self.ptr.as_ptr()) }
+    }
+
+    /// Alignment of tensor data.
+    pub fn alignment(&self) -> u64 {
+        // SAFETY: live context owned by self.
+        unsafe { sys::gguf_get_alignment(self.ptr.as_ptr()) as u64 }
+    }
+
+    /// Offset of the data section from the start of the file.
+    pub fn data_offset(&self) -> u64 {
+        // SAFETY: live context owned by self.
+        unsafe { sys::gguf_get_data_offset(self.ptr.as_ptr()) as u64 }
+    }
+
+    /// Number of metadata pairs.
+    pub fn n_kv(&self) -> u64 {
+        // SAFETY: live context owned by self.
+        let n = unsafe { sys::gguf_get_n_kv(self.ptr.as_ptr()) };
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// Number of tensors.
+    pub fn n_tensors(&self) -> u64 {
+        // SAFETY: live context owned by self.
+        let n = unsafe { sys::gguf_get_n_tensors(self.ptr.as_ptr()) };
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    fn check(&self, what: &'static str, index: u64, count: u64) -> Result<i64, Error> {
+        if index >= count {
+            return Err(Error::IndexOutOfRange { what, index, count });
+        }
+        Ok(i64::try_from(index).unwrap_or(i64::MAX))
+    }
+
+    /// Key of metadata pair `index` (gguf asserts the index is in range: checked first).
+    pub fn key(&self, index: u64) -> Result<String, Error> {
+        let i = self.check("the metadata", index, self.n_kv())?;
+        // SAFETY: live context; `i` is in range, so gguf returns a pointer to a NUL-terminated key
+        // owned by the context, which we copy before returning.
+        Ok(unsafe { CStr::from_ptr(sys::gguf_get_key(self.ptr.as_ptr(), i)) }.to_string_lossy().into_owned())
+    }
+
+    /// Value type id (`enum gguf_type`) of metadata pair `index`.
+    pub fn kv_type(&self, index: u64) -> Result<u32, Error> {
+        let i = self.check("the metadata", index, self.n_kv())?;
+        // SAFETY: live context, index in range.
+        Ok(unsafe { sys::gguf_get_kv_type(self.ptr.as_ptr(), i) } as u32)
+    }
+
+    /// Name of tensor `index`.
+    pub fn tensor_name(&self, index: u64) -> Result<String, Error> {
+        let i = self.check("the tensor table", index, self.n_tensors())?;
+        // SAFETY: live context, index in range; the name is copied before returning.
+        Ok(unsafe { CStr::from_ptr(sys::gguf_get_tensor_name(self.ptr.as_ptr(), i)) }.to_string_lossy().into_owned())
+    }
+
+    /// Type id of tensor `index`.
+    pub fn tensor_type(&self, index: u64) -> Result<u32, Error> {
+        let i = self.check("the tensor table", index, self.n_tensors())?;
+        // SAFETY: live context, index in range.
+        Ok(unsafe { sys::gguf_get_tensor_type(self.ptr.as_ptr(), i) } as u32)
+    }
+
+    /// Data offset of tensor `index`, relative to the data section.
+    pub fn tensor_offset(&self, index: u64) -> Result<u64, Error> {
+        let i = self.check("the tensor table", index, self.n_tensors())?;
+        // SAFETY: live context, index in range.
+        Ok(unsafe { sys::gguf_get_tensor_offset(self.ptr.as_ptr(), i) } as u64)
+    }
+
+    /// Data size in bytes of tensor `index`.
+    pub fn tensor_size(&self, index: u64) -> Result<u64, Error> {
+        let i = self.check("the tensor table", index, self.n_tensors())?;
+        // SAFETY: live context, index in range.
+        Ok(unsafe { sys::gguf_get_tensor_size(self.ptr.as_ptr(), i) } as u64)
+    }
+}
+
+impl Drop for GgufContext {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from gguf_init_from_file and is freed exactly once, here.
+        unsafe { sys::gguf_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A model loaded by llama.cpp, on the CPU, weights memory-mapped.
+#[derive(Debug)]
+pub struct LlamaModel {
+    ptr: NonNull<sys::llama_model>,
+}
+
+impl LlamaModel {
+    /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do.
+    pub fn load(_rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
+        let c = c_path(path)?;
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { sys::llama_model_default_params() };
+        params.n_gpu_layers = 0;
+        log::clear_errors();
+        // SAFETY: `c` is a valid NUL-terminated path for the call; llama.cpp returns null on failure
+        // and catches its own C++ exceptions at this boundary.
+        let ptr = unsafe { sys::llama_model_load_from_file(c.as_ptr(), params) };
+        NonNull::new(ptr)
+            .map(|ptr| LlamaModel { ptr })
+            .ok_or_else(|| Error::ModelRejected { path: path.to_owned(), reason: log::take_errors() })
+    }
+
+    /// Number of parameters as llama.cpp counts them.
+    pub fn n_params(&self) -> u64 {
+        // SAFETY: live model owned by self.
+        unsafe { sys::llama_model_n_params(self.ptr.as_ptr()) }
+    }
+
+    /// llama.cpp's one-line description (`llama ?B F16`).
+    pub fn desc(&self) -> String {
+        let mut buf = vec![0u8; 256];
+        // SAFETY: live model; the buffer and its length come from the same Vec, and llama.cpp
+        // writes at most buf_size bytes including the NUL.
+        let n = unsafe { sys::llama_model_desc(self.ptr.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        buf.truncate(usize::try_from(n).unwrap_or(0).min(255));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// A metadata value as llama.cpp renders it to a string, if the key exists.
+    pub fn meta_val_str(&self, key: &str) -> Option<String> {
+        let key = std::ffi::CString::new(key).ok()?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: live model; key is NUL-terminated; the buffer and its length come from the same
+        // Vec. Returns -1 when the key is absent, else the full length (possibly truncated copy).
+        let n = unsafe {
+            sys::llama_model_meta_val_str(self.ptr.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        let n = usize::try_from(n).ok()?;
+        buf.truncate(n.min(buf.len() - 1));
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+impl Drop for LlamaModel {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from llama_model_load_from_file and is freed exactly once, here.
+        unsafe { sys::llama_model_free(self.ptr.as_ptr()) }
+    }
+}

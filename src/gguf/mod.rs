@@ -1,0 +1,68 @@
+//! GGUF, the file format of llama.cpp and Ollama, in pure Rust (no ggml needed).
+//!
+//! Layout (little-endian): magic `GGUF`, version u32 (2 or 3), tensor count u64, metadata count
+//! u64, the metadata pairs (key string, value type u32, value), the tensor infos (name, n_dims
+//! u32, `ne` u64 × n_dims, ggml type u32, data offset u64), padding to `general.alignment`
+//! (default 32), then the data section, each tensor at an aligned offset. Strings are a u64 length
+//! and UTF-8 bytes; arrays are an element type u32, a count u64 and the elements.
+//!
+//! [`parse`] validates a file held in memory; [`GgufFile`] maps one from disk. [`GgufPlan`] and
+//! [`GgufWriter`] write one, streaming tensor data and renaming the file into place when complete.
+
+mod error;
+mod read;
+mod types;
+mod value;
+mod write;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub use error::{Field, GgufError, GgufErrorKind, GgufWriteError};
+pub use read::{
+    parse, Gguf, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_NESTING, MAX_DIMS, MAX_NAME_LEN,
+};
+pub use types::{GgmlType, ValueType};
+pub use value::{ArrayIter, ArrayRef, MetaArray, MetaValue, Value};
+pub use write::{GgufPlan, GgufWriter, PlannedTensor};
+
+use crate::io::mmap::{map_readonly, Mmap};
+
+/// An error opening a GGUF file: which file, and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GgufFileError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Format { path: PathBuf, source: GgufError },
+}
+
+/// A GGUF file mapped into memory and validated once; [`GgufFile::gguf`] hands out the index.
+#[derive(Debug)]
+pub struct GgufFile {
+    path: PathBuf,
+    map: Mmap,
+}
+
+impl GgufFile {
+    /// Opens, maps and validates `path`.
+    pub fn open(path: &Path) -> Result<GgufFile, GgufFileError> {
+        let io_err = |source| GgufFileError::Io { path: path.to_owned(), source };
+        let file = File::open(path).map_err(io_err)?;
+        let map = map_readonly(&file).map_err(io_err)?;
+        let gguf_file = GgufFile { path: path.to_owned(), map };
+        gguf_file.gguf()?;
+        Ok(gguf_file)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed index, borrowing the mapped bytes.
+    pub fn gguf(&self) -> Result<Gguf<'_>, GgufFileError> {
+        parse(&self.map).map_err(|source| GgufFileError::Format { path: self.path.clone(), source })
+    }
+}

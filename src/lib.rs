@@ -1,0 +1,27 @@
+//! gguftune: a GGUF-native LLM fine-tuning toolkit.
+//!
+//! A Hugging Face checkpoint becomes a GGUF that llama.cpp loads (`convert`), LoRA adapters are
+//! trained on its frozen, quantized weights through ggml's compute graph (`finetune`), and the
+//! adapter is a GGUF LoRA that llama.cpp and Ollama load.
+//!
+//! Modules, one concern each:
+//! - [`gguf`]: the GGUF format in pure Rust: parse (zero-copy, bounded), plan and stream-write.
+//! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
+//! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
+//! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
+//! - [`io`]: outputs written to a temporary file and renamed; the memory map of inputs.
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod error;
+#[allow(unsafe_code)]
+pub mod ggml;
+pub mod gguf;
+pub mod hf;
+pub mod inspect;
+pub mod io;
+
+pub use error::Error;

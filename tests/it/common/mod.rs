@@ -1,0 +1,29 @@
+//! Helpers shared by the integration tests: fixtures made in code, handcrafted GGUF bytes.
+
+pub mod fixtures;
+#[allow(dead_code)]
+pub mod gguf_bytes;
+#[allow(dead_code)]
+pub mod tiny_gguf;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs the built `gguftune` binary with `args` in `dir`.
+pub fn gguftune(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gguftune"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the gguftune binary built by cargo runs")
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("gguftune-test-").tempdir().expect("a temp folder can be created")
+}
+
+/// The repository root (for tests that read the sources).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

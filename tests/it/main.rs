@@ -1,0 +1,10 @@
+//! The one integration-test binary (every test binary links llama.cpp, so one link, not many).
+
+mod common;
+
+mod gguf_malformed;
+mod gguf_read_write;
+mod hf_read;
+mod inspect_cli;
+mod llama_cpp_oracle;
+mod source_audit;
