@@ -230,7 +230,8 @@ fn summarise(v: &Value<'_>) -> serde_json::Value {
         }
         Value::String(s) => json!(s),
         Value::Bool(b) => json!(b),
-        Value::F32(f) => json!(f),
+        // Through its shortest decimal form, so 1e-5 prints as 1e-5 and not 9.999999747378752e-6.
+        Value::F32(f) => f.to_string().parse::<f64>().map_or(json!(null), |f| json!(f)),
         Value::F64(f) => json!(f),
         other => match other.as_i64() {
             Some(i) => json!(i),

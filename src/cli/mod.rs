@@ -67,7 +67,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Whether the error is a closed stdout (`gguftune inspect ... | head`), which is not a failure.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    err.chain().any(|c| {
+        let io_kind = c
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        io_kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
