@@ -13,5 +13,7 @@ pub enum Error {
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
     #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
+    #[error(transparent)]
     Ggml(#[from] crate::ggml::Error),
 }

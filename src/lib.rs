@@ -6,6 +6,9 @@
 //!
 //! Modules, one concern each:
 //! - [`gguf`]: the GGUF format in pure Rust: parse (zero-copy, bounded), plan and stream-write.
+//! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
+//! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
+//! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
@@ -16,6 +19,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod convert;
 mod error;
 #[allow(unsafe_code)]
 pub mod ggml;
@@ -23,5 +27,7 @@ pub mod gguf;
 pub mod hf;
 pub mod inspect;
 pub mod io;
+pub mod names;
+pub mod quant;
 
 pub use error::Error;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file, 4 I/O
 //! failure (reading or writing files).
 
+mod convert;
 mod inspect;
 mod output;
 
@@ -25,12 +26,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Convert(convert::Args),
     Inspect(inspect::Args),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
     }
 }
@@ -55,6 +58,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<HfError>() {
             return match e {
                 HfError::Io { .. } => 4,
+                _ => 3,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<gguftune::convert::ConvertError>() {
+            use gguftune::convert::ConvertError as C;
+            return match e {
+                C::Hf(HfError::Io { .. }) | C::Write(gguftune::gguf::GgufWriteError::Io(_)) => 4,
+                C::Ggml(_) => 1,
                 _ => 3,
             };
         }

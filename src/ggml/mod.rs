@@ -10,6 +10,7 @@
 
 mod log;
 mod oracle;
+mod quant;
 
 use std::ffi::CString;
 use std::path::Path;
@@ -19,7 +20,8 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use oracle::{GgufContext, LlamaModel};
+pub use oracle::{GgufContext, LlamaContext, LlamaModel};
+pub use quant::{bf16_to_f32, can_quantize_to, f16_to_f32, llama_model_quantize, quantize_rows};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,28 @@ pub enum Error {
     GgufRejected { path: std::path::PathBuf, reason: Vec<String> },
     #[error("{}: llama.cpp could not load the model{}", path.display(), log::reason_suffix(reason))]
     ModelRejected { path: std::path::PathBuf, reason: Vec<String> },
+    #[error("{}: llama_model_quantize failed{}", path.display(), log::reason_suffix(reason))]
+    QuantizeFailed { path: std::path::PathBuf, reason: Vec<String> },
+    #[error("ggml cannot quantize to {ty} without an importance matrix")]
+    CannotQuantize { ty: GgmlType },
+    #[error("row length {n_per_row} is not a multiple of the {ty} block size {block_size}")]
+    RowNotBlockMultiple { ty: GgmlType, n_per_row: usize, block_size: u64 },
+    #[error("{len} values do not make whole rows of {n_per_row}")]
+    PartialRow { len: usize, n_per_row: usize },
+    #[error("buffer holds {found} elements, expected {expected}")]
+    BufferSize { expected: usize, found: usize },
+    #[error("text of {len} bytes is too long to tokenize in one call")]
+    TextTooLong { len: usize },
+    #[error("llama_tokenize needs room for {needed} tokens")]
+    TokenizeFailed { needed: usize },
+    #[error("llama.cpp could not create a context{}", log::reason_suffix(reason))]
+    ContextFailed { reason: Vec<String> },
+    #[error("a batch of {n_tokens} tokens does not fit a context of {n_ctx} (at least 1 needed)")]
+    BadBatch { n_tokens: usize, n_ctx: usize },
+    #[error("token {token} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { token: i32, n_vocab: usize },
+    #[error("llama_decode failed with code {code}{}", log::reason_suffix(reason))]
+    DecodeFailed { code: i32, reason: Vec<String> },
     #[error("index {index} is out of range: {what} has {count}")]
     IndexOutOfRange { what: &'static str, index: u64, count: u64 },
 }

@@ -178,3 +178,119 @@ impl Drop for LlamaModel {
         unsafe { sys::llama_model_free(self.ptr.as_ptr()) }
     }
 }
+
+impl LlamaModel {
+    /// Size of the vocabulary.
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: live model; the vocab pointer is owned by the model and valid while it lives.
+        let n = unsafe { sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(self.ptr.as_ptr())) };
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Tokenizes `text` as llama.cpp does (`llama_tokenize`); `add_special` adds BOS/EOS as the
+    /// model's metadata asks, `parse_special` turns special-token text into its token.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>, Error> {
+        let len = i32::try_from(text.len()).map_err(|_| Error::TextTooLong { len: text.len() })?;
+        // SAFETY: live model; its vocab lives as long as it does.
+        let vocab = unsafe { sys::llama_model_get_vocab(self.ptr.as_ptr()) };
+        // Every byte becomes at most one token, plus BOS and EOS.
+        let mut tokens = vec![0i32; text.len() + 2];
+        // SAFETY: `text` is valid for `len` bytes (no NUL needed: the length is passed); the token
+        // buffer and its capacity come from the same Vec.
+        let n = unsafe {
+            sys::llama_tokenize(vocab, text.as_ptr().cast(), len, tokens.as_mut_ptr(), tokens.len() as i32, add_special, parse_special)
+        };
+        let n = usize::try_from(n).map_err(|_| Error::TokenizeFailed { needed: n.unsigned_abs() as usize })?;
+        tokens.truncate(n);
+        Ok(tokens)
+    }
+}
+
+/// An inference context on a [`LlamaModel`], used to read llama.cpp's logits.
+#[derive(Debug)]
+pub struct LlamaContext<'m> {
+    ptr: NonNull<sys::llama_context>,
+    n_vocab: usize,
+    n_ctx: usize,
+    _model: std::marker::PhantomData<&'m LlamaModel>,
+}
+
+impl<'m> LlamaContext<'m> {
+    /// A context of `n_ctx` positions using `threads` CPU threads.
+    pub fn new(model: &'m LlamaModel, n_ctx: u32, threads: i32) -> Result<LlamaContext<'m>, Error> {
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { sys::llama_context_default_params() };
+        params.n_ctx = n_ctx;
+        params.n_batch = n_ctx;
+        params.n_ubatch = n_ctx;
+        params.n_threads = threads;
+        params.n_threads_batch = threads;
+        log::clear_errors();
+        // SAFETY: live model, which the PhantomData keeps borrowed for the context's lifetime.
+        let ptr = unsafe { sys::llama_init_from_model(model.ptr.as_ptr(), params) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| Error::ContextFailed { reason: log::take_errors() })?;
+        Ok(LlamaContext { ptr, n_vocab: model.n_vocab(), n_ctx: n_ctx as usize, _model: std::marker::PhantomData })
+    }
+
+    /// Runs `tokens` (a fresh sequence from position 0) and returns the logits of every position,
+    /// `tokens.len()` rows of `n_vocab`.
+    pub fn logits_all(&mut self, tokens: &[i32]) -> Result<Vec<Vec<f32>>, Error> {
+        if tokens.is_empty() || tokens.len() > self.n_ctx {
+            return Err(Error::BadBatch { n_tokens: tokens.len(), n_ctx: self.n_ctx });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t as usize >= self.n_vocab) {
+            return Err(Error::TokenOutOfRange { token: bad, n_vocab: self.n_vocab });
+        }
+        // SAFETY: live context; clearing the memory (KV cache) of all sequences is always valid.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
+        let n = tokens.len() as i32;
+        // SAFETY: allocates a batch for n tokens with one sequence id each; freed below.
+        let batch = unsafe { sys::llama_batch_init(n, 0, 1) };
+        for (i, &t) in tokens.iter().enumerate() {
+            // SAFETY: the batch arrays hold n entries and i < n; seq_id[i] points to room for one id.
+            unsafe {
+                *batch.token.add(i) = t;
+                *batch.pos.add(i) = i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)) = 0;
+                *batch.logits.add(i) = 1;
+            }
+        }
+        let mut batch = batch;
+        batch.n_tokens = n;
+        log::clear_errors();
+        // SAFETY: live context; the batch is fully initialised for n tokens within n_ctx.
+        let rc = unsafe { sys::llama_decode(self.ptr.as_ptr(), batch) };
+        let result = if rc != 0 {
+            Err(Error::DecodeFailed { code: rc, reason: log::take_errors() })
+        } else {
+            let mut rows = Vec::with_capacity(tokens.len());
+            for i in 0..n {
+                // SAFETY: every position asked for logits, so row i exists and holds n_vocab floats
+                // owned by the context, copied before the next call.
+                let row = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), i) };
+                if row.is_null() {
+                    rows.clear();
+                    break;
+                }
+                // SAFETY: as above: n_vocab valid floats.
+                rows.push(unsafe { std::slice::from_raw_parts(row, self.n_vocab) }.to_vec());
+            }
+            if rows.len() == tokens.len() {
+                Ok(rows)
+            } else {
+                Err(Error::DecodeFailed { code: -1, reason: log::take_errors() })
+            }
+        };
+        // SAFETY: the batch came from llama_batch_init and is freed once.
+        unsafe { sys::llama_batch_free(batch) };
+        result
+    }
+}
+
+impl Drop for LlamaContext<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from llama_init_from_model and is freed exactly once, here.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+    }
+}

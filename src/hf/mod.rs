@@ -2,12 +2,16 @@
 //! `model.safetensors.index.json`, and `config.json`. No ggml here.
 
 mod checkpoint;
+mod config;
 mod safetensors_file;
+mod tokenizer;
 
 use std::path::PathBuf;
 
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
+pub use config::{Arch, ConfigError, LlamaConfig, RopeScaling};
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
+pub use tokenizer::{load_tokenizer, token_type, GgufTokenizer, PreTokenizer, TokenizerModel, PRE_TOKENIZERS};
 
 /// An error reading Hugging Face files: each names the file and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +31,26 @@ pub enum HfError {
     TensorNotInShard { index: PathBuf, tensor: String, shard: String },
     #[error("{}: shard name '{shard}' is not a plain file name in the checkpoint folder", index.display())]
     BadShardName { index: PathBuf, shard: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{}: expected '{expected}'", path.display())]
     BadField { path: PathBuf, expected: &'static str },
+    #[error("{}: {field}: expected {expected}", path.display())]
+    TokenizerField { path: PathBuf, field: String, expected: &'static str },
+    #[error("{}: {field} '{found}' is not supported (expected {expected})", path.display())]
+    UnsupportedTokenizer { path: PathBuf, field: String, found: String, expected: &'static str },
+    #[error("{}: pre_tokenizer: no llama.cpp pre-tokenizer splits with {} and ignore_merges {ignore_merges} (supported: {supported}) (hint: llama.cpp implements a fixed set of split regexes, so this tokenizer cannot be reproduced)", path.display(), tokenizer::quote_list(regexes))]
+    UnknownPreTokenizer { path: PathBuf, regexes: Vec<String>, ignore_merges: bool, supported: &'static str },
+    #[error("{}: model.vocab: tokens '{first}' and '{second}' both have id {id}", path.display())]
+    DuplicateId { path: PathBuf, id: u32, first: String, second: String },
+    #[error("{}: token '{token}' is at ids {first} and {second} (llama.cpp needs each token text once)", path.display())]
+    DuplicateToken { path: PathBuf, token: String, first: usize, second: usize },
+    #[error("{}: the tokenizer uses ids up to {max_id} but config.json has vocab_size {vocab_size}", path.display())]
+    VocabSizeMismatch { path: PathBuf, max_id: u32, vocab_size: usize },
+    #[error("{}: model.vocab: byte token '{token}' is missing (hint: llama.cpp's SentencePiece tokenizer falls back to the 256 tokens '<0x00>'..'<0xFF>' and needs all of them)", path.display())]
+    MissingByteToken { path: PathBuf, token: String },
+    #[error("{}: add_{kind}_token is set but no {kind} token is known (expected '{kind}_token' naming a token of tokenizer.json, or '{kind}_token_id' in config.json)", path.display())]
+    MissingSpecialToken { path: PathBuf, kind: &'static str },
 }
 
 impl HfError {

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod convert;
 mod gguf_malformed;
 mod gguf_read_write;
 mod hf_read;

@@ -4,6 +4,8 @@ pub mod fixtures;
 #[allow(dead_code)]
 pub mod gguf_bytes;
 #[allow(dead_code)]
+pub mod reference;
+#[allow(dead_code)]
 pub mod tiny_gguf;
 
 use std::path::PathBuf;

@@ -1,0 +1,83 @@
+//! `gguftune convert`: a Hugging Face checkpoint folder to a GGUF llama.cpp loads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::output::human_bytes;
+use gguftune::convert;
+use gguftune::hf::Checkpoint;
+use gguftune::quant::FileType;
+
+/// Convert a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json) to GGUF.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  gguftune convert ./TinyLlama-1.1B-Chat -o tinyllama.gguf --type q4_k_m\n  gguftune convert ./Qwen2-0.5B -o qwen.gguf --dry-run")]
+pub struct Args {
+    /// The model folder.
+    input: PathBuf,
+    /// Output GGUF file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k.
+    #[arg(long = "type", default_value = "f16", value_parser = parse_file_type)]
+    file_type: FileType,
+    /// Print the plan (each tensor's output type and the output size) without writing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_file_type(s: &str) -> Result<FileType, String> {
+    FileType::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = FileType::all().iter().map(|t| t.name()).collect();
+        format!("unknown type '{s}' (expected one of: {})", names.join(", "))
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let checkpoint = Checkpoint::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let plan = convert::plan(&checkpoint, args.file_type).with_context(|| format!("planning {}", args.input.display()))?;
+    if args.dry_run {
+        for t in &plan.tensors {
+            let ne = t.ne.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
+            println!("{:<40} {:<6} -> {:<6} {:<20} {:>10}", t.gguf_name, format!("{:?}", t.src_dtype), t.ty.name(), ne, human_bytes(t.out_bytes));
+        }
+        println!("{} tensors, output {} ({} bytes)", plan.tensors.len(), human_bytes(plan.output_bytes()), plan.output_bytes());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = ProgressBar::new(plan.input_bytes());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} converting [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let summary = convert::execute(&checkpoint, plan, &args.output, &mut |done, _| bar.set_position(done))
+        .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
+    bar.finish_and_clear();
+    let mb_s = summary.input_bytes as f64 / 1e6 / summary.seconds.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "output": args.output, "type": args.file_type.name(), "tensors": summary.tensors,
+                "input_bytes": summary.input_bytes, "output_bytes": summary.output_bytes,
+                "seconds": summary.seconds, "mb_per_second": mb_s,
+            })
+        );
+    } else {
+        eprintln!(
+            "converted {} tensors: {} -> {} ({}) in {:.1} s, {:.0} MB/s",
+            summary.tensors,
+            human_bytes(summary.input_bytes),
+            human_bytes(summary.output_bytes),
+            args.file_type.name(),
+            summary.seconds,
+            mb_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

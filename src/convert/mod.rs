@@ -1,0 +1,352 @@
+//! `convert`: a Hugging Face Llama-family checkpoint to a GGUF llama.cpp loads.
+//!
+//! [`plan`] decides everything first (names, types, shapes, metadata, the output's size) and can be
+//! printed (`--dry-run`); [`execute`] then streams tensor by tensor, a block of rows at a time, from
+//! the memory-mapped safetensors shards through ggml's quantization into a temporary file that is
+//! renamed into place when complete.
+
+mod transform;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use safetensors::Dtype;
+
+use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
+use crate::hf::{Arch, Checkpoint, HfError, LlamaConfig, RopeScaling};
+use crate::names::{TensorKind, TensorName};
+use crate::quant::FileType;
+
+pub use transform::{decode_to_f32, permute_rotary_rows};
+
+/// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
+const ROWS_PER_BLOCK: usize = 512;
+
+/// Why a conversion failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    #[error(transparent)]
+    Hf(#[from] HfError),
+    #[error(transparent)]
+    Write(#[from] GgufWriteError),
+    #[error(transparent)]
+    Ggml(#[from] crate::ggml::Error),
+    #[error("{}: tensor '{tensor}' has no GGUF counterpart for {arch} (hint: is this a {arch} checkpoint?)", dir.display())]
+    UnknownTensor { dir: PathBuf, tensor: String, arch: &'static str },
+    #[error("{}: tensor '{tensor}' is missing", dir.display())]
+    MissingTensor { dir: PathBuf, tensor: String },
+    #[error("{}: tensor '{tensor}' has shape {found:?}, expected {expected:?} from config.json", dir.display())]
+    ShapeMismatch { dir: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor '{tensor}' has dtype {dtype}; expected F32, F16 or BF16")]
+    UnsupportedDtype { tensor: String, dtype: String },
+    #[error("tensor '{tensor}': {found} bytes of data, expected {expected}")]
+    SizeMismatch { tensor: String, expected: usize, found: usize },
+    #[error("rope scaling 'llama3' needs rope_freqs.weight, which gguftune does not write yet")]
+    UnsupportedRopeScaling,
+}
+
+/// One tensor of the plan.
+#[derive(Clone, Debug)]
+pub struct TensorPlan {
+    /// Name in the checkpoint.
+    pub hf_name: String,
+    /// Name in the GGUF.
+    pub gguf_name: String,
+    /// Source dtype.
+    pub src_dtype: Dtype,
+    /// Output type.
+    pub ty: GgmlType,
+    /// GGUF dims, innermost first (the Hugging Face shape reversed).
+    pub ne: Vec<u64>,
+    /// Rows are reordered for ggml's rope with this head size (Llama Q and K).
+    pub permute_head_dim: Option<usize>,
+    /// Bytes in the checkpoint.
+    pub src_bytes: u64,
+    /// Bytes in the output.
+    pub out_bytes: u64,
+}
+
+/// Everything a conversion will do.
+#[derive(Debug)]
+pub struct ConvertPlan {
+    pub config: LlamaConfig,
+    pub file_type: FileType,
+    pub tensors: Vec<TensorPlan>,
+    pub gguf: GgufPlan,
+}
+
+impl ConvertPlan {
+    /// Size of the output file in bytes.
+    pub fn output_bytes(&self) -> u64 {
+        self.gguf.file_size()
+    }
+
+    /// Bytes read from the checkpoint.
+    pub fn input_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.src_bytes).sum()
+    }
+}
+
+/// What a finished conversion did.
+#[derive(Clone, Debug)]
+pub struct ConvertSummary {
+    pub tensors: usize,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Plans converting the checkpoint in `dir` to `file_type`.
+pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan, ConvertError> {
+    let dir = checkpoint.dir();
+    let config = LlamaConfig::load(dir)?;
+    let tokenizer = crate::hf::load_tokenizer(dir, usize::try_from(config.vocab_size).ok())?;
+    let mut gguf = GgufPlan::new();
+    for (key, value) in model_metadata(&config, file_type, dir)? {
+        gguf.add_kv(&key, value)?;
+    }
+    for (key, value) in tokenizer.to_metadata() {
+        gguf.add_kv(&key, value)?;
+    }
+
+    let mut sources = Vec::new();
+    for (entry, _) in checkpoint.tensors()? {
+        let Some(name) = TensorName::from_hf(&entry.name) else {
+            if entry.name.ends_with("rotary_emb.inv_freq") {
+                continue;
+            }
+            return Err(ConvertError::UnknownTensor { dir: dir.to_owned(), tensor: entry.name, arch: config.arch.name() });
+        };
+        sources.push((name, entry));
+    }
+    // llama.cpp's order: token_embd, then each layer's tensors, then output_norm and output.
+    sources.sort_by_key(|(n, _)| order_key(n));
+    check_shapes(dir, &config, &sources)?;
+
+    let names: Vec<String> = sources.iter().map(|(n, _)| n.to_string()).collect();
+    let mut chooser = crate::quant::TypeChooser::new(file_type, config.arch.name(), config.num_layers, names.iter().map(String::as_str));
+    let mut tensors = Vec::new();
+    for ((name, entry), gguf_name) in sources.into_iter().zip(names) {
+        let ne: Vec<u64> = entry.shape.iter().rev().map(|&d| d as u64).collect();
+        let ty = chooser.choose(&gguf_name, &ne);
+        let permute_head_dim = match (config.arch, name.kind) {
+            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => Some(config.head_dim as usize),
+            _ => None,
+        };
+        let planned = gguf.add_tensor(&gguf_name, ty, &ne)?;
+        tensors.push(TensorPlan {
+            hf_name: entry.name,
+            gguf_name,
+            src_dtype: entry.dtype,
+            ty,
+            ne,
+            permute_head_dim,
+            src_bytes: entry.n_bytes as u64,
+            out_bytes: planned.n_bytes,
+        });
+    }
+    Ok(ConvertPlan { config, file_type, tensors, gguf })
+}
+
+fn order_key(n: &TensorName) -> (u32, u32, u8) {
+    let kind_rank = [
+        TensorKind::AttnNorm,
+        TensorKind::AttnQ,
+        TensorKind::AttnK,
+        TensorKind::AttnV,
+        TensorKind::AttnOutput,
+        TensorKind::FfnNorm,
+        TensorKind::FfnGate,
+        TensorKind::FfnUp,
+        TensorKind::FfnDown,
+    ]
+    .iter()
+    .position(|k| *k == n.kind)
+    .unwrap_or(0) as u32;
+    let suffix_rank = u8::from(n.suffix != "weight");
+    match (n.kind, n.layer) {
+        (TensorKind::TokenEmbd, _) => (0, 0, suffix_rank),
+        (_, Some(l)) => (1 + l, kind_rank, suffix_rank),
+        (TensorKind::OutputNorm, None) => (u32::MAX, 0, suffix_rank),
+        _ => (u32::MAX, 1, suffix_rank),
+    }
+}
+
+fn check_shapes(
+    dir: &Path,
+    c: &LlamaConfig,
+    sources: &[(TensorName, crate::hf::TensorEntry)],
+) -> Result<(), ConvertError> {
+    let (h, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
+    let q = (c.num_heads * c.head_dim) as usize;
+    let kv = (c.num_kv_heads * c.head_dim) as usize;
+    let expected = |name: &TensorName| -> Vec<usize> {
+        let bias = name.suffix == "bias";
+        let w = |out: usize, inp: usize| if bias { vec![out] } else { vec![out, inp] };
+        match name.kind {
+            TensorKind::TokenEmbd | TensorKind::Output => vec![v, h],
+            TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => vec![h],
+            TensorKind::AttnQ => w(q, h),
+            TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
+            TensorKind::AttnOutput => w(h, q),
+            TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
+            TensorKind::FfnDown => w(h, ff),
+        }
+    };
+    for (name, entry) in sources {
+        let want = expected(name);
+        if entry.shape != want {
+            return Err(ConvertError::ShapeMismatch {
+                dir: dir.to_owned(),
+                tensor: entry.name.clone(),
+                expected: want,
+                found: entry.shape.clone(),
+            });
+        }
+    }
+    let present = |n: &TensorName| sources.iter().any(|(s, _)| s == n);
+    let mut required = vec![
+        TensorName { kind: TensorKind::TokenEmbd, layer: None, suffix: "weight".into() },
+        TensorName { kind: TensorKind::OutputNorm, layer: None, suffix: "weight".into() },
+    ];
+    if !c.tie_word_embeddings {
+        required.push(TensorName { kind: TensorKind::Output, layer: None, suffix: "weight".into() });
+    }
+    for layer in 0..c.num_layers as u32 {
+        for kind in [
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnOutput,
+            TensorKind::FfnNorm,
+            TensorKind::FfnGate,
+            TensorKind::FfnUp,
+            TensorKind::FfnDown,
+        ] {
+            required.push(TensorName { kind, layer: Some(layer), suffix: "weight".into() });
+        }
+    }
+    if let Some(missing) = required.iter().find(|n| !present(n)) {
+        return Err(ConvertError::MissingTensor { dir: dir.to_owned(), tensor: missing.to_string() });
+    }
+    Ok(())
+}
+
+fn model_metadata(c: &LlamaConfig, ft: FileType, dir: &Path) -> Result<Vec<(String, MetaValue)>, ConvertError> {
+    let a = c.arch.name();
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| c.hf_architecture.clone());
+    let u32_of = |v: u64| MetaValue::U32(u32::try_from(v).unwrap_or(u32::MAX));
+    let mut kv: Vec<(String, MetaValue)> = vec![
+        ("general.architecture".into(), a.into()),
+        ("general.type".into(), "model".into()),
+        ("general.name".into(), name.into()),
+        ("general.file_type".into(), MetaValue::U32(ft.llama_ftype())),
+        ("general.quantization_version".into(), MetaValue::U32(2)),
+        (format!("{a}.context_length"), u32_of(c.context_length)),
+        (format!("{a}.embedding_length"), u32_of(c.hidden_size)),
+        (format!("{a}.block_count"), u32_of(c.num_layers)),
+        (format!("{a}.feed_forward_length"), u32_of(c.intermediate_size)),
+        (format!("{a}.attention.head_count"), u32_of(c.num_heads)),
+        (format!("{a}.attention.head_count_kv"), u32_of(c.num_kv_heads)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), MetaValue::F32(c.rms_norm_eps)),
+        (format!("{a}.rope.freq_base"), MetaValue::F32(c.rope_theta)),
+        (format!("{a}.rope.dimension_count"), u32_of(c.head_dim)),
+        (format!("{a}.vocab_size"), u32_of(c.vocab_size)),
+    ];
+    if c.head_dim * c.num_heads != c.hidden_size {
+        kv.push((format!("{a}.attention.key_length"), u32_of(c.head_dim)));
+        kv.push((format!("{a}.attention.value_length"), u32_of(c.head_dim)));
+    }
+    match &c.rope_scaling {
+        None => {}
+        Some(RopeScaling::Linear { factor }) => {
+            kv.push((format!("{a}.rope.scaling.type"), "linear".into()));
+            kv.push((format!("{a}.rope.scaling.factor"), MetaValue::F32(*factor)));
+        }
+        Some(RopeScaling::Yarn { factor, original_context }) => {
+            kv.push((format!("{a}.rope.scaling.type"), "yarn".into()));
+            kv.push((format!("{a}.rope.scaling.factor"), MetaValue::F32(*factor)));
+            kv.push((format!("{a}.rope.scaling.original_context_length"), MetaValue::U32(*original_context)));
+        }
+        Some(RopeScaling::Llama3) => return Err(ConvertError::UnsupportedRopeScaling),
+    }
+    Ok(kv)
+}
+
+/// Runs `plan`, writing `output`. `progress` is called with (bytes read so far, total) after each
+/// block of rows.
+pub fn execute(
+    checkpoint: &Checkpoint,
+    plan: ConvertPlan,
+    output: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertSummary, ConvertError> {
+    let start = Instant::now();
+    let total = plan.input_bytes();
+    let mut done = 0u64;
+    let mut views = Vec::new();
+    for shard in &checkpoint.shards {
+        views.push(shard.view()?);
+    }
+    let find = |name: &str| views.iter().find_map(|v| v.tensor(name).ok());
+    let tensors = plan.tensors;
+    let mut writer = GgufWriter::create(output, plan.gguf)?;
+    let mut staged: Vec<f32> = Vec::new();
+    let mut permuted: Vec<f32> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    for t in &tensors {
+        let view = find(&t.hf_name).ok_or_else(|| ConvertError::MissingTensor {
+            dir: checkpoint.dir().to_owned(),
+            tensor: t.hf_name.clone(),
+        })?;
+        let data = view.data();
+        let row_len = t.ne[0] as usize;
+        let n_rows = (t.ne.iter().product::<u64>() / t.ne[0]) as usize;
+        let src_width = data.len() / (row_len * n_rows).max(1);
+        let same_encoding = t.permute_head_dim.is_none()
+            && matches!((t.src_dtype, t.ty), (Dtype::F32, GgmlType::F32) | (Dtype::F16, GgmlType::F16) | (Dtype::BF16, GgmlType::BF16));
+        // Blocks of whole heads for permuted tensors, else of ROWS_PER_BLOCK rows.
+        let rows_per_block = match t.permute_head_dim {
+            Some(hd) => (ROWS_PER_BLOCK / hd).max(1) * hd,
+            None => ROWS_PER_BLOCK,
+        };
+        let out_row_bytes = t.ty.row_bytes(t.ne[0]).unwrap_or(0) as usize;
+        let mut row = 0;
+        while row < n_rows {
+            let rows = rows_per_block.min(n_rows - row);
+            let src = &data[row * row_len * src_width..(row + rows) * row_len * src_width];
+            if same_encoding {
+                writer.write_chunk(&t.gguf_name, src)?;
+            } else {
+                staged.resize(rows * row_len, 0.0);
+                decode_to_f32(&t.hf_name, t.src_dtype, src, &mut staged)?;
+                let rows_f32 = match t.permute_head_dim {
+                    Some(hd) => {
+                        permuted.resize(staged.len(), 0.0);
+                        permute_rotary_rows(&staged, &mut permuted, hd, row_len);
+                        &permuted
+                    }
+                    None => &staged,
+                };
+                out.resize(rows * out_row_bytes, 0);
+                crate::ggml::quantize_rows(t.ty, rows_f32, row_len, &mut out)?;
+                writer.write_chunk(&t.gguf_name, &out)?;
+            }
+            done += src.len() as u64;
+            progress(done, total);
+            row += rows;
+        }
+        if n_rows == 0 {
+            writer.write_tensor(&t.gguf_name, &[])?;
+        }
+    }
+    let output_bytes = writer.plan().file_size();
+    writer.finish()?;
+    Ok(ConvertSummary { tensors: tensors.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+}

@@ -1,0 +1,107 @@
+//! ggml's own quantization routines, so that our bytes equal llama-quantize's.
+
+use std::path::Path;
+
+use llama_cpp_sys_2 as sys;
+use rayon::prelude::*;
+
+use super::{c_path, log, Error, Runtime};
+use crate::gguf::GgmlType;
+
+/// Rows handed to one `ggml_quantize_chunk` call when converting in parallel.
+const ROWS_PER_TASK: usize = 16;
+
+/// Whether ggml can produce `ty` from f32 rows without an importance matrix.
+pub fn can_quantize_to(ty: GgmlType) -> bool {
+    let known = !matches!(
+        ty,
+        GgmlType::Q8_1 | GgmlType::Q8_K | GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64
+    );
+    // SAFETY: a valid type id; the function only reads a static table.
+    known && !unsafe { sys::ggml_quantize_requires_imatrix(ty.id()) }
+}
+
+/// Converts `src` (rows of `n_per_row` f32 values) into `ty`, writing exactly
+/// `rows × row_bytes(n_per_row)` bytes into `dst`. Rows are split across rayon's threads; each row
+/// is converted independently, so the bytes do not depend on the split.
+///
+/// Mirrors the asserts of `ggml_quantize_chunk`: a type ggml can quantize to without an importance
+/// matrix, `n_per_row` a multiple of the block size, `src` whole rows, `dst` of the exact size.
+pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]) -> Result<(), Error> {
+    Runtime::get();
+    if !can_quantize_to(ty) {
+        return Err(Error::CannotQuantize { ty });
+    }
+    let row_bytes = ty.row_bytes(n_per_row as u64).ok_or(Error::RowNotBlockMultiple {
+        ty,
+        n_per_row,
+        block_size: ty.block_size(),
+    })?;
+    let row_bytes = usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: dst.len() })?;
+    if n_per_row == 0 || src.len() % n_per_row != 0 {
+        return Err(Error::PartialRow { len: src.len(), n_per_row });
+    }
+    let n_rows = src.len() / n_per_row;
+    if dst.len() != n_rows * row_bytes {
+        return Err(Error::BufferSize { expected: n_rows * row_bytes, found: dst.len() });
+    }
+    src.par_chunks(n_per_row * ROWS_PER_TASK).zip(dst.par_chunks_mut(row_bytes * ROWS_PER_TASK)).for_each(
+        |(src, dst)| {
+            let rows = src.len() / n_per_row;
+            // SAFETY: checked above: the type needs no importance matrix (so null is allowed),
+            // start 0 is a multiple of everything, `src` holds `rows` whole rows and `dst` exactly
+            // `rows × row_bytes` bytes, which is what ggml writes (it asserts the same).
+            unsafe {
+                sys::ggml_quantize_chunk(
+                    ty.id(),
+                    src.as_ptr(),
+                    dst.as_mut_ptr().cast(),
+                    0,
+                    rows as i64,
+                    n_per_row as i64,
+                    std::ptr::null(),
+                )
+            };
+        },
+    );
+    Ok(())
+}
+
+/// Converts f16 values to f32 (`ggml_fp16_to_fp32_row`).
+pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) -> Result<(), Error> {
+    if src.len() != dst.len() {
+        return Err(Error::BufferSize { expected: src.len(), found: dst.len() });
+    }
+    // SAFETY: both slices hold `len` elements; ggml_fp16_t is a u16 with f16's bit layout.
+    unsafe { sys::ggml_fp16_to_fp32_row(src.as_ptr().cast(), dst.as_mut_ptr(), src.len() as i64) };
+    Ok(())
+}
+
+/// Converts bf16 values to f32 (`ggml_bf16_to_fp32_row`).
+pub fn bf16_to_f32(src: &[half::bf16], dst: &mut [f32]) -> Result<(), Error> {
+    if src.len() != dst.len() {
+        return Err(Error::BufferSize { expected: src.len(), found: dst.len() });
+    }
+    // SAFETY: both slices hold `len` elements; ggml_bf16_t is a u16 with bf16's bit layout.
+    unsafe { sys::ggml_bf16_to_fp32_row(src.as_ptr().cast(), dst.as_mut_ptr(), src.len() as i64) };
+    Ok(())
+}
+
+/// Runs llama.cpp's `llama_model_quantize` (what the `llama-quantize` tool does) from `input` to
+/// `output` with file type `ftype` (a `llama_ftype` id). The reference our converter must match.
+pub fn llama_model_quantize(_rt: &Runtime, input: &Path, output: &Path, ftype: u32, threads: i32) -> Result<(), Error> {
+    let inp = c_path(input)?;
+    let out = c_path(output)?;
+    // SAFETY: returns a plain struct of defaults.
+    let mut params = unsafe { sys::llama_model_quantize_default_params() };
+    params.ftype = ftype as sys::llama_ftype;
+    params.nthread = threads;
+    log::clear_errors();
+    // SAFETY: both paths are NUL-terminated and live for the call; params is a valid struct whose
+    // pointer fields are the defaults' (null). llama.cpp catches its exceptions and returns 1.
+    let rc = unsafe { sys::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params) };
+    if rc != 0 {
+        return Err(Error::QuantizeFailed { path: input.to_owned(), reason: log::take_errors() });
+    }
+    Ok(())
+}
