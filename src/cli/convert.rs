@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::human_bytes;
+use super::output::{byte_progress, human_bytes, print_conversion_summary};
 use gguftune::convert;
 use gguftune::hf::Checkpoint;
 use gguftune::quant::FileType;
@@ -31,7 +30,8 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_file_type(s: &str) -> Result<FileType, String> {
+/// Parses `--type` (shared with `quantize`).
+pub fn parse_file_type(s: &str) -> Result<FileType, String> {
     FileType::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = FileType::all().iter().map(|t| t.name()).collect();
         format!("unknown type '{s}' (expected one of: {})", names.join(", "))
@@ -44,40 +44,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         for t in &plan.tensors {
             let ne = t.ne.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
-            println!("{:<40} {:<6} -> {:<6} {:<20} {:>10}", t.gguf_name, format!("{:?}", t.src_dtype), t.ty.name(), ne, human_bytes(t.out_bytes));
+            println!("{:<40} {:<6} -> {:<6} {:<20} {:>10}", t.gguf_name, t.src_type.name(), t.ty.name(), ne, human_bytes(t.out_bytes));
         }
         println!("{} tensors, output {} ({} bytes)", plan.tensors.len(), human_bytes(plan.output_bytes()), plan.output_bytes());
         return Ok(ExitCode::SUCCESS);
     }
-    let bar = ProgressBar::new(plan.input_bytes());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} converting [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = byte_progress(plan.input_bytes(), "converting");
     let summary = convert::execute(&checkpoint, plan, &args.output, &mut |done, _| bar.set_position(done))
         .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
     bar.finish_and_clear();
-    let mb_s = summary.input_bytes as f64 / 1e6 / summary.seconds.max(1e-9);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "output": args.output, "type": args.file_type.name(), "tensors": summary.tensors,
-                "input_bytes": summary.input_bytes, "output_bytes": summary.output_bytes,
-                "seconds": summary.seconds, "mb_per_second": mb_s,
-            })
-        );
-    } else {
-        eprintln!(
-            "converted {} tensors: {} -> {} ({}) in {:.1} s, {:.0} MB/s",
-            summary.tensors,
-            human_bytes(summary.input_bytes),
-            human_bytes(summary.output_bytes),
-            args.file_type.name(),
-            summary.seconds,
-            mb_s
-        );
-    }
+    print_conversion_summary(
+        args.json,
+        &args.output,
+        args.file_type.name(),
+        summary.tensors,
+        summary.input_bytes,
+        summary.output_bytes,
+        summary.seconds,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 mod convert;
 mod inspect;
 mod output;
+mod quantize;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ pub struct Cli {
 enum Command {
     Convert(convert::Args),
     Inspect(inspect::Args),
+    Quantize(quantize::Args),
 }
 
 /// Runs the parsed command line.
@@ -35,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
     }
 }
 
@@ -66,6 +69,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return match e {
                 C::Hf(HfError::Io { .. }) | C::Write(gguftune::gguf::GgufWriteError::Io(_)) => 4,
                 C::Ggml(_) => 1,
+                _ => 3,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<gguftune::quant::QuantizeError>() {
+            use gguftune::quant::QuantizeError as Q;
+            return match e {
+                Q::Read(GgufFileError::Io { .. }) | Q::Write(gguftune::gguf::GgufWriteError::Io(_)) => 4,
+                Q::Ggml(_) => 1,
                 _ => 3,
             };
         }

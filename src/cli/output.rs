@@ -47,6 +47,39 @@ pub fn human_count(n: u64) -> String {
     }
 }
 
+/// A progress bar over bytes on stderr, labelled with what is being done.
+pub fn byte_progress(total: u64, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let template = format!("{{spinner}} {label} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The one-line summary of a conversion, as text or (with `json`) as one JSON object on stdout.
+pub fn print_conversion_summary(json: bool, output: &std::path::Path, type_name: &str, tensors: usize, input_bytes: u64, output_bytes: u64, seconds: f64) {
+    let mb_s = input_bytes as f64 / 1e6 / seconds.max(1e-9);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "output": output, "type": type_name, "tensors": tensors, "input_bytes": input_bytes,
+                "output_bytes": output_bytes, "seconds": seconds, "mb_per_second": mb_s,
+            })
+        );
+    } else {
+        eprintln!(
+            "wrote {}: {tensors} tensors, {} -> {} ({type_name}) in {seconds:.1} s, {mb_s:.0} MB/s",
+            output.display(),
+            human_bytes(input_bytes),
+            human_bytes(output_bytes),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

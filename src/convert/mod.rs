@@ -15,9 +15,9 @@ use safetensors::Dtype;
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 use crate::hf::{Arch, Checkpoint, HfError, LlamaConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
-use crate::quant::FileType;
+use crate::quant::{decode_to_f32, DecodeError, FileType};
 
-pub use transform::{decode_to_f32, permute_rotary_rows};
+pub use transform::permute_rotary_rows;
 
 /// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
 const ROWS_PER_BLOCK: usize = 512;
@@ -40,8 +40,8 @@ pub enum ConvertError {
     ShapeMismatch { dir: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor '{tensor}' has dtype {dtype}; expected F32, F16 or BF16")]
     UnsupportedDtype { tensor: String, dtype: String },
-    #[error("tensor '{tensor}': {found} bytes of data, expected {expected}")]
-    SizeMismatch { tensor: String, expected: usize, found: usize },
+    #[error("tensor '{tensor}': {source}")]
+    Decode { tensor: String, source: DecodeError },
     #[error("rope scaling 'llama3' needs rope_freqs.weight, which gguftune does not write yet")]
     UnsupportedRopeScaling,
 }
@@ -53,8 +53,8 @@ pub struct TensorPlan {
     pub hf_name: String,
     /// Name in the GGUF.
     pub gguf_name: String,
-    /// Source dtype.
-    pub src_dtype: Dtype,
+    /// Source dtype, as the ggml type with the same encoding.
+    pub src_type: GgmlType,
     /// Output type.
     pub ty: GgmlType,
     /// GGUF dims, innermost first (the Hugging Face shape reversed).
@@ -125,10 +125,13 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     check_shapes(dir, &config, &sources)?;
 
     let names: Vec<String> = sources.iter().map(|(n, _)| n.to_string()).collect();
-    let mut chooser = crate::quant::TypeChooser::new(file_type, config.arch.name(), config.num_layers, names.iter().map(String::as_str));
+    let mut chooser =
+        crate::quant::TypeChooser::new(file_type, config.arch.name(), config.num_layers, names.iter().map(String::as_str))
+            .with_heads(config.num_heads, config.num_kv_heads);
     let mut tensors = Vec::new();
     for ((name, entry), gguf_name) in sources.into_iter().zip(names) {
         let ne: Vec<u64> = entry.shape.iter().rev().map(|&d| d as u64).collect();
+        let src_type = source_type(&entry)?;
         let ty = chooser.choose(&gguf_name, &ne);
         let permute_head_dim = match (config.arch, name.kind) {
             (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => Some(config.head_dim as usize),
@@ -138,7 +141,7 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
         tensors.push(TensorPlan {
             hf_name: entry.name,
             gguf_name,
-            src_dtype: entry.dtype,
+            src_type,
             ty,
             ne,
             permute_head_dim,
@@ -147,6 +150,16 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
         });
     }
     Ok(ConvertPlan { config, file_type, tensors, gguf })
+}
+
+/// The ggml type whose encoding equals the safetensors dtype.
+fn source_type(entry: &crate::hf::TensorEntry) -> Result<GgmlType, ConvertError> {
+    match entry.dtype {
+        Dtype::F32 => Ok(GgmlType::F32),
+        Dtype::F16 => Ok(GgmlType::F16),
+        Dtype::BF16 => Ok(GgmlType::BF16),
+        other => Err(ConvertError::UnsupportedDtype { tensor: entry.name.clone(), dtype: format!("{other:?}") }),
+    }
 }
 
 fn order_key(n: &TensorName) -> (u32, u32, u8) {
@@ -309,8 +322,7 @@ pub fn execute(
         let row_len = t.ne[0] as usize;
         let n_rows = (t.ne.iter().product::<u64>() / t.ne[0]) as usize;
         let src_width = data.len() / (row_len * n_rows).max(1);
-        let same_encoding = t.permute_head_dim.is_none()
-            && matches!((t.src_dtype, t.ty), (Dtype::F32, GgmlType::F32) | (Dtype::F16, GgmlType::F16) | (Dtype::BF16, GgmlType::BF16));
+        let same_encoding = t.permute_head_dim.is_none() && t.src_type == t.ty;
         // Blocks of whole heads for permuted tensors, else of ROWS_PER_BLOCK rows.
         let rows_per_block = match t.permute_head_dim {
             Some(hd) => (ROWS_PER_BLOCK / hd).max(1) * hd,
@@ -325,7 +337,8 @@ pub fn execute(
                 writer.write_chunk(&t.gguf_name, src)?;
             } else {
                 staged.resize(rows * row_len, 0.0);
-                decode_to_f32(&t.hf_name, t.src_dtype, src, &mut staged)?;
+                decode_to_f32(t.src_type, src, &mut staged)
+                    .map_err(|source| ConvertError::Decode { tensor: t.hf_name.clone(), source })?;
                 let rows_f32 = match t.permute_head_dim {
                     Some(hd) => {
                         permuted.resize(staged.len(), 0.0);

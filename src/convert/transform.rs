@@ -1,38 +1,4 @@
-//! Pure functions on tensor data: source dtype to f32, and the Q/K row permutation.
-
-use safetensors::Dtype;
-
-use super::ConvertError;
-
-/// Decodes little-endian `F32`, `F16` or `BF16` bytes into `out` (same element count).
-pub fn decode_to_f32(name: &str, dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> Result<(), ConvertError> {
-    let width = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F16 | Dtype::BF16 => 2,
-        other => return Err(ConvertError::UnsupportedDtype { tensor: name.to_owned(), dtype: format!("{other:?}") }),
-    };
-    if bytes.len() != out.len() * width {
-        return Err(ConvertError::SizeMismatch { tensor: name.to_owned(), expected: out.len() * width, found: bytes.len() });
-    }
-    match dtype {
-        Dtype::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        Dtype::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        _ => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-    }
-    Ok(())
-}
+//! Pure functions on tensor data: the Q/K row permutation.
 
 /// Reorders the rows of one attention projection from Hugging Face's rotary layout (the two
 /// halves of each head's dimensions apart) to ggml's interleaved one, as llama.cpp's converter
@@ -63,16 +29,5 @@ mod tests {
         let mut dst = [0.0; 8];
         permute_rotary_rows(&src, &mut dst, 4, 1);
         assert_eq!(dst, [0.0, 2.0, 1.0, 3.0, 10.0, 12.0, 11.0, 13.0]);
-    }
-
-    #[test]
-    fn decodes_every_source_dtype() {
-        let mut out = [0.0f32; 2];
-        decode_to_f32("t", Dtype::BF16, &[0x80, 0x3f, 0x00, 0xc0], &mut out).unwrap();
-        assert_eq!(out, [1.0, -2.0]);
-        decode_to_f32("t", Dtype::F16, &[0x00, 0x3c, 0x00, 0x38], &mut out).unwrap();
-        assert_eq!(out, [1.0, 0.5]);
-        assert!(matches!(decode_to_f32("t", Dtype::F32, &[0; 7], &mut out), Err(ConvertError::SizeMismatch { .. })));
-        assert!(matches!(decode_to_f32("t", Dtype::I64, &[0; 16], &mut out), Err(ConvertError::UnsupportedDtype { .. })));
     }
 }

@@ -21,7 +21,7 @@ use llama_cpp_sys_2 as sys;
 use crate::gguf::GgmlType;
 
 pub use oracle::{GgufContext, LlamaContext, LlamaModel};
-pub use quant::{bf16_to_f32, can_quantize_to, f16_to_f32, llama_model_quantize, quantize_rows};
+pub use quant::{can_quantize_to, llama_model_quantize, quantize_rows};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]

@@ -67,26 +67,6 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]
     Ok(())
 }
 
-/// Converts f16 values to f32 (`ggml_fp16_to_fp32_row`).
-pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) -> Result<(), Error> {
-    if src.len() != dst.len() {
-        return Err(Error::BufferSize { expected: src.len(), found: dst.len() });
-    }
-    // SAFETY: both slices hold `len` elements; ggml_fp16_t is a u16 with f16's bit layout.
-    unsafe { sys::ggml_fp16_to_fp32_row(src.as_ptr().cast(), dst.as_mut_ptr(), src.len() as i64) };
-    Ok(())
-}
-
-/// Converts bf16 values to f32 (`ggml_bf16_to_fp32_row`).
-pub fn bf16_to_f32(src: &[half::bf16], dst: &mut [f32]) -> Result<(), Error> {
-    if src.len() != dst.len() {
-        return Err(Error::BufferSize { expected: src.len(), found: dst.len() });
-    }
-    // SAFETY: both slices hold `len` elements; ggml_bf16_t is a u16 with bf16's bit layout.
-    unsafe { sys::ggml_bf16_to_fp32_row(src.as_ptr().cast(), dst.as_mut_ptr(), src.len() as i64) };
-    Ok(())
-}
-
 /// Runs llama.cpp's `llama_model_quantize` (what the `llama-quantize` tool does) from `input` to
 /// `output` with file type `ftype` (a `llama_ftype` id). The reference our converter must match.
 pub fn llama_model_quantize(_rt: &Runtime, input: &Path, output: &Path, ftype: u32, threads: i32) -> Result<(), Error> {

@@ -1,6 +1,10 @@
 //! Quantization: which ggml type each tensor gets (mirroring llama-quantize), and the conversion
 //! of f32 rows into that type through ggml.
 
+mod decode;
 mod policy;
+mod requantize;
 
+pub use decode::{decode_to_f32, DecodeError};
 pub use policy::*;
+pub use requantize::{requantize, QuantizeError, QuantizeSummary};

@@ -560,9 +560,10 @@ impl QuantState {
         self.fallback(name, ne, ty)
     }
 
-    /// `layer_info`: the counter for dense models, the `blk.N.` of the name for MoE models.
-    fn layer_info(&self, counter: i64, name: &str) -> Result<(i64, i64), PolicyError> {
-        let n_layer = i64::from(self.ctx.n_layer);
+    /// `layer_info(counter, n, name)`: the counter for dense models, the `blk.N.` of the name for MoE
+    /// models; and `n` (`n_ffn_down`, `n_ffn_gate` or `n_ffn_up`, all `block_count` upstream).
+    fn layer_info(&self, counter: i64, n: u32, name: &str) -> Result<(i64, i64), PolicyError> {
+        let n_layer = i64::from(n);
         if self.ctx.n_expert <= 1 {
             return Ok((counter, n_layer));
         }
@@ -574,7 +575,7 @@ impl QuantState {
             return Err(PolicyError::LayerOutOfRange {
                 tensor: name.to_owned(),
                 layer,
-                n_layer: self.ctx.n_layer,
+                n_layer: n,
             });
         }
         Ok((layer, n_layer))
@@ -647,7 +648,7 @@ impl QuantState {
         } else if category == Category::AttnQ {
             // Only IQ3_XS / IQ3_XXS change attn_q.
         } else if category == Category::FfnDown {
-            let (i, n) = self.layer_info(self.i_ffn_down, name)?;
+            let (i, n) = self.layer_info(self.i_ffn_down, self.ctx.n_ffn_down, name)?;
             if ftype == F::Q2_K {
                 new_type = T::Q3_K;
             } else if ftype == F::Q3_K_M {
@@ -702,10 +703,10 @@ impl QuantState {
         // attn_qkv (category_is_attn_v), so it never fires; not mirrored.
         else if category == Category::FfnGate {
             // Only IQ3_XS changes ffn_gate, but layer_info can still fail, and the counter advances.
-            self.layer_info(self.i_ffn_gate, name)?;
+            self.layer_info(self.i_ffn_gate, self.ctx.n_layer, name)?;
             self.i_ffn_gate += 1;
         } else if category == Category::FfnUp {
-            self.layer_info(self.i_ffn_up, name)?;
+            self.layer_info(self.i_ffn_up, self.ctx.n_layer, name)?;
             self.i_ffn_up += 1;
         }
         Ok(new_type)

@@ -212,3 +212,32 @@ fn cli_convert_dry_run_and_summary() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown type 'q3_x'"));
 }
+
+#[test]
+fn quantize_requantizes_like_llama_quantize_and_refuses_quantized_sources() {
+    let root = temp_dir();
+    let spec = TinyLlamaSpec { hidden: 256, ffn: 512, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
+    let dir = model_dir(root.path(), "m", &spec, Dtype::BF16, Shards::One);
+    convert_dir(&dir, FileType::F16, &root.path().join("f16.gguf")).unwrap();
+    for ft in [FileType::Q4_K_M, FileType::Q8_0] {
+        let ours = format!("ours-{}.gguf", ft.name());
+        let out = gguftune(root.path(), &["quantize", "f16.gguf", &ours, ft.name()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let theirs = root.path().join(format!("llama-{}.gguf", ft.name()));
+        ggml::llama_model_quantize(Runtime::get(), &root.path().join("f16.gguf"), &theirs, ft.llama_ftype(), 2).unwrap();
+        let (a, b) = (GgufFile::open(&root.path().join(&ours)).unwrap(), GgufFile::open(&theirs).unwrap());
+        let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
+        assert_eq!(a.get("general.file_type").and_then(|v| v.as_u64()), Some(u64::from(ft.llama_ftype())));
+        // llama-quantize writes tensors sorted by layer and name; we keep the converter's order.
+        assert_eq!(a.tensors.len(), b.tensors.len());
+        for tb in &b.tensors {
+            let ta = a.tensor(tb.name).unwrap();
+            assert_eq!(ta.ty, tb.ty, "{}: type of {}", ft.name(), tb.name);
+            assert!(a.tensor_data(ta) == b.tensor_data(tb), "{}: bytes of {}", ft.name(), ta.name);
+        }
+    }
+    let out = gguftune(root.path(), &["quantize", "ours-q8_0.gguf", "again.gguf", "q4_0"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only F32, F16 and BF16 sources can be quantized"));
+    assert!(!root.path().join("again.gguf").exists());
+}

@@ -1,0 +1,119 @@
+//! `quantize`: an F32/F16/BF16 GGUF to another file type, tensor by tensor, as llama-quantize does.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::gguf::{GgmlType, GgufFile, GgufFileError, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
+
+use super::{decode_to_f32, DecodeError, FileType, TypeChooser};
+
+/// Rows converted at a time.
+const ROWS_PER_BLOCK: usize = 512;
+
+/// Why a requantization failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Read(#[from] GgufFileError),
+    #[error(transparent)]
+    Write(#[from] GgufWriteError),
+    #[error(transparent)]
+    Ggml(#[from] crate::ggml::Error),
+    #[error("{}: tensor '{tensor}' is {ty}; only F32, F16 and BF16 sources can be quantized (hint: convert from the original checkpoint instead of requantizing)", path.display())]
+    QuantizedSource { path: std::path::PathBuf, tensor: String, ty: GgmlType },
+    #[error("tensor '{tensor}': {source}")]
+    Decode { tensor: String, source: DecodeError },
+    #[error("{}: missing key '{key}'", path.display())]
+    MissingKey { path: std::path::PathBuf, key: String },
+}
+
+/// What a finished requantization did.
+#[derive(Clone, Debug)]
+pub struct QuantizeSummary {
+    pub tensors: usize,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Requantizes `input` into `output` with the per-tensor types llama-quantize chooses for `ft`.
+/// `progress` gets (tensor data bytes read so far, total).
+pub fn requantize(
+    input: &Path,
+    output: &Path,
+    ft: FileType,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<QuantizeSummary, QuantizeError> {
+    let start = Instant::now();
+    let file = GgufFile::open(input)?;
+    let g = file.gguf()?;
+    let arch = g.get_str("general.architecture").unwrap_or("llama");
+    let n_layer_key = format!("{arch}.block_count");
+    let n_layer = g
+        .get(&n_layer_key)
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| QuantizeError::MissingKey { path: input.to_owned(), key: n_layer_key.clone() })?;
+    let heads = |k: &str| g.get(&format!("{arch}.attention.{k}")).and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut chooser = TypeChooser::new(ft, arch, n_layer, g.tensors.iter().map(|t| t.name))
+        .with_heads(heads("head_count"), heads("head_count_kv"));
+
+    let mut plan = GgufPlan::new();
+    for (key, value) in &g.metadata {
+        let value = match *key {
+            "general.file_type" => MetaValue::U32(ft.llama_ftype()),
+            "general.quantization_version" => MetaValue::U32(2),
+            _ => value.to_owned_value(),
+        };
+        plan.add_kv(key, value)?;
+    }
+    for key in ["general.file_type", "general.quantization_version"] {
+        if g.get(key).is_none() {
+            let v = if key == "general.file_type" { ft.llama_ftype() } else { 2 };
+            plan.add_kv(key, MetaValue::U32(v))?;
+        }
+    }
+    let mut types = Vec::with_capacity(g.tensors.len());
+    for t in &g.tensors {
+        if !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return Err(QuantizeError::QuantizedSource { path: input.to_owned(), tensor: t.name.to_owned(), ty: t.ty });
+        }
+        let ty = chooser.choose(t.name, &t.ne);
+        plan.add_tensor(t.name, ty, &t.ne)?;
+        types.push(ty);
+    }
+    let output_bytes = plan.file_size();
+    let total: u64 = g.tensors.iter().map(|t| t.n_bytes).sum();
+    let mut done = 0u64;
+    let mut writer = GgufWriter::create(output, plan)?;
+    let mut staged: Vec<f32> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    for (t, &ty) in g.tensors.iter().zip(&types) {
+        let data = g.tensor_data(t);
+        if ty == t.ty {
+            writer.write_tensor(t.name, data)?;
+            done += data.len() as u64;
+            progress(done, total);
+            continue;
+        }
+        let row_len = usize::try_from(t.ne[0]).unwrap_or(0);
+        let width = usize::try_from(t.ty.type_size()).unwrap_or(4);
+        let out_row = usize::try_from(ty.row_bytes(t.ne[0]).unwrap_or(0)).unwrap_or(0);
+        for block in data.chunks(row_len.max(1) * width * ROWS_PER_BLOCK) {
+            let n = block.len() / width;
+            staged.resize(n, 0.0);
+            decode_to_f32(t.ty, block, &mut staged)
+                .map_err(|source| QuantizeError::Decode { tensor: t.name.to_owned(), source })?;
+            out.resize(n / row_len.max(1) * out_row, 0);
+            crate::ggml::quantize_rows(ty, &staged, row_len, &mut out)?;
+            writer.write_chunk(t.name, &out)?;
+            done += block.len() as u64;
+            progress(done, total);
+        }
+        if data.is_empty() {
+            writer.write_tensor(t.name, &[])?;
+        }
+    }
+    writer.finish()?;
+    Ok(QuantizeSummary { tensors: types.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+}
