@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a built-in default, end to end, with no downloads: makes a tiny random-weight
-# Llama checkpoint and dataset, then runs gguftune on them. Output goes to ./demo (or $1).
+# Llama checkpoint (Hugging Face layout) and dataset, converts it to GGUF and quantizes it.
+# Output goes to ./demo (or $1). finetune joins this script when it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -8,10 +9,13 @@ out="${1:-demo}"
 cargo build --release --locked --bin gguftune --example demo_inputs
 ./target/release/examples/demo_inputs "$out"
 bin=./target/release/gguftune
-echo "== inspect the Hugging Face checkpoint"
+echo "== 1. look at the Hugging Face checkpoint"
 "$bin" inspect "$out/hf-model"
-echo "== inspect a GGUF model"
-"$bin" inspect "$out/tiny.gguf" --tensors
-echo "== the same as JSON, for scripts"
-"$bin" inspect "$out/tiny.gguf" --json | head -n 20
-echo "demo: done (convert and finetune join this script as they land)"
+echo "== 2. convert it to GGUF (f16), and straight to q8_0"
+"$bin" convert "$out/hf-model" -o "$out/model-f16.gguf"
+"$bin" convert "$out/hf-model" -o "$out/model-q8_0.gguf" --type q8_0
+echo "== 3. requantize the f16 GGUF to q4_k_m, as llama-quantize would"
+"$bin" quantize "$out/model-f16.gguf" "$out/model-q4_k_m.gguf" q4_k_m
+echo "== 4. look at the result"
+"$bin" inspect "$out/model-q4_k_m.gguf" --tensors
+echo "demo: done; $out/model-*.gguf load in llama.cpp (llama-cli -m $out/model-q8_0.gguf)"

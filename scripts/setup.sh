@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building gguftune needs on Debian/Ubuntu: cmake and libclang (for llama-cpp-sys-2,
 # which compiles its bundled llama.cpp and generates bindings), plus a C/C++ compiler.
+# Extra Debian packages named as arguments are installed too when their command is missing
+# (`setup.sh bc time` checks for `bc` and `/usr/bin/time`).
 set -euo pipefail
 missing=()
+for pkg in "$@"; do
+  command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/bin/$pkg" ] || missing+=("$pkg")
+done
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)

@@ -59,6 +59,7 @@ fn f32_logits_match_the_reference_for_every_architecture() {
         ("qwen2", TinyLlamaSpec { arch: TinyArch::Qwen2, tokenizer: TinyTokenizer::Bpe, ..TinyLlamaSpec::default() }),
         ("tied", TinyLlamaSpec { tie_embeddings: true, ..TinyLlamaSpec::default() }),
         ("mha", TinyLlamaSpec { kv_heads: 4, ..TinyLlamaSpec::default() }),
+        ("padded-vocab", TinyLlamaSpec { vocab_size: Some(640), ..TinyLlamaSpec::default() }),
     ];
     for (name, spec) in cases {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);

@@ -184,6 +184,9 @@ pub struct TinyLlamaSpec {
     pub tie_embeddings: bool,
     /// Tokenizer written next to the weights.
     pub tokenizer: TinyTokenizer,
+    /// `vocab_size` of the model when larger than the tokenizer's (as in checkpoints whose
+    /// embedding is padded, and for realistic shapes in benchmarks); `None`: the tokenizer's size.
+    pub vocab_size: Option<usize>,
 }
 
 impl Default for TinyLlamaSpec {
@@ -200,6 +203,7 @@ impl Default for TinyLlamaSpec {
             rms_eps: 1e-5,
             tie_embeddings: false,
             tokenizer: TinyTokenizer::Spm,
+            vocab_size: None,
         }
     }
 }
@@ -386,7 +390,7 @@ pub fn tiny_llama(
     fs::create_dir_all(dir)?;
     let mut files = Vec::new();
     let tok = TokenizerFiles::new(spec.tokenizer, spec.ctx);
-    let vocab_size = tok.tokenizer.get_vocab_size(true);
+    let vocab_size = tok.tokenizer.get_vocab_size(true).max(spec.vocab_size.unwrap_or(0));
 
     let tensors = tiny_llama_tensors(spec, vocab_size, seed);
     let encoded: Vec<_> = tensors
