@@ -40,7 +40,7 @@ pub enum ConvertError {
     ShapeMismatch { dir: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor '{tensor}' has dtype {dtype}; expected F32, F16 or BF16")]
     UnsupportedDtype { tensor: String, dtype: String },
-    #[error("tensor '{tensor}': {source}")]
+    #[error("tensor '{tensor}'")]
     Decode { tensor: String, source: DecodeError },
     #[error("rope scaling 'llama3' needs rope_freqs.weight, which gguftune does not write yet")]
     UnsupportedRopeScaling,

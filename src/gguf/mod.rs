@@ -32,9 +32,9 @@ use crate::io::mmap::{map_readonly, Mmap};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GgufFileError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Format { path: PathBuf, source: GgufError },
 }
 

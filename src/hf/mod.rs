@@ -17,11 +17,11 @@ pub use tokenizer::{load_tokenizer, token_type, GgufTokenizer, PreTokenizer, Tok
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HfError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}:{column}: {message}", path.display())]
     Json { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{}: not a valid safetensors file: {source}", path.display())]
+    #[error("{}: not a valid safetensors file", path.display())]
     Safetensors { path: PathBuf, source: safetensors::SafeTensorError },
     #[error("{}: no weights found: expected '{SINGLE_FILE}' or '{INDEX_FILE}' (hint: only safetensors checkpoints are read; pickled .bin files can run code when loaded)", dir.display())]
     NoWeights { dir: PathBuf },

@@ -22,7 +22,7 @@ pub enum QuantizeError {
     Ggml(#[from] crate::ggml::Error),
     #[error("{}: tensor '{tensor}' is {ty}; only F32, F16 and BF16 sources can be quantized (hint: convert from the original checkpoint instead of requantizing)", path.display())]
     QuantizedSource { path: std::path::PathBuf, tensor: String, ty: GgmlType },
-    #[error("tensor '{tensor}': {source}")]
+    #[error("tensor '{tensor}'")]
     Decode { tensor: String, source: DecodeError },
     #[error("{}: missing key '{key}'", path.display())]
     MissingKey { path: std::path::PathBuf, key: String },

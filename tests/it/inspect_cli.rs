@@ -115,3 +115,15 @@ fn bad_input_gives_one_line_with_path_and_offset_and_exit_code_3() {
     let out = gguftune(dir.path(), &["inspect"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn error_chains_do_not_repeat_themselves() {
+    let dir = temp_dir();
+    let out = gguftune(dir.path(), &["inspect", "missing.gguf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    fs::write(dir.path().join("bad.gguf"), b"GGUF\x09\x00\x00\x00").unwrap();
+    let out = gguftune(dir.path(), &["inspect", "bad.gguf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("version 9 is not supported").count(), 1, "{err}");
+}
