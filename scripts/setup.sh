@@ -10,7 +10,11 @@ for pkg in "$@"; do
 done
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
-ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+have_libclang=
+for pattern in '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/*-linux-gnu/libclang*.so*'; do
+  compgen -G "$pattern" >/dev/null && have_libclang=yes
+done
+[ -n "$have_libclang" ] || [ -n "${LIBCLANG_PATH:-}" ] || missing+=(libclang-dev)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   sudo_cmd=()
