@@ -351,6 +351,8 @@ pub fn execute(
                 crate::ggml::quantize_rows(t.ty, rows_f32, row_len, &mut out)?;
                 writer.write_chunk(&t.gguf_name, &out)?;
             }
+            // These rows are done: their input pages need not stay resident.
+            checkpoint.release(src);
             done += src.len() as u64;
             progress(done, total);
             row += rows;

@@ -61,6 +61,11 @@ impl GgufFile {
         &self.path
     }
 
+    /// Lets the pages of `data`, a slice of this file (a tensor's data), leave memory once used.
+    pub fn release(&self, data: &[u8]) {
+        crate::io::mmap::release(&self.map, data);
+    }
+
     /// The parsed index, borrowing the mapped bytes.
     pub fn gguf(&self) -> Result<Gguf<'_>, GgufFileError> {
         parse(&self.map).map_err(|source| GgufFileError::Format { path: self.path.clone(), source })

@@ -45,6 +45,13 @@ impl Checkpoint {
         &self.dir
     }
 
+    /// Lets the pages of `data`, a slice of one of the shards, leave memory.
+    pub fn release(&self, data: &[u8]) {
+        for shard in &self.shards {
+            shard.release(data);
+        }
+    }
+
     /// Every tensor of every shard, with the shard it is in.
     pub fn tensors(&self) -> Result<Vec<(TensorEntry, &SafetensorsFile)>, HfError> {
         let mut out = Vec::new();

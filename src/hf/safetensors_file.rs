@@ -66,6 +66,12 @@ impl SafetensorsFile {
         Ok(entries.into_iter().map(|(_, e)| e).collect())
     }
 
+    /// Lets the pages of `data` (a slice of this file's view) leave memory: see
+    /// [`crate::io::mmap::release`]. Converters call it once a tensor is done.
+    pub fn release(&self, data: &[u8]) {
+        crate::io::mmap::release(&self.map, data);
+    }
+
     /// The `__metadata__` map of the header, if any.
     pub fn metadata(&self) -> Result<Vec<(String, String)>, HfError> {
         let (_, meta) = SafeTensors::read_metadata(&self.map)

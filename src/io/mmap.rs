@@ -1,4 +1,4 @@
-//! The crate's one memory map, and the only `unsafe` outside `ggml/`.
+//! The crate's memory maps: the only `unsafe` outside `ggml/`.
 
 use std::fs::File;
 use std::io;
@@ -18,4 +18,24 @@ pub fn map_readonly(file: &File) -> io::Result<Mmap> {
     unsafe {
         Mmap::map(file)
     }
+}
+
+/// Tells the kernel that `data`, a slice of `map`, will not be read again soon, so its pages leave
+/// this process's resident set (and count no more in its RSS) instead of staying until the map is
+/// dropped. Reading the range again later is still correct: the pages fault back in from the file.
+/// A slice outside `map` is ignored; so are failures, since this is only advice.
+pub fn release(map: &Mmap, data: &[u8]) {
+    let base = map.as_ptr() as usize;
+    let start = data.as_ptr() as usize;
+    let Some(offset) = start.checked_sub(base) else { return };
+    if data.is_empty() || offset.checked_add(data.len()).is_none_or(|end| end > map.len()) {
+        return;
+    }
+    // SAFETY: MADV_DONTNEED is "unchecked" in memmap2 because on a private mapping it would discard
+    // the process's own modifications. `map_readonly` makes read-only shared file mappings that are
+    // never written, so the only effect is that the pages are dropped and, if read again, re-read
+    // from the file with the same content. Borrowed slices of the range stay valid for the same
+    // reason. The range lies inside the map (checked above); memmap2 aligns it to pages.
+    #[allow(unsafe_code)]
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len()) };
 }

@@ -94,6 +94,7 @@ pub fn requantize(
             writer.write_tensor(t.name, data)?;
             done += data.len() as u64;
             progress(done, total);
+            file.release(data);
             continue;
         }
         let row_len = usize::try_from(t.ne[0]).unwrap_or(0);
@@ -107,6 +108,7 @@ pub fn requantize(
             out.resize(n / row_len.max(1) * out_row, 0);
             crate::ggml::quantize_rows(ty, &staged, row_len, &mut out)?;
             writer.write_chunk(t.name, &out)?;
+            file.release(block);
             done += block.len() as u64;
             progress(done, total);
         }
