@@ -15,6 +15,9 @@ for pattern in '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/*-linux-gnu/libclan
   compgen -G "$pattern" >/dev/null && have_libclang=yes
 done
 [ -n "$have_libclang" ] || [ -n "${LIBCLANG_PATH:-}" ] || missing+=(libclang-dev)
+# Python with venv, for the cross-check with llama.cpp's own Python GGUF reader.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   sudo_cmd=()

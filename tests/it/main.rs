@@ -4,6 +4,7 @@ mod common;
 
 mod convert;
 mod gguf_malformed;
+mod gguf_py;
 mod gguf_read_write;
 mod hf_read;
 mod inspect_cli;
