@@ -37,6 +37,19 @@ const TABLE: &[(TensorKind, &str, bool, &str)] = &[
 ];
 
 impl TensorKind {
+    /// The tensors of one layer, in the order llama.cpp's converter writes them.
+    pub const PER_LAYER: [TensorKind; 9] = [
+        TensorKind::AttnNorm,
+        TensorKind::AttnQ,
+        TensorKind::AttnK,
+        TensorKind::AttnV,
+        TensorKind::AttnOutput,
+        TensorKind::FfnNorm,
+        TensorKind::FfnGate,
+        TensorKind::FfnUp,
+        TensorKind::FfnDown,
+    ];
+
     fn row(self) -> &'static (TensorKind, &'static str, bool, &'static str) {
         TABLE.iter().find(|r| r.0 == self).expect("TABLE has one row per TensorKind")
     }
@@ -120,6 +133,7 @@ mod tests {
     fn every_kind_has_one_row() {
         for row in TABLE {
             assert_eq!(row.0.row().1, row.1);
+            assert_eq!(row.2, TensorKind::PER_LAYER.contains(&row.0), "{}", row.1);
         }
     }
 }

@@ -53,14 +53,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = convert::execute(&checkpoint, plan, &args.output, &mut |done, _| bar.set_position(done))
         .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
     bar.finish_and_clear();
-    print_conversion_summary(
-        args.json,
-        &args.output,
-        args.file_type.name(),
-        summary.tensors,
-        summary.input_bytes,
-        summary.output_bytes,
-        summary.seconds,
-    );
+    print_conversion_summary(args.json, &args.output, args.file_type.name(), &summary);
     Ok(ExitCode::SUCCESS)
 }

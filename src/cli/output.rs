@@ -59,23 +59,26 @@ pub fn byte_progress(total: u64, label: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The one-line summary of a conversion, as text or (with `json`) as one JSON object on stdout.
-pub fn print_conversion_summary(json: bool, output: &std::path::Path, type_name: &str, tensors: usize, input_bytes: u64, output_bytes: u64, seconds: f64) {
-    let mb_s = input_bytes as f64 / 1e6 / seconds.max(1e-9);
+/// The one-line summary of a conversion, as text on stderr or (with `json`) as one JSON object
+/// on stdout.
+pub fn print_conversion_summary(json: bool, output: &std::path::Path, type_name: &str, s: &gguftune::quant::ConversionSummary) {
+    let mb_s = s.input_bytes as f64 / 1e6 / s.seconds.max(1e-9);
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "output": output, "type": type_name, "tensors": tensors, "input_bytes": input_bytes,
-                "output_bytes": output_bytes, "seconds": seconds, "mb_per_second": mb_s,
+                "output": output, "type": type_name, "tensors": s.tensors, "input_bytes": s.input_bytes,
+                "output_bytes": s.output_bytes, "seconds": s.seconds, "mb_per_second": mb_s,
             })
         );
     } else {
         eprintln!(
-            "wrote {}: {tensors} tensors, {} -> {} ({type_name}) in {seconds:.1} s, {mb_s:.0} MB/s",
+            "wrote {}: {} tensors, {} -> {} ({type_name}) in {:.1} s, {mb_s:.0} MB/s",
             output.display(),
-            human_bytes(input_bytes),
-            human_bytes(output_bytes),
+            s.tensors,
+            human_bytes(s.input_bytes),
+            human_bytes(s.output_bytes),
+            s.seconds,
         );
     }
 }

@@ -33,14 +33,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("quantizing {} to {}", args.input.display(), args.output.display()))?;
     bar.finish_and_clear();
-    print_conversion_summary(
-        args.json,
-        &args.output,
-        args.file_type.name(),
-        summary.tensors,
-        summary.input_bytes,
-        summary.output_bytes,
-        summary.seconds,
-    );
+    print_conversion_summary(args.json, &args.output, args.file_type.name(), &summary);
     Ok(ExitCode::SUCCESS)
 }

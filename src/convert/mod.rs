@@ -15,7 +15,7 @@ use safetensors::Dtype;
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 use crate::hf::{Arch, Checkpoint, HfError, LlamaConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
-use crate::quant::{decode_to_f32, DecodeError, FileType};
+use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
 pub use transform::permute_rotary_rows;
 
@@ -88,15 +88,6 @@ impl ConvertPlan {
     }
 }
 
-/// What a finished conversion did.
-#[derive(Clone, Debug)]
-pub struct ConvertSummary {
-    pub tensors: usize,
-    pub input_bytes: u64,
-    pub output_bytes: u64,
-    pub seconds: f64,
-}
-
 /// Plans converting the checkpoint in `dir` to `file_type`.
 pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan, ConvertError> {
     let dir = checkpoint.dir();
@@ -163,20 +154,7 @@ fn source_type(entry: &crate::hf::TensorEntry) -> Result<GgmlType, ConvertError>
 }
 
 fn order_key(n: &TensorName) -> (u32, u32, u8) {
-    let kind_rank = [
-        TensorKind::AttnNorm,
-        TensorKind::AttnQ,
-        TensorKind::AttnK,
-        TensorKind::AttnV,
-        TensorKind::AttnOutput,
-        TensorKind::FfnNorm,
-        TensorKind::FfnGate,
-        TensorKind::FfnUp,
-        TensorKind::FfnDown,
-    ]
-    .iter()
-    .position(|k| *k == n.kind)
-    .unwrap_or(0) as u32;
+    let kind_rank = TensorKind::PER_LAYER.iter().position(|k| *k == n.kind).unwrap_or(0) as u32;
     let suffix_rank = u8::from(n.suffix != "weight");
     match (n.kind, n.layer) {
         (TensorKind::TokenEmbd, _) => (0, 0, suffix_rank),
@@ -227,17 +205,7 @@ fn check_shapes(
         required.push(TensorName { kind: TensorKind::Output, layer: None, suffix: "weight".into() });
     }
     for layer in 0..c.num_layers as u32 {
-        for kind in [
-            TensorKind::AttnNorm,
-            TensorKind::AttnQ,
-            TensorKind::AttnK,
-            TensorKind::AttnV,
-            TensorKind::AttnOutput,
-            TensorKind::FfnNorm,
-            TensorKind::FfnGate,
-            TensorKind::FfnUp,
-            TensorKind::FfnDown,
-        ] {
+        for kind in TensorKind::PER_LAYER {
             required.push(TensorName { kind, layer: Some(layer), suffix: "weight".into() });
         }
     }
@@ -299,7 +267,7 @@ pub fn execute(
     plan: ConvertPlan,
     output: &Path,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<ConvertSummary, ConvertError> {
+) -> Result<ConversionSummary, ConvertError> {
     let start = Instant::now();
     let total = plan.input_bytes();
     let mut done = 0u64;
@@ -363,5 +331,5 @@ pub fn execute(
     }
     let output_bytes = writer.plan().file_size();
     writer.finish()?;
-    Ok(ConvertSummary { tensors: tensors.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(ConversionSummary { tensors: tensors.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
 }

@@ -28,12 +28,16 @@ pub enum QuantizeError {
     MissingKey { path: std::path::PathBuf, key: String },
 }
 
-/// What a finished requantization did.
+/// What a finished conversion or requantization did.
 #[derive(Clone, Debug)]
-pub struct QuantizeSummary {
+pub struct ConversionSummary {
+    /// Tensors written.
     pub tensors: usize,
+    /// Bytes of tensor data read.
     pub input_bytes: u64,
+    /// Size of the file written.
     pub output_bytes: u64,
+    /// Wall time.
     pub seconds: f64,
 }
 
@@ -44,7 +48,7 @@ pub fn requantize(
     output: &Path,
     ft: FileType,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<QuantizeSummary, QuantizeError> {
+) -> Result<ConversionSummary, QuantizeError> {
     let start = Instant::now();
     let file = GgufFile::open(input)?;
     let g = file.gguf()?;
@@ -117,5 +121,5 @@ pub fn requantize(
         }
     }
     writer.finish()?;
-    Ok(QuantizeSummary { tensors: types.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(ConversionSummary { tensors: types.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
 }

@@ -27,7 +27,7 @@ const F32_RELATIVE_TOLERANCE: f32 = 1e-3;
 /// product; through a 2-layer model the NMSE of the logits stays below 1e-3 (seen: 1.1e-4 for q8_0).
 const Q8_0_NMSE_TOLERANCE: f64 = 1e-3;
 
-fn convert_dir(dir: &Path, ft: FileType, out: &Path) -> Result<convert::ConvertSummary, ConvertError> {
+fn convert_dir(dir: &Path, ft: FileType, out: &Path) -> Result<gguftune::quant::ConversionSummary, ConvertError> {
     let ckpt = Checkpoint::open(dir)?;
     let plan = convert::plan(&ckpt, ft)?;
     convert::execute(&ckpt, plan, out, &mut |_, _| {})
