@@ -9,6 +9,7 @@
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
+//! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
@@ -27,6 +28,7 @@ pub mod gguf;
 pub mod hf;
 pub mod inspect;
 pub mod io;
+pub mod model;
 pub mod names;
 pub mod quant;
 

@@ -8,6 +8,8 @@
 //! - [`Runtime::get`] initialises the library once, thread-safely, and routes its log into a
 //!   buffer so that failures can be reported with llama.cpp's own reason.
 
+mod backend;
+mod context;
 mod log;
 mod oracle;
 mod quant;
@@ -20,6 +22,8 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
+pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer};
+pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use oracle::{GgufContext, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, llama_model_quantize, quantize_rows};
 
@@ -55,6 +59,24 @@ pub enum Error {
     TokenOutOfRange { token: i32, n_vocab: usize },
     #[error("llama_decode failed with code {code}{}", log::reason_suffix(reason))]
     DecodeFailed { code: i32, reason: Vec<String> },
+    #[error("ggml could not allocate a context of {bytes} bytes")]
+    ContextAlloc { bytes: usize },
+    #[error("{op}: the ggml context has no room for another tensor")]
+    ContextFull { op: &'static str },
+    #[error("{op}: shapes {a:?} and {b:?} do not fit")]
+    ShapeMismatch { op: &'static str, a: [i64; 4], b: [i64; 4] },
+    #[error("{op}: bad dimensions {ne:?}")]
+    BadShape { op: &'static str, ne: Vec<u64> },
+    #[error("permute: {axes:?} is not a permutation of 0..4")]
+    BadPermutation { axes: [i32; 4] },
+    #[error("ggml backend '{name}' could not be started")]
+    BackendInit { name: &'static str },
+    #[error("the graph could not be allocated (out of memory?)")]
+    GraphAlloc,
+    #[error("graph computation failed with status {status}")]
+    Compute { status: i32 },
+    #[error("tensor data: {what}")]
+    TensorData { what: &'static str },
     #[error("index {index} is out of range: {what} has {count}")]
     IndexOutOfRange { what: &'static str, index: u64, count: u64 },
 }

@@ -216,8 +216,15 @@ pub struct LlamaContext<'m> {
 }
 
 impl<'m> LlamaContext<'m> {
-    /// A context of `n_ctx` positions using `threads` CPU threads.
+    /// A context of `n_ctx` positions using `threads` CPU threads, with llama.cpp's defaults
+    /// (f16 KV cache, flash attention where the backend supports it).
     pub fn new(model: &'m LlamaModel, n_ctx: u32, threads: i32) -> Result<LlamaContext<'m>, Error> {
+        Self::with_precision(model, n_ctx, threads, false)
+    }
+
+    /// As [`LlamaContext::new`]; with `exact`, an f32 KV cache and no flash attention, so that
+    /// llama.cpp computes attention in f32 as gguftune's training graph does.
+    pub fn with_precision(model: &'m LlamaModel, n_ctx: u32, threads: i32, exact: bool) -> Result<LlamaContext<'m>, Error> {
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_context_default_params() };
         params.n_ctx = n_ctx;
@@ -225,6 +232,11 @@ impl<'m> LlamaContext<'m> {
         params.n_ubatch = n_ctx;
         params.n_threads = threads;
         params.n_threads_batch = threads;
+        if exact {
+            params.type_k = sys::GGML_TYPE_F32;
+            params.type_v = sys::GGML_TYPE_F32;
+            params.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        }
         log::clear_errors();
         // SAFETY: live model, which the PhantomData keeps borrowed for the context's lifetime.
         let ptr = unsafe { sys::llama_init_from_model(model.ptr.as_ptr(), params) };

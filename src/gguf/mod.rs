@@ -66,6 +66,11 @@ impl GgufFile {
         crate::io::mmap::release(&self.map, data);
     }
 
+    /// The whole file's bytes (the mapping).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// The parsed index, borrowing the mapped bytes.
     pub fn gguf(&self) -> Result<Gguf<'_>, GgufFileError> {
         parse(&self.map).map_err(|source| GgufFileError::Format { path: self.path.clone(), source })

@@ -3,6 +3,7 @@
 mod common;
 
 mod convert;
+mod forward;
 mod gguf_malformed;
 mod gguf_py;
 mod gguf_read_write;

@@ -1,0 +1,211 @@
+//! Where tensor data lives and where graphs run: backends, graph allocation, and tensors bound
+//! to memory-mapped model weights.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::context::{Context, Tensor};
+use super::{Error, Runtime};
+
+/// A ggml compute backend. Only the CPU for now; CUDA and Metal come through the same type.
+#[derive(Debug)]
+pub struct Backend {
+    ptr: NonNull<sys::ggml_backend>,
+}
+
+impl Backend {
+    /// The CPU backend with `threads` threads.
+    pub fn cpu(_rt: &Runtime, threads: usize) -> Result<Backend, Error> {
+        // SAFETY: creates a new backend owned by the returned value, freed in Drop.
+        let ptr = unsafe { sys::ggml_backend_cpu_init() };
+        let ptr = NonNull::new(ptr).ok_or(Error::BackendInit { name: "CPU" })?;
+        // SAFETY: a live CPU backend; any positive thread count is valid.
+        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), threads.clamp(1, 512) as i32) };
+        Ok(Backend { ptr })
+    }
+
+    /// Runs an allocated graph.
+    pub fn compute(&self, graph: &Allocated<'_, '_>) -> Result<(), Error> {
+        // SAFETY: live backend; every tensor of the graph has memory (allocated by the borrowed
+        // allocator, which outlives this call, or bound to a buffer that outlives the context).
+        let status = unsafe { sys::ggml_backend_graph_compute(self.ptr.as_ptr(), graph.graph.raw) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(Error::Compute { status: status as i32 });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_cpu_init, freed exactly once.
+        unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A computation graph built in a [`Context`].
+#[derive(Debug)]
+pub struct Graph<'ctx> {
+    raw: *mut sys::ggml_cgraph,
+    size: usize,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl<'ctx> Graph<'ctx> {
+    /// An empty graph of up to `size` nodes (the context was sized for it in [`Context::new`]).
+    pub fn new(ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+        // SAFETY: live context; ggml_new_graph_custom returns null-free memory or aborts when the
+        // context is too small, so check the room first.
+        let need = unsafe { sys::ggml_graph_overhead_custom(size, false) };
+        // SAFETY: live context; reads its accounting.
+        let (used, total) = unsafe { (sys::ggml_used_mem(ctx.raw()), sys::ggml_get_mem_size(ctx.raw())) };
+        if used + need > total {
+            return Err(Error::ContextFull { op: "new_graph" });
+        }
+        // SAFETY: as above, with room checked.
+        let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, false) };
+        Ok(Graph { raw, size, _ctx: PhantomData })
+    }
+
+    /// Adds `t` and everything it depends on.
+    pub fn build_forward_expand(&mut self, t: Tensor<'ctx>) -> Result<(), Error> {
+        // SAFETY: live graph; reads the node count.
+        let n = unsafe { sys::ggml_graph_n_nodes(self.raw) } as usize;
+        if n >= self.size {
+            return Err(Error::ContextFull { op: "build_forward_expand" });
+        }
+        // SAFETY: live graph and a tensor of the same context. ggml asserts when the graph
+        // overflows its size; the caller sizes graphs generously and the node count is checked
+        // before each expansion.
+        unsafe { sys::ggml_build_forward_expand(self.raw, t.raw()) };
+        Ok(())
+    }
+}
+
+/// Allocates the intermediate tensors of graphs in one buffer (`ggml_gallocr`), reusing memory
+/// between tensors whose lifetimes do not overlap.
+#[derive(Debug)]
+pub struct Allocator {
+    ptr: NonNull<sys::ggml_gallocr>,
+}
+
+/// A graph whose tensors all have memory, ready for [`Backend::compute`]. It borrows the
+/// allocator, so the memory cannot be freed while the graph can still run.
+#[derive(Debug)]
+pub struct Allocated<'g, 'ctx> {
+    graph: &'g Graph<'ctx>,
+    _alloc: PhantomData<&'g Allocator>,
+}
+
+impl Allocator {
+    /// An allocator for `backend`'s default buffer type.
+    pub fn new(backend: &Backend) -> Result<Allocator, Error> {
+        // SAFETY: live backend; the buffer type is static in ggml.
+        let buft = unsafe { sys::ggml_backend_get_default_buffer_type(backend.ptr.as_ptr()) };
+        // SAFETY: a valid buffer type; the allocator is freed in Drop.
+        let ptr = unsafe { sys::ggml_gallocr_new(buft) };
+        NonNull::new(ptr).map(|ptr| Allocator { ptr }).ok_or(Error::GraphAlloc)
+    }
+
+    /// Gives memory to every tensor of `graph` that has none.
+    pub fn alloc_graph<'g, 'ctx>(&'g mut self, graph: &'g Graph<'ctx>) -> Result<Allocated<'g, 'ctx>, Error> {
+        // SAFETY: live allocator and graph; tensors that already have memory (bound weights) are
+        // left alone by gallocr.
+        let ok = unsafe { sys::ggml_gallocr_alloc_graph(self.ptr.as_ptr(), graph.raw) };
+        if !ok {
+            return Err(Error::GraphAlloc);
+        }
+        Ok(Allocated { graph, _alloc: PhantomData })
+    }
+}
+
+impl Drop for Allocator {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_gallocr_new, freed exactly once.
+        unsafe { sys::ggml_gallocr_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl Allocated<'_, '_> {
+    /// Copies `data` into tensor `t` (which must have exactly `data.len() * 4` bytes, f32 or i32).
+    pub fn set_f32(&self, t: Tensor<'_>, data: &[f32]) -> Result<(), Error> {
+        set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
+    }
+
+    /// Copies `data` into the I32 tensor `t`.
+    pub fn set_i32(&self, t: Tensor<'_>, data: &[i32]) -> Result<(), Error> {
+        set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
+    }
+
+    /// The data of the F32 tensor `t`.
+    pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>, Error> {
+        if !t.has_data() || t.ty() != Some(crate::gguf::GgmlType::F32) {
+            return Err(Error::TensorData { what: "reading a tensor that is not f32 or has no memory" });
+        }
+        let mut out = vec![0f32; t.nbytes() / 4];
+        // SAFETY: the tensor has memory of nbytes bytes (checked), and `out` holds exactly that.
+        unsafe { sys::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
+        Ok(out)
+    }
+}
+
+fn set_bytes(t: Tensor<'_>, src: *const u8, len: usize) -> Result<(), Error> {
+    if !t.has_data() || t.nbytes() != len {
+        return Err(Error::TensorData { what: "writing a tensor without memory, or with a different size" });
+    }
+    // SAFETY: the tensor has memory of exactly `len` bytes (checked: ggml asserts
+    // offset + size <= nbytes), and `src` points to `len` readable bytes.
+    unsafe { sys::ggml_backend_tensor_set(t.raw(), src.cast(), 0, len) };
+    Ok(())
+}
+
+/// Read-only bytes (a memory-mapped model file) used as a CPU buffer, so weight tensors point
+/// straight into the mapping: no copy, and the pages load on first use.
+#[derive(Debug)]
+pub struct MappedBuffer<'data> {
+    ptr: NonNull<sys::ggml_backend_buffer>,
+    base: *const u8,
+    len: usize,
+    _data: PhantomData<&'data [u8]>,
+}
+
+impl<'data> MappedBuffer<'data> {
+    /// Wraps `data`, which must start at a 32-byte boundary (a memory map does).
+    pub fn new(_rt: &Runtime, data: &'data [u8]) -> Result<MappedBuffer<'data>, Error> {
+        if data.as_ptr() as usize % 32 != 0 || data.is_empty() {
+            return Err(Error::TensorData { what: "a mapped buffer must be non-empty and 32-byte aligned" });
+        }
+        // SAFETY: ggml only reads weight tensors (no op writes into a source), so the read-only
+        // bytes are never written despite the *mut; the buffer does not own or free the memory,
+        // and PhantomData ties it to the bytes' lifetime. Alignment checked (ggml asserts it).
+        let ptr = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(data.as_ptr() as *mut _, data.len()) };
+        let ptr = NonNull::new(ptr).ok_or(Error::TensorData { what: "ggml refused the mapped buffer" })?;
+        Ok(MappedBuffer { ptr, base: data.as_ptr(), len: data.len(), _data: PhantomData })
+    }
+
+    /// Points `t` at `len` bytes from `offset` in the buffer; `len` must equal the tensor's size.
+    /// The context must not outlive the buffer: the caller keeps both for the computation.
+    pub fn bind(&self, t: Tensor<'_>, offset: usize) -> Result<(), Error> {
+        let end = offset.checked_add(t.nbytes());
+        if t.has_data() || end.is_none_or(|e| e > self.len) || offset % 32 != 0 {
+            return Err(Error::TensorData { what: "binding a tensor outside the buffer, misaligned, or twice" });
+        }
+        // SAFETY: the tensor has no memory yet and [offset, offset + nbytes) lies inside the
+        // buffer (checked; ggml asserts the same), so the address is valid for the tensor.
+        let status = unsafe { sys::ggml_backend_tensor_alloc(self.ptr.as_ptr(), t.raw(), self.base.add(offset) as *mut _) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(Error::TensorData { what: "ggml could not bind the tensor" });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MappedBuffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_cpu_buffer_from_ptr, freed once; this frees only ggml's
+        // bookkeeping, not the borrowed bytes.
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
+    }
+}

@@ -1,0 +1,333 @@
+//! Graph-building contexts and tensor handles. Contexts here never hold tensor data
+//! (`no_alloc`): data lives in backend buffers (see `backend.rs`).
+//!
+//! Every op checks, in Rust, the `GGML_ASSERT`s of the ggml function it calls (named in its doc),
+//! because a failed assert aborts the whole process.
+
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::{Error, Runtime};
+use crate::gguf::GgmlType;
+
+/// A ggml context holding tensor metadata and graphs (no data).
+#[derive(Debug)]
+pub struct Context {
+    ptr: NonNull<sys::ggml_context>,
+}
+
+/// A tensor of a [`Context`]: a copyable handle that cannot outlive its context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tensor<'ctx> {
+    ptr: NonNull<sys::ggml_tensor>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+/// ggml's rope modes (`GGML_ROPE_TYPE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs rotate together (Llama in llama.cpp's layout).
+    Normal,
+    /// The two halves of each head rotate together (Qwen2, GPT-NeoX).
+    Neox,
+}
+
+/// Rope hyper-parameters (the arguments of `ggml_rope_ext` after the tensors).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub n_dims: i32,
+    pub mode: RopeMode,
+    pub n_ctx_orig: i32,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+}
+
+impl Context {
+    /// A context with room for `max_tensors` tensors and graphs of up to `graph_size` nodes.
+    pub fn new(_rt: &Runtime, max_tensors: usize, graph_size: usize) -> Result<Context, Error> {
+        // SAFETY: both functions only compute sizes.
+        let mem_size = unsafe {
+            max_tensors * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead_custom(graph_size, false)
+        };
+        let params = sys::ggml_init_params { mem_size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+        // SAFETY: valid parameters; ggml allocates and owns the metadata buffer, freed in Drop.
+        let ptr = unsafe { sys::ggml_init(params) };
+        NonNull::new(ptr).map(|ptr| Context { ptr }).ok_or(Error::ContextAlloc { bytes: mem_size })
+    }
+
+    pub(super) fn raw(&self) -> *mut sys::ggml_context {
+        self.ptr.as_ptr()
+    }
+
+    fn wrap(&self, op: &'static str, ptr: *mut sys::ggml_tensor) -> Result<Tensor<'_>, Error> {
+        NonNull::new(ptr).map(|ptr| Tensor { ptr, _ctx: PhantomData }).ok_or(Error::ContextFull { op })
+    }
+
+    fn room(&self, op: &'static str) -> Result<(), Error> {
+        // SAFETY: live context; reads its memory accounting.
+        let (used, size) = unsafe { (sys::ggml_used_mem(self.raw()), sys::ggml_get_mem_size(self.raw())) };
+        // SAFETY: only computes a size.
+        let overhead = unsafe { sys::ggml_tensor_overhead() };
+        if used + overhead > size {
+            return Err(Error::ContextFull { op });
+        }
+        Ok(())
+    }
+
+    /// A new tensor of type `ty` and dimensions `ne` (innermost first, 1 to 4 of them).
+    pub fn new_tensor(&self, ty: GgmlType, ne: &[u64]) -> Result<Tensor<'_>, Error> {
+        if ne.is_empty() || ne.len() > 4 || ne[0] % ty.block_size() != 0 {
+            return Err(Error::BadShape { op: "new_tensor", ne: ne.to_vec() });
+        }
+        let ne_i64: Vec<i64> = ne.iter().map(|&d| i64::try_from(d)).collect::<Result<_, _>>().map_err(|_| Error::BadShape {
+            op: "new_tensor",
+            ne: ne.to_vec(),
+        })?;
+        self.room("new_tensor")?;
+        // SAFETY: live context with room for one more tensor (checked); `ne_i64` holds n_dims values.
+        let t = unsafe { sys::ggml_new_tensor(self.raw(), ty.id(), ne_i64.len() as i32, ne_i64.as_ptr()) };
+        self.wrap("new_tensor", t)
+    }
+
+    /// `ggml_mul_mat(a, b)`: `a` is `[k, m, ...]`, `b` is `[k, n, ...]`, the result `[m, n, ...]`
+    /// (f32). Mirrors `ggml_can_mul_mat` (same `k`, `b`'s batch dims multiples of `a`'s) and
+    /// `!ggml_is_transposed(a)`.
+    pub fn mul_mat<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        let (x, y) = (a.ne(), b.ne());
+        if x[0] != y[0] || y[2] % x[2] != 0 || y[3] % x[3] != 0 || a.is_transposed() {
+            return Err(Error::ShapeMismatch { op: "mul_mat", a: x, b: y });
+        }
+        self.room("mul_mat")?;
+        // SAFETY: live context and tensors of it; the asserts of ggml_mul_mat were checked above.
+        self.wrap("mul_mat", unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
+    }
+
+    fn binary<'c>(
+        &'c self,
+        op: &'static str,
+        a: Tensor<'c>,
+        b: Tensor<'c>,
+        f: unsafe extern "C" fn(*mut sys::ggml_context, *mut sys::ggml_tensor, *mut sys::ggml_tensor) -> *mut sys::ggml_tensor,
+    ) -> Result<Tensor<'c>, Error> {
+        let (x, y) = (a.ne(), b.ne());
+        // ggml_can_repeat(b, a): each of a's dims is a multiple of b's.
+        if (0..4).any(|i| y[i] == 0 || x[i] % y[i] != 0) {
+            return Err(Error::ShapeMismatch { op, a: x, b: y });
+        }
+        self.room(op)?;
+        // SAFETY: live context and tensors of it; ggml_can_repeat(b, a) holds (checked above).
+        self.wrap(op, unsafe { f(self.raw(), a.raw(), b.raw()) })
+    }
+
+    /// `ggml_add(a, b)`, `b` broadcast over `a` (`ggml_can_repeat(b, a)`).
+    pub fn add<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.binary("add", a, b, sys::ggml_add)
+    }
+
+    /// `ggml_mul(a, b)`, `b` broadcast over `a` (`ggml_can_repeat(b, a)`).
+    pub fn mul<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.binary("mul", a, b, sys::ggml_mul)
+    }
+
+    /// `ggml_rms_norm(a, eps)` over rows.
+    pub fn rms_norm<'c>(&'c self, a: Tensor<'c>, eps: f32) -> Result<Tensor<'c>, Error> {
+        self.room("rms_norm")?;
+        // SAFETY: live context and tensor; rms_norm accepts any f32 tensor.
+        self.wrap("rms_norm", unsafe { sys::ggml_rms_norm(self.raw(), a.raw(), eps) })
+    }
+
+    /// `ggml_silu(a)`.
+    pub fn silu<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("silu")?;
+        // SAFETY: live context and tensor.
+        self.wrap("silu", unsafe { sys::ggml_silu(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_scale(a, s)`.
+    pub fn scale<'c>(&'c self, a: Tensor<'c>, s: f32) -> Result<Tensor<'c>, Error> {
+        self.room("scale")?;
+        // SAFETY: live context and tensor.
+        self.wrap("scale", unsafe { sys::ggml_scale(self.raw(), a.raw(), s) })
+    }
+
+    /// `ggml_get_rows(a, rows)`: rows of `a` picked by the I32 vector `rows`.
+    pub fn get_rows<'c>(&'c self, a: Tensor<'c>, rows: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        let (x, y) = (a.ne(), rows.ne());
+        if rows.ty() != Some(GgmlType::I32) || x[2] != y[1] || y[3] != 1 {
+            return Err(Error::ShapeMismatch { op: "get_rows", a: x, b: y });
+        }
+        self.room("get_rows")?;
+        // SAFETY: live context and tensors; ggml_get_rows' asserts (b I32, a.ne[2] == b.ne[1],
+        // b.ne[3] == 1) checked above.
+        self.wrap("get_rows", unsafe { sys::ggml_get_rows(self.raw(), a.raw(), rows.raw()) })
+    }
+
+    /// `ggml_reshape_2d` / `_3d` / `_4d` by the length of `ne`; `a` must be contiguous and keep its
+    /// element count.
+    pub fn reshape<'c>(&'c self, a: Tensor<'c>, ne: &[i64]) -> Result<Tensor<'c>, Error> {
+        let count: i64 = ne.iter().product();
+        if !a.is_contiguous() || count != a.n_elements() || !(2..=4).contains(&ne.len()) {
+            return Err(Error::BadShape { op: "reshape", ne: ne.iter().map(|&d| d.max(0) as u64).collect() });
+        }
+        self.room("reshape")?;
+        // SAFETY: live context and tensor; contiguity and element count (the asserts) checked.
+        let t = unsafe {
+            match ne.len() {
+                2 => sys::ggml_reshape_2d(self.raw(), a.raw(), ne[0], ne[1]),
+                3 => sys::ggml_reshape_3d(self.raw(), a.raw(), ne[0], ne[1], ne[2]),
+                _ => sys::ggml_reshape_4d(self.raw(), a.raw(), ne[0], ne[1], ne[2], ne[3]),
+            }
+        };
+        self.wrap("reshape", t)
+    }
+
+    /// `ggml_permute(a, axes)`: dimension `i` of `a` becomes dimension `axes[i]`.
+    pub fn permute<'c>(&'c self, a: Tensor<'c>, axes: [i32; 4]) -> Result<Tensor<'c>, Error> {
+        let mut seen = [false; 4];
+        for &ax in &axes {
+            if !(0..4).contains(&ax) || std::mem::replace(&mut seen[ax as usize], true) {
+                return Err(Error::BadPermutation { axes });
+            }
+        }
+        self.room("permute")?;
+        // SAFETY: live context and tensor; axes are a permutation of 0..4 (the asserts).
+        self.wrap("permute", unsafe { sys::ggml_permute(self.raw(), a.raw(), axes[0], axes[1], axes[2], axes[3]) })
+    }
+
+    /// `ggml_cont(a)`: a contiguous copy.
+    pub fn cont<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("cont")?;
+        // SAFETY: live context and tensor.
+        self.wrap("cont", unsafe { sys::ggml_cont(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_soft_max_ext(a, mask, scale, 0)`: softmax over rows of `a * scale + mask`. The mask
+    /// (f32) is `[a.ne0, >= a.ne1]`, broadcast over the other dims.
+    pub fn soft_max_ext<'c>(&'c self, a: Tensor<'c>, mask: Option<Tensor<'c>>, scale: f32) -> Result<Tensor<'c>, Error> {
+        if let Some(m) = mask {
+            let (x, y) = (a.ne(), m.ne());
+            if m.ty() != Some(GgmlType::F32) || !m.is_contiguous() || y[0] != x[0] || y[1] < x[1] || x[2] % y[2] != 0 || x[3] % y[3] != 0 {
+                return Err(Error::ShapeMismatch { op: "soft_max_ext", a: x, b: y });
+            }
+        }
+        self.room("soft_max_ext")?;
+        let m = mask.map_or(std::ptr::null_mut(), |m| m.raw());
+        // SAFETY: live context and tensors; the mask's asserts (contiguous, F16/F32, ne0 equal,
+        // ne1 covering, broadcastable) checked above; a null mask is allowed.
+        self.wrap("soft_max_ext", unsafe { sys::ggml_soft_max_ext(self.raw(), a.raw(), m, scale, 0.0) })
+    }
+
+    /// `ggml_rope_ext(a, positions, NULL, ...)` without YaRN: `a` is `[head_dim, n_head, n_tokens]`,
+    /// `positions` an I32 vector of `n_tokens`.
+    pub fn rope_ext<'c>(&'c self, a: Tensor<'c>, positions: Tensor<'c>, p: RopeParams) -> Result<Tensor<'c>, Error> {
+        let (x, y) = (a.ne(), positions.ne());
+        if positions.ty() != Some(GgmlType::I32) || y[0] != x[2] || p.n_dims <= 0 || i64::from(p.n_dims) > x[0] || p.n_dims % 2 != 0 {
+            return Err(Error::ShapeMismatch { op: "rope_ext", a: x, b: y });
+        }
+        self.room("rope_ext")?;
+        let mode = match p.mode {
+            RopeMode::Normal => 0,
+            RopeMode::Neox => 2,
+        };
+        // SAFETY: live context and tensors; ggml_rope_ext's asserts (b an I32 vector with one
+        // position per row of ne2) checked above; a null frequency-factor tensor is allowed.
+        let t = unsafe {
+            sys::ggml_rope_ext(
+                self.raw(),
+                a.raw(),
+                positions.raw(),
+                std::ptr::null_mut(),
+                p.n_dims,
+                mode,
+                p.n_ctx_orig,
+                p.freq_base,
+                p.freq_scale,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
+        };
+        self.wrap("rope_ext", t)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: the context came from ggml_init and is freed exactly once, here.
+        unsafe { sys::ggml_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl<'ctx> Tensor<'ctx> {
+    pub(super) fn raw(self) -> *mut sys::ggml_tensor {
+        self.ptr.as_ptr()
+    }
+
+    fn inner(&self) -> &sys::ggml_tensor {
+        // SAFETY: the tensor lives in a context that outlives 'ctx, and ggml never moves tensors.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Elements per dimension, innermost first.
+    pub fn ne(&self) -> [i64; 4] {
+        self.inner().ne
+    }
+
+    /// Number of elements.
+    pub fn n_elements(&self) -> i64 {
+        self.ne().iter().product()
+    }
+
+    /// The tensor's type (`None` for types gguftune does not name).
+    pub fn ty(&self) -> Option<GgmlType> {
+        GgmlType::from_id(self.inner().type_)
+    }
+
+    /// Bytes of data.
+    pub fn nbytes(&self) -> usize {
+        // SAFETY: live tensor.
+        unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+
+    fn is_contiguous(&self) -> bool {
+        // SAFETY: live tensor.
+        unsafe { sys::ggml_is_contiguous(self.raw()) }
+    }
+
+    fn is_transposed(&self) -> bool {
+        // SAFETY: live tensor.
+        unsafe { sys::ggml_is_transposed(self.raw()) }
+    }
+
+    /// Names the tensor (at most 63 bytes, longer names are cut by ggml).
+    pub fn set_name(self, name: &str) -> Self {
+        if let Ok(c) = CString::new(name) {
+            // SAFETY: live tensor; ggml copies at most GGML_MAX_NAME - 1 bytes of the string.
+            unsafe { sys::ggml_set_name(self.raw(), c.as_ptr()) };
+        }
+        self
+    }
+
+    /// Marks the tensor as a graph input (its data is set before each computation).
+    pub fn set_input(self) -> Self {
+        // SAFETY: live tensor; sets a flag.
+        unsafe { sys::ggml_set_input(self.raw()) };
+        self
+    }
+
+    /// Marks the tensor as a graph output (its data is kept and read after a computation).
+    pub fn set_output(self) -> Self {
+        // SAFETY: live tensor; sets a flag.
+        unsafe { sys::ggml_set_output(self.raw()) };
+        self
+    }
+
+    /// Whether the tensor has memory (after allocation or binding).
+    pub fn has_data(&self) -> bool {
+        !self.inner().data.is_null()
+    }
+}

@@ -1,0 +1,99 @@
+//! A model's hyper-parameters, read from its GGUF metadata with llama.cpp's keys.
+
+use crate::gguf::Gguf;
+
+use super::ModelError;
+
+/// The architectures gguftune can run and train (those `convert` writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+/// Hyper-parameters of a Llama-family model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HParams {
+    pub arch: Arch,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub head_dim: u64,
+    pub n_ff: u64,
+    pub n_vocab: u64,
+    pub n_ctx_train: u64,
+    pub rms_eps: f32,
+    pub rope_freq_base: f32,
+    /// 1 / linear rope scaling factor.
+    pub rope_freq_scale: f32,
+    pub rope_dims: u64,
+}
+
+impl HParams {
+    /// Reads the hyper-parameters; every missing key is reported at once.
+    pub fn from_gguf(g: &Gguf<'_>) -> Result<HParams, ModelError> {
+        let arch_name = g.get_str("general.architecture").unwrap_or("");
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => return Err(ModelError::UnsupportedArch { arch: other.to_owned() }),
+        };
+        let mut missing = Vec::new();
+        let mut int = |key: &str| -> u64 {
+            let full = format!("{arch_name}.{key}");
+            match g.get(&full).and_then(|v| v.as_u64()) {
+                Some(v) => v,
+                None => {
+                    missing.push(full);
+                    0
+                }
+            }
+        };
+        let n_embd = int("embedding_length");
+        let n_layer = int("block_count");
+        let n_head = int("attention.head_count");
+        let n_ff = int("feed_forward_length");
+        let n_ctx_train = int("context_length");
+        let float = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_f64());
+        let rms_eps = float("attention.layer_norm_rms_epsilon");
+        if rms_eps.is_none() {
+            missing.push(format!("{arch_name}.attention.layer_norm_rms_epsilon"));
+        }
+        if !missing.is_empty() {
+            return Err(ModelError::MissingKeys { keys: missing });
+        }
+        let opt_int = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_u64());
+        let n_head_kv = opt_int("attention.head_count_kv").unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(ModelError::Inconsistent { what: format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}") });
+        }
+        let head_dim = opt_int("attention.key_length").unwrap_or(n_embd / n_head);
+        let n_vocab = g
+            .tensor("token_embd.weight")
+            .map(|t| t.ne.get(1).copied().unwrap_or(0))
+            .ok_or(ModelError::MissingTensor { name: "token_embd.weight".into() })?;
+        let scaling = g.get_str(&format!("{arch_name}.rope.scaling.type"));
+        let factor = float("rope.scaling.factor").unwrap_or(1.0) as f32;
+        let rope_freq_scale = match scaling {
+            None | Some("none") => 1.0,
+            Some("linear") if factor > 0.0 => 1.0 / factor,
+            Some(other) => return Err(ModelError::Unsupported { what: format!("rope scaling '{other}'") }),
+        };
+        Ok(HParams {
+            arch,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_vocab,
+            n_ctx_train,
+            rms_eps: rms_eps.unwrap_or(1e-5) as f32,
+            rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0) as f32,
+            rope_freq_scale,
+            rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
+        })
+    }
+}

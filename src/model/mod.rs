@@ -1,0 +1,88 @@
+//! Models as gguftune runs them: hyper-parameters from GGUF metadata, the weights bound straight
+//! to the memory-mapped file, and the forward graph built from ggml ops (the graph training will
+//! differentiate, so it uses only ops with a backward pass: no flash attention).
+
+mod graph;
+mod hparams;
+
+use std::path::Path;
+
+pub use graph::Weights;
+pub use hparams::{Arch, HParams};
+
+use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, Runtime};
+use crate::gguf::{GgufFile, GgufFileError};
+
+/// Why a model cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error(transparent)]
+    File(#[from] GgufFileError),
+    #[error(transparent)]
+    Ggml(#[from] ggml::Error),
+    #[error("architecture '{arch}' is not supported (supported: llama, qwen2)")]
+    UnsupportedArch { arch: String },
+    #[error("missing metadata keys: {}", keys.join(", "))]
+    MissingKeys { keys: Vec<String> },
+    #[error("missing tensor '{name}'")]
+    MissingTensor { name: String },
+    #[error("tensor '{name}' has ne {found:?}, expected {expected:?}")]
+    TensorShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error("inconsistent hyper-parameters: {what}")]
+    Inconsistent { what: String },
+    #[error("not supported yet: {what}")]
+    Unsupported { what: String },
+    #[error("token {token} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { token: i32, n_vocab: u64 },
+}
+
+/// A GGUF model opened for running.
+#[derive(Debug)]
+pub struct Model {
+    file: GgufFile,
+    hparams: HParams,
+}
+
+impl Model {
+    /// Opens `path` and reads its hyper-parameters.
+    pub fn open(path: &Path) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path)?;
+        let hparams = HParams::from_gguf(&file.gguf()?)?;
+        Ok(Model { file, hparams })
+    }
+
+    /// The hyper-parameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.hparams
+    }
+
+    /// Runs `tokens` (one sequence from position 0) through the forward graph on the CPU and
+    /// returns the logits of every position (`tokens.len()` rows of `n_vocab`).
+    pub fn logits(&self, tokens: &[i32], threads: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        let rt = Runtime::get();
+        let h = &self.hparams;
+        if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t as u64 >= h.n_vocab) {
+            return Err(ModelError::TokenOutOfRange { token: bad, n_vocab: h.n_vocab });
+        }
+        let gguf = self.file.gguf()?;
+        let n_layer = usize::try_from(h.n_layer).unwrap_or(usize::MAX);
+        let graph_size = 256 + 64 * n_layer;
+        let ctx = Context::new(rt, gguf.tensors.len() + graph_size, graph_size)?;
+        let buffer = MappedBuffer::new(rt, self.file.bytes())?;
+        let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
+        let n = tokens.len() as u64;
+        let inputs = graph::Inputs::new(&ctx, n)?;
+        let logits = graph::forward(&ctx, h, &weights, &inputs)?;
+        let mut graph = Graph::new(&ctx, graph_size)?;
+        graph.build_forward_expand(logits)?;
+        let backend = Backend::cpu(rt, threads)?;
+        let mut allocator = Allocator::new(&backend)?;
+        let allocated = allocator.alloc_graph(&graph)?;
+        inputs.set(&allocated, tokens)?;
+        backend.compute(&allocated)?;
+        let flat = allocated.get_f32(logits)?;
+        let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
+        Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+}
