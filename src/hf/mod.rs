@@ -1,9 +1,11 @@
 //! Hugging Face inputs: safetensors files over a memory map, sharded checkpoints with
-//! `model.safetensors.index.json`, and `config.json`. No ggml here.
+//! `model.safetensors.index.json`, `config.json`, and the tokenizer (`tokenizer.json` or a
+//! SentencePiece `tokenizer.model`). No ggml here.
 
 mod checkpoint;
 mod config;
 mod safetensors_file;
+mod sentencepiece;
 mod tokenizer;
 
 use std::path::PathBuf;
@@ -11,6 +13,11 @@ use std::path::PathBuf;
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use config::{Arch, ConfigError, LlamaConfig, RopeScaling};
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
+pub use sentencepiece::{
+    parse_model_proto, ModelProto, NormalizerSpec, Piece, PieceType, SpmError, SpmErrorKind, SpmField, SpmMember,
+    SpmMessage, SpmModelType, TrainerSpec, WireType, ADDED_TOKENS_FILE, MAX_MODEL_FILE_BYTES, SPM_FILE,
+};
+pub use tokenizer::TOKENIZER_FILE;
 pub use tokenizer::{load_tokenizer, token_type, GgufTokenizer, PreTokenizer, TokenizerModel, PRE_TOKENIZERS};
 
 /// An error reading Hugging Face files: each names the file and what was expected.
@@ -51,6 +58,14 @@ pub enum HfError {
     MissingByteToken { path: PathBuf, token: String },
     #[error("{}: add_{kind}_token is set but no {kind} token is known (expected '{kind}_token' naming a token of tokenizer.json, or '{kind}_token_id' in config.json)", path.display())]
     MissingSpecialToken { path: PathBuf, kind: &'static str },
+    #[error("{}: no tokenizer found: expected '{TOKENIZER_FILE}' or a SentencePiece '{SPM_FILE}'", dir.display())]
+    NoTokenizer { dir: PathBuf },
+    #[error("{}: not a valid SentencePiece model", path.display())]
+    SentencePiece { path: PathBuf, source: SpmError },
+    #[error("{}: {size} bytes is larger than a tokenizer file can be (expected at most {max})", path.display())]
+    FileTooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("{}: pieces: byte piece '{token}' is missing (hint: llama.cpp's SentencePiece tokenizer falls back to the 256 pieces '<0x00>'..'<0xFF>' and needs all of them)", path.display())]
+    MissingBytePiece { path: PathBuf, token: String },
 }
 
 impl HfError {

@@ -1,13 +1,15 @@
 //! Hugging Face tokenizers as GGUF tokenizer metadata.
 //!
 //! [`load_tokenizer`] reads a model folder's `tokenizer.json` (with serde_json, not the
-//! `tokenizers` crate), `tokenizer_config.json` and, when present, `config.json`,
+//! `tokenizers` crate) or, when there is none, its SentencePiece `tokenizer.model` (see
+//! src/hf/sentencepiece.rs), then `tokenizer_config.json` and, when present, `config.json`,
 //! `generation_config.json` and `chat_template.jinja`, and returns a [`GgufTokenizer`]: the
 //! `tokenizer.*` keys that make llama.cpp tokenize exactly as the Hugging Face tokenizer does.
 //! [`GgufTokenizer::to_metadata`] spells them as llama.cpp reads them (src/llama-vocab.cpp
-//! `llama_vocab::impl::load`, key names from src/llama-arch.cpp).
+//! `llama_vocab::impl::load`, key names from src/llama-arch.cpp). The special tokens, the chat
+//! template and the padding of the vocabulary are worked out the same way for both files.
 //!
-//! Two kinds of tokenizer are supported, both BPE models:
+//! Two kinds of tokenizer.json are supported, both BPE models:
 //! - **SentencePiece-style BPE with byte fallback** (Llama 2, Mistral): `tokenizer.ggml.model =
 //!   "llama"`. llama.cpp's SentencePiece tokenizer merges the adjacent pair whose *result* has the
 //!   highest score, so each token's score is minus the rank of the first merge that produces it:
@@ -33,12 +35,14 @@
 //! tokens; llama.cpp ignores the `lstrip`/`rstrip` flags of added tokens; and a SentencePiece-style
 //! score is per token, not per merge, so two merges producing the same token share a priority.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::checkpoint::read_json;
+use super::sentencepiece::SPM_FILE;
 use super::HfError;
 use crate::gguf::{MetaArray, MetaValue};
 
@@ -291,12 +295,12 @@ fn find_pre(path: &Path, regexes: &[String], ignore_merges: bool) -> Result<&'st
 type Component<'v> = (String, &'v Map<String, Value>);
 
 /// Typed access to one JSON file's values, naming the file and the field on errors.
-struct Json<'p> {
-    path: &'p Path,
+pub(super) struct Json<'p> {
+    pub(super) path: &'p Path,
 }
 
 impl Json<'_> {
-    fn field_error(&self, field: &str, expected: &'static str) -> HfError {
+    pub(super) fn field_error(&self, field: &str, expected: &'static str) -> HfError {
         HfError::TokenizerField { path: self.path.to_owned(), field: field.to_owned(), expected }
     }
 
@@ -309,12 +313,17 @@ impl Json<'_> {
         }
     }
 
-    fn object<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Map<String, Value>, HfError> {
+    pub(super) fn object<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Map<String, Value>, HfError> {
         value.as_object().ok_or_else(|| self.field_error(field, "a JSON object"))
     }
 
     /// `obj[key]` as a string; `None` when absent or null.
-    fn opt_str<'v>(&self, obj: &'v Map<String, Value>, key: &str, field: &str) -> Result<Option<&'v str>, HfError> {
+    pub(super) fn opt_str<'v>(
+        &self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<&'v str>, HfError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -323,7 +332,7 @@ impl Json<'_> {
     }
 
     /// `obj[key]` as a bool; `None` when absent or null.
-    fn opt_bool(&self, obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<bool>, HfError> {
+    pub(super) fn opt_bool(&self, obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<bool>, HfError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -333,7 +342,7 @@ impl Json<'_> {
 
     /// A token id: a non-negative integer below [`MAX_TOKEN_ID`]. `field` is only built for an
     /// error (vocabularies have 100k+ entries).
-    fn token_id(&self, value: &Value, field: impl FnOnce() -> String) -> Result<u32, HfError> {
+    pub(super) fn token_id(&self, value: &Value, field: impl FnOnce() -> String) -> Result<u32, HfError> {
         value
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
@@ -420,12 +429,15 @@ fn top_object(path: &Path, value: Option<Value>) -> Result<Map<String, Value>, H
 
 // ----- tokenizer.json -------------------------------------------------------------------------
 
-/// An entry of `added_tokens`.
-struct AddedToken {
-    id: u32,
-    content: String,
-    special: bool,
-    normalized: bool,
+/// An added token: an entry of tokenizer.json's `added_tokens`, of `added_tokens.json` or of
+/// `tokenizer_config.json`'s `added_tokens_decoder`.
+pub(super) struct AddedToken {
+    pub(super) id: u32,
+    pub(super) content: String,
+    pub(super) special: bool,
+    /// Whether the tokenizer normalizes the token's text: for a SentencePiece-style vocabulary,
+    /// its '▁' are written as spaces (llama.cpp matches added tokens in the raw text).
+    pub(super) normalized: bool,
 }
 
 /// What `tokenizer.json` says, before the vocabulary is laid out.
@@ -722,7 +734,7 @@ fn spm_space_prefix(
 
 /// The text of the byte token for `byte`, as llama.cpp's `byte_to_token` and tokenizers' byte
 /// fallback spell it.
-fn byte_token(byte: u8) -> String {
+pub(super) fn byte_token(byte: u8) -> String {
     format!("<0x{byte:02X}>")
 }
 
@@ -823,7 +835,7 @@ fn fallback_id(files: &[&Map<String, Value>], kind: &str, n_vocab: usize) -> Opt
 /// reads it: `(first, last)` special tokens of a `TemplateProcessing`'s `single` template, or
 /// BOS and EOS for `RobertaProcessing`.
 #[derive(Default)]
-struct PostProcessor {
+pub(super) struct PostProcessor {
     first: Option<String>,
     last: Option<String>,
     roberta: bool,
@@ -863,37 +875,73 @@ fn parse_post_processor(j: &Json<'_>, root: &Value) -> Result<PostProcessor, HfE
 
 /// Reads the tokenizer of the model folder `dir` and lays out its vocabulary for llama.cpp.
 ///
+/// The tokenizer is `tokenizer.json` when the folder has one, else the SentencePiece model
+/// `tokenizer.model` (src/hf/sentencepiece.rs: pieces, scores and piece types from the file,
+/// special ids from its trainer spec). When both files exist, `tokenizer.json` is read and
+/// `tokenizer.model` ignored: it is what the Hugging Face fast tokenizer runs, and it carries
+/// the added tokens and post-processor of the checkpoint (convert_hf_to_gguf.py's `LlamaModel`
+/// tries `tokenizer.model` first; in Llama-2-style checkpoints both describe the same
+/// tokenizer). A folder with neither is an error naming both.
+///
 /// `vocab_size` is `config.json`'s: the vocabulary is padded to it with `[PAD{id}]` tokens of type
 /// unused (as convert_hf_to_gguf.py does), and a tokenizer with more ids than that is an error.
 ///
 /// Special tokens come from `tokenizer_config.json` (`bos_token` etc., resolved through the
-/// vocabulary), falling back to the ids in `config.json` and then `generation_config.json`.
-/// `add_bos`/`add_eos` come from the post-processor (`TemplateProcessing`), overridden by
-/// `add_bos_token`/`add_eos_token` in `tokenizer_config.json`, as in convert_hf_to_gguf.py.
+/// vocabulary), falling back to the ids in `config.json`, then `generation_config.json`, then
+/// (for `tokenizer.model`) the trainer spec. `add_bos`/`add_eos` come from the post-processor
+/// (`TemplateProcessing`) of `tokenizer.json` or the defaults of a SentencePiece model, overridden
+/// by `add_bos_token`/`add_eos_token` in `tokenizer_config.json`, as in convert_hf_to_gguf.py.
 pub fn load_tokenizer(dir: &Path, vocab_size: Option<usize>) -> Result<GgufTokenizer, HfError> {
-    let tokenizer_path = dir.join(TOKENIZER_FILE);
-    let root = read_json(&tokenizer_path)?;
-    let j = Json { path: &tokenizer_path };
-    let parsed = parse_tokenizer_json(&j, &root)?;
-    let post = parse_post_processor(&j, &root)?;
-
-    let config_path = dir.join(TOKENIZER_CONFIG_FILE);
-    let config = top_object(&config_path, read_optional_json(&config_path)?)?;
-    let cj = Json { path: &config_path };
-    let model_config_path = dir.join(CONFIG_FILE);
-    let model_config = top_object(&model_config_path, read_optional_json(&model_config_path)?)?;
-    let generation_path = dir.join(GENERATION_CONFIG_FILE);
-    let generation = top_object(&generation_path, read_optional_json(&generation_path)?)?;
-
+    let json_path = dir.join(TOKENIZER_FILE);
+    let spm_path = dir.join(SPM_FILE);
+    let from_json = json_path.is_file();
+    if !from_json && !spm_path.is_file() {
+        return Err(HfError::NoTokenizer { dir: dir.to_owned() });
+    }
+    let files = ConfigFiles::load(dir)?;
     if vocab_size.is_some_and(|size| size > MAX_TOKEN_ID as usize) {
         return Err(HfError::TokenizerField {
-            path: model_config_path,
+            path: files.model_config_path,
             field: "vocab_size".into(),
             expected: "at most 4194304 (MAX_TOKEN_ID)",
         });
     }
-    let Layout { tokens, types: token_types, ids: first_ids } = lay_out_vocab(&j, &parsed, vocab_size)?;
-    let n_vocab = tokens.len();
+    if from_json {
+        load_tokenizer_json(dir, &json_path, &files, vocab_size)
+    } else {
+        super::sentencepiece::load(dir, &spm_path, &files, vocab_size)
+    }
+}
+
+/// `tokenizer.json` as a [`GgufTokenizer`].
+fn load_tokenizer_json(
+    dir: &Path,
+    path: &Path,
+    files: &ConfigFiles,
+    vocab_size: Option<usize>,
+) -> Result<GgufTokenizer, HfError> {
+    let root = read_json(path)?;
+    let j = Json { path };
+    let parsed = parse_tokenizer_json(&j, &root)?;
+    let post = parse_post_processor(&j, &root)?;
+
+    let is_spm = parsed.model == TokenizerModel::Llama;
+    let base: Vec<BaseToken<'_>> = parsed
+        .vocab
+        .iter()
+        .map(|(text, id)| {
+            let kind = if is_spm && is_byte_token(text) {
+                token_type::BYTE
+            } else if is_spm && parsed.unk_token.as_deref() == Some(text.as_str()) {
+                token_type::UNKNOWN
+            } else {
+                token_type::NORMAL
+            };
+            BaseToken { key: text, text: Cow::Borrowed(text), id: *id, kind }
+        })
+        .collect();
+    let layout = lay_out_vocab(path, &base, &parsed.added, parsed.model, vocab_size)?;
+    let n_vocab = layout.tokens.len();
     let scores = match parsed.model {
         TokenizerModel::Llama => Some(spm_scores(&parsed, n_vocab)),
         TokenizerModel::Gpt2 => None,
@@ -906,22 +954,102 @@ pub fn load_tokenizer(dir: &Path, vocab_size: Option<usize>) -> Result<GgufToken
         }
         TokenizerModel::Llama => Vec::new(),
     };
+    let file = FileSpecials {
+        unk_name: parsed.unk_token.clone(),
+        post,
+        add_space_prefix: parsed.add_space_prefix,
+        ..FileSpecials::default()
+    };
+    let vocab = Vocabulary { model: parsed.model, pre: parsed.pre, layout, scores, merges };
+    finish(dir, files, vocab, file)
+}
+
+/// `tokenizer_config.json`, `config.json` and `generation_config.json` (empty objects when absent).
+pub(super) struct ConfigFiles {
+    pub(super) tokenizer_config_path: PathBuf,
+    pub(super) tokenizer_config: Map<String, Value>,
+    model_config_path: PathBuf,
+    model_config: Map<String, Value>,
+    generation: Map<String, Value>,
+}
+
+impl ConfigFiles {
+    fn load(dir: &Path) -> Result<ConfigFiles, HfError> {
+        let tokenizer_config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        let tokenizer_config = top_object(&tokenizer_config_path, read_optional_json(&tokenizer_config_path)?)?;
+        let model_config_path = dir.join(CONFIG_FILE);
+        let model_config = top_object(&model_config_path, read_optional_json(&model_config_path)?)?;
+        let generation_path = dir.join(GENERATION_CONFIG_FILE);
+        let generation = top_object(&generation_path, read_optional_json(&generation_path)?)?;
+        Ok(ConfigFiles { tokenizer_config_path, tokenizer_config, model_config_path, model_config, generation })
+    }
+}
+
+/// Special-token ids fixed by the tokenizer file itself (a SentencePiece trainer spec).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SpecialIds {
+    pub(super) bos: Option<u32>,
+    pub(super) eos: Option<u32>,
+    pub(super) unk: Option<u32>,
+    pub(super) pad: Option<u32>,
+}
+
+/// What the tokenizer file says about special tokens and the space prefix, before
+/// `tokenizer_config.json` and the model's config files have their say.
+#[derive(Default)]
+pub(super) struct FileSpecials {
+    /// The unknown token's text (`model.unk_token` of tokenizer.json).
+    pub(super) unk_name: Option<String>,
+    /// What the post-processor adds (tokenizer.json).
+    pub(super) post: PostProcessor,
+    /// Ids of the file, the last fallback.
+    pub(super) ids: SpecialIds,
+    /// Whether BOS/EOS are added, unless the post-processor or the config says.
+    pub(super) add_bos: Option<bool>,
+    pub(super) add_eos: Option<bool>,
+    /// `add_space_prefix` of a SentencePiece-style tokenizer.
+    pub(super) add_space_prefix: Option<bool>,
+}
+
+/// A vocabulary laid out for llama.cpp, before special tokens are resolved.
+pub(super) struct Vocabulary<'a> {
+    pub(super) model: TokenizerModel,
+    pub(super) pre: Option<&'static str>,
+    pub(super) layout: Layout<'a>,
+    pub(super) scores: Option<Vec<f32>>,
+    pub(super) merges: Vec<String>,
+}
+
+/// Resolves the special tokens, the add-BOS/EOS flags, the space prefix and the chat template of
+/// a laid-out vocabulary from the tokenizer file's own `file` specials and the config files.
+pub(super) fn finish(
+    dir: &Path,
+    files: &ConfigFiles,
+    vocab: Vocabulary<'_>,
+    file: FileSpecials,
+) -> Result<GgufTokenizer, HfError> {
+    let Vocabulary { model, pre, layout, scores, merges } = vocab;
+    let Layout { tokens, types: token_types, ids: first_ids, .. } = layout;
+    let n_vocab = tokens.len();
+    let config = &files.tokenizer_config;
+    let cj = Json { path: &files.tokenizer_config_path };
 
     // Token names; tokenizer_config.json wins, as in convert_hf_to_gguf.py (cls/sep stand in for
     // bos/eos when those are missing).
-    let mut bos_name = config_token(&cj, &config, "bos_token")?;
-    let mut eos_name = config_token(&cj, &config, "eos_token")?;
+    let mut bos_name = config_token(&cj, config, "bos_token")?;
+    let mut eos_name = config_token(&cj, config, "eos_token")?;
     if bos_name.is_none() {
-        bos_name = config_token(&cj, &config, "cls_token")?;
+        bos_name = config_token(&cj, config, "cls_token")?;
     }
     if eos_name.is_none() {
-        eos_name = config_token(&cj, &config, "sep_token")?;
+        eos_name = config_token(&cj, config, "sep_token")?;
     }
-    let unk_name = config_token(&cj, &config, "unk_token")?.or(parsed.unk_token.clone());
-    let pad_name = config_token(&cj, &config, "pad_token")?;
+    let unk_name = config_token(&cj, config, "unk_token")?.or(file.unk_name);
+    let pad_name = config_token(&cj, config, "pad_token")?;
 
     // What the post-processor adds (SpecialVocab._try_load_from_tokenizer_json).
-    let (mut add_bos, mut add_eos) = (None, None);
+    let (mut add_bos, mut add_eos) = (file.add_bos, file.add_eos);
+    let post = file.post;
     if post.roberta {
         (add_bos, add_eos) = (Some(true), Some(true));
     }
@@ -936,37 +1064,39 @@ pub fn load_tokenizer(dir: &Path, vocab_size: Option<usize>) -> Result<GgufToken
         eos_name = Some(last);
         add_eos = Some(true);
     }
-    if let Some(flag) = cj.opt_bool(&config, "add_bos_token", "")? {
+    if let Some(flag) = cj.opt_bool(config, "add_bos_token", "")? {
         add_bos = Some(flag);
     }
-    if let Some(flag) = cj.opt_bool(&config, "add_eos_token", "")? {
+    if let Some(flag) = cj.opt_bool(config, "add_eos_token", "")? {
         add_eos = Some(flag);
     }
 
-    let fallbacks = [&model_config, &generation];
-    let resolve = |name: Option<&String>, kind: &str| {
-        name.and_then(|n| first_ids.get(n.as_str()).copied()).or_else(|| fallback_id(&fallbacks, kind, n_vocab))
+    let fallbacks = [&files.model_config, &files.generation];
+    let resolve = |name: Option<&String>, kind: &str, file_id: Option<u32>| {
+        name.and_then(|n| first_ids.get(n.as_str()).copied())
+            .or_else(|| fallback_id(&fallbacks, kind, n_vocab))
+            .or(file_id.filter(|&id| (id as usize) < n_vocab))
     };
-    let bos_id = resolve(bos_name.as_ref(), "bos");
-    let eos_id = resolve(eos_name.as_ref(), "eos");
-    let unk_id = resolve(unk_name.as_ref(), "unk");
-    let pad_id = resolve(pad_name.as_ref(), "pad");
+    let bos_id = resolve(bos_name.as_ref(), "bos", file.ids.bos);
+    let eos_id = resolve(eos_name.as_ref(), "eos", file.ids.eos);
+    let unk_id = resolve(unk_name.as_ref(), "unk", file.ids.unk);
+    let pad_id = resolve(pad_name.as_ref(), "pad", file.ids.pad);
     if add_bos == Some(true) && bos_id.is_none() {
-        return Err(HfError::MissingSpecialToken { path: config_path, kind: "bos" });
+        return Err(HfError::MissingSpecialToken { path: files.tokenizer_config_path.clone(), kind: "bos" });
     }
     if add_eos == Some(true) && eos_id.is_none() {
-        return Err(HfError::MissingSpecialToken { path: config_path, kind: "eos" });
+        return Err(HfError::MissingSpecialToken { path: files.tokenizer_config_path.clone(), kind: "eos" });
     }
 
-    let add_space_prefix = match parsed.model {
+    let add_space_prefix = match model {
         // LlamaModel.set_vocab: tokenizer_config.json's add_prefix_space wins.
-        TokenizerModel::Llama => cj.opt_bool(&config, "add_prefix_space", "")?.or(parsed.add_space_prefix),
+        TokenizerModel::Llama => cj.opt_bool(config, "add_prefix_space", "")?.or(file.add_space_prefix),
         TokenizerModel::Gpt2 => None,
     };
 
     Ok(GgufTokenizer {
-        model: parsed.model,
-        pre: parsed.pre.map(str::to_owned),
+        model,
+        pre: pre.map(str::to_owned),
         tokens,
         scores,
         token_types,
@@ -978,46 +1108,70 @@ pub fn load_tokenizer(dir: &Path, vocab_size: Option<usize>) -> Result<GgufToken
         add_bos,
         add_eos,
         add_space_prefix,
-        chat_template: chat_template(dir, &cj, &config)?,
+        chat_template: chat_template(dir, &cj, config)?,
     })
 }
 
-/// The vocabulary by id, as llama.cpp reads it.
-struct Layout<'a> {
-    tokens: Vec<String>,
-    types: Vec<i32>,
-    /// The id of each token text of `tokenizer.json` (an added token's before a model token's).
-    ids: HashMap<&'a str, u32>,
+/// A token of the base vocabulary (tokenizer.json's `model.vocab`, tokenizer.model's pieces).
+pub(super) struct BaseToken<'a> {
+    /// The text special tokens are looked up by.
+    pub(super) key: &'a str,
+    /// The text written to the GGUF.
+    pub(super) text: Cow<'a, str>,
+    pub(super) id: u32,
+    /// One of the [`token_type`] values.
+    pub(super) kind: i32,
 }
 
-/// Lays out tokens and types by id, padded to `vocab_size` with `[PAD{id}]`.
-fn lay_out_vocab<'a>(j: &Json<'_>, parsed: &'a Parsed, vocab_size: Option<usize>) -> Result<Layout<'a>, HfError> {
-    let max_id = parsed.vocab.iter().map(|(_, id)| *id).chain(parsed.added.iter().map(|t| t.id)).max();
+/// Where the token at an id comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    Base,
+    Added,
+    Padding,
+}
+
+/// The vocabulary by id, as llama.cpp reads it.
+pub(super) struct Layout<'a> {
+    pub(super) tokens: Vec<String>,
+    pub(super) types: Vec<i32>,
+    pub(super) origins: Vec<Origin>,
+    /// The id of each token text (an added token's before a base token's).
+    pub(super) ids: HashMap<&'a str, u32>,
+}
+
+/// Lays out tokens and types by id: the base vocabulary, then the added tokens over it, padded to
+/// `vocab_size` with `[PAD{id}]`. Base ids must be unique and below [`MAX_TOKEN_ID`]; `path` is
+/// the tokenizer file, named on errors.
+pub(super) fn lay_out_vocab<'a>(
+    path: &Path,
+    base: &'a [BaseToken<'a>],
+    added: &'a [AddedToken],
+    model: TokenizerModel,
+    vocab_size: Option<usize>,
+) -> Result<Layout<'a>, HfError> {
+    let max_id = base.iter().map(|t| t.id).chain(added.iter().map(|t| t.id)).max();
     // Ids are below MAX_TOKEN_ID, so this fits and bounds the allocation.
     let needed = max_id.map_or(0, |id| id as usize + 1);
     let n_vocab = match (vocab_size, max_id) {
         (Some(size), Some(max_id)) if size < needed => {
-            return Err(HfError::VocabSizeMismatch { path: j.path.to_owned(), max_id, vocab_size: size })
+            return Err(HfError::VocabSizeMismatch { path: path.to_owned(), max_id, vocab_size: size })
         }
         (Some(size), _) => size,
         (None, _) => needed,
     };
     let mut tokens: Vec<Option<String>> = vec![None; n_vocab];
     let mut types = vec![token_type::UNUSED; n_vocab];
-    let is_spm = parsed.model == TokenizerModel::Llama;
-    for (text, id) in &parsed.vocab {
-        let i = *id as usize;
-        types[i] = if is_spm && is_byte_token(text) {
-            token_type::BYTE
-        } else if is_spm && parsed.unk_token.as_deref() == Some(text.as_str()) {
-            token_type::UNKNOWN
-        } else {
-            token_type::NORMAL
-        };
-        tokens[i] = Some(text.clone());
+    let mut origins = vec![Origin::Padding; n_vocab];
+    for token in base {
+        let i = token.id as usize;
+        types[i] = token.kind;
+        tokens[i] = Some(token.text.clone().into_owned());
+        origins[i] = Origin::Base;
     }
+    let is_spm = model == TokenizerModel::Llama;
     let mut ids: HashMap<&str, u32> = HashMap::new();
-    for added in &parsed.added {
+    for added in added {
         let i = added.id as usize;
         if is_spm && types[i] == token_type::BYTE && tokens[i].as_deref() == Some(added.content.as_str()) {
             continue; // byte tokens stay bytes, as in gguf-py's LlamaHfVocab
@@ -1033,10 +1187,11 @@ fn lay_out_vocab<'a>(j: &Json<'_>, parsed: &'a Parsed, vocab_size: Option<usize>
         };
         tokens[i] = Some(text);
         types[i] = kind;
+        origins[i] = Origin::Added;
         ids.entry(added.content.as_str()).or_insert(added.id);
     }
-    for (text, id) in &parsed.vocab {
-        ids.entry(text.as_str()).or_insert(*id);
+    for token in base {
+        ids.entry(token.key).or_insert(token.id);
     }
 
     let tokens: Vec<String> =
@@ -1044,10 +1199,10 @@ fn lay_out_vocab<'a>(j: &Json<'_>, parsed: &'a Parsed, vocab_size: Option<usize>
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
     for (id, text) in tokens.iter().enumerate() {
         if let Some(first) = seen.insert(text, id) {
-            return Err(HfError::DuplicateToken { path: j.path.to_owned(), token: text.clone(), first, second: id });
+            return Err(HfError::DuplicateToken { path: path.to_owned(), token: text.clone(), first, second: id });
         }
     }
-    Ok(Layout { tokens, types, ids })
+    Ok(Layout { tokens, types, origins, ids })
 }
 
 /// SentencePiece-style scores: minus the rank of the first merge producing each token, so that
@@ -1464,7 +1619,12 @@ mod tests {
     #[test]
     fn missing_and_malformed_files_are_errors_not_panics() {
         let err = load(&[], None).unwrap_err();
-        assert!(matches!(err, HfError::Io { .. }), "{err}");
+        assert!(matches!(err, HfError::NoTokenizer { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with(": no tokenizer found: expected 'tokenizer.json' or a SentencePiece 'tokenizer.model'"),
+            "{err}"
+        );
         let err = load(&[(TOKENIZER_FILE, "{\"model\": ".into())], None).unwrap_err();
         assert!(matches!(err, HfError::Json { .. }), "{err}");
 

@@ -11,3 +11,4 @@ mod hf_read;
 mod inspect_cli;
 mod llama_cpp_oracle;
 mod source_audit;
+mod spm_tokenizer;
