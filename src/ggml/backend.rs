@@ -84,6 +84,100 @@ impl<'ctx> Graph<'ctx> {
     }
 }
 
+/// ggml ops with a backward pass in the pinned ggml (`ggml_compute_backward` in ggml.c), by
+/// `ggml_op_name`. A graph to be differentiated may use only these: ggml aborts on any other.
+pub const BACKWARD_OPS: &[&str] = &[
+    "NONE", "ADD", "ADD1", "ACC", "SUB", "MUL", "DIV", "SQR", "SQRT", "LOG", "SIN", "COS", "SUM", "SUM_ROWS", "MEAN",
+    "REPEAT", "REPEAT_BACK", "RMS_NORM", "MUL_MAT", "SCALE", "SET", "CPY", "CONT", "RESHAPE", "VIEW", "PERMUTE",
+    "TRANSPOSE", "GET_ROWS", "DIAG_MASK_INF", "DIAG_MASK_ZERO", "SOFT_MAX", "ROPE", "CROSS_ENTROPY_LOSS",
+];
+
+/// Unary ops (`GGML_OP_UNARY`) with a backward pass, by `ggml_unary_op_name`.
+pub const BACKWARD_UNARY_OPS: &[&str] = &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS"];
+
+impl<'ctx> Graph<'ctx> {
+    /// An empty graph of up to `size` nodes that can hold gradients.
+    pub fn with_grads(ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+        // SAFETY: only computes a size.
+        let need = unsafe { sys::ggml_graph_overhead_custom(size, true) };
+        // SAFETY: live context; reads its accounting.
+        let (used, total) = unsafe { (sys::ggml_used_mem(ctx.raw()), sys::ggml_get_mem_size(ctx.raw())) };
+        if used + need > total {
+            return Err(Error::ContextFull { op: "new_graph" });
+        }
+        // SAFETY: live context with room (checked).
+        let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, true) };
+        Ok(Graph { raw, size, _ctx: PhantomData })
+    }
+
+    fn nodes(&self) -> Vec<Tensor<'ctx>> {
+        // SAFETY: live graph.
+        let n = unsafe { sys::ggml_graph_n_nodes(self.raw) };
+        // SAFETY: 0 <= i < n_nodes, so ggml_graph_node returns a live node.
+        (0..n).filter_map(|i| Tensor::from_raw(unsafe { sys::ggml_graph_node(self.raw, i) })).collect()
+    }
+
+    /// Adds the backward pass of the loss (a node marked with [`Tensor::set_loss`]) to the graph.
+    /// Each trainable parameter's gradient accumulates into its tensor in `grad_accs` (pairs of
+    /// parameter and accumulator, both f32 with memory of their own), so gradients never share
+    /// memory with the computation. Every op of the forward graph is first checked against
+    /// [`BACKWARD_OPS`]: an op without a backward pass is an error here instead of an abort.
+    pub fn build_backward_expand(&mut self, ctx: &'ctx Context, grad_accs: &[(Tensor<'_>, Tensor<'_>)]) -> Result<(), Error> {
+        // SAFETY: reads the graph's grads pointer through the public accessor below.
+        let nodes = self.nodes();
+        let name = |f: *const std::ffi::c_char| {
+            // SAFETY: ggml returns static NUL-terminated names.
+            unsafe { std::ffi::CStr::from_ptr(f) }.to_string_lossy().into_owned()
+        };
+        let (mut any_param, mut any_loss) = (false, false);
+        for node in &nodes {
+            let (op, unary) = node.op();
+            // SAFETY: op ids come from live tensors; the name tables are static.
+            let op_name = name(unsafe { sys::ggml_op_name(op) });
+            match unary {
+                Some(u) => {
+                    // SAFETY: as above.
+                    let u_name = name(unsafe { sys::ggml_unary_op_name(u) });
+                    if !BACKWARD_UNARY_OPS.contains(&u_name.as_str()) {
+                        return Err(Error::NoBackward { op: format!("UNARY({u_name})") });
+                    }
+                }
+                None if !BACKWARD_OPS.contains(&op_name.as_str()) => return Err(Error::NoBackward { op: op_name }),
+                None => {}
+            }
+            let flags = node.flags();
+            any_param |= flags & sys::GGML_TENSOR_FLAG_PARAM as i32 != 0;
+            any_loss |= flags & sys::GGML_TENSOR_FLAG_LOSS as i32 != 0;
+        }
+        if !any_param || !any_loss {
+            return Err(Error::NothingToTrain);
+        }
+        let mut accs: Vec<*mut sys::ggml_tensor> = vec![std::ptr::null_mut(); nodes.len()];
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some((_, acc)) = grad_accs.iter().find(|(p, _)| p.raw() == node.raw()) {
+                if acc.ne() != node.ne() || acc.ty() != Some(crate::gguf::GgmlType::F32) || !acc.has_data() {
+                    return Err(Error::ShapeMismatch { op: "build_backward_expand", a: node.ne(), b: acc.ne() });
+                }
+                accs[i] = acc.raw();
+            }
+        }
+        if self.size < nodes.len() * 3 + 16 {
+            return Err(Error::ContextFull { op: "build_backward_expand" });
+        }
+        // SAFETY: live context and graph (made with grads); the graph has a parameter and a loss
+        // (checked: ggml asserts both); every op has a backward pass (checked); `accs` holds one
+        // entry per forward node, null or an f32 tensor of the node's shape with memory.
+        unsafe { sys::ggml_build_backward_expand(ctx.raw(), self.raw, accs.as_mut_ptr()) };
+        Ok(())
+    }
+
+    /// The gradient of `t` (after [`Graph::build_backward_expand`]).
+    pub fn grad(&self, t: Tensor<'_>) -> Option<Tensor<'ctx>> {
+        // SAFETY: live graph and tensor; returns null when the tensor has no gradient.
+        Tensor::from_raw(unsafe { sys::ggml_graph_get_grad(self.raw, t.raw()) })
+    }
+}
+
 /// Allocates the intermediate tensors of graphs in one buffer (`ggml_gallocr`), reusing memory
 /// between tensors whose lifetimes do not overlap.
 #[derive(Debug)]
@@ -129,6 +223,13 @@ impl Drop for Allocator {
 }
 
 impl Allocated<'_, '_> {
+    /// Sets the loss gradient to 1 and every other gradient accumulator to 0 (`ggml_graph_reset`);
+    /// call before each backward computation.
+    pub fn reset_grads(&self) {
+        // SAFETY: the graph was made with grads and every tensor has memory (it is allocated).
+        unsafe { sys::ggml_graph_reset(self.graph.raw) };
+    }
+
     /// Copies `data` into tensor `t` (which must have exactly `data.len() * 4` bytes, f32 or i32).
     pub fn set_f32(&self, t: Tensor<'_>, data: &[f32]) -> Result<(), Error> {
         set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
@@ -141,6 +242,12 @@ impl Allocated<'_, '_> {
 
     /// The data of the F32 tensor `t`.
     pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>, Error> {
+        get_f32(t)
+    }
+}
+
+fn get_f32(t: Tensor<'_>) -> Result<Vec<f32>, Error> {
+    {
         if !t.has_data() || t.ty() != Some(crate::gguf::GgmlType::F32) {
             return Err(Error::TensorData { what: "reading a tensor that is not f32 or has no memory" });
         }
@@ -159,6 +266,40 @@ fn set_bytes(t: Tensor<'_>, src: *const u8, len: usize) -> Result<(), Error> {
     // offset + size <= nbytes), and `src` points to `len` readable bytes.
     unsafe { sys::ggml_backend_tensor_set(t.raw(), src.cast(), 0, len) };
     Ok(())
+}
+
+/// Memory for every tensor of a context (trainable parameters, their gradient accumulators),
+/// in one backend buffer that lives as long as this value.
+#[derive(Debug)]
+pub struct ParamBuffer<'ctx> {
+    ptr: NonNull<sys::ggml_backend_buffer>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl<'ctx> ParamBuffer<'ctx> {
+    /// Allocates all tensors of `ctx` (none may have memory yet) on `backend`.
+    pub fn alloc(ctx: &'ctx Context, backend: &Backend) -> Result<ParamBuffer<'ctx>, Error> {
+        // SAFETY: live context and backend; returns null when out of memory.
+        let ptr = unsafe { sys::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.ptr.as_ptr()) };
+        NonNull::new(ptr).map(|ptr| ParamBuffer { ptr, _ctx: PhantomData }).ok_or(Error::GraphAlloc)
+    }
+
+    /// Copies `data` into the f32 tensor `t` of this buffer's context.
+    pub fn set_f32(&self, t: Tensor<'ctx>, data: &[f32]) -> Result<(), Error> {
+        set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
+    }
+
+    /// The data of the f32 tensor `t` of this buffer's context.
+    pub fn get_f32(&self, t: Tensor<'ctx>) -> Result<Vec<f32>, Error> {
+        get_f32(t)
+    }
+}
+
+impl Drop for ParamBuffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_alloc_ctx_tensors, freed once.
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
+    }
 }
 
 /// Read-only bytes (a memory-mapped model file) used as a CPU buffer, so weight tensors point

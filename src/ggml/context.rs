@@ -165,6 +165,27 @@ impl Context {
         self.wrap("get_rows", unsafe { sys::ggml_get_rows(self.raw(), a.raw(), rows.raw()) })
     }
 
+    /// `ggml_soft_max(a)` over rows.
+    pub fn soft_max<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("soft_max")?;
+        // SAFETY: live context and tensor; soft_max accepts any f32 tensor.
+        self.wrap("soft_max", unsafe { sys::ggml_soft_max(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_log(a)`, element-wise.
+    pub fn log<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("log")?;
+        // SAFETY: live context and tensor.
+        self.wrap("log", unsafe { sys::ggml_log(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_sum(a)`: the scalar sum of all elements.
+    pub fn sum<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("sum")?;
+        // SAFETY: live context and tensor.
+        self.wrap("sum", unsafe { sys::ggml_sum(self.raw(), a.raw()) })
+    }
+
     /// `ggml_reshape_2d` / `_3d` / `_4d` by the length of `ne`; `a` must be contiguous and keep its
     /// element count.
     pub fn reshape<'c>(&'c self, a: Tensor<'c>, ne: &[i64]) -> Result<Tensor<'c>, Error> {
@@ -324,6 +345,42 @@ impl<'ctx> Tensor<'ctx> {
         // SAFETY: live tensor; sets a flag.
         unsafe { sys::ggml_set_output(self.raw()) };
         self
+    }
+
+    /// Marks a leaf tensor as trainable (`ggml_set_param`, which asserts the tensor is a leaf).
+    pub fn set_param(self) -> Result<Self, Error> {
+        if self.inner().op != sys::GGML_OP_NONE {
+            return Err(Error::NotALeaf);
+        }
+        // SAFETY: live tensor, a leaf (checked).
+        unsafe { sys::ggml_set_param(self.raw()) };
+        Ok(self)
+    }
+
+    /// Marks a scalar f32 tensor as the loss (`ggml_set_loss`, which asserts both).
+    pub fn set_loss(self) -> Result<Self, Error> {
+        if self.n_elements() != 1 || self.ty() != Some(GgmlType::F32) {
+            return Err(Error::BadLoss { ne: self.ne() });
+        }
+        // SAFETY: live tensor, scalar f32 (checked).
+        unsafe { sys::ggml_set_loss(self.raw()) };
+        Ok(self)
+    }
+
+    /// The op that computes the tensor (ggml's `enum ggml_op` id) and, for unary ops, the unary op.
+    pub(super) fn op(&self) -> (u32, Option<u32>) {
+        let op = self.inner().op;
+        // SAFETY: live tensor; ggml_get_unary_op only reads op_params of a GGML_OP_UNARY tensor.
+        let unary = (op == sys::GGML_OP_UNARY).then(|| unsafe { sys::ggml_get_unary_op(self.raw()) });
+        (op, unary)
+    }
+
+    pub(super) fn flags(&self) -> i32 {
+        self.inner().flags
+    }
+
+    pub(super) fn from_raw(ptr: *mut sys::ggml_tensor) -> Option<Tensor<'ctx>> {
+        NonNull::new(ptr).map(|ptr| Tensor { ptr, _ctx: PhantomData })
     }
 
     /// Whether the tensor has memory (after allocation or binding).

@@ -22,7 +22,7 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer};
+pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use oracle::{GgufContext, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, llama_model_quantize, quantize_rows};
@@ -69,6 +69,14 @@ pub enum Error {
     BadShape { op: &'static str, ne: Vec<u64> },
     #[error("permute: {axes:?} is not a permutation of 0..4")]
     BadPermutation { axes: [i32; 4] },
+    #[error("set_param: only leaf tensors can be trained")]
+    NotALeaf,
+    #[error("set_loss: the loss must be a scalar f32, found ne {ne:?}")]
+    BadLoss { ne: [i64; 4] },
+    #[error("op '{op}' has no backward pass in ggml; a graph using it cannot be trained")]
+    NoBackward { op: String },
+    #[error("build_backward_expand: the graph needs a trainable parameter and a loss")]
+    NothingToTrain,
     #[error("ggml backend '{name}' could not be started")]
     BackendInit { name: &'static str },
     #[error("the graph could not be allocated (out of memory?)")]

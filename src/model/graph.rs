@@ -6,6 +6,7 @@ use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor
 use crate::gguf::{Gguf, GgmlType};
 use crate::names::{TensorKind, TensorName};
 
+use super::lora::LoraParams;
 use super::{Arch, HParams, ModelError};
 
 /// One layer's weights.
@@ -120,17 +121,36 @@ impl<'c> Inputs<'c> {
     }
 }
 
-/// `W x (+ b)`.
-fn linear<'c>(ctx: &'c Context, w: Tensor<'c>, b: Option<Tensor<'c>>, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-    let y = ctx.mul_mat(w, x)?;
-    Ok(match b {
+/// The one place where adapters enter the graph (llama.cpp's `build_lora_mm`):
+/// `W x + scale · B (A x) (+ bias)`.
+fn lora_mm<'c>(
+    ctx: &'c Context,
+    lora: Option<&LoraParams<'c>>,
+    layer: u32,
+    kind: TensorKind,
+    w: Tensor<'c>,
+    bias: Option<Tensor<'c>>,
+    x: Tensor<'c>,
+) -> Result<Tensor<'c>, ModelError> {
+    let mut y = ctx.mul_mat(w, x)?;
+    if let Some((pair, scale)) = lora.and_then(|l| l.get(layer, kind).map(|p| (p, l.scale))) {
+        let ab = ctx.mul_mat(pair.b, ctx.mul_mat(pair.a, x)?)?;
+        y = ctx.add(y, ctx.scale(ab, scale)?)?;
+    }
+    Ok(match bias {
         Some(b) => ctx.add(y, b)?,
         None => y,
     })
 }
 
-/// Builds the logits `[n_vocab, n_tokens]` of the forward pass.
-pub fn forward<'c>(ctx: &'c Context, h: &HParams, w: &Weights<'c>, inp: &Inputs<'c>) -> Result<Tensor<'c>, ModelError> {
+/// Builds the logits `[n_vocab, n_tokens]` of the forward pass, with `lora` applied if given.
+pub fn forward<'c>(
+    ctx: &'c Context,
+    h: &HParams,
+    w: &Weights<'c>,
+    inp: &Inputs<'c>,
+    lora: Option<&LoraParams<'c>>,
+) -> Result<Tensor<'c>, ModelError> {
     let n = inp.n as i64;
     let (hd, n_head, n_head_kv) = (h.head_dim as i64, h.n_head as i64, h.n_head_kv as i64);
     let rope = RopeParams {
@@ -145,11 +165,12 @@ pub fn forward<'c>(ctx: &'c Context, h: &HParams, w: &Weights<'c>, inp: &Inputs<
     };
     let kq_scale = 1.0 / (h.head_dim as f32).sqrt();
     let mut x = ctx.get_rows(w.token_embd, inp.tokens)?;
-    for l in &w.layers {
+    for (il, l) in (0u32..).zip(&w.layers) {
+        let mm = |kind, w, b, x| lora_mm(ctx, lora, il, kind, w, b, x);
         let cur = ctx.mul(ctx.rms_norm(x, h.rms_eps)?, l.attn_norm)?;
-        let q = ctx.reshape(linear(ctx, l.wq, l.bq, cur)?, &[hd, n_head, n])?;
-        let k = ctx.reshape(linear(ctx, l.wk, l.bk, cur)?, &[hd, n_head_kv, n])?;
-        let v = ctx.reshape(linear(ctx, l.wv, l.bv, cur)?, &[hd, n_head_kv, n])?;
+        let q = ctx.reshape(mm(TensorKind::AttnQ, l.wq, l.bq, cur)?, &[hd, n_head, n])?;
+        let k = ctx.reshape(mm(TensorKind::AttnK, l.wk, l.bk, cur)?, &[hd, n_head_kv, n])?;
+        let v = ctx.reshape(mm(TensorKind::AttnV, l.wv, l.bv, cur)?, &[hd, n_head_kv, n])?;
         let q = ctx.permute(ctx.rope_ext(q, inp.positions, rope)?, [0, 2, 1, 3])?;
         let k = ctx.permute(ctx.rope_ext(k, inp.positions, rope)?, [0, 2, 1, 3])?;
         // [n_kv, n_q, n_head]: each query head reads key head (head / (n_head / n_head_kv)).
@@ -157,12 +178,21 @@ pub fn forward<'c>(ctx: &'c Context, h: &HParams, w: &Weights<'c>, inp: &Inputs<
         let v = ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?;
         let kqv = ctx.permute(ctx.mul_mat(v, kq)?, [0, 2, 1, 3])?;
         let attn = ctx.reshape(ctx.cont(kqv)?, &[hd * n_head, n])?;
-        let ffn_in = ctx.add(ctx.mul_mat(l.wo, attn)?, x)?;
+        let ffn_in = ctx.add(mm(TensorKind::AttnOutput, l.wo, None, attn)?, x)?;
         let cur = ctx.mul(ctx.rms_norm(ffn_in, h.rms_eps)?, l.ffn_norm)?;
-        let gate = ctx.silu(ctx.mul_mat(l.ffn_gate, cur)?)?;
-        let up = ctx.mul_mat(l.ffn_up, cur)?;
-        x = ctx.add(ctx.mul_mat(l.ffn_down, ctx.mul(gate, up)?)?, ffn_in)?;
+        let gate = ctx.silu(mm(TensorKind::FfnGate, l.ffn_gate, None, cur)?)?;
+        let up = mm(TensorKind::FfnUp, l.ffn_up, None, cur)?;
+        x = ctx.add(mm(TensorKind::FfnDown, l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?;
     }
     let cur = ctx.mul(ctx.rms_norm(x, h.rms_eps)?, w.output_norm)?;
     Ok(ctx.mul_mat(w.output, cur)?.set_name("result_output").set_output())
+}
+
+/// Cross-entropy over the trainable positions only: `-Σ log softmax(logits) · weights`, where
+/// `weights` (`[n_vocab, n_tokens]`, an input) holds `1 / n_targets` at each trainable position's
+/// target token and 0 elsewhere, so prompt positions contribute neither loss nor gradient.
+pub fn masked_cross_entropy<'c>(ctx: &'c Context, logits: Tensor<'c>, weights: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
+    let log_probs = ctx.log(ctx.soft_max(logits)?)?;
+    let loss = ctx.scale(ctx.sum(ctx.mul(log_probs, weights)?)?, -1.0)?;
+    Ok(loss.set_name("loss").set_output().set_loss()?)
 }

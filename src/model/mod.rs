@@ -4,13 +4,16 @@
 
 mod graph;
 mod hparams;
+mod lora;
 
 use std::path::Path;
 
 pub use graph::Weights;
 pub use hparams::{Arch, HParams};
+pub use lora::{LoraConfig, LoraPair, LoraParams, TARGETS};
 
-use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, Runtime};
+use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
+use crate::gguf::GgmlType;
 use crate::gguf::{GgufFile, GgufFileError};
 
 /// Why a model cannot be used.
@@ -73,7 +76,7 @@ impl Model {
         let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
         let n = tokens.len() as u64;
         let inputs = graph::Inputs::new(&ctx, n)?;
-        let logits = graph::forward(&ctx, h, &weights, &inputs)?;
+        let logits = graph::forward(&ctx, h, &weights, &inputs, None)?;
         let mut graph = Graph::new(&ctx, graph_size)?;
         graph.build_forward_expand(logits)?;
         let backend = Backend::cpu(rt, threads)?;
@@ -84,5 +87,69 @@ impl Model {
         let flat = allocated.get_f32(logits)?;
         let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The masked cross-entropy loss of `tokens` with a LoRA adapter, and its gradient for every
+    /// LoRA tensor, computed by ggml's backward pass. `values` holds the data of each pair's `A`
+    /// and `B` (in [`LoraParams::pairs`] order, `A` then `B`), `targets[i]` the token position `i`
+    /// must predict, or `None` where no loss is taken.
+    pub fn lora_loss_and_grads(
+        &self,
+        cfg: &LoraConfig,
+        values: &[Vec<f32>],
+        tokens: &[i32],
+        targets: &[Option<i32>],
+        threads: usize,
+    ) -> Result<(f32, Vec<Vec<f32>>), ModelError> {
+        let rt = Runtime::get();
+        let h = &self.hparams;
+        let gguf = self.file.gguf()?;
+        let n_layer = usize::try_from(h.n_layer).unwrap_or(usize::MAX);
+        let graph_size = 1024 + 512 * n_layer;
+        let backend = Backend::cpu(rt, threads)?;
+        let param_ctx = Context::new(rt, 4 * cfg.targets.len() * n_layer + 8, 0)?;
+        let lora = LoraParams::new(&param_ctx, h, cfg)?;
+        let params = ParamBuffer::alloc(&param_ctx, &backend)?;
+        let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
+        if values.len() != tensors.len() {
+            return Err(ModelError::Inconsistent { what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()) });
+        }
+        for (t, v) in tensors.iter().zip(values) {
+            params.set_f32(*t, v)?;
+        }
+        let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
+        let buffer = MappedBuffer::new(rt, self.file.bytes())?;
+        let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
+        let n = tokens.len() as u64;
+        let inputs = graph::Inputs::new(&ctx, n)?;
+        let target_weights = ctx.new_tensor(GgmlType::F32, &[h.n_vocab, n])?.set_name("target_weights").set_input();
+        let logits = graph::forward(&ctx, h, &weights, &inputs, Some(&lora))?;
+        let loss = graph::masked_cross_entropy(&ctx, logits, target_weights)?;
+        let mut graph = Graph::with_grads(&ctx, graph_size)?;
+        graph.build_forward_expand(loss)?;
+        graph.build_backward_expand(&ctx, &lora.grad_accs())?;
+        let mut allocator = Allocator::new(&backend)?;
+        let allocated = allocator.alloc_graph(&graph)?;
+        inputs.set(&allocated, tokens)?;
+        let n_targets = targets.iter().flatten().count().max(1) as f32;
+        let vocab = usize::try_from(h.n_vocab).unwrap_or(0);
+        let mut tw = vec![0f32; vocab * tokens.len()];
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(t) = t {
+                let t = usize::try_from(*t).ok().filter(|&t| t < vocab).ok_or(ModelError::TokenOutOfRange { token: *t, n_vocab: h.n_vocab })?;
+                tw[i * vocab + t] = 1.0 / n_targets;
+            }
+        }
+        allocated.set_f32(target_weights, &tw)?;
+        allocated.reset_grads();
+        backend.compute(&allocated)?;
+        let loss_value = allocated.get_f32(loss)?.first().copied().unwrap_or(f32::NAN);
+        let grads = lora
+            .pairs
+            .iter()
+            .flat_map(|p| [p.grad_a, p.grad_b])
+            .map(|g| params.get_f32(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((loss_value, grads))
     }
 }

@@ -10,5 +10,6 @@ mod gguf_read_write;
 mod hf_read;
 mod inspect_cli;
 mod llama_cpp_oracle;
+mod lora_grad;
 mod source_audit;
 mod spm_tokenizer;

@@ -1,0 +1,111 @@
+//! LoRA gradients from ggml's backward pass equal central finite differences of the loss, on a
+//! tiny f32 model with adapters on all seven projections.
+
+use gguftune::model::{LoraConfig, Model, TARGETS};
+use gguftune::quant::FileType;
+
+use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
+use crate::common::temp_dir;
+
+/// Step for central differences: the truncation error is O(h²) ≈ 1e-6 relative to the curvature,
+/// and the f32 rounding of a loss near 6 is about 6e-7 / (2h) = 3e-5 in the difference quotient.
+const STEP: f32 = 1e-2;
+/// Allowed error of a gradient element: 2% of the largest gradient of its tensor plus 1e-4, well
+/// above both error sources and far below what a wrong backward pass (a missing LoRA scale, a
+/// transposed product, a dropped mask) produces.
+const RELATIVE_TOLERANCE: f32 = 0.02;
+
+#[test]
+fn lora_gradients_equal_finite_differences() {
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 3).unwrap();
+    let path = root.path().join("m.gguf");
+    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
+    let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();
+    gguftune::convert::execute(&ckpt, plan, &path, &mut |_, _| {}).unwrap();
+    let model = Model::open(&path).unwrap();
+    let h = model.hparams().clone();
+
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    // Both A and B random (not B = 0 as at the start of training) so that every gradient is non-zero.
+    let mut rng = Rng::new(11);
+    let mut values = Vec::new();
+    let (e, f, q, kv) = (h.n_embd, h.n_ff, h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
+    for _ in 0..h.n_layer {
+        for &(n_in, n_out) in &[(e, q), (e, kv), (e, kv), (q, e), (e, f), (e, f), (f, e)] {
+            values.push((0..n_in * cfg.rank).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
+            values.push((0..cfg.rank * n_out).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
+        }
+    }
+    let tokens: Vec<i32> = (0..10).map(|i| (i * 41 + 3) % 512).collect();
+    // Loss only on the last 5 positions, predicting the next token.
+    let targets: Vec<Option<i32>> = (0..10).map(|i| (4..9).contains(&i).then(|| tokens[i + 1])).collect();
+
+    let (loss, grads) = model.lora_loss_and_grads(&cfg, &values, &tokens, &targets, 2).unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+    assert_eq!(grads.len(), values.len());
+
+    // Check the 3 largest-gradient elements of a spread of tensors (every projection of layer 0,
+    // and A and B of the last layer's down projection).
+    let n = values.len();
+    let checked: Vec<usize> = (0..14).chain([n - 2, n - 1]).collect();
+    let mut worst = 0f32;
+    for &ti in &checked {
+        let g = &grads[ti];
+        let scale = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "tensor {ti}: all-zero gradient");
+        let mut order: Vec<usize> = (0..g.len()).collect();
+        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        for &k in order.iter().take(3) {
+            let mut plus = values.clone();
+            plus[ti][k] += STEP;
+            let mut minus = values.clone();
+            minus[ti][k] -= STEP;
+            let (lp, _) = model.lora_loss_and_grads(&cfg, &plus, &tokens, &targets, 2).unwrap();
+            let (lm, _) = model.lora_loss_and_grads(&cfg, &minus, &tokens, &targets, 2).unwrap();
+            let fd = (lp - lm) / (2.0 * STEP);
+            let err = (fd - g[k]).abs();
+            worst = worst.max(err / scale);
+            assert!(err <= RELATIVE_TOLERANCE * scale + 1e-4, "tensor {ti} element {k}: backward {} vs finite difference {fd}", g[k]);
+        }
+    }
+    eprintln!("{} gradient elements checked; worst error {worst:.2e} of the tensor's largest gradient", checked.len() * 3);
+}
+
+#[test]
+fn masked_positions_contribute_no_gradient() {
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 4).unwrap();
+    let path = root.path().join("m.gguf");
+    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
+    let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();
+    gguftune::convert::execute(&ckpt, plan, &path, &mut |_, _| {}).unwrap();
+    let model = Model::open(&path).unwrap();
+    let h = model.hparams().clone();
+    let cfg = LoraConfig { rank: 1, alpha: 1.0, targets: vec![TARGETS[0].1] };
+    let mut rng = Rng::new(5);
+    let mut values = Vec::new();
+    for _ in 0..h.n_layer {
+        values.push((0..h.n_embd).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
+        values.push((0..h.n_head * h.head_dim).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
+    }
+    let tokens: Vec<i32> = (0..6).map(|i| i * 7 + 1).collect();
+    // Loss on positions 0 and 1 only: later tokens are neither seen (causal mask) nor scored
+    // (loss mask), so changing them may change nothing, gradients included.
+    let a: Vec<Option<i32>> = vec![Some(5), Some(9), None, None, None, None];
+    let mut other_tokens = tokens.clone();
+    other_tokens[3] = 100;
+    other_tokens[5] = 200;
+    let (la, ga) = model.lora_loss_and_grads(&cfg, &values, &tokens, &a, 1).unwrap();
+    let (lb, gb) = model.lora_loss_and_grads(&cfg, &values, &other_tokens, &a, 1).unwrap();
+    assert_eq!(la, lb);
+    assert_eq!(ga, gb);
+    // And an unmasked target does change the loss.
+    let c: Vec<Option<i32>> = vec![Some(5), Some(9), None, None, None, Some(3)];
+    let (lc, _) = model.lora_loss_and_grads(&cfg, &values, &tokens, &c, 1).unwrap();
+    assert_ne!(la, lc);
+}
