@@ -15,5 +15,9 @@ pub enum Error {
     #[error(transparent)]
     Convert(#[from] crate::convert::ConvertError),
     #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
+    #[error(transparent)]
     Ggml(#[from] crate::ggml::Error),
 }

@@ -6,6 +6,7 @@
 //!
 //! Modules, one concern each:
 //! - [`gguf`]: the GGUF format in pure Rust: parse (zero-copy, bounded), plan and stream-write.
+//! - [`adapter`]: LoRA adapters as GGUF files llama.cpp and Ollama load.
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
@@ -20,6 +21,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod adapter;
 pub mod convert;
 mod error;
 #[allow(unsafe_code)]

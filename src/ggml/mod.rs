@@ -24,7 +24,7 @@ use crate::gguf::GgmlType;
 
 pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use context::{Context, RopeMode, RopeParams, Tensor};
-pub use oracle::{GgufContext, LlamaContext, LlamaModel};
+pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, llama_model_quantize, quantize_rows};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
@@ -37,6 +37,8 @@ pub enum Error {
     GgufRejected { path: std::path::PathBuf, reason: Vec<String> },
     #[error("{}: llama.cpp could not load the model{}", path.display(), log::reason_suffix(reason))]
     ModelRejected { path: std::path::PathBuf, reason: Vec<String> },
+    #[error("{}: llama.cpp could not load the adapter{}", path.display(), log::reason_suffix(reason))]
+    AdapterRejected { path: std::path::PathBuf, reason: Vec<String> },
     #[error("{}: llama_model_quantize failed{}", path.display(), log::reason_suffix(reason))]
     QuantizeFailed { path: std::path::PathBuf, reason: Vec<String> },
     #[error("ggml cannot quantize to {ty} without an importance matrix")]

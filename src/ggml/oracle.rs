@@ -306,3 +306,46 @@ impl Drop for LlamaContext<'_> {
         unsafe { sys::llama_free(self.ptr.as_ptr()) }
     }
 }
+
+/// A LoRA adapter loaded by llama.cpp (`llama_adapter_lora_init`) for a model.
+#[derive(Debug)]
+pub struct LlamaAdapter<'m> {
+    ptr: NonNull<sys::llama_adapter_lora>,
+    _model: std::marker::PhantomData<&'m LlamaModel>,
+}
+
+impl<'m> LlamaAdapter<'m> {
+    /// Loads the adapter at `path` for `model`, as llama.cpp's `--lora` and Ollama's `ADAPTER` do.
+    pub fn load(model: &'m LlamaModel, path: &Path) -> Result<LlamaAdapter<'m>, Error> {
+        let c = c_path(path)?;
+        log::clear_errors();
+        // SAFETY: live model; NUL-terminated path; returns null (after logging why) on failure.
+        let ptr = unsafe { sys::llama_adapter_lora_init(model.ptr.as_ptr(), c.as_ptr()) };
+        NonNull::new(ptr)
+            .map(|ptr| LlamaAdapter { ptr, _model: std::marker::PhantomData })
+            .ok_or_else(|| Error::AdapterRejected { path: path.to_owned(), reason: log::take_errors() })
+    }
+}
+
+impl Drop for LlamaAdapter<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_adapter_lora_init for a model that is still alive (borrowed);
+        // freed once. Contexts using it are dropped first (they borrow the adapter).
+        unsafe { sys::llama_adapter_lora_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl<'m> LlamaContext<'m> {
+    /// Applies `adapters` with their scales to the following decodes (`llama_set_adapters_lora`).
+    pub fn set_adapters(&mut self, adapters: &[(&'m LlamaAdapter<'m>, f32)]) -> Result<(), Error> {
+        let mut ptrs: Vec<*mut sys::llama_adapter_lora> = adapters.iter().map(|(a, _)| a.ptr.as_ptr()).collect();
+        let mut scales: Vec<f32> = adapters.iter().map(|(_, s)| *s).collect();
+        // SAFETY: live context; the arrays hold n_adapters entries each, the adapters belong to
+        // this context's model and outlive the context ('m).
+        let rc = unsafe { sys::llama_set_adapters_lora(self.ptr.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(Error::DecodeFailed { code: rc, reason: log::take_errors() });
+        }
+        Ok(())
+    }
+}

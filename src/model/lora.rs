@@ -46,33 +46,57 @@ pub struct LoraParams<'c> {
     pub scale: f32,
 }
 
-impl<'c> LoraParams<'c> {
-    /// Creates `A`, `B` (trainable, f32) and their gradient accumulators for every target of
-    /// every layer.
-    pub fn new(ctx: &'c Context, h: &HParams, cfg: &LoraConfig) -> Result<LoraParams<'c>, ModelError> {
-        if cfg.rank == 0 {
-            return Err(ModelError::Inconsistent { what: "LoRA rank must be at least 1".into() });
+/// One adapted weight of a model: where it is and its size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraSlot {
+    pub layer: u32,
+    pub kind: TensorKind,
+    /// The base weight's GGUF name (`blk.3.attn_q.weight`).
+    pub base: String,
+    /// `ne[0]` of the base weight.
+    pub n_in: u64,
+    /// `ne[1]` of the base weight.
+    pub n_out: u64,
+}
+
+/// Every weight `cfg` adapts in a model of shape `h`, layer by layer, in the order of
+/// `cfg.targets`: the order of [`LoraParams::pairs`] and of adapter files.
+pub fn lora_layout(h: &HParams, cfg: &LoraConfig) -> Result<Vec<LoraSlot>, ModelError> {
+    if cfg.rank == 0 {
+        return Err(ModelError::Inconsistent { what: "LoRA rank must be at least 1".into() });
+    }
+    let (e, f) = (h.n_embd, h.n_ff);
+    let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
+    let mut slots = Vec::new();
+    for layer in 0..u32::try_from(h.n_layer).unwrap_or(0) {
+        for &kind in &cfg.targets {
+            let (n_in, n_out) = match kind {
+                TensorKind::AttnQ => (e, q),
+                TensorKind::AttnK | TensorKind::AttnV => (e, kv),
+                TensorKind::AttnOutput => (q, e),
+                TensorKind::FfnGate | TensorKind::FfnUp => (e, f),
+                TensorKind::FfnDown => (f, e),
+                other => return Err(ModelError::Unsupported { what: format!("LoRA on {}", other.gguf_base()) }),
+            };
+            let base = crate::names::TensorName { kind, layer: Some(layer), suffix: "weight".into() }.to_string();
+            slots.push(LoraSlot { layer, kind, base, n_in, n_out });
         }
-        let (e, f) = (h.n_embd, h.n_ff);
-        let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
+    }
+    Ok(slots)
+}
+
+impl<'c> LoraParams<'c> {
+    /// Creates `A`, `B` (trainable, f32) and their gradient accumulators for every slot of
+    /// [`lora_layout`].
+    pub fn new(ctx: &'c Context, h: &HParams, cfg: &LoraConfig) -> Result<LoraParams<'c>, ModelError> {
         let mut pairs = Vec::new();
-        for layer in 0..u32::try_from(h.n_layer).unwrap_or(0) {
-            for &kind in &cfg.targets {
-                let (n_in, n_out) = match kind {
-                    TensorKind::AttnQ => (e, q),
-                    TensorKind::AttnK | TensorKind::AttnV => (e, kv),
-                    TensorKind::AttnOutput => (q, e),
-                    TensorKind::FfnGate | TensorKind::FfnUp => (e, f),
-                    TensorKind::FfnDown => (f, e),
-                    other => return Err(ModelError::Unsupported { what: format!("LoRA on {}", other.gguf_base()) }),
-                };
-                let name = |part: &str| format!("blk.{layer}.{}.weight.lora_{part}", kind.gguf_base());
-                let a = ctx.new_tensor(GgmlType::F32, &[n_in, cfg.rank])?.set_name(&name("a")).set_param()?;
-                let b = ctx.new_tensor(GgmlType::F32, &[cfg.rank, n_out])?.set_name(&name("b")).set_param()?;
-                let grad_a = ctx.new_tensor(GgmlType::F32, &[n_in, cfg.rank])?;
-                let grad_b = ctx.new_tensor(GgmlType::F32, &[cfg.rank, n_out])?;
-                pairs.push(LoraPair { kind, layer, a, b, grad_a, grad_b });
-            }
+        for slot in lora_layout(h, cfg)? {
+            let (n_in, n_out, r) = (slot.n_in, slot.n_out, cfg.rank);
+            let a = ctx.new_tensor(GgmlType::F32, &[n_in, r])?.set_name(&format!("{}.lora_a", slot.base)).set_param()?;
+            let b = ctx.new_tensor(GgmlType::F32, &[r, n_out])?.set_name(&format!("{}.lora_b", slot.base)).set_param()?;
+            let grad_a = ctx.new_tensor(GgmlType::F32, &[n_in, r])?;
+            let grad_b = ctx.new_tensor(GgmlType::F32, &[r, n_out])?;
+            pairs.push(LoraPair { kind: slot.kind, layer: slot.layer, a, b, grad_a, grad_b });
         }
         Ok(LoraParams { pairs, scale: cfg.alpha / cfg.rank as f32 })
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub use graph::Weights;
 pub use hparams::{Arch, HParams};
-pub use lora::{LoraConfig, LoraPair, LoraParams, TARGETS};
+pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
 use crate::gguf::GgmlType;
@@ -63,23 +63,35 @@ impl Model {
     /// Runs `tokens` (one sequence from position 0) through the forward graph on the CPU and
     /// returns the logits of every position (`tokens.len()` rows of `n_vocab`).
     pub fn logits(&self, tokens: &[i32], threads: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.logits_with_lora(tokens, None, threads)
+    }
+
+    /// As [`Model::logits`], with a LoRA adapter (`cfg` and the data of each pair's `A` and `B`,
+    /// in [`LoraParams::pairs`] order) applied.
+    pub fn logits_with_lora(
+        &self,
+        tokens: &[i32],
+        lora: Option<(&LoraConfig, &[Vec<f32>])>,
+        threads: usize,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let rt = Runtime::get();
         let h = &self.hparams;
-        if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t as u64 >= h.n_vocab) {
-            return Err(ModelError::TokenOutOfRange { token: bad, n_vocab: h.n_vocab });
-        }
+        self.check_tokens(tokens)?;
         let gguf = self.file.gguf()?;
-        let n_layer = usize::try_from(h.n_layer).unwrap_or(usize::MAX);
-        let graph_size = 256 + 64 * n_layer;
-        let ctx = Context::new(rt, gguf.tensors.len() + graph_size, graph_size)?;
+        let graph_size = self.graph_size();
+        let backend = Backend::cpu(rt, threads)?;
+        let param_ctx = Context::new(rt, self.max_lora_tensors(lora.map(|l| l.0)), 0)?;
+        let adapter = match lora {
+            Some((cfg, values)) => Some(bind_lora(&param_ctx, &backend, h, cfg, values)?),
+            None => None,
+        };
+        let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
         let buffer = MappedBuffer::new(rt, self.file.bytes())?;
         let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
-        let n = tokens.len() as u64;
-        let inputs = graph::Inputs::new(&ctx, n)?;
-        let logits = graph::forward(&ctx, h, &weights, &inputs, None)?;
+        let inputs = graph::Inputs::new(&ctx, tokens.len() as u64)?;
+        let logits = graph::forward(&ctx, h, &weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
         let mut graph = Graph::new(&ctx, graph_size)?;
         graph.build_forward_expand(logits)?;
-        let backend = Backend::cpu(rt, threads)?;
         let mut allocator = Allocator::new(&backend)?;
         let allocated = allocator.alloc_graph(&graph)?;
         inputs.set(&allocated, tokens)?;
@@ -87,6 +99,24 @@ impl Model {
         let flat = allocated.get_f32(logits)?;
         let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), ModelError> {
+        let n_vocab = self.hparams.n_vocab;
+        match tokens.iter().find(|&&t| t < 0 || t as u64 >= n_vocab) {
+            Some(&bad) => Err(ModelError::TokenOutOfRange { token: bad, n_vocab }),
+            None => Ok(()),
+        }
+    }
+
+    /// Nodes a forward and backward graph of this model needs, with room to spare.
+    fn graph_size(&self) -> usize {
+        1024 + 512 * usize::try_from(self.hparams.n_layer).unwrap_or(usize::MAX / 1024)
+    }
+
+    fn max_lora_tensors(&self, cfg: Option<&LoraConfig>) -> usize {
+        let n_layer = usize::try_from(self.hparams.n_layer).unwrap_or(0);
+        4 * cfg.map_or(0, |c| c.targets.len()) * n_layer + 8
     }
 
     /// The masked cross-entropy loss of `tokens` with a LoRA adapter, and its gradient for every
@@ -103,20 +133,12 @@ impl Model {
     ) -> Result<(f32, Vec<Vec<f32>>), ModelError> {
         let rt = Runtime::get();
         let h = &self.hparams;
+        self.check_tokens(tokens)?;
         let gguf = self.file.gguf()?;
-        let n_layer = usize::try_from(h.n_layer).unwrap_or(usize::MAX);
-        let graph_size = 1024 + 512 * n_layer;
+        let graph_size = self.graph_size();
         let backend = Backend::cpu(rt, threads)?;
-        let param_ctx = Context::new(rt, 4 * cfg.targets.len() * n_layer + 8, 0)?;
-        let lora = LoraParams::new(&param_ctx, h, cfg)?;
-        let params = ParamBuffer::alloc(&param_ctx, &backend)?;
-        let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
-        if values.len() != tensors.len() {
-            return Err(ModelError::Inconsistent { what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()) });
-        }
-        for (t, v) in tensors.iter().zip(values) {
-            params.set_f32(*t, v)?;
-        }
+        let param_ctx = Context::new(rt, self.max_lora_tensors(Some(cfg)), 0)?;
+        let (lora, params) = bind_lora(&param_ctx, &backend, h, cfg, values)?;
         let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
         let buffer = MappedBuffer::new(rt, self.file.bytes())?;
         let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
@@ -152,4 +174,25 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((loss_value, grads))
     }
+}
+
+/// Creates the LoRA tensors of `cfg` in `ctx`, gives them memory on `backend` and fills `A` and
+/// `B` with `values` (in [`LoraParams::pairs`] order, `A` then `B`).
+fn bind_lora<'c>(
+    ctx: &'c Context,
+    backend: &Backend,
+    h: &HParams,
+    cfg: &LoraConfig,
+    values: &[Vec<f32>],
+) -> Result<(LoraParams<'c>, ParamBuffer<'c>), ModelError> {
+    let lora = LoraParams::new(ctx, h, cfg)?;
+    let params = ParamBuffer::alloc(ctx, backend)?;
+    let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
+    if values.len() != tensors.len() {
+        return Err(ModelError::Inconsistent { what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()) });
+    }
+    for (t, v) in tensors.iter().zip(values) {
+        params.set_f32(*t, v)?;
+    }
+    Ok((lora, params))
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod adapter_llama_cpp;
 mod convert;
 mod forward;
 mod gguf_malformed;

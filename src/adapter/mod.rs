@@ -1,0 +1,64 @@
+//! LoRA adapters as GGUF files in llama.cpp's format (src/llama-adapter.cpp), which Ollama's
+//! `ADAPTER` loads too: `general.type = "adapter"`, `general.architecture` = the base model's,
+//! `adapter.type = "lora"`, `adapter.lora.alpha` (f32), and per adapted weight
+//! `<weight name>.lora_a` (`ne = [n_in, r]`) and `<weight name>.lora_b` (`ne = [r, n_out]`), f32.
+
+use std::path::Path;
+
+use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
+
+/// One adapted weight: its base tensor's name and the data of `A` and `B`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraTensorPair {
+    /// The base weight, e.g. `blk.3.attn_q.weight`.
+    pub base: String,
+    /// Input size of the base weight (its `ne[0]`).
+    pub n_in: u64,
+    /// Output size of the base weight (its `ne[1]`).
+    pub n_out: u64,
+    /// Rank.
+    pub rank: u64,
+    /// `A`, `n_in × rank` values (`ne = [n_in, rank]`).
+    pub a: Vec<f32>,
+    /// `B`, `rank × n_out` values (`ne = [rank, n_out]`).
+    pub b: Vec<f32>,
+}
+
+/// Why an adapter cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    #[error(transparent)]
+    Write(#[from] GgufWriteError),
+    #[error("adapter tensor for '{base}': expected {expected} values in {part}, found {found}")]
+    WrongSize { base: String, part: &'static str, expected: u64, found: usize },
+}
+
+/// Writes a LoRA adapter for a base model of architecture `arch` (atomically).
+pub fn write_lora_gguf(path: &Path, arch: &str, alpha: f32, pairs: &[LoraTensorPair]) -> Result<(), AdapterError> {
+    let mut plan = GgufPlan::new();
+    plan.add_kv("general.type", "adapter")?;
+    plan.add_kv("general.architecture", arch)?;
+    plan.add_kv("adapter.type", "lora")?;
+    plan.add_kv("adapter.lora.alpha", MetaValue::F32(alpha))?;
+    for p in pairs {
+        for (part, data, expected) in [("A", &p.a, p.n_in * p.rank), ("B", &p.b, p.rank * p.n_out)] {
+            if data.len() as u64 != expected {
+                return Err(AdapterError::WrongSize { base: p.base.clone(), part, expected, found: data.len() });
+            }
+        }
+        plan.add_tensor(&format!("{}.lora_a", p.base), GgmlType::F32, &[p.n_in, p.rank])?;
+        plan.add_tensor(&format!("{}.lora_b", p.base), GgmlType::F32, &[p.rank, p.n_out])?;
+    }
+    let mut writer = GgufWriter::create(path, plan)?;
+    for p in pairs {
+        writer.write_tensor(&format!("{}.lora_a", p.base), &f32_bytes(&p.a))?;
+        writer.write_tensor(&format!("{}.lora_b", p.base), &f32_bytes(&p.b))?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
