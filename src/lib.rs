@@ -11,6 +11,7 @@
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
 //! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
+//! - [`train`]: LoRA initialisation, AdamW and the training loop.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
@@ -33,5 +34,6 @@ pub mod io;
 pub mod model;
 pub mod names;
 pub mod quant;
+pub mod train;
 
 pub use error::Error;

@@ -187,6 +187,13 @@ impl LlamaModel {
         usize::try_from(n).unwrap_or(0)
     }
 
+    /// The end-of-sequence token, if the vocabulary has one.
+    pub fn eos_token(&self) -> Option<i32> {
+        // SAFETY: live model; its vocab lives as long as it does.
+        let t = unsafe { sys::llama_vocab_eos(sys::llama_model_get_vocab(self.ptr.as_ptr())) };
+        (t >= 0).then_some(t)
+    }
+
     /// Tokenizes `text` as llama.cpp does (`llama_tokenize`); `add_special` adds BOS/EOS as the
     /// model's metadata asks, `parse_special` turns special-token text into its token.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>, Error> {

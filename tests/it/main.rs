@@ -14,3 +14,4 @@ mod llama_cpp_oracle;
 mod lora_grad;
 mod source_audit;
 mod spm_tokenizer;
+mod train;

@@ -1,0 +1,92 @@
+//! Training end to end on a synthetic task: fixed prompts each mapped to a fixed answer. The
+//! completion loss falls at least 5x, and llama.cpp, loading the written adapter on the q4_k_m
+//! base, greedily generates the trained answers.
+
+use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
+use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
+use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
+use gguftune::quant::FileType;
+use gguftune::train::{init_lora, train_lora, AdamWConfig, Example, TrainConfig};
+
+use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyLlamaSpec};
+use crate::common::temp_dir;
+
+const TASK: &[(&str, &str)] = &[
+    ("Q: colour of the sky?\nA:", "blue"),
+    ("Q: colour of grass?\nA:", "green"),
+    ("Q: colour of snow?\nA:", "white"),
+    ("Q: colour of coal?\nA:", "black"),
+];
+
+fn greedy(ctx: &mut LlamaContext<'_>, prompt: &[i32], eos: i32, max: usize) -> Vec<i32> {
+    let mut tokens = prompt.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..max {
+        let logits = ctx.logits_all(&tokens).unwrap();
+        let last = logits.last().unwrap();
+        let next = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as i32;
+        out.push(next);
+        if next == eos {
+            break;
+        }
+        tokens.push(next);
+    }
+    out
+}
+
+#[test]
+fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, Dtype::BF16, Shards::One, 2).unwrap();
+    let base = root.path().join("base-q4_k_m.gguf");
+    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
+    let plan = gguftune::convert::plan(&ckpt, FileType::Q4_K_M).unwrap();
+    gguftune::convert::execute(&ckpt, plan, &base, &mut |_, _| {}).unwrap();
+
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
+    let eos = llama.eos_token().unwrap();
+    let mut examples = Vec::new();
+    let mut answers = Vec::new();
+    for (prompt, answer) in TASK {
+        let p = llama.tokenize(prompt, true, false).unwrap();
+        let mut a = llama.tokenize(answer, false, false).unwrap();
+        a.push(eos);
+        examples.push(Example::from_prompt_completion(&p, &a));
+        answers.push((p, a));
+    }
+
+    let model = Model::open(&base).unwrap();
+    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let mut values = init_lora(&model, &cfg, 42).unwrap();
+    let train = TrainConfig {
+        lora: cfg.clone(),
+        adamw: AdamWConfig { lr: 1e-2, ..AdamWConfig::default() },
+        steps: 60,
+        batch: 4,
+        threads: 2,
+    };
+    let mut losses = Vec::new();
+    train_lora(&model, &train, &mut values, &examples, &mut |r| losses.push(r.loss)).unwrap();
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    eprintln!("completion loss {first:.3} -> {last:.3} in {} steps", losses.len());
+    assert!(last * 5.0 <= first, "loss fell only from {first} to {last}");
+
+    let slots = lora_layout(model.hparams(), &cfg).unwrap();
+    let pairs: Vec<LoraTensorPair> = slots
+        .iter()
+        .zip(values.chunks(2))
+        .map(|(s, ab)| LoraTensorPair { base: s.base.clone(), n_in: s.n_in, n_out: s.n_out, rank: cfg.rank, a: ab[0].clone(), b: ab[1].clone() })
+        .collect();
+    let adapter_path = root.path().join("adapter.gguf");
+    write_lora_gguf(&adapter_path, "llama", cfg.alpha, &pairs).unwrap();
+
+    let adapter = LlamaAdapter::load(&llama, &adapter_path).unwrap();
+    let mut ctx = LlamaContext::new(&llama, 64, 2).unwrap();
+    ctx.set_adapters(&[(&adapter, 1.0)]).unwrap();
+    for ((p, a), (prompt, answer)) in answers.iter().zip(TASK) {
+        let got = greedy(&mut ctx, p, eos, a.len() + 2);
+        assert_eq!(&got, a, "prompt {prompt:?}: expected {answer:?}");
+    }
+}
