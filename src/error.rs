@@ -19,5 +19,7 @@ pub enum Error {
     #[error(transparent)]
     Adapter(#[from] crate::adapter::AdapterError),
     #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
     Ggml(#[from] crate::ggml::Error),
 }

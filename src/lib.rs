@@ -10,6 +10,7 @@
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
+//! - [`data`]: JSONL datasets, chat templates, and which text of each example is trained on.
 //! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
 //! - [`train`]: LoRA initialisation, AdamW and the training loop.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
@@ -24,6 +25,7 @@
 
 pub mod adapter;
 pub mod convert;
+pub mod data;
 mod error;
 #[allow(unsafe_code)]
 pub mod ggml;
