@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a built-in default, end to end, with no downloads: makes a tiny random-weight
-# Llama checkpoint (Hugging Face layout) and dataset, converts it to GGUF and quantizes it.
-# Output goes to ./demo (or $1). finetune joins this script when it lands.
+# Llama checkpoint (Hugging Face layout) and an Alpaca dataset, converts it to GGUF, quantizes it,
+# and trains a LoRA adapter on the quantized model. Output goes to ./demo (or $1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -18,4 +18,7 @@ echo "== 3. requantize the f16 GGUF to q4_k_m, as llama-quantize would"
 "$bin" quantize "$out/model-f16.gguf" "$out/model-q4_k_m.gguf" q4_k_m
 echo "== 4. look at the result"
 "$bin" inspect "$out/model-q4_k_m.gguf" --tensors
-echo "demo: done; $out/model-*.gguf load in llama.cpp (llama-cli -m $out/model-q8_0.gguf)"
+echo "== 5. train a LoRA adapter on the q8_0 model (Alpaca records, loss on the answers only)"
+"$bin" finetune "$out/model-q8_0.gguf" --data "$out/train.jsonl" -o "$out/adapter.gguf" --epochs 3 --lr 1e-3
+"$bin" inspect "$out/adapter.gguf"
+echo "demo: done; run it in llama.cpp with: llama-cli -m $out/model-q8_0.gguf --lora $out/adapter.gguf"

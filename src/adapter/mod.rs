@@ -62,3 +62,20 @@ pub fn write_lora_gguf(path: &Path, arch: &str, alpha: f32, pairs: &[LoraTensorP
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// Pairs A and B from `values` (as [`crate::model::LoraParams`] orders them: per slot, `A` then
+/// `B`) with the weights they adapt.
+pub fn pairs_from_values(slots: &[crate::model::LoraSlot], rank: u64, values: &[Vec<f32>]) -> Vec<LoraTensorPair> {
+    slots
+        .iter()
+        .zip(values.chunks(2))
+        .map(|(s, ab)| LoraTensorPair {
+            base: s.base.clone(),
+            n_in: s.n_in,
+            n_out: s.n_out,
+            rank,
+            a: ab.first().cloned().unwrap_or_default(),
+            b: ab.get(1).cloned().unwrap_or_default(),
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 //! failure (reading or writing files).
 
 mod convert;
+mod finetune;
 mod inspect;
 mod output;
 mod quantize;
@@ -28,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Convert(convert::Args),
+    Finetune(finetune::Args),
     Inspect(inspect::Args),
     Quantize(quantize::Args),
 }
@@ -36,55 +38,62 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Finetune(args) => finetune::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
     }
 }
 
-/// Exit code 3 for input that is not what it should be, 4 for I/O failures, 1 otherwise.
+/// Exit code 4 for I/O failures, 3 for input that is not what it should be, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let mut code = 1;
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<gguftune::Error>() {
-            return match e {
-                gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. }) => 4,
-                gguftune::Error::GgufWrite(gguftune::gguf::GgufWriteError::Io(_)) => 4,
-                gguftune::Error::Ggml(_) => 1,
-                _ => 3,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<GgufFileError>() {
-            return match e {
-                GgufFileError::Io { .. } => 4,
-                _ => 3,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<HfError>() {
-            return match e {
-                HfError::Io { .. } => 4,
-                _ => 3,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<gguftune::convert::ConvertError>() {
-            use gguftune::convert::ConvertError as C;
-            return match e {
-                C::Hf(HfError::Io { .. }) | C::Write(gguftune::gguf::GgufWriteError::Io(_)) => 4,
-                C::Ggml(_) => 1,
-                _ => 3,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<gguftune::quant::QuantizeError>() {
-            use gguftune::quant::QuantizeError as Q;
-            return match e {
-                Q::Read(GgufFileError::Io { .. }) | Q::Write(gguftune::gguf::GgufWriteError::Io(_)) => 4,
-                Q::Ggml(_) => 1,
-                _ => 3,
-            };
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return 4;
+        match classify(cause) {
+            Some(4) => return 4,
+            Some(c) => code = c,
+            None => {}
         }
     }
-    1
+    code
+}
+
+/// 4 for an I/O error, 3 for a bad-input error of the library, `None` for anything else.
+fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    use gguftune::convert::ConvertError;
+    use gguftune::data::DataError;
+    use gguftune::gguf::{GgufError, GgufWriteError};
+    use gguftune::model::ModelError;
+    use gguftune::quant::QuantizeError;
+    use gguftune::train::ExampleError;
+    let io = cause.is::<std::io::Error>()
+        || matches!(cause.downcast_ref::<GgufFileError>(), Some(GgufFileError::Io { .. }))
+        || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))
+        || matches!(cause.downcast_ref::<GgufWriteError>(), Some(GgufWriteError::Io(_)))
+        || matches!(cause.downcast_ref::<DataError>(), Some(DataError::Io { .. }))
+        || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Hf(HfError::Io { .. }) | ConvertError::Write(GgufWriteError::Io(_))))
+        || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Read(GgufFileError::Io { .. }) | QuantizeError::Write(GgufWriteError::Io(_))))
+        || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. })));
+    if io {
+        return Some(4);
+    }
+    let ggml = cause.is::<gguftune::ggml::Error>()
+        || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Ggml(_)))
+        || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Ggml(_)))
+        || matches!(cause.downcast_ref::<ModelError>(), Some(ModelError::Ggml(_)))
+        || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::Ggml(_)));
+    if ggml {
+        return None;
+    }
+    let bad_input = cause.is::<GgufError>()
+        || cause.is::<GgufFileError>()
+        || cause.is::<HfError>()
+        || cause.is::<ConvertError>()
+        || cause.is::<QuantizeError>()
+        || cause.is::<DataError>()
+        || cause.is::<ExampleError>()
+        || cause.is::<ModelError>()
+        || cause.is::<gguftune::Error>();
+    bad_input.then_some(3)
 }
 
 /// Whether the error is a closed stdout (`gguftune inspect ... | head`), which is not a failure.

@@ -127,11 +127,21 @@ pub struct LlamaModel {
 
 impl LlamaModel {
     /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do.
-    pub fn load(_rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
+    pub fn load(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
+        Self::load_with(rt, path, false)
+    }
+
+    /// Loads only the vocabulary of `path` (for tokenizing; no weights are read).
+    pub fn load_vocab(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
+        Self::load_with(rt, path, true)
+    }
+
+    fn load_with(_rt: &Runtime, path: &Path, vocab_only: bool) -> Result<LlamaModel, Error> {
         let c = c_path(path)?;
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
+        params.vocab_only = vocab_only;
         log::clear_errors();
         // SAFETY: `c` is a valid NUL-terminated path for the call; llama.cpp returns null on failure
         // and catches its own C++ exceptions at this boundary.
@@ -185,6 +195,25 @@ impl LlamaModel {
         // SAFETY: live model; the vocab pointer is owned by the model and valid while it lives.
         let n = unsafe { sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(self.ptr.as_ptr())) };
         usize::try_from(n).unwrap_or(0)
+    }
+
+    /// The beginning-of-sequence token, if the vocabulary has one.
+    pub fn bos_token(&self) -> Option<i32> {
+        // SAFETY: live model; its vocab lives as long as it does.
+        let t = unsafe { sys::llama_vocab_bos(sys::llama_model_get_vocab(self.ptr.as_ptr())) };
+        (t >= 0).then_some(t)
+    }
+
+    /// The text of token `t` (its piece as stored in the vocabulary).
+    pub fn token_text(&self, t: i32) -> Option<String> {
+        if t < 0 || t as usize >= self.n_vocab() {
+            return None;
+        }
+        // SAFETY: live model; `t` is in range (checked), and the returned string is owned by the
+        // vocab and copied before returning.
+        let p = unsafe { sys::llama_vocab_get_text(sys::llama_model_get_vocab(self.ptr.as_ptr()), t) };
+        // SAFETY: non-null pointers from llama.cpp are NUL-terminated strings.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
 
     /// The end-of-sequence token, if the vocabulary has one.

@@ -4,7 +4,11 @@
 //! gradients come from ggml's backward pass (`Model::lora_loss_and_grads`). A static graph with
 //! ggml's own optimizer step replaces both for speed without changing the results.
 
+mod examples;
+
 use crate::model::{lora_layout, LoraConfig, Model, ModelError};
+
+pub use examples::{build_examples, ExampleError, ExampleStats};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).

@@ -4,6 +4,7 @@ mod common;
 
 mod adapter_llama_cpp;
 mod convert;
+mod finetune_cli;
 mod data_formats;
 mod forward;
 mod gguf_malformed;

@@ -1,0 +1,75 @@
+//! `gguftune finetune` as a user runs it: an adapter llama.cpp loads, metrics, a summary, and
+//! clear errors for bad data.
+
+use std::fs;
+
+use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+
+use crate::common::fixtures::{alpaca_rows, chat_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec, TinyTokenizer};
+use crate::common::{gguftune, temp_dir};
+
+fn base_model(root: &std::path::Path, spec: &TinyLlamaSpec) -> std::path::PathBuf {
+    let dir = root.join("hf");
+    fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, spec, Dtype::BF16, Shards::One, 6).unwrap();
+    let out = gguftune(root, &["convert", "hf", "-o", "base.gguf", "--type", "q8_0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    root.join("base.gguf")
+}
+
+#[test]
+fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
+    let root = temp_dir();
+    let base = base_model(root.path(), &TinyLlamaSpec::default());
+    write_jsonl(&root.path().join("train.jsonl"), &alpaca_rows(12, 3)).unwrap();
+    let out = gguftune(
+        root.path(),
+        &["finetune", "base.gguf", "--data", "train.jsonl", "-o", "adapter.gguf", "--rank", "4", "--batch", "4", "--epochs", "2", "--lr", "1e-3", "--threads", "2", "--json"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["examples_used"], 12);
+    assert_eq!(summary["steps"], 6);
+    assert!(summary["final_loss"].as_f64().unwrap() < summary["first_loss"].as_f64().unwrap(), "{summary}");
+    let metrics = fs::read_to_string(root.path().join("adapter.metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
+    LlamaAdapter::load(&llama, &root.path().join("adapter.gguf")).unwrap();
+    let inspect = gguftune(root.path(), &["inspect", "adapter.gguf", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["kind"], "adapter");
+    assert_eq!(v["tensor_count"], 2 * 7 * 2);
+}
+
+#[test]
+fn chat_data_trains_through_the_models_template() {
+    let root = temp_dir();
+    base_model(root.path(), &TinyLlamaSpec { tokenizer: TinyTokenizer::Bpe, ..TinyLlamaSpec::default() });
+    write_jsonl(&root.path().join("chat.jsonl"), &chat_rows(6, 1)).unwrap();
+    let out = gguftune(root.path(), &["finetune", "base.gguf", "--data", "chat.jsonl", "-o", "a.gguf", "--rank", "2", "--batch", "3", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tokens, trained) = (summary["tokens"].as_u64().unwrap(), summary["target_tokens"].as_u64().unwrap());
+    assert!(trained > 0 && trained < tokens / 2, "only assistant turns are trained: {trained} of {tokens}");
+}
+
+#[test]
+fn bad_data_is_reported_by_line_and_leaves_no_adapter() {
+    let root = temp_dir();
+    base_model(root.path(), &TinyLlamaSpec::default());
+    let mut rows = alpaca_rows(3, 1);
+    rows.push(serde_json::json!({"instruction": "x"}));
+    write_jsonl(&root.path().join("bad.jsonl"), &rows).unwrap();
+    let out = gguftune(root.path(), &["finetune", "base.gguf", "--data", "bad.jsonl", "-o", "a.gguf"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.jsonl:4"), "{err}");
+    assert!(!root.path().join("a.gguf").exists());
+
+    write_jsonl(&root.path().join("long.jsonl"), &alpaca_rows(3, 1)).unwrap();
+    let out = gguftune(root.path(), &["finetune", "base.gguf", "--data", "long.jsonl", "-o", "a.gguf", "--ctx", "4", "--skip-overlong"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every one of the 3 examples was skipped"), "{err}");
+    assert!(!root.path().join("a.gguf").exists());
+}
