@@ -93,7 +93,13 @@ fn inspect_gguf(path: &Path) -> Result<Report, Error> {
     let tensors: Vec<TensorRow> = gguf
         .tensors
         .iter()
-        .map(|t| TensorRow { name: t.name.to_owned(), ty: t.ty.name().to_owned(), dims: t.ne.clone(), bytes: t.n_bytes, file: None })
+        .map(|t| TensorRow {
+            name: t.name.to_owned(),
+            ty: t.ty.name().to_owned(),
+            dims: t.ne.clone(),
+            bytes: t.n_bytes,
+            file: None,
+        })
         .collect();
     let file_type = gguf.get("general.file_type").and_then(|v| v.as_u64()).map(|id| match file_type_name(id) {
         Some(name) => name.to_owned(),
@@ -172,11 +178,7 @@ fn inspect_folder(dir: &Path) -> Result<Report, Error> {
         .map(|(k, v)| MetadataEntry { key: k.clone(), value_type: json_type(v).to_owned(), value: v.clone() })
         .collect();
     let architecture = config.get("model_type").and_then(|v| v.as_str()).map(str::to_owned);
-    let name = config
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let name = config.get("architectures").and_then(|a| a.get(0)).and_then(|v| v.as_str()).map(str::to_owned);
     Ok(Report {
         format: "hf-folder",
         path: dir.display().to_string(),

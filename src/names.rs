@@ -124,7 +124,9 @@ mod tests {
         for (hf, gguf) in cases {
             assert_eq!(TensorName::from_hf(hf).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
         }
-        for ignored in ["model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.x.mlp.up_proj.weight", "model.norm"] {
+        for ignored in
+            ["model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.x.mlp.up_proj.weight", "model.norm"]
+        {
             assert_eq!(TensorName::from_hf(ignored), None, "{ignored}");
         }
     }

@@ -12,7 +12,9 @@ use gguftune::quant::FileType;
 
 /// Convert a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json) to GGUF.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  gguftune convert ./TinyLlama-1.1B-Chat -o tinyllama.gguf --type q4_k_m\n  gguftune convert ./Qwen2-0.5B -o qwen.gguf --dry-run")]
+#[command(
+    after_help = "Examples:\n  gguftune convert ./TinyLlama-1.1B-Chat -o tinyllama.gguf --type q4_k_m\n  gguftune convert ./Qwen2-0.5B -o qwen.gguf --dry-run"
+)]
 pub struct Args {
     /// The model folder.
     input: PathBuf,
@@ -40,13 +42,26 @@ pub fn parse_file_type(s: &str) -> Result<FileType, String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let checkpoint = Checkpoint::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let plan = convert::plan(&checkpoint, args.file_type).with_context(|| format!("planning {}", args.input.display()))?;
+    let plan =
+        convert::plan(&checkpoint, args.file_type).with_context(|| format!("planning {}", args.input.display()))?;
     if args.dry_run {
         for t in &plan.tensors {
             let ne = t.ne.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
-            println!("{:<40} {:<6} -> {:<6} {:<20} {:>10}", t.gguf_name, t.src_type.name(), t.ty.name(), ne, human_bytes(t.out_bytes));
+            println!(
+                "{:<40} {:<6} -> {:<6} {:<20} {:>10}",
+                t.gguf_name,
+                t.src_type.name(),
+                t.ty.name(),
+                ne,
+                human_bytes(t.out_bytes)
+            );
         }
-        println!("{} tensors, output {} ({} bytes)", plan.tensors.len(), human_bytes(plan.output_bytes()), plan.output_bytes());
+        println!(
+            "{} tensors, output {} ({} bytes)",
+            plan.tensors.len(),
+            human_bytes(plan.output_bytes()),
+            plan.output_bytes()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let bar = byte_progress(plan.input_bytes(), "converting");

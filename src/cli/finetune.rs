@@ -17,7 +17,9 @@ use gguftune::train::{build_examples, init_lora, train_lora, AdamWConfig, TrainC
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3\n\nDatasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},\nDolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on\ncompletions / assistant turns only unless --train-on-prompt.")]
+#[command(
+    after_help = "Example:\n  gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3\n\nDatasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},\nDolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on\ncompletions / assistant turns only unless --train-on-prompt."
+)]
 pub struct Args {
     /// The base model (GGUF).
     model: PathBuf,
@@ -87,7 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let template = chat_template(&args.model, &vocab)?;
     let dataset = read_jsonl(&args.data)?;
     let options = RenderOptions { train_on_prompt: args.train_on_prompt };
-    let (examples, stats) = build_examples(&dataset, template.as_ref(), &vocab, &options, args.ctx, args.skip_overlong)?;
+    let (examples, stats) =
+        build_examples(&dataset, template.as_ref(), &vocab, &options, args.ctx, args.skip_overlong)?;
 
     let lora = LoraConfig { rank: args.rank, alpha: args.alpha, targets };
     let steps = (examples.len() * args.epochs).div_ceil(args.batch);

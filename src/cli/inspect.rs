@@ -11,7 +11,9 @@ use gguftune::inspect::{inspect, Report};
 
 /// Show a model's or adapter's metadata and tensors.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json")]
+#[command(
+    after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json"
+)]
 pub struct Args {
     /// A .gguf file, a .safetensors file, or a Hugging Face model folder (config.json + shards).
     path: PathBuf,
@@ -56,7 +58,13 @@ fn render(out: &mut impl Write, r: &Report, with_tensors: bool) -> std::io::Resu
         writeln!(out, "  file type:    {}", escape(ft))?;
     }
     writeln!(out, "  parameters:   {} ({})", human_count(r.parameter_count), r.parameter_count)?;
-    writeln!(out, "  size:         {} ({} bytes), {} tensors", human_bytes(r.file_bytes), r.file_bytes, r.tensors.len())?;
+    writeln!(
+        out,
+        "  size:         {} ({} bytes), {} tensors",
+        human_bytes(r.file_bytes),
+        r.file_bytes,
+        r.tensors.len()
+    )?;
     writeln!(out, "metadata ({} keys):", r.metadata.len())?;
     let key_width = r.metadata.iter().map(|m| m.key.chars().count()).max().unwrap_or(0).min(48);
     for m in &r.metadata {
@@ -72,7 +80,15 @@ fn render(out: &mut impl Write, r: &Report, with_tensors: bool) -> std::io::Resu
         for t in &r.tensors {
             let dims = t.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
             let file = t.file.as_deref().map(|f| format!("  {}", escape(f))).unwrap_or_default();
-            writeln!(out, "  {:<name_width$}  {:<8} {:<24} {:>12}{}", escape(&t.name), t.ty, dims, human_bytes(t.bytes), file)?;
+            writeln!(
+                out,
+                "  {:<name_width$}  {:<8} {:<24} {:>12}{}",
+                escape(&t.name),
+                t.ty,
+                dims,
+                human_bytes(t.bytes),
+                file
+            )?;
         }
     }
     Ok(())

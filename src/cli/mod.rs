@@ -70,9 +70,18 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))
         || matches!(cause.downcast_ref::<GgufWriteError>(), Some(GgufWriteError::Io(_)))
         || matches!(cause.downcast_ref::<DataError>(), Some(DataError::Io { .. }))
-        || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Hf(HfError::Io { .. }) | ConvertError::Write(GgufWriteError::Io(_))))
-        || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Read(GgufFileError::Io { .. }) | QuantizeError::Write(GgufWriteError::Io(_))))
-        || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. })));
+        || matches!(
+            cause.downcast_ref::<ConvertError>(),
+            Some(ConvertError::Hf(HfError::Io { .. }) | ConvertError::Write(GgufWriteError::Io(_)))
+        )
+        || matches!(
+            cause.downcast_ref::<QuantizeError>(),
+            Some(QuantizeError::Read(GgufFileError::Io { .. }) | QuantizeError::Write(GgufWriteError::Io(_)))
+        )
+        || matches!(
+            cause.downcast_ref::<gguftune::Error>(),
+            Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. }))
+        );
     if io {
         return Some(4);
     }

@@ -61,7 +61,12 @@ pub fn byte_progress(total: u64, label: &str) -> indicatif::ProgressBar {
 
 /// The one-line summary of a conversion, as text on stderr or (with `json`) as one JSON object
 /// on stdout.
-pub fn print_conversion_summary(json: bool, output: &std::path::Path, type_name: &str, s: &gguftune::quant::ConversionSummary) {
+pub fn print_conversion_summary(
+    json: bool,
+    output: &std::path::Path,
+    type_name: &str,
+    s: &gguftune::quant::ConversionSummary,
+) {
     let mb_s = s.input_bytes as f64 / 1e6 / s.seconds.max(1e-9);
     if json {
         println!(

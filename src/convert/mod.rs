@@ -107,7 +107,11 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             if entry.name.ends_with("rotary_emb.inv_freq") {
                 continue;
             }
-            return Err(ConvertError::UnknownTensor { dir: dir.to_owned(), tensor: entry.name, arch: config.arch.name() });
+            return Err(ConvertError::UnknownTensor {
+                dir: dir.to_owned(),
+                tensor: entry.name,
+                arch: config.arch.name(),
+            });
         };
         sources.push((name, entry));
     }
@@ -116,9 +120,13 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     check_shapes(dir, &config, &sources)?;
 
     let names: Vec<String> = sources.iter().map(|(n, _)| n.to_string()).collect();
-    let mut chooser =
-        crate::quant::TypeChooser::new(file_type, config.arch.name(), config.num_layers, names.iter().map(String::as_str))
-            .with_heads(config.num_heads, config.num_kv_heads);
+    let mut chooser = crate::quant::TypeChooser::new(
+        file_type,
+        config.arch.name(),
+        config.num_layers,
+        names.iter().map(String::as_str),
+    )
+    .with_heads(config.num_heads, config.num_kv_heads);
     let mut tensors = Vec::new();
     for ((name, entry), gguf_name) in sources.into_iter().zip(names) {
         let ne: Vec<u64> = entry.shape.iter().rev().map(|&d| d as u64).collect();
@@ -331,5 +339,10 @@ pub fn execute(
     }
     let output_bytes = writer.plan().file_size();
     writer.finish()?;
-    Ok(ConversionSummary { tensors: tensors.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(ConversionSummary {
+        tensors: tensors.len(),
+        input_bytes: total,
+        output_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

@@ -87,9 +87,39 @@ impl<'ctx> Graph<'ctx> {
 /// ggml ops with a backward pass in the pinned ggml (`ggml_compute_backward` in ggml.c), by
 /// `ggml_op_name`. A graph to be differentiated may use only these: ggml aborts on any other.
 pub const BACKWARD_OPS: &[&str] = &[
-    "NONE", "ADD", "ADD1", "ACC", "SUB", "MUL", "DIV", "SQR", "SQRT", "LOG", "SIN", "COS", "SUM", "SUM_ROWS", "MEAN",
-    "REPEAT", "REPEAT_BACK", "RMS_NORM", "MUL_MAT", "SCALE", "SET", "CPY", "CONT", "RESHAPE", "VIEW", "PERMUTE",
-    "TRANSPOSE", "GET_ROWS", "DIAG_MASK_INF", "DIAG_MASK_ZERO", "SOFT_MAX", "ROPE", "CROSS_ENTROPY_LOSS",
+    "NONE",
+    "ADD",
+    "ADD1",
+    "ACC",
+    "SUB",
+    "MUL",
+    "DIV",
+    "SQR",
+    "SQRT",
+    "LOG",
+    "SIN",
+    "COS",
+    "SUM",
+    "SUM_ROWS",
+    "MEAN",
+    "REPEAT",
+    "REPEAT_BACK",
+    "RMS_NORM",
+    "MUL_MAT",
+    "SCALE",
+    "SET",
+    "CPY",
+    "CONT",
+    "RESHAPE",
+    "VIEW",
+    "PERMUTE",
+    "TRANSPOSE",
+    "GET_ROWS",
+    "DIAG_MASK_INF",
+    "DIAG_MASK_ZERO",
+    "SOFT_MAX",
+    "ROPE",
+    "CROSS_ENTROPY_LOSS",
 ];
 
 /// Unary ops (`GGML_OP_UNARY`) with a backward pass, by `ggml_unary_op_name`.
@@ -122,7 +152,11 @@ impl<'ctx> Graph<'ctx> {
     /// parameter and accumulator, both f32 with memory of their own), so gradients never share
     /// memory with the computation. Every op of the forward graph is first checked against
     /// [`BACKWARD_OPS`]: an op without a backward pass is an error here instead of an abort.
-    pub fn build_backward_expand(&mut self, ctx: &'ctx Context, grad_accs: &[(Tensor<'_>, Tensor<'_>)]) -> Result<(), Error> {
+    pub fn build_backward_expand(
+        &mut self,
+        ctx: &'ctx Context,
+        grad_accs: &[(Tensor<'_>, Tensor<'_>)],
+    ) -> Result<(), Error> {
         // SAFETY: reads the graph's grads pointer through the public accessor below.
         let nodes = self.nodes();
         let name = |f: *const std::ffi::c_char| {
@@ -335,7 +369,8 @@ impl<'data> MappedBuffer<'data> {
         }
         // SAFETY: the tensor has no memory yet and [offset, offset + nbytes) lies inside the
         // buffer (checked; ggml asserts the same), so the address is valid for the tensor.
-        let status = unsafe { sys::ggml_backend_tensor_alloc(self.ptr.as_ptr(), t.raw(), self.base.add(offset) as *mut _) };
+        let status =
+            unsafe { sys::ggml_backend_tensor_alloc(self.ptr.as_ptr(), t.raw(), self.base.add(offset) as *mut _) };
         if status != sys::GGML_STATUS_SUCCESS {
             return Err(Error::TensorData { what: "ggml could not bind the tensor" });
         }

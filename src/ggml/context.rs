@@ -49,9 +49,8 @@ impl Context {
     /// A context with room for `max_tensors` tensors and graphs of up to `graph_size` nodes.
     pub fn new(_rt: &Runtime, max_tensors: usize, graph_size: usize) -> Result<Context, Error> {
         // SAFETY: both functions only compute sizes.
-        let mem_size = unsafe {
-            max_tensors * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead_custom(graph_size, false)
-        };
+        let mem_size =
+            unsafe { max_tensors * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead_custom(graph_size, false) };
         let params = sys::ggml_init_params { mem_size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
         // SAFETY: valid parameters; ggml allocates and owns the metadata buffer, freed in Drop.
         let ptr = unsafe { sys::ggml_init(params) };
@@ -82,10 +81,11 @@ impl Context {
         if ne.is_empty() || ne.len() > 4 || ne[0] % ty.block_size() != 0 {
             return Err(Error::BadShape { op: "new_tensor", ne: ne.to_vec() });
         }
-        let ne_i64: Vec<i64> = ne.iter().map(|&d| i64::try_from(d)).collect::<Result<_, _>>().map_err(|_| Error::BadShape {
-            op: "new_tensor",
-            ne: ne.to_vec(),
-        })?;
+        let ne_i64: Vec<i64> = ne
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| Error::BadShape { op: "new_tensor", ne: ne.to_vec() })?;
         self.room("new_tensor")?;
         // SAFETY: live context with room for one more tensor (checked); `ne_i64` holds n_dims values.
         let t = unsafe { sys::ggml_new_tensor(self.raw(), ty.id(), ne_i64.len() as i32, ne_i64.as_ptr()) };
@@ -110,7 +110,11 @@ impl Context {
         op: &'static str,
         a: Tensor<'c>,
         b: Tensor<'c>,
-        f: unsafe extern "C" fn(*mut sys::ggml_context, *mut sys::ggml_tensor, *mut sys::ggml_tensor) -> *mut sys::ggml_tensor,
+        f: unsafe extern "C" fn(
+            *mut sys::ggml_context,
+            *mut sys::ggml_tensor,
+            *mut sys::ggml_tensor,
+        ) -> *mut sys::ggml_tensor,
     ) -> Result<Tensor<'c>, Error> {
         let (x, y) = (a.ne(), b.ne());
         // ggml_can_repeat(b, a): each of a's dims is a multiple of b's.
@@ -227,10 +231,21 @@ impl Context {
 
     /// `ggml_soft_max_ext(a, mask, scale, 0)`: softmax over rows of `a * scale + mask`. The mask
     /// (f32) is `[a.ne0, >= a.ne1]`, broadcast over the other dims.
-    pub fn soft_max_ext<'c>(&'c self, a: Tensor<'c>, mask: Option<Tensor<'c>>, scale: f32) -> Result<Tensor<'c>, Error> {
+    pub fn soft_max_ext<'c>(
+        &'c self,
+        a: Tensor<'c>,
+        mask: Option<Tensor<'c>>,
+        scale: f32,
+    ) -> Result<Tensor<'c>, Error> {
         if let Some(m) = mask {
             let (x, y) = (a.ne(), m.ne());
-            if m.ty() != Some(GgmlType::F32) || !m.is_contiguous() || y[0] != x[0] || y[1] < x[1] || x[2] % y[2] != 0 || x[3] % y[3] != 0 {
+            if m.ty() != Some(GgmlType::F32)
+                || !m.is_contiguous()
+                || y[0] != x[0]
+                || y[1] < x[1]
+                || x[2] % y[2] != 0
+                || x[3] % y[3] != 0
+            {
                 return Err(Error::ShapeMismatch { op: "soft_max_ext", a: x, b: y });
             }
         }
@@ -245,7 +260,12 @@ impl Context {
     /// `positions` an I32 vector of `n_tokens`.
     pub fn rope_ext<'c>(&'c self, a: Tensor<'c>, positions: Tensor<'c>, p: RopeParams) -> Result<Tensor<'c>, Error> {
         let (x, y) = (a.ne(), positions.ne());
-        if positions.ty() != Some(GgmlType::I32) || y[0] != x[2] || p.n_dims <= 0 || i64::from(p.n_dims) > x[0] || p.n_dims % 2 != 0 {
+        if positions.ty() != Some(GgmlType::I32)
+            || y[0] != x[2]
+            || p.n_dims <= 0
+            || i64::from(p.n_dims) > x[0]
+            || p.n_dims % 2 != 0
+        {
             return Err(Error::ShapeMismatch { op: "rope_ext", a: x, b: y });
         }
         self.room("rope_ext")?;

@@ -234,7 +234,15 @@ impl LlamaModel {
         // SAFETY: `text` is valid for `len` bytes (no NUL needed: the length is passed); the token
         // buffer and its capacity come from the same Vec.
         let n = unsafe {
-            sys::llama_tokenize(vocab, text.as_ptr().cast(), len, tokens.as_mut_ptr(), tokens.len() as i32, add_special, parse_special)
+            sys::llama_tokenize(
+                vocab,
+                text.as_ptr().cast(),
+                len,
+                tokens.as_mut_ptr(),
+                tokens.len() as i32,
+                add_special,
+                parse_special,
+            )
         };
         let n = usize::try_from(n).map_err(|_| Error::TokenizeFailed { needed: n.unsigned_abs() as usize })?;
         tokens.truncate(n);
@@ -260,7 +268,12 @@ impl<'m> LlamaContext<'m> {
 
     /// As [`LlamaContext::new`]; with `exact`, an f32 KV cache and no flash attention, so that
     /// llama.cpp computes attention in f32 as gguftune's training graph does.
-    pub fn with_precision(model: &'m LlamaModel, n_ctx: u32, threads: i32, exact: bool) -> Result<LlamaContext<'m>, Error> {
+    pub fn with_precision(
+        model: &'m LlamaModel,
+        n_ctx: u32,
+        threads: i32,
+        exact: bool,
+    ) -> Result<LlamaContext<'m>, Error> {
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_context_default_params() };
         params.n_ctx = n_ctx;
@@ -378,7 +391,9 @@ impl<'m> LlamaContext<'m> {
         let mut scales: Vec<f32> = adapters.iter().map(|(_, s)| *s).collect();
         // SAFETY: live context; the arrays hold n_adapters entries each, the adapters belong to
         // this context's model and outlive the context ('m).
-        let rc = unsafe { sys::llama_set_adapters_lora(self.ptr.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr()) };
+        let rc = unsafe {
+            sys::llama_set_adapters_lora(self.ptr.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr())
+        };
         if rc != 0 {
             return Err(Error::DecodeFailed { code: rc, reason: log::take_errors() });
         }

@@ -37,7 +37,8 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]
         n_per_row,
         block_size: ty.block_size(),
     })?;
-    let row_bytes = usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: dst.len() })?;
+    let row_bytes =
+        usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: dst.len() })?;
     if n_per_row == 0 || src.len() % n_per_row != 0 {
         return Err(Error::PartialRow { len: src.len(), n_per_row });
     }

@@ -60,7 +60,9 @@ pub enum GgufErrorKind {
     BadMagic { found: [u8; 4] },
     #[error("version {version} is not supported (expected 2 or 3)")]
     UnsupportedVersion { version: u32 },
-    #[error("count {count} cannot fit in the {remaining} bytes that remain (each entry takes at least {min_entry_size})")]
+    #[error(
+        "count {count} cannot fit in the {remaining} bytes that remain (each entry takes at least {min_entry_size})"
+    )]
     CountTooLarge { count: u64, remaining: u64, min_entry_size: u64 },
     #[error("string of {len} bytes is longer than the {remaining} bytes that remain")]
     StringTooLong { len: u64, remaining: u64 },

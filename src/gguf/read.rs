@@ -157,8 +157,7 @@ impl<'a> Cursor<'a> {
             return Err((at, GgufErrorKind::StringTooLong { len, remaining: self.remaining() }));
         }
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map_err(|e| (at, GgufErrorKind::InvalidUtf8 { valid_up_to: e.valid_up_to() }))
+        std::str::from_utf8(bytes).map_err(|e| (at, GgufErrorKind::InvalidUtf8 { valid_up_to: e.valid_up_to() }))
     }
 
     /// A count of entries that each take at least `min_entry_size` bytes, checked against what remains.
@@ -173,12 +172,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A value of type `ty` at nesting depth `depth` (0 for a top-level value).
-    pub(crate) fn value_of_type(
-        &mut self,
-        ty: ValueType,
-        depth: usize,
-        max_depth: usize,
-    ) -> Result<Value<'a>, Fail> {
+    pub(crate) fn value_of_type(&mut self, ty: ValueType, depth: usize, max_depth: usize) -> Result<Value<'a>, Fail> {
         Ok(match ty {
             ValueType::U8 => Value::U8(u8::from_le_bytes(self.array()?)),
             ValueType::I8 => Value::I8(i8::from_le_bytes(self.array()?)),

@@ -191,12 +191,10 @@ impl<'a> ArrayRef<'a> {
             ValueType::U64 => collect!(U64, U64),
             ValueType::I64 => collect!(I64, I64),
             ValueType::F64 => collect!(F64, F64),
-            ValueType::String => {
-                MetaArray::String(self.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            ValueType::String => MetaArray::String(self.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
+            ValueType::Array => {
+                MetaArray::Array(self.iter().filter_map(|v| v.as_array().map(|a| a.to_owned_array())).collect())
             }
-            ValueType::Array => MetaArray::Array(
-                self.iter().filter_map(|v| v.as_array().map(|a| a.to_owned_array())).collect(),
-            ),
         }
     }
 }

@@ -182,9 +182,8 @@ impl GgufWriter {
             header.extend_from_slice(&t.ty.id().to_le_bytes());
             header.extend_from_slice(&t.offset.to_le_bytes());
         }
-        let padded = usize::try_from(plan.meta_size()).map_err(|_| GgufWriteError::SizeOverflow {
-            name: "(header)".to_owned(),
-        })?;
+        let padded = usize::try_from(plan.meta_size())
+            .map_err(|_| GgufWriteError::SizeOverflow { name: "(header)".to_owned() })?;
         debug_assert!(padded >= header.len(), "meta_size() counts every byte written above");
         header.resize(padded, 0);
         file.write_all(&header)?;

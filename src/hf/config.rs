@@ -30,11 +30,8 @@ impl Arch {
     }
 
     /// The Hugging Face architectures each maps from.
-    pub const SUPPORTED: &'static [(&'static str, Arch)] = &[
-        ("LlamaForCausalLM", Arch::Llama),
-        ("MistralForCausalLM", Arch::Llama),
-        ("Qwen2ForCausalLM", Arch::Qwen2),
-    ];
+    pub const SUPPORTED: &'static [(&'static str, Arch)] =
+        &[("LlamaForCausalLM", Arch::Llama), ("MistralForCausalLM", Arch::Llama), ("Qwen2ForCausalLM", Arch::Qwen2)];
 }
 
 /// Rope scaling from config.json's `rope_scaling`, as llama.cpp keys express it.
@@ -149,11 +146,10 @@ impl LlamaConfig {
                 }
             },
         };
-        let arch = Arch::SUPPORTED
-            .iter()
-            .find(|(n, _)| *n == hf_architecture)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() })?;
+        let arch =
+            Arch::SUPPORTED.iter().find(|(n, _)| *n == hf_architecture).map(|(_, a)| *a).ok_or_else(|| {
+                ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() }
+            })?;
 
         let hidden_size = r.u64("hidden_size")?;
         let num_heads = r.u64("num_attention_heads")?;
@@ -255,7 +251,10 @@ mod tests {
         newer["rope_parameters"] = json!({"rope_theta": 500000.0, "rope_type": "default"});
         newer["head_dim"] = json!(32);
         let c = LlamaConfig::from_json(Path::new("config.json"), &newer).unwrap();
-        assert_eq!((c.rope_theta, c.head_dim, c.dtype.as_deref(), c.rope_scaling), (500000.0, 32, Some("float16"), None));
+        assert_eq!(
+            (c.rope_theta, c.head_dim, c.dtype.as_deref(), c.rope_scaling),
+            (500000.0, 32, Some("float16"), None)
+        );
         let mut no_kv = base();
         no_kv.as_object_mut().unwrap().remove("num_key_value_heads");
         no_kv["rope_scaling"] = json!({"type": "linear", "factor": 2.0});

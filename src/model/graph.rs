@@ -3,7 +3,7 @@
 //! `soft_max_ext` + `mul_mat`, never flash attention.
 
 use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor};
-use crate::gguf::{Gguf, GgmlType};
+use crate::gguf::{GgmlType, Gguf};
 use crate::names::{TensorKind, TensorName};
 
 use super::lora::LoraParams;
@@ -39,7 +39,12 @@ pub struct Weights<'c> {
 impl<'c> Weights<'c> {
     /// Creates a tensor for each weight the graph uses and points it into `buffer` (the whole
     /// file), checking each one's `ne` against the hyper-parameters.
-    pub fn bind(ctx: &'c Context, buffer: &MappedBuffer<'_>, g: &Gguf<'_>, h: &HParams) -> Result<Weights<'c>, ModelError> {
+    pub fn bind(
+        ctx: &'c Context,
+        buffer: &MappedBuffer<'_>,
+        g: &Gguf<'_>,
+        h: &HParams,
+    ) -> Result<Weights<'c>, ModelError> {
         let get = |name: &TensorName, expected: &[u64]| -> Result<Option<Tensor<'c>>, ModelError> {
             let full = name.to_string();
             let Some(info) = g.tensor(&full) else { return Ok(None) };
@@ -48,10 +53,15 @@ impl<'c> Weights<'c> {
                 found.pop();
             }
             if found != expected {
-                return Err(ModelError::TensorShape { name: full, expected: expected.to_vec(), found: info.ne.clone() });
+                return Err(ModelError::TensorShape {
+                    name: full,
+                    expected: expected.to_vec(),
+                    found: info.ne.clone(),
+                });
             }
             let t = ctx.new_tensor(info.ty, &info.ne)?.set_name(&full);
-            let offset = usize::try_from(g.data_offset + info.offset).map_err(|_| ModelError::MissingTensor { name: full })?;
+            let offset =
+                usize::try_from(g.data_offset + info.offset).map_err(|_| ModelError::MissingTensor { name: full })?;
             buffer.bind(t, offset)?;
             Ok(Some(t))
         };
@@ -191,7 +201,11 @@ pub fn forward<'c>(
 /// Cross-entropy over the trainable positions only: `-Σ log softmax(logits) · weights`, where
 /// `weights` (`[n_vocab, n_tokens]`, an input) holds `1 / n_targets` at each trainable position's
 /// target token and 0 elsewhere, so prompt positions contribute neither loss nor gradient.
-pub fn masked_cross_entropy<'c>(ctx: &'c Context, logits: Tensor<'c>, weights: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
+pub fn masked_cross_entropy<'c>(
+    ctx: &'c Context,
+    logits: Tensor<'c>,
+    weights: Tensor<'c>,
+) -> Result<Tensor<'c>, ModelError> {
     let log_probs = ctx.log(ctx.soft_max(logits)?)?;
     let loss = ctx.scale(ctx.sum(ctx.mul(log_probs, weights)?)?, -1.0)?;
     Ok(loss.set_name("loss").set_output().set_loss()?)

@@ -66,7 +66,9 @@ impl HParams {
         let opt_int = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_u64());
         let n_head_kv = opt_int("attention.head_count_kv").unwrap_or(n_head);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(ModelError::Inconsistent { what: format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}") });
+            return Err(ModelError::Inconsistent {
+                what: format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"),
+            });
         }
         let head_dim = opt_int("attention.key_length").unwrap_or(n_embd / n_head);
         let n_vocab = g

@@ -92,8 +92,10 @@ impl<'c> LoraParams<'c> {
         let mut pairs = Vec::new();
         for slot in lora_layout(h, cfg)? {
             let (n_in, n_out, r) = (slot.n_in, slot.n_out, cfg.rank);
-            let a = ctx.new_tensor(GgmlType::F32, &[n_in, r])?.set_name(&format!("{}.lora_a", slot.base)).set_param()?;
-            let b = ctx.new_tensor(GgmlType::F32, &[r, n_out])?.set_name(&format!("{}.lora_b", slot.base)).set_param()?;
+            let a =
+                ctx.new_tensor(GgmlType::F32, &[n_in, r])?.set_name(&format!("{}.lora_a", slot.base)).set_param()?;
+            let b =
+                ctx.new_tensor(GgmlType::F32, &[r, n_out])?.set_name(&format!("{}.lora_b", slot.base)).set_param()?;
             let grad_a = ctx.new_tensor(GgmlType::F32, &[n_in, r])?;
             let grad_b = ctx.new_tensor(GgmlType::F32, &[r, n_out])?;
             pairs.push(LoraPair { kind: slot.kind, layer: slot.layer, a, b, grad_a, grad_b });

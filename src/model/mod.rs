@@ -158,7 +158,10 @@ impl Model {
         let mut tw = vec![0f32; vocab * tokens.len()];
         for (i, t) in targets.iter().enumerate() {
             if let Some(t) = t {
-                let t = usize::try_from(*t).ok().filter(|&t| t < vocab).ok_or(ModelError::TokenOutOfRange { token: *t, n_vocab: h.n_vocab })?;
+                let t = usize::try_from(*t)
+                    .ok()
+                    .filter(|&t| t < vocab)
+                    .ok_or(ModelError::TokenOutOfRange { token: *t, n_vocab: h.n_vocab })?;
                 tw[i * vocab + t] = 1.0 / n_targets;
             }
         }
@@ -189,7 +192,9 @@ fn bind_lora<'c>(
     let params = ParamBuffer::alloc(ctx, backend)?;
     let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     if values.len() != tensors.len() {
-        return Err(ModelError::Inconsistent { what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()) });
+        return Err(ModelError::Inconsistent {
+            what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()),
+        });
     }
     for (t, v) in tensors.iter().zip(values) {
         params.set_f32(*t, v)?;

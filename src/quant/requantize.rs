@@ -121,5 +121,10 @@ pub fn requantize(
         }
     }
     writer.finish()?;
-    Ok(ConversionSummary { tensors: types.len(), input_bytes: total, output_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(ConversionSummary {
+        tensors: types.len(),
+        input_bytes: total,
+        output_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

@@ -1,7 +1,7 @@
 //! From rendered dataset records to training examples: tokenization exactly as llama.cpp does it
 //! for the model, with the loss mask carried over from the trainable text spans.
 
-use crate::data::{ChatTemplate, Dataset, DataError, RenderOptions};
+use crate::data::{ChatTemplate, DataError, Dataset, RenderOptions};
 use crate::ggml::LlamaModel;
 
 use super::Example;
@@ -94,7 +94,12 @@ pub fn build_examples(
         examples.push(Example { tokens, targets });
     }
     if examples.is_empty() {
-        return Err(ExampleError::NothingToTrain { path: dataset.path().to_owned(), total: dataset.len(), overlong, ctx });
+        return Err(ExampleError::NothingToTrain {
+            path: dataset.path().to_owned(),
+            total: dataset.len(),
+            overlong,
+            ctx,
+        });
     }
     Ok((examples, stats))
 }

@@ -22,9 +22,8 @@ impl Example {
     /// An example whose loss covers only `completion`, predicted after `prompt`.
     pub fn from_prompt_completion(prompt: &[i32], completion: &[i32]) -> Example {
         let tokens: Vec<i32> = prompt.iter().chain(completion).copied().collect();
-        let targets = (0..tokens.len())
-            .map(|i| (i + 1 >= prompt.len() && i + 1 < tokens.len()).then(|| tokens[i + 1]))
-            .collect();
+        let targets =
+            (0..tokens.len()).map(|i| (i + 1 >= prompt.len() && i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
         Example { tokens, targets }
     }
 }

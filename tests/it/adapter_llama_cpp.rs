@@ -31,7 +31,17 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
     for (name, spec, ft) in [
         ("llama-q4_k_m", TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, FileType::Q4_K_M),
         ("llama-f32", TinyLlamaSpec::default(), FileType::F32),
-        ("qwen2-q8_0", TinyLlamaSpec { arch: TinyArch::Qwen2, tokenizer: TinyTokenizer::Bpe, hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, FileType::Q8_0),
+        (
+            "qwen2-q8_0",
+            TinyLlamaSpec {
+                arch: TinyArch::Qwen2,
+                tokenizer: TinyTokenizer::Bpe,
+                hidden: 256,
+                ffn: 512,
+                ..TinyLlamaSpec::default()
+            },
+            FileType::Q8_0,
+        ),
     ] {
         let dir = root.path().join(name);
         std::fs::create_dir(&dir).unwrap();
@@ -54,7 +64,8 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
             })
             .collect();
         let adapter_path = root.path().join(format!("{name}-adapter.gguf"));
-        write_lora_gguf(&adapter_path, if spec.arch == TinyArch::Qwen2 { "qwen2" } else { "llama" }, cfg.alpha, &pairs).unwrap();
+        write_lora_gguf(&adapter_path, if spec.arch == TinyArch::Qwen2 { "qwen2" } else { "llama" }, cfg.alpha, &pairs)
+            .unwrap();
         let values: Vec<Vec<f32>> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
 
         let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
@@ -73,7 +84,11 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
             let e = nmse(&ours, &theirs);
             assert!(e < QUANTIZED_NMSE_TOLERANCE, "{name}: nmse {e}");
         }
-        eprintln!("{name}: adapter moves logits by nmse {:.2e}; ours vs llama.cpp nmse {:.2e}", nmse(&ours, &base_logits), nmse(&ours, &theirs));
+        eprintln!(
+            "{name}: adapter moves logits by nmse {:.2e}; ours vs llama.cpp nmse {:.2e}",
+            nmse(&ours, &base_logits),
+            nmse(&ours, &theirs)
+        );
     }
 }
 
@@ -86,7 +101,14 @@ fn llama_cpp_refuses_an_adapter_for_another_architecture() {
     let base = root.path().join("m.gguf");
     convert(&dir, FileType::F32, &base);
     let path = root.path().join("qwen-adapter.gguf");
-    let pair = LoraTensorPair { base: "blk.0.attn_q.weight".into(), n_in: 64, n_out: 64, rank: 2, a: vec![0.0; 128], b: vec![0.0; 128] };
+    let pair = LoraTensorPair {
+        base: "blk.0.attn_q.weight".into(),
+        n_in: 64,
+        n_out: 64,
+        rank: 2,
+        a: vec![0.0; 128],
+        b: vec![0.0; 128],
+    };
     write_lora_gguf(&path, "qwen2", 2.0, &[pair]).unwrap();
     let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     let err = LlamaAdapter::load(&llama, &path).unwrap_err().to_string();

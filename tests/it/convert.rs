@@ -80,7 +80,16 @@ fn every_output_type_loads_in_llama_cpp_and_q8_0_stays_close() {
     let dir = model_dir(root.path(), "m", &spec, Dtype::BF16, Shards::Two);
     let tokens = tokens_for(512);
     let want = HfWeights::load(&dir).forward(&tokens);
-    for ft in [FileType::F32, FileType::F16, FileType::BF16, FileType::Q8_0, FileType::Q4_0, FileType::Q4_K_M, FileType::Q5_K_M, FileType::Q6_K] {
+    for ft in [
+        FileType::F32,
+        FileType::F16,
+        FileType::BF16,
+        FileType::Q8_0,
+        FileType::Q4_0,
+        FileType::Q4_K_M,
+        FileType::Q5_K_M,
+        FileType::Q6_K,
+    ] {
         let out = root.path().join(format!("{}.gguf", ft.name()));
         let summary = convert_dir(&dir, ft, &out).unwrap();
         assert_eq!(summary.output_bytes, fs::metadata(&out).unwrap().len(), "{}", ft.name());
@@ -93,7 +102,9 @@ fn every_output_type_loads_in_llama_cpp_and_q8_0_stays_close() {
             FileType::F32 => assert!(max_relative_error(&got, &want) < F32_RELATIVE_TOLERANCE, "{}", ft.name()),
             // ggml's CPU matmul rounds the activations to the weight's f16/bf16/q8 dot-product
             // type, so these carry an 8-bit-mantissa (or coarser) rounding per product.
-            FileType::F16 | FileType::BF16 | FileType::Q8_0 => assert!(e < Q8_0_NMSE_TOLERANCE, "{}: nmse {e}", ft.name()),
+            FileType::F16 | FileType::BF16 | FileType::Q8_0 => {
+                assert!(e < Q8_0_NMSE_TOLERANCE, "{}: nmse {e}", ft.name())
+            }
             // 4-6 bit types: a sanity bound only; bytes are checked exactly against llama.cpp below.
             _ => assert!(e < 0.05, "{}: nmse {e}", ft.name()),
         }
@@ -157,17 +168,24 @@ fn bad_inputs_are_named_and_leave_no_output() {
         let err = convert_dir(dir, FileType::Q8_0, &out).unwrap_err().to_string();
         assert!(err.contains(needle), "expected '{needle}' in: {err}");
         assert!(!out.exists());
-        let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+        let leftovers: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     };
 
     let dir = fresh("missing-key", Shards::One);
-    let cfg = fs::read_to_string(dir.join("config.json")).unwrap().replace("\"intermediate_size\"", "\"intermediate_sizes\"");
+    let cfg =
+        fs::read_to_string(dir.join("config.json")).unwrap().replace("\"intermediate_size\"", "\"intermediate_sizes\"");
     fs::write(dir.join("config.json"), cfg).unwrap();
     check(&dir, "missing key 'intermediate_size'");
 
     let dir = fresh("shape", Shards::One);
-    let cfg = fs::read_to_string(dir.join("config.json")).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    let cfg = fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     fs::write(dir.join("config.json"), cfg).unwrap();
     check(&dir, "expected [96, 64] from config.json");
 
@@ -225,7 +243,8 @@ fn quantize_requantizes_like_llama_quantize_and_refuses_quantized_sources() {
         let out = gguftune(root.path(), &["quantize", "f16.gguf", &ours, ft.name()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let theirs = root.path().join(format!("llama-{}.gguf", ft.name()));
-        ggml::llama_model_quantize(Runtime::get(), &root.path().join("f16.gguf"), &theirs, ft.llama_ftype(), 2).unwrap();
+        ggml::llama_model_quantize(Runtime::get(), &root.path().join("f16.gguf"), &theirs, ft.llama_ftype(), 2)
+            .unwrap();
         let (a, b) = (GgufFile::open(&root.path().join(&ours)).unwrap(), GgufFile::open(&theirs).unwrap());
         let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
         assert_eq!(a.get("general.file_type").and_then(|v| v.as_u64()), Some(u64::from(ft.llama_ftype())));

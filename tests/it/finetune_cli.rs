@@ -5,7 +5,9 @@ use std::fs;
 
 use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
 
-use crate::common::fixtures::{alpaca_rows, chat_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec, TinyTokenizer};
+use crate::common::fixtures::{
+    alpaca_rows, chat_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec, TinyTokenizer,
+};
 use crate::common::{gguftune, temp_dir};
 
 fn base_model(root: &std::path::Path, spec: &TinyLlamaSpec) -> std::path::PathBuf {
@@ -24,7 +26,25 @@ fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
     write_jsonl(&root.path().join("train.jsonl"), &alpaca_rows(12, 3)).unwrap();
     let out = gguftune(
         root.path(),
-        &["finetune", "base.gguf", "--data", "train.jsonl", "-o", "adapter.gguf", "--rank", "4", "--batch", "4", "--epochs", "2", "--lr", "1e-3", "--threads", "2", "--json"],
+        &[
+            "finetune",
+            "base.gguf",
+            "--data",
+            "train.jsonl",
+            "-o",
+            "adapter.gguf",
+            "--rank",
+            "4",
+            "--batch",
+            "4",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--threads",
+            "2",
+            "--json",
+        ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -46,7 +66,10 @@ fn chat_data_trains_through_the_models_template() {
     let root = temp_dir();
     base_model(root.path(), &TinyLlamaSpec { tokenizer: TinyTokenizer::Bpe, ..TinyLlamaSpec::default() });
     write_jsonl(&root.path().join("chat.jsonl"), &chat_rows(6, 1)).unwrap();
-    let out = gguftune(root.path(), &["finetune", "base.gguf", "--data", "chat.jsonl", "-o", "a.gguf", "--rank", "2", "--batch", "3", "--json"]);
+    let out = gguftune(
+        root.path(),
+        &["finetune", "base.gguf", "--data", "chat.jsonl", "-o", "a.gguf", "--rank", "2", "--batch", "3", "--json"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (tokens, trained) = (summary["tokens"].as_u64().unwrap(), summary["target_tokens"].as_u64().unwrap());
@@ -67,7 +90,10 @@ fn bad_data_is_reported_by_line_and_leaves_no_adapter() {
     assert!(!root.path().join("a.gguf").exists());
 
     write_jsonl(&root.path().join("long.jsonl"), &alpaca_rows(3, 1)).unwrap();
-    let out = gguftune(root.path(), &["finetune", "base.gguf", "--data", "long.jsonl", "-o", "a.gguf", "--ctx", "4", "--skip-overlong"]);
+    let out = gguftune(
+        root.path(),
+        &["finetune", "base.gguf", "--data", "long.jsonl", "-o", "a.gguf", "--ctx", "4", "--skip-overlong"],
+    );
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("every one of the 3 examples was skipped"), "{err}");

@@ -32,7 +32,16 @@ fn our_logits_equal_llama_cpp_logits() {
     let tokens: Vec<i32> = (0..20).map(|i| (i * 53 + 7) % 512).collect();
     for (name, spec) in [
         ("llama", TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }),
-        ("qwen2", TinyLlamaSpec { arch: TinyArch::Qwen2, tokenizer: TinyTokenizer::Bpe, hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }),
+        (
+            "qwen2",
+            TinyLlamaSpec {
+                arch: TinyArch::Qwen2,
+                tokenizer: TinyTokenizer::Bpe,
+                hidden: 256,
+                ffn: 512,
+                ..TinyLlamaSpec::default()
+            },
+        ),
         ("tied", TinyLlamaSpec { tie_embeddings: true, ..TinyLlamaSpec::default() }),
     ] {
         let dir = root.path().join(name);
@@ -45,7 +54,12 @@ fn our_logits_equal_llama_cpp_logits() {
             let llama = LlamaModel::load(Runtime::get(), &path).unwrap();
             let theirs = LlamaContext::with_precision(&llama, 64, 2, true).unwrap().logits_all(&tokens).unwrap();
             assert_eq!(ours.len(), theirs.len());
-            eprintln!("{name} {}: max relative error {:.2e}, nmse {:.2e}", ft.name(), max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
+            eprintln!(
+                "{name} {}: max relative error {:.2e}, nmse {:.2e}",
+                ft.name(),
+                max_relative_error(&ours, &theirs),
+                nmse(&ours, &theirs)
+            );
             if ft == FileType::F32 {
                 let err = max_relative_error(&ours, &theirs);
                 assert!(err < F32_RELATIVE_TOLERANCE, "{name} f32: relative error {err}");

@@ -29,14 +29,54 @@ fn nested_arrays(depth: usize) -> Vec<u8> {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "bad magic", make: || with(|r| r.magic = *b"GGML"), expect: |k| matches!(k, GgufErrorKind::BadMagic { .. }) },
-    Case { name: "version 0", make: || with(|r| r.version = 0), expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 0 }) },
-    Case { name: "version 1", make: || with(|r| r.version = 1), expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 1 }) },
-    Case { name: "future version", make: || with(|r| r.version = 4), expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 4 }) },
-    Case { name: "byte-swapped version", make: || with(|r| r.version = 3u32.swap_bytes()), expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { .. }) },
-    Case { name: "tensor count u64::MAX", make: || with(|r| r.tensor_count = Some(u64::MAX)), expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }) },
-    Case { name: "metadata count u64::MAX - 1", make: || with(|r| r.kv_count = Some(u64::MAX - 1)), expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }) },
-    Case { name: "tensor count one too many", make: || with(|r| r.tensor_count = Some(3)), expect: |k| matches!(k, GgufErrorKind::Truncated { .. } | GgufErrorKind::CountTooLarge { .. } | GgufErrorKind::StringTooLong { .. } | GgufErrorKind::TooManyDims { .. }) },
+    Case {
+        name: "bad magic",
+        make: || with(|r| r.magic = *b"GGML"),
+        expect: |k| matches!(k, GgufErrorKind::BadMagic { .. }),
+    },
+    Case {
+        name: "version 0",
+        make: || with(|r| r.version = 0),
+        expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 0 }),
+    },
+    Case {
+        name: "version 1",
+        make: || with(|r| r.version = 1),
+        expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 1 }),
+    },
+    Case {
+        name: "future version",
+        make: || with(|r| r.version = 4),
+        expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { version: 4 }),
+    },
+    Case {
+        name: "byte-swapped version",
+        make: || with(|r| r.version = 3u32.swap_bytes()),
+        expect: |k| matches!(k, GgufErrorKind::UnsupportedVersion { .. }),
+    },
+    Case {
+        name: "tensor count u64::MAX",
+        make: || with(|r| r.tensor_count = Some(u64::MAX)),
+        expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }),
+    },
+    Case {
+        name: "metadata count u64::MAX - 1",
+        make: || with(|r| r.kv_count = Some(u64::MAX - 1)),
+        expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }),
+    },
+    Case {
+        name: "tensor count one too many",
+        make: || with(|r| r.tensor_count = Some(3)),
+        expect: |k| {
+            matches!(
+                k,
+                GgufErrorKind::Truncated { .. }
+                    | GgufErrorKind::CountTooLarge { .. }
+                    | GgufErrorKind::StringTooLong { .. }
+                    | GgufErrorKind::TooManyDims { .. }
+            )
+        },
+    },
     Case {
         name: "key length near u64::MAX",
         make: || {
@@ -46,39 +86,170 @@ const CASES: &[Case] = &[
         },
         expect: |k| matches!(k, GgufErrorKind::StringTooLong { .. }),
     },
-    Case { name: "empty key", make: || with(|r| r.kvs.push(kv_u32("", 1))), expect: |k| matches!(k, GgufErrorKind::EmptyKey) },
-    Case { name: "duplicate key", make: || with(|r| r.kvs.push(kv_u32("llama.block_count", 3))), expect: |k| matches!(k, GgufErrorKind::DuplicateKey { .. }) },
-    Case { name: "unknown value type 13", make: || with(|r| r.kvs.push(kv("x", 13, vec![0; 8]))), expect: |k| matches!(k, GgufErrorKind::UnknownValueType { id: 13 }) },
-    Case { name: "unknown value type u32::MAX", make: || with(|r| r.kvs.push(kv("x", u32::MAX, vec![0; 8]))), expect: |k| matches!(k, GgufErrorKind::UnknownValueType { .. }) },
-    Case { name: "bad UTF-8 key", make: || with(|r| r.kvs[0].key = vec![b'a', 0xff, 0xfe]), expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { valid_up_to: 1 }) },
-    Case { name: "bad UTF-8 string value", make: || with(|r| r.kvs.push(kv("s", 8, string(&[0xc3, 0x28])))), expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { .. }) },
-    Case { name: "string value longer than file", make: || with(|r| r.kvs.push(kv("s", 8, (1u64 << 40).to_le_bytes().to_vec()))), expect: |k| matches!(k, GgufErrorKind::StringTooLong { .. }) },
-    Case { name: "array count u64::MAX", make: || with(|r| r.kvs.push(kv("a", 9, array(6, u64::MAX, &[])))), expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }) },
-    Case { name: "array of strings count too large", make: || with(|r| r.kvs.push(kv("a", 9, array(8, 1 << 32, &[])))), expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }) },
-    Case { name: "array of unknown element type", make: || with(|r| r.kvs.push(kv("a", 9, array(99, 1, &[0])))), expect: |k| matches!(k, GgufErrorKind::UnknownValueType { id: 99 }) },
-    Case { name: "arrays nested too deep", make: || with(|r| r.kvs.push(kv("a", 9, nested_arrays(gguf::MAX_ARRAY_NESTING + 1)))), expect: |k| matches!(k, GgufErrorKind::NestingTooDeep { .. }) },
-    Case { name: "alignment not a power of two", make: || with(|r| r.kvs.push(kv_u32("general.alignment", 48))), expect: |k| matches!(k, GgufErrorKind::AlignmentNotPowerOfTwo { alignment: 48 }) },
-    Case { name: "alignment zero", make: || with(|r| r.kvs.push(kv_u32("general.alignment", 0))), expect: |k| matches!(k, GgufErrorKind::AlignmentNotPowerOfTwo { alignment: 0 }) },
-    Case { name: "alignment of wrong type", make: || with(|r| r.kvs.push(kv_str("general.alignment", "32"))), expect: |k| matches!(k, GgufErrorKind::AlignmentWrongType { .. }) },
-    Case { name: "tensor name too long", make: || with(|r| r.tensors[0].name = vec![b'n'; 64]), expect: |k| matches!(k, GgufErrorKind::NameTooLong { len: 64, .. }) },
-    Case { name: "bad UTF-8 tensor name", make: || with(|r| r.tensors[0].name = vec![0xff]), expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { .. }) },
-    Case { name: "duplicate tensor name", make: || with(|r| r.tensors[1].name = r.tensors[0].name.clone()), expect: |k| matches!(k, GgufErrorKind::DuplicateTensorName) },
-    Case { name: "five dimensions", make: || with(|r| r.tensors[0].ne = vec![8, 1, 1, 1, 1]), expect: |k| matches!(k, GgufErrorKind::TooManyDims { n_dims: 5, .. }) },
-    Case { name: "zero dimensions", make: || with(|r| r.tensors[0].ne = vec![]), expect: |k| matches!(k, GgufErrorKind::TooManyDims { n_dims: 0, .. }) },
-    Case { name: "element count overflows", make: || with(|r| r.tensors[0].ne = vec![1 << 32, 1 << 32]), expect: |k| matches!(k, GgufErrorKind::ElementCountOverflow { .. }) },
-    Case { name: "dimension u64::MAX", make: || with(|r| r.tensors[0].ne = vec![u64::MAX]), expect: |k| matches!(k, GgufErrorKind::ElementCountOverflow { .. }) },
-    Case { name: "unknown tensor type (removed Q4_2)", make: || with(|r| r.tensors[0].type_id = 4), expect: |k| matches!(k, GgufErrorKind::UnknownTensorType { id: 4 }) },
-    Case { name: "unknown tensor type u32::MAX", make: || with(|r| r.tensors[0].type_id = u32::MAX), expect: |k| matches!(k, GgufErrorKind::UnknownTensorType { .. }) },
-    Case { name: "row not a multiple of the block", make: || with(|r| { r.tensors[0].type_id = 8; r.tensors[0].ne = vec![33]; }), expect: |k| matches!(k, GgufErrorKind::RowNotBlockMultiple { ne0: 33, .. }) },
-    Case { name: "misaligned offset", make: || with(|r| r.tensors[1].offset = 33), expect: |k| matches!(k, GgufErrorKind::OffsetMisaligned { offset: 33, .. }) },
-    Case { name: "offset past the end", make: || with(|r| r.tensors[1].offset = 1 << 20), expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }) },
-    Case { name: "offset near u64::MAX", make: || with(|r| r.tensors[1].offset = u64::MAX - 31), expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }) },
-    Case { name: "overlapping tensors", make: || with(|r| r.tensors[1].offset = 0), expect: |k| matches!(k, GgufErrorKind::DataOverlap { .. }) },
-    Case { name: "data truncated", make: || { let mut b = RawGguf::valid().to_bytes(); b.truncate(b.len() - 1); b }, expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }) },
-    Case { name: "data section missing", make: || with(|r| r.data.clear()), expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. } | GgufErrorKind::Truncated { .. }) },
+    Case {
+        name: "empty key",
+        make: || with(|r| r.kvs.push(kv_u32("", 1))),
+        expect: |k| matches!(k, GgufErrorKind::EmptyKey),
+    },
+    Case {
+        name: "duplicate key",
+        make: || with(|r| r.kvs.push(kv_u32("llama.block_count", 3))),
+        expect: |k| matches!(k, GgufErrorKind::DuplicateKey { .. }),
+    },
+    Case {
+        name: "unknown value type 13",
+        make: || with(|r| r.kvs.push(kv("x", 13, vec![0; 8]))),
+        expect: |k| matches!(k, GgufErrorKind::UnknownValueType { id: 13 }),
+    },
+    Case {
+        name: "unknown value type u32::MAX",
+        make: || with(|r| r.kvs.push(kv("x", u32::MAX, vec![0; 8]))),
+        expect: |k| matches!(k, GgufErrorKind::UnknownValueType { .. }),
+    },
+    Case {
+        name: "bad UTF-8 key",
+        make: || with(|r| r.kvs[0].key = vec![b'a', 0xff, 0xfe]),
+        expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { valid_up_to: 1 }),
+    },
+    Case {
+        name: "bad UTF-8 string value",
+        make: || with(|r| r.kvs.push(kv("s", 8, string(&[0xc3, 0x28])))),
+        expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { .. }),
+    },
+    Case {
+        name: "string value longer than file",
+        make: || with(|r| r.kvs.push(kv("s", 8, (1u64 << 40).to_le_bytes().to_vec()))),
+        expect: |k| matches!(k, GgufErrorKind::StringTooLong { .. }),
+    },
+    Case {
+        name: "array count u64::MAX",
+        make: || with(|r| r.kvs.push(kv("a", 9, array(6, u64::MAX, &[])))),
+        expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }),
+    },
+    Case {
+        name: "array of strings count too large",
+        make: || with(|r| r.kvs.push(kv("a", 9, array(8, 1 << 32, &[])))),
+        expect: |k| matches!(k, GgufErrorKind::CountTooLarge { .. }),
+    },
+    Case {
+        name: "array of unknown element type",
+        make: || with(|r| r.kvs.push(kv("a", 9, array(99, 1, &[0])))),
+        expect: |k| matches!(k, GgufErrorKind::UnknownValueType { id: 99 }),
+    },
+    Case {
+        name: "arrays nested too deep",
+        make: || with(|r| r.kvs.push(kv("a", 9, nested_arrays(gguf::MAX_ARRAY_NESTING + 1)))),
+        expect: |k| matches!(k, GgufErrorKind::NestingTooDeep { .. }),
+    },
+    Case {
+        name: "alignment not a power of two",
+        make: || with(|r| r.kvs.push(kv_u32("general.alignment", 48))),
+        expect: |k| matches!(k, GgufErrorKind::AlignmentNotPowerOfTwo { alignment: 48 }),
+    },
+    Case {
+        name: "alignment zero",
+        make: || with(|r| r.kvs.push(kv_u32("general.alignment", 0))),
+        expect: |k| matches!(k, GgufErrorKind::AlignmentNotPowerOfTwo { alignment: 0 }),
+    },
+    Case {
+        name: "alignment of wrong type",
+        make: || with(|r| r.kvs.push(kv_str("general.alignment", "32"))),
+        expect: |k| matches!(k, GgufErrorKind::AlignmentWrongType { .. }),
+    },
+    Case {
+        name: "tensor name too long",
+        make: || with(|r| r.tensors[0].name = vec![b'n'; 64]),
+        expect: |k| matches!(k, GgufErrorKind::NameTooLong { len: 64, .. }),
+    },
+    Case {
+        name: "bad UTF-8 tensor name",
+        make: || with(|r| r.tensors[0].name = vec![0xff]),
+        expect: |k| matches!(k, GgufErrorKind::InvalidUtf8 { .. }),
+    },
+    Case {
+        name: "duplicate tensor name",
+        make: || with(|r| r.tensors[1].name = r.tensors[0].name.clone()),
+        expect: |k| matches!(k, GgufErrorKind::DuplicateTensorName),
+    },
+    Case {
+        name: "five dimensions",
+        make: || with(|r| r.tensors[0].ne = vec![8, 1, 1, 1, 1]),
+        expect: |k| matches!(k, GgufErrorKind::TooManyDims { n_dims: 5, .. }),
+    },
+    Case {
+        name: "zero dimensions",
+        make: || with(|r| r.tensors[0].ne = vec![]),
+        expect: |k| matches!(k, GgufErrorKind::TooManyDims { n_dims: 0, .. }),
+    },
+    Case {
+        name: "element count overflows",
+        make: || with(|r| r.tensors[0].ne = vec![1 << 32, 1 << 32]),
+        expect: |k| matches!(k, GgufErrorKind::ElementCountOverflow { .. }),
+    },
+    Case {
+        name: "dimension u64::MAX",
+        make: || with(|r| r.tensors[0].ne = vec![u64::MAX]),
+        expect: |k| matches!(k, GgufErrorKind::ElementCountOverflow { .. }),
+    },
+    Case {
+        name: "unknown tensor type (removed Q4_2)",
+        make: || with(|r| r.tensors[0].type_id = 4),
+        expect: |k| matches!(k, GgufErrorKind::UnknownTensorType { id: 4 }),
+    },
+    Case {
+        name: "unknown tensor type u32::MAX",
+        make: || with(|r| r.tensors[0].type_id = u32::MAX),
+        expect: |k| matches!(k, GgufErrorKind::UnknownTensorType { .. }),
+    },
+    Case {
+        name: "row not a multiple of the block",
+        make: || {
+            with(|r| {
+                r.tensors[0].type_id = 8;
+                r.tensors[0].ne = vec![33];
+            })
+        },
+        expect: |k| matches!(k, GgufErrorKind::RowNotBlockMultiple { ne0: 33, .. }),
+    },
+    Case {
+        name: "misaligned offset",
+        make: || with(|r| r.tensors[1].offset = 33),
+        expect: |k| matches!(k, GgufErrorKind::OffsetMisaligned { offset: 33, .. }),
+    },
+    Case {
+        name: "offset past the end",
+        make: || with(|r| r.tensors[1].offset = 1 << 20),
+        expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }),
+    },
+    Case {
+        name: "offset near u64::MAX",
+        make: || with(|r| r.tensors[1].offset = u64::MAX - 31),
+        expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }),
+    },
+    Case {
+        name: "overlapping tensors",
+        make: || with(|r| r.tensors[1].offset = 0),
+        expect: |k| matches!(k, GgufErrorKind::DataOverlap { .. }),
+    },
+    Case {
+        name: "data truncated",
+        make: || {
+            let mut b = RawGguf::valid().to_bytes();
+            b.truncate(b.len() - 1);
+            b
+        },
+        expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }),
+    },
+    Case {
+        name: "data section missing",
+        make: || with(|r| r.data.clear()),
+        expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. } | GgufErrorKind::Truncated { .. }),
+    },
     Case {
         name: "tensor bigger than file",
-        make: || with(|r| r.tensors.push(RawTensor { name: b"big".to_vec(), ne: vec![1 << 40], type_id: 0, offset: 64 })),
+        make: || {
+            with(|r| r.tensors.push(RawTensor { name: b"big".to_vec(), ne: vec![1 << 40], type_id: 0, offset: 64 }))
+        },
         expect: |k| matches!(k, GgufErrorKind::DataPastEnd { .. }),
     },
 ];
@@ -93,7 +264,12 @@ fn every_malformed_case_is_a_typed_error_naming_field_and_offset() {
             Err(e) => e,
         };
         assert!((case.expect)(err.kind()), "case '{}': unexpected error {err:?}", case.name);
-        assert!(err.offset <= bytes.len() as u64 || matches!(err.kind, GgufErrorKind::DataPastEnd { .. }), "case '{}': offset {} beyond file", case.name, err.offset);
+        assert!(
+            err.offset <= bytes.len() as u64 || matches!(err.kind, GgufErrorKind::DataPastEnd { .. }),
+            "case '{}': offset {} beyond file",
+            case.name,
+            err.offset
+        );
         let message = err.to_string();
         assert!(message.starts_with(&format!("byte {:#x}: ", err.offset)), "case '{}': {message}", case.name);
         assert!(message.contains(&err.field.to_string()), "case '{}': {message}", case.name);
@@ -104,7 +280,10 @@ fn every_malformed_case_is_a_typed_error_naming_field_and_offset() {
 fn errors_name_the_right_field() {
     let err = gguf::parse(&with(|r| r.tensors[1].offset = 33)).unwrap_err();
     assert_eq!(err.field, Field::TensorOffset { name: "b.weight".into() });
-    assert!(err.to_string().contains("offset of tensor 'b.weight': offset 33 is not a multiple of alignment 32"), "{err}");
+    assert!(
+        err.to_string().contains("offset of tensor 'b.weight': offset 33 is not a multiple of alignment 32"),
+        "{err}"
+    );
     let err = gguf::parse(&with(|r| r.kvs.push(kv("s", 8, string(&[0xc3, 0x28]))))).unwrap_err();
     assert_eq!(err.field, Field::KvValue { key: "s".into() });
 }

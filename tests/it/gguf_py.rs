@@ -15,7 +15,11 @@ use crate::common::{repo_root, temp_dir};
 fn python_with_gguf() -> Result<String, String> {
     let venv = repo_root().join("target/py/bin/python");
     let python = std::env::var("GGUFTUNE_PYTHON").ok().unwrap_or_else(|| {
-        if venv.exists() { venv.display().to_string() } else { "python3".to_owned() }
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".to_owned()
+        }
     });
     match Command::new(&python).args(["-c", "import gguf"]).output() {
         Ok(out) if out.status.success() => Ok(python),
@@ -98,7 +102,14 @@ fn gguf_py_reads_our_files_as_we_do() {
     let model = dir.path().join("hf");
     std::fs::create_dir(&model).unwrap();
     let spec = crate::common::fixtures::TinyLlamaSpec { hidden: 256, ffn: 512, ..Default::default() };
-    crate::common::fixtures::tiny_llama(&model, &spec, crate::common::fixtures::Dtype::BF16, crate::common::fixtures::Shards::One, 3).unwrap();
+    crate::common::fixtures::tiny_llama(
+        &model,
+        &spec,
+        crate::common::fixtures::Dtype::BF16,
+        crate::common::fixtures::Shards::One,
+        3,
+    )
+    .unwrap();
     let ckpt = gguftune::hf::Checkpoint::open(&model).unwrap();
     let out = dir.path().join("q4_k_m.gguf");
     let plan = gguftune::convert::plan(&ckpt, gguftune::quant::FileType::Q4_K_M).unwrap();

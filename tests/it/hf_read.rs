@@ -34,8 +34,16 @@ fn a_shard_listed_in_the_index_but_missing_is_named() {
     tiny_llama(dir.path(), &TinyLlamaSpec::default(), Dtype::F32, Shards::Two, 1).unwrap();
     fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let err = Checkpoint::open(dir.path()).unwrap_err();
-    assert!(matches!(&err, HfError::MissingShard { shard, .. } if shard == "model-00002-of-00002.safetensors"), "{err}");
-    assert!(err.to_string().contains("model.safetensors.index.json: shard 'model-00002-of-00002.safetensors' is listed in the index but missing"), "{err}");
+    assert!(
+        matches!(&err, HfError::MissingShard { shard, .. } if shard == "model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(
+            "model.safetensors.index.json: shard 'model-00002-of-00002.safetensors' is listed in the index but missing"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -43,7 +51,8 @@ fn an_index_pointing_outside_the_folder_is_refused() {
     let dir = temp_dir();
     tiny_llama(dir.path(), &TinyLlamaSpec::default(), Dtype::F32, Shards::Two, 1).unwrap();
     let index_path = dir.path().join("model.safetensors.index.json");
-    let index = fs::read_to_string(&index_path).unwrap().replace("model-00002-of-00002.safetensors", "../secret.safetensors");
+    let index =
+        fs::read_to_string(&index_path).unwrap().replace("model-00002-of-00002.safetensors", "../secret.safetensors");
     fs::write(&index_path, index).unwrap();
     let err = Checkpoint::open(dir.path()).unwrap_err();
     assert!(matches!(err, HfError::BadShardName { .. }), "{err}");

@@ -20,7 +20,14 @@ fn lora_gradients_equal_finite_differences() {
     let root = temp_dir();
     let dir = root.path().join("m");
     std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 3).unwrap();
+    tiny_llama(
+        &dir,
+        &TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() },
+        Dtype::F32,
+        Shards::One,
+        3,
+    )
+    .unwrap();
     let path = root.path().join("m.gguf");
     let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
     let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();
@@ -68,10 +75,17 @@ fn lora_gradients_equal_finite_differences() {
             let fd = (lp - lm) / (2.0 * STEP);
             let err = (fd - g[k]).abs();
             worst = worst.max(err / scale);
-            assert!(err <= RELATIVE_TOLERANCE * scale + 1e-4, "tensor {ti} element {k}: backward {} vs finite difference {fd}", g[k]);
+            assert!(
+                err <= RELATIVE_TOLERANCE * scale + 1e-4,
+                "tensor {ti} element {k}: backward {} vs finite difference {fd}",
+                g[k]
+            );
         }
     }
-    eprintln!("{} gradient elements checked; worst error {worst:.2e} of the tensor's largest gradient", checked.len() * 3);
+    eprintln!(
+        "{} gradient elements checked; worst error {worst:.2e} of the tensor's largest gradient",
+        checked.len() * 3
+    );
 }
 
 #[test]
@@ -79,7 +93,8 @@ fn masked_positions_contribute_no_gradient() {
     let root = temp_dir();
     let dir = root.path().join("m");
     std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 4).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 4)
+        .unwrap();
     let path = root.path().join("m.gguf");
     let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
     let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();

@@ -4,8 +4,8 @@ mod common;
 
 mod adapter_llama_cpp;
 mod convert;
-mod finetune_cli;
 mod data_formats;
+mod finetune_cli;
 mod forward;
 mod gguf_malformed;
 mod gguf_py;

@@ -39,7 +39,8 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     let root = temp_dir();
     let dir = root.path().join("m");
     std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, Dtype::BF16, Shards::One, 2).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, Dtype::BF16, Shards::One, 2)
+        .unwrap();
     let base = root.path().join("base-q4_k_m.gguf");
     let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
     let plan = gguftune::convert::plan(&ckpt, FileType::Q4_K_M).unwrap();
@@ -77,7 +78,14 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     let pairs: Vec<LoraTensorPair> = slots
         .iter()
         .zip(values.chunks(2))
-        .map(|(s, ab)| LoraTensorPair { base: s.base.clone(), n_in: s.n_in, n_out: s.n_out, rank: cfg.rank, a: ab[0].clone(), b: ab[1].clone() })
+        .map(|(s, ab)| LoraTensorPair {
+            base: s.base.clone(),
+            n_in: s.n_in,
+            n_out: s.n_out,
+            rank: cfg.rank,
+            a: ab[0].clone(),
+            b: ab[1].clone(),
+        })
         .collect();
     let adapter_path = root.path().join("adapter.gguf");
     write_lora_gguf(&adapter_path, "llama", cfg.alpha, &pairs).unwrap();

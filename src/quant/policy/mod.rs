@@ -95,26 +95,20 @@ const FILE_TYPES: &[(FileType, u32, &str, GgmlType)] = &[
 ];
 
 /// Aliases llama-quantize accepts (`QUANT_OPTIONS` in `tools/quantize/quantize.cpp`).
-const FILE_TYPE_ALIASES: &[(&str, FileType)] = &[
-    ("q3_k", FileType::Q3_K_M),
-    ("q4_k", FileType::Q4_K_M),
-    ("q5_k", FileType::Q5_K_M),
-];
+const FILE_TYPE_ALIASES: &[(&str, FileType)] =
+    &[("q3_k", FileType::Q3_K_M), ("q4_k", FileType::Q4_K_M), ("q5_k", FileType::Q5_K_M)];
 
 impl FileType {
     fn row(self) -> &'static (FileType, u32, &'static str, GgmlType) {
-        FILE_TYPES
-            .iter()
-            .find(|r| r.0 == self)
-            .expect("FILE_TYPES has one row per FileType (unit test)")
+        FILE_TYPES.iter().find(|r| r.0 == self).expect("FILE_TYPES has one row per FileType (unit test)")
     }
 
     /// Every file type, floats first.
     pub fn all() -> &'static [FileType] {
         use FileType::*;
         &[
-            F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S,
-            Q4_K_M, Q5_K_S, Q5_K_M, Q6_K,
+            F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M,
+            Q6_K,
         ]
     }
 
@@ -140,12 +134,7 @@ impl FileType {
             .iter()
             .find(|r| r.2.eq_ignore_ascii_case(name))
             .map(|r| r.0)
-            .or_else(|| {
-                FILE_TYPE_ALIASES
-                    .iter()
-                    .find(|a| a.0.eq_ignore_ascii_case(name))
-                    .map(|a| a.1)
-            })
+            .or_else(|| FILE_TYPE_ALIASES.iter().find(|a| a.0.eq_ignore_ascii_case(name)).map(|a| a.1))
     }
 
     /// The type most tensors get (`llama_ftype_get_default_type`).
@@ -193,9 +182,7 @@ pub enum PolicyError {
     },
     /// In a mixture-of-experts model, an FFN tensor's layer is read from its name, and this name has
     /// none (llama-quant.cpp: "Failed to determine layer for tensor").
-    #[error(
-        "tensor '{tensor}': cannot determine its layer (expected a name starting with 'blk.N.')"
-    )]
+    #[error("tensor '{tensor}': cannot determine its layer (expected a name starting with 'blk.N.')")]
     NoLayer {
         /// The tensor's name.
         tensor: String,
@@ -272,11 +259,7 @@ pub struct TensorContext {
 impl TensorContext {
     /// Counts over `names` (every tensor of the file, in any order) as `init_quantize_state_counters`
     /// does.
-    pub fn from_tensor_names<'n>(
-        arch: &str,
-        hparams: QuantHParams,
-        names: impl IntoIterator<Item = &'n str>,
-    ) -> Self {
+    pub fn from_tensor_names<'n>(arch: &str, hparams: QuantHParams, names: impl IntoIterator<Item = &'n str>) -> Self {
         let mut n_attention_wv = 0;
         let mut has_output = false;
         for name in names {
@@ -356,27 +339,18 @@ impl Category {
             ("ffn_gate", Category::FfnGate),
             ("ffn_down", Category::FfnDown),
         ];
-        BY_SUBSTRING
-            .iter()
-            .find(|(s, _)| name.contains(s))
-            .map_or(Category::Other, |&(_, c)| c)
+        BY_SUBSTRING.iter().find(|(s, _)| name.contains(s)).map_or(Category::Other, |&(_, c)| c)
     }
 
     /// Mirrors `category_is_attn_v`.
     fn is_attn_v(self) -> bool {
-        matches!(
-            self,
-            Category::AttnV | Category::AttnQkv | Category::AttnKvB
-        )
+        matches!(self, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
     }
 }
 
 /// `ggml_n_dims`: dimensions up to the last one larger than 1 (at least 1).
 fn ggml_n_dims(ne: &[u64]) -> usize {
-    (1..ne.len())
-        .rev()
-        .find(|&i| ne[i] > 1)
-        .map_or(1, |i| i + 1)
+    (1..ne.len()).rev().find(|&i| ne[i] > 1).map_or(1, |i| i + 1)
 }
 
 /// Substrings that keep a tensor out of quantization (`tensor_allows_quantization`), in its order.
@@ -456,9 +430,7 @@ pub fn allows_quantization(arch: &str, name: &str, ne: &[u64]) -> bool {
 /// The `N` of a name starting with `blk.N.`, read as `sscanf(name, "blk.%d.", &n) == 1` does
 /// (leading white space and a sign allowed; what follows the digits is not checked).
 fn blk_layer(name: &str) -> Option<i64> {
-    let rest = name
-        .strip_prefix("blk.")?
-        .trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let rest = name.strip_prefix("blk.")?.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     let (negative, rest) = match rest.as_bytes().first() {
         Some(b'-') => (true, &rest[1..]),
         Some(b'+') => (false, &rest[1..]),
@@ -469,10 +441,7 @@ fn blk_layer(name: &str) -> Option<i64> {
         return None;
     }
     // Overflow is undefined for sscanf; saturate to C `int`.
-    let value = rest[..digits]
-        .parse::<i64>()
-        .unwrap_or(i64::MAX)
-        .min(i64::from(i32::MAX));
+    let value = rest[..digits].parse::<i64>().unwrap_or(i64::MAX).min(i64::from(i32::MAX));
     Some(if negative { -value } else { value })
 }
 
@@ -514,15 +483,7 @@ pub struct QuantState {
 impl QuantState {
     /// A fresh state for quantizing the model described by `ctx` to `ftype`.
     pub fn new(ctx: TensorContext, ftype: FileType) -> Self {
-        QuantState {
-            ctx,
-            ftype,
-            i_attention_wv: 0,
-            i_ffn_down: 0,
-            i_ffn_gate: 0,
-            i_ffn_up: 0,
-            n_fallback: 0,
-        }
+        QuantState { ctx, ftype, i_attention_wv: 0, i_ffn_down: 0, i_ffn_gate: 0, i_ffn_up: 0, n_fallback: 0 }
     }
 
     /// The model this state was built for.
@@ -543,12 +504,7 @@ impl QuantState {
     /// for a float file type every other tensor becomes that float type; otherwise the mixture rules
     /// of `llama_tensor_get_type_impl` pick a type and `tensor_type_fallback` replaces it when `ne[0]`
     /// is not a multiple of its block size.
-    pub fn choose(
-        &mut self,
-        name: &str,
-        ne: &[u64],
-        src_type: GgmlType,
-    ) -> Result<GgmlType, PolicyError> {
+    pub fn choose(&mut self, name: &str, ne: &[u64], src_type: GgmlType) -> Result<GgmlType, PolicyError> {
         if !allows_quantization(&self.ctx.arch, name, ne) {
             return Ok(src_type);
         }
@@ -568,15 +524,9 @@ impl QuantState {
             return Ok((counter, n_layer));
         }
         // Mixtral's experts are not stored in layer order, so the counter cannot be used.
-        let layer = blk_layer(name).ok_or_else(|| PolicyError::NoLayer {
-            tensor: name.to_owned(),
-        })?;
+        let layer = blk_layer(name).ok_or_else(|| PolicyError::NoLayer { tensor: name.to_owned() })?;
         if layer < 0 || layer >= n_layer {
-            return Err(PolicyError::LayerOutOfRange {
-                tensor: name.to_owned(),
-                layer,
-                n_layer: n,
-            });
+            return Err(PolicyError::LayerOutOfRange { tensor: name.to_owned(), layer, n_layer: n });
         }
         Ok((layer, n_layer))
     }
@@ -584,12 +534,7 @@ impl QuantState {
     /// `llama_tensor_get_type_impl` for the file types of [`FileType`], branch for branch and in its
     /// order (the branches for IQ*, TQ*, Q2_K_S, MXFP4_MOE, IQ4_* and imatrix-only rules are left out:
     /// they cannot fire here).
-    fn mixture_type(
-        &mut self,
-        mut new_type: GgmlType,
-        name: &str,
-        ne: &[u64],
-    ) -> Result<GgmlType, PolicyError> {
+    fn mixture_type(&mut self, mut new_type: GgmlType, name: &str, ne: &[u64]) -> Result<GgmlType, PolicyError> {
         use FileType as F;
         use GgmlType as T;
         let ftype = self.ftype;
@@ -598,16 +543,12 @@ impl QuantState {
 
         // glm5-next keeps these at Q8_0 or better (new_type is quantized here).
         if self.ctx.arch == "glm5-next"
-            && (name.contains("attn_q_a")
-                || name.contains("attn_q_b")
-                || name.contains("nextn.eh_proj"))
+            && (name.contains("attn_q_a") || name.contains("attn_q_b") || name.contains("nextn.eh_proj"))
         {
             return Ok(T::Q8_0);
         }
 
-        if category == Category::Output
-            || (self.ctx.has_tied_embeddings() && category == Category::TokenEmbd)
-        {
+        if category == Category::Output || (self.ctx.has_tied_embeddings() && category == Category::TokenEmbd) {
             let nx = ne.first().copied().unwrap_or(1);
             if falcon || nx % new_type.block_size() != 0 {
                 new_type = T::Q8_0;
@@ -619,11 +560,7 @@ impl QuantState {
         } else if category.is_attn_v() {
             let (i, n) = (self.i_attention_wv, i64::from(self.ctx.n_attention_wv));
             if ftype == F::Q2_K {
-                new_type = if self.ctx.n_gqa() >= 4 {
-                    T::Q4_K
-                } else {
-                    T::Q3_K
-                };
+                new_type = if self.ctx.n_gqa() >= 4 { T::Q4_K } else { T::Q3_K };
             } else if ftype == F::Q3_K_M {
                 new_type = if i < 2 { T::Q5_K } else { T::Q4_K };
             } else if ftype == F::Q3_K_L {
@@ -682,10 +619,7 @@ impl QuantState {
         } else if category == Category::AttnOutput {
             if !falcon {
                 if self.ctx.n_expert == 8 {
-                    if matches!(
-                        ftype,
-                        F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M
-                    ) {
+                    if matches!(ftype, F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M) {
                         new_type = T::Q5_K;
                     }
                 } else if ftype == F::Q2_K {
@@ -713,12 +647,7 @@ impl QuantState {
     }
 
     /// `tensor_type_fallback`: a type whose block fits `ne[0]`, else F16.
-    fn fallback(
-        &mut self,
-        name: &str,
-        ne: &[u64],
-        target: GgmlType,
-    ) -> Result<GgmlType, PolicyError> {
+    fn fallback(&mut self, name: &str, ne: &[u64], target: GgmlType) -> Result<GgmlType, PolicyError> {
         use GgmlType as T;
         let ncols = ne.first().copied().unwrap_or(1);
         let block_size = target.block_size();
@@ -727,28 +656,14 @@ impl QuantState {
         }
         self.n_fallback += 1;
         let mut ty = match target {
-            T::IQ1_S
-            | T::IQ1_M
-            | T::IQ2_XXS
-            | T::IQ2_XS
-            | T::IQ2_S
-            | T::IQ3_XXS
-            | T::IQ3_S
-            | T::IQ4_XS => T::IQ4_NL,
+            T::IQ1_S | T::IQ1_M | T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S | T::IQ4_XS => T::IQ4_NL,
             T::Q2_0 | T::Q2_K | T::Q3_K | T::TQ1_0 | T::TQ2_0 => T::Q4_0,
             T::Q4_K => T::Q5_0,
             T::Q5_K => T::Q5_1,
             T::Q6_K => T::Q8_0,
             // A 32-block type has nothing smaller to demote to: the check below makes it F16.
             _ if block_size <= 32 => target,
-            _ => {
-                return Err(PolicyError::NoFallback {
-                    tensor: name.to_owned(),
-                    ncols,
-                    ty: target,
-                    block_size,
-                })
-            }
+            _ => return Err(PolicyError::NoFallback { tensor: name.to_owned(), ncols, ty: target, block_size }),
         };
         if ncols % ty.block_size() != 0 {
             ty = T::F16;
@@ -805,9 +720,7 @@ pub fn convert_type(name: &str, ne: &[u64], ftype: FileType) -> Result<GgmlType,
         per_layer("blk.").is_some_and(|rest| CONVERT_F32_LAYER.contains(&rest))
             || per_layer("posnet.").is_some_and(|rest| rest == "norm1" || rest == "norm2")
     };
-    let suffix_ok = [".weight", ".lora_a", ".lora_b"]
-        .iter()
-        .any(|s| name.ends_with(s));
+    let suffix_ok = [".weight", ".lora_a", ".lora_b"].iter().any(|s| name.ends_with(s));
     if ne.len() <= 1 || name.ends_with("_norm.weight") || always_f32() || !suffix_ok {
         return Ok(GgmlType::F32);
     }
@@ -843,26 +756,11 @@ impl TypeChooser {
     /// Head counts are unknown until [`TypeChooser::with_heads`]; without them the two rules that
     /// read them never fire (Q2_K's `attn_v` rule for grouped-query attention, and the `attn_v` bump
     /// of 80-layer grouped-query llama models).
-    pub fn new<'n>(
-        ftype: FileType,
-        arch: &str,
-        n_layer: u64,
-        names: impl IntoIterator<Item = &'n str>,
-    ) -> Self {
+    pub fn new<'n>(ftype: FileType, arch: &str, n_layer: u64, names: impl IntoIterator<Item = &'n str>) -> Self {
         // llama.cpp caps block_count at LLAMA_MAX_LAYERS (512), far below u32::MAX.
         let n_layer = u32::try_from(n_layer).unwrap_or(u32::MAX);
-        let hparams = QuantHParams {
-            n_layer,
-            n_expert: 0,
-            n_head: 0,
-            n_head_kv: 0,
-        };
-        TypeChooser {
-            state: QuantState::new(
-                TensorContext::from_tensor_names(arch, hparams, names),
-                ftype,
-            ),
-        }
+        let hparams = QuantHParams { n_layer, n_expert: 0, n_head: 0, n_head_kv: 0 };
+        TypeChooser { state: QuantState::new(TensorContext::from_tensor_names(arch, hparams, names), ftype) }
     }
 
     /// Sets the attention head counts (`num_attention_heads`, `num_key_value_heads`).
@@ -877,8 +775,7 @@ impl TypeChooser {
         // Cannot fail: the context is dense (n_expert = 0), so no layer is read from a name;
         // QUANTIZE_SOURCE is a float type; and every type the mixture rules pick for a FileType has a
         // fallback or a 32-element block (see `QuantState::fallback`).
-        converter_type(&mut self.state, name, ne)
-            .expect("type choice for a dense model cannot fail")
+        converter_type(&mut self.state, name, ne).expect("type choice for a dense model cannot fail")
     }
 
     /// Tensors so far that needed a fallback type (see [`QuantState::n_fallback`]).

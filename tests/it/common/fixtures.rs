@@ -245,17 +245,10 @@ enum Init {
 ///
 /// A tensor's values depend only on `seed` and its name, so they are the same whatever the
 /// dtype, sharding or tying of the checkpoint written.
-pub fn tiny_llama_tensors(
-    spec: &TinyLlamaSpec,
-    vocab_size: usize,
-    seed: u64,
-) -> Vec<FixtureTensor> {
+pub fn tiny_llama_tensors(spec: &TinyLlamaSpec, vocab_size: usize, seed: u64) -> Vec<FixtureTensor> {
     use Init::*;
     let (h, f) = (spec.hidden, spec.ffn);
-    let (q_rows, kv_rows) = (
-        spec.heads * spec.head_dim(),
-        spec.kv_heads * spec.head_dim(),
-    );
+    let (q_rows, kv_rows) = (spec.heads * spec.head_dim(), spec.kv_heads * spec.head_dim());
     let mut out = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, init: Init| {
         let mut rng = Rng::new(seed ^ fnv1a(&name));
@@ -269,35 +262,19 @@ pub fn tiny_llama_tensors(
                 Bias => rng.uniform(0.1),
             })
             .collect();
-        out.push(FixtureTensor {
-            name,
-            shape,
-            values,
-        });
+        out.push(FixtureTensor { name, shape, values });
     };
-    add(
-        "model.embed_tokens.weight".into(),
-        vec![vocab_size, h],
-        Embedding,
-    );
+    add("model.embed_tokens.weight".into(), vec![vocab_size, h], Embedding);
     for layer in 0..spec.layers {
         let p = format!("model.layers.{layer}");
         for (proj, rows) in [("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)] {
-            add(
-                format!("{p}.self_attn.{proj}.weight"),
-                vec![rows, h],
-                Linear,
-            );
+            add(format!("{p}.self_attn.{proj}.weight"), vec![rows, h], Linear);
             if spec.arch == TinyArch::Qwen2 {
                 add(format!("{p}.self_attn.{proj}.bias"), vec![rows], Bias);
             }
         }
-        let linears = [
-            ("self_attn.o_proj", h, q_rows),
-            ("mlp.gate_proj", f, h),
-            ("mlp.up_proj", f, h),
-            ("mlp.down_proj", h, f),
-        ];
+        let linears =
+            [("self_attn.o_proj", h, q_rows), ("mlp.gate_proj", f, h), ("mlp.up_proj", f, h), ("mlp.down_proj", h, f)];
         for (name, rows, cols) in linears {
             add(format!("{p}.{name}.weight"), vec![rows, cols], Linear);
         }
@@ -356,11 +333,7 @@ fn write_json(path: &Path, value: &Value, files: &mut Vec<PathBuf>) -> io::Resul
 }
 
 /// Writes one safetensors file of already encoded tensors, with `{"format": "pt"}` metadata.
-fn write_safetensors(
-    path: &Path,
-    part: &[(&FixtureTensor, Vec<u8>)],
-    dtype: Dtype,
-) -> io::Result<()> {
+fn write_safetensors(path: &Path, part: &[(&FixtureTensor, Vec<u8>)], dtype: Dtype) -> io::Result<()> {
     let mut views = Vec::new();
     for (tensor, bytes) in part {
         let shape = tensor.shape.clone();
@@ -383,20 +356,14 @@ pub fn tiny_llama(
     seed: u64,
 ) -> io::Result<FixtureInfo> {
     let divisible = spec.hidden % spec.heads == 0 && spec.heads % spec.kv_heads == 0;
-    assert!(
-        divisible,
-        "hidden must divide by heads, and heads by kv_heads"
-    );
+    assert!(divisible, "hidden must divide by heads, and heads by kv_heads");
     fs::create_dir_all(dir)?;
     let mut files = Vec::new();
     let tok = TokenizerFiles::new(spec.tokenizer, spec.ctx);
     let vocab_size = tok.tokenizer.get_vocab_size(true).max(spec.vocab_size.unwrap_or(0));
 
     let tensors = tiny_llama_tensors(spec, vocab_size, seed);
-    let encoded: Vec<_> = tensors
-        .iter()
-        .map(|t| (t, dtype.encode(&t.values)))
-        .collect();
+    let encoded: Vec<_> = tensors.iter().map(|t| (t, dtype.encode(&t.values))).collect();
     let total_size: u64 = encoded.iter().map(|(_, b)| b.len() as u64).sum();
     let mut weight_files = Vec::new();
     if shards == Shards::One {
@@ -412,21 +379,14 @@ pub fn tiny_llama(
         }
         let split = split.clamp(1, encoded.len() - 1);
         let mut weight_map = std::collections::BTreeMap::new(); // transformers sorts the keys
-        for (i, part) in [&encoded[..split], &encoded[split..]]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, part) in [&encoded[..split], &encoded[split..]].into_iter().enumerate() {
             let file = format!("model-{:05}-of-00002.safetensors", i + 1);
             weight_files.push(dir.join(&file));
             write_safetensors(&dir.join(&file), part, dtype)?;
             weight_map.extend(part.iter().map(|(t, _)| (t.name.clone(), file.clone())));
         }
         let index = json!({ "metadata": { "total_size": total_size }, "weight_map": weight_map });
-        write_json(
-            &dir.join("model.safetensors.index.json"),
-            &index,
-            &mut files,
-        )?;
+        write_json(&dir.join("model.safetensors.index.json"), &index, &mut files)?;
     }
     files.extend(weight_files.iter().cloned());
 
@@ -479,20 +439,14 @@ pub fn tiny_llama(
         files,
         weight_files,
         tensor_names: tensors.iter().map(|t| t.name.clone()).collect(),
-        tensor_shapes: tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.shape.clone()))
-            .collect(),
+        tensor_shapes: tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
         total_size,
     })
 }
 
 /// An f32 as the JSON number Python would print for it (`1e-05`, not `9.99999974e-06`).
 fn json_f32(value: f32) -> f64 {
-    value
-        .to_string()
-        .parse()
-        .expect("f32 display parses as f64")
+    value.to_string().parse().expect("f32 display parses as f64")
 }
 
 /// Adds the keys of JSON object `extra` to JSON object `target`.
@@ -533,12 +487,7 @@ pub const SPM_VOCAB_SIZE: usize = 512;
 /// Model vocabulary of [`tiny_bpe_tokenizer`]; its 4 added special tokens follow (508..=511).
 pub const BPE_MODEL_VOCAB_SIZE: usize = 508;
 /// Special tokens of [`tiny_bpe_tokenizer`], in id order after the model vocabulary.
-pub const BPE_SPECIAL_TOKENS: [&str; 4] = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|im_start|>",
-    "<|im_end|>",
-];
+pub const BPE_SPECIAL_TOKENS: [&str; 4] = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"];
 
 /// The built-in training corpus: English, code, numbers, some accented and Japanese text and
 /// every sentence shape of the synthetic datasets. It has no emoji, so the SentencePiece-style
@@ -568,9 +517,7 @@ pub fn tokenizer_corpus() -> Vec<String> {
     let mut corpus: Vec<String> = TEXT.iter().map(|s| s.to_string()).collect();
     for subject in SUBJECTS {
         for word in POSITIVE_WORDS.iter().chain(NEGATIVE_WORDS) {
-            corpus.push(format!(
-                "Review: The {subject} was {word}.\nSentiment: positive negative"
-            ));
+            corpus.push(format!("Review: The {subject} was {word}.\nSentiment: positive negative"));
         }
     }
     corpus.push(format!("{SENTIMENT_INSTRUCTION} {SENTIMENT_SYSTEM_PROMPT}"));
@@ -579,9 +526,7 @@ pub fn tokenizer_corpus() -> Vec<String> {
 
 /// A quiet BPE trainer reserving `reserved` as the first ids.
 fn bpe_trainer(vocab_size: usize, reserved: Vec<AddedToken>) -> BpeTrainer {
-    let builder = BpeTrainer::builder()
-        .show_progress(false)
-        .vocab_size(vocab_size);
+    let builder = BpeTrainer::builder().show_progress(false).vocab_size(vocab_size);
     builder.special_tokens(reserved).build()
 }
 
@@ -610,18 +555,13 @@ fn reload(tokenizer: &Tokenizer) -> Tokenizer {
 /// decoder `Replace("▁", " ")` + `ByteFallback` + `Fuse` + `Strip(" ", 1, 0)`, and a
 /// post-processor prepending `<s>`.
 pub fn tiny_spm_tokenizer() -> Tokenizer {
-    let model = BPE::builder()
-        .unk_token("<unk>".into())
-        .fuse_unk(true)
-        .byte_fallback(true);
+    let model = BPE::builder().unk_token("<unk>".into()).fuse_unk(true).byte_fallback(true);
     let model = model.build().expect("empty BPE builds");
     let normalizer = normalizers::Sequence::new(vec![
         Prepend::new("▁".into()).into(),
         Replace::new(" ", "▁").expect("valid replace").into(),
     ]);
-    let special: Vec<_> = ["<unk>", "<s>", "</s>"]
-        .map(|t| AddedToken::from(t, true))
-        .into();
+    let special: Vec<_> = ["<unk>", "<s>", "</s>"].map(|t| AddedToken::from(t, true)).into();
     let bytes = (0..=255u8).map(|b| AddedToken::from(format!("<0x{b:02X}>"), false));
     let reserved = special.iter().cloned().chain(bytes).collect();
 
@@ -630,15 +570,9 @@ pub fn tiny_spm_tokenizer() -> Tokenizer {
     let mut trainer = TrainerWrapper::BpeTrainer(bpe_trainer(SPM_VOCAB_SIZE, reserved));
     let mut training = Tokenizer::new(model);
     training.with_normalizer(Some(normalizer.clone()));
-    let split = Split::new(
-        SplitPattern::String("▁".into()),
-        SplitDelimiterBehavior::MergedWithNext,
-        false,
-    );
+    let split = Split::new(SplitPattern::String("▁".into()), SplitDelimiterBehavior::MergedWithNext, false);
     training.with_pre_tokenizer(Some(split.expect("valid split")));
-    training
-        .train(&mut trainer, tokenizer_corpus().into_iter())
-        .expect("SPM training succeeds");
+    training.train(&mut trainer, tokenizer_corpus().into_iter()).expect("SPM training succeeds");
 
     let mut tokenizer = Tokenizer::new(training.get_model().clone());
     tokenizer.with_normalizer(Some(normalizer));
@@ -652,11 +586,7 @@ pub fn tiny_spm_tokenizer() -> Tokenizer {
     tokenizer.with_post_processor(Some(bos_template("<s>", 1)));
     tokenizer.add_special_tokens(&special);
     let tokenizer = reload(&tokenizer);
-    assert_eq!(
-        tokenizer.get_vocab_size(true),
-        SPM_VOCAB_SIZE,
-        "corpus too small for the vocab"
-    );
+    assert_eq!(tokenizer.get_vocab_size(true), SPM_VOCAB_SIZE, "corpus too small for the vocab");
     tokenizer
 }
 
@@ -666,10 +596,7 @@ pub fn tiny_spm_tokenizer() -> Tokenizer {
 /// as in Llama-3, the [`BPE_SPECIAL_TOKENS`] as added special tokens after the model vocabulary,
 /// a `ByteLevel` decoder and a post-processor prepending `<|begin_of_text|>`.
 pub fn tiny_bpe_tokenizer() -> Tokenizer {
-    let model = BPE::builder()
-        .ignore_merges(true)
-        .build()
-        .expect("empty BPE builds");
+    let model = BPE::builder().ignore_merges(true).build().expect("empty BPE builds");
     let regex = SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into());
     let split = Split::new(regex, SplitDelimiterBehavior::Isolated, false);
     let pre_tokenizer = pre_tokenizers::sequence::Sequence::new(vec![
@@ -682,14 +609,9 @@ pub fn tiny_bpe_tokenizer() -> Tokenizer {
     let mut trainer = bpe_trainer(BPE_MODEL_VOCAB_SIZE, Vec::new());
     trainer.initial_alphabet = ByteLevel::alphabet();
     let mut trainer = TrainerWrapper::BpeTrainer(trainer);
-    tokenizer
-        .train(&mut trainer, tokenizer_corpus().into_iter())
-        .expect("BPE training succeeds");
+    tokenizer.train(&mut trainer, tokenizer_corpus().into_iter()).expect("BPE training succeeds");
     let model_size = tokenizer.get_vocab_size(false);
-    assert_eq!(
-        model_size, BPE_MODEL_VOCAB_SIZE,
-        "corpus too small for the vocab"
-    );
+    assert_eq!(model_size, BPE_MODEL_VOCAB_SIZE, "corpus too small for the vocab");
 
     tokenizer.add_special_tokens(&BPE_SPECIAL_TOKENS.map(|t| AddedToken::from(t, true)));
     let template = bos_template(BPE_SPECIAL_TOKENS[0], BPE_MODEL_VOCAB_SIZE as u32);
@@ -716,25 +638,11 @@ impl TokenizerFiles {
         let (tokenizer, specials, [bos, eos], unk, pad, template) = match kind {
             TinyTokenizer::Spm => {
                 let specials = vec!["<unk>", "<s>", "</s>"];
-                (
-                    tiny_spm_tokenizer(),
-                    specials,
-                    ["<s>", "</s>"],
-                    Some("<unk>"),
-                    None,
-                    LLAMA2_TEMPLATE,
-                )
+                (tiny_spm_tokenizer(), specials, ["<s>", "</s>"], Some("<unk>"), None, LLAMA2_TEMPLATE)
             }
             TinyTokenizer::Bpe => {
                 let specials = BPE_SPECIAL_TOKENS.to_vec();
-                (
-                    tiny_bpe_tokenizer(),
-                    specials,
-                    [begin, im_end],
-                    None,
-                    Some(end),
-                    CHATML_TEMPLATE,
-                )
+                (tiny_bpe_tokenizer(), specials, [begin, im_end], None, Some(end), CHATML_TEMPLATE)
             }
         };
         let id = |t: &str| tokenizer.token_to_id(t).expect("special token in vocab");
@@ -764,36 +672,24 @@ impl TokenizerFiles {
         };
         merge_objects(&mut config, extra);
         let (bos_id, eos_id, pad_id) = (id(bos), id(eos), pad.map(id));
-        TokenizerFiles {
-            tokenizer,
-            config,
-            bos_id,
-            eos_id,
-            pad_id,
-        }
+        TokenizerFiles { tokenizer, config, bos_id, eos_id, pad_id }
     }
 }
 
 // ----- Datasets -------------------------------------------------------------------------------
 
 /// Adjectives whose reviews are labelled `positive`.
-pub const POSITIVE_WORDS: &[&str] = &[
-    "great", "lovely", "amazing", "superb", "pleasant", "splendid", "charming", "perfect",
-];
+pub const POSITIVE_WORDS: &[&str] =
+    &["great", "lovely", "amazing", "superb", "pleasant", "splendid", "charming", "perfect"];
 /// Adjectives whose reviews are labelled `negative`.
-pub const NEGATIVE_WORDS: &[&str] = &[
-    "terrible", "awful", "horrible", "boring", "dreadful", "poor", "bad", "dull",
-];
+pub const NEGATIVE_WORDS: &[&str] = &["terrible", "awful", "horrible", "boring", "dreadful", "poor", "bad", "dull"];
 /// Things the synthetic reviews talk about.
-pub const SUBJECTS: &[&str] = &[
-    "movie", "food", "service", "book", "weather", "concert", "hotel", "game", "coffee", "trip",
-];
+pub const SUBJECTS: &[&str] =
+    &["movie", "food", "service", "book", "weather", "concert", "hotel", "game", "coffee", "trip"];
 /// Instruction used by the instruction-style datasets.
-pub const SENTIMENT_INSTRUCTION: &str =
-    "Classify the sentiment of the review as positive or negative.";
+pub const SENTIMENT_INSTRUCTION: &str = "Classify the sentiment of the review as positive or negative.";
 /// System prompt used by [`chat_rows`].
-pub const SENTIMENT_SYSTEM_PROMPT: &str =
-    "You are a sentiment classifier. Reply with one word: positive or negative.";
+pub const SENTIMENT_SYSTEM_PROMPT: &str = "You are a sentiment classifier. Reply with one word: positive or negative.";
 
 /// One synthetic sentiment example; the label follows from the adjective alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -807,38 +703,22 @@ pub struct SentimentExample {
 /// `n` deterministic sentiment examples with roughly balanced labels. Each row generator below,
 /// given the same `n` and `seed`, carries these same examples in its own format.
 pub fn sentiment_examples(n: usize, seed: u64) -> Vec<SentimentExample> {
-    const TEMPLATES: &[&str] = &[
-        "The {s} was {a}.",
-        "What a {a} {s}!",
-        "I found the {s} {a}.",
-        "Honestly, the {s} felt {a}.",
-    ];
+    const TEMPLATES: &[&str] =
+        &["The {s} was {a}.", "What a {a} {s}!", "I found the {s} {a}.", "Honestly, the {s} felt {a}."];
     let mut rng = Rng::new(seed ^ 0x5EED_DA7A);
     let mut example = |_| {
         let positive = rng.below(2) == 0;
-        let words = if positive {
-            POSITIVE_WORDS
-        } else {
-            NEGATIVE_WORDS
-        };
-        let (adjective, template, subject) =
-            (*rng.pick(words), *rng.pick(TEMPLATES), *rng.pick(SUBJECTS));
+        let words = if positive { POSITIVE_WORDS } else { NEGATIVE_WORDS };
+        let (adjective, template, subject) = (*rng.pick(words), *rng.pick(TEMPLATES), *rng.pick(SUBJECTS));
         let review = template.replace("{s}", subject).replace("{a}", adjective);
-        SentimentExample {
-            review,
-            label: if positive { "positive" } else { "negative" },
-        }
+        SentimentExample { review, label: if positive { "positive" } else { "negative" } }
     };
     (0..n).map(&mut example).collect()
 }
 
 /// The correct label of a review made from the word lists (`None` if it has none of the words).
 pub fn sentiment_label(review: &str) -> Option<&'static str> {
-    let has = |words: &[&str]| {
-        review
-            .split(|c: char| !c.is_alphabetic())
-            .any(|w| words.contains(&w))
-    };
+    let has = |words: &[&str]| review.split(|c: char| !c.is_alphabetic()).any(|w| words.contains(&w));
     match (has(POSITIVE_WORDS), has(NEGATIVE_WORDS)) {
         (true, _) => Some("positive"),
         (false, true) => Some("negative"),
@@ -863,11 +743,7 @@ fn rows_of(n: usize, seed: u64, row: impl Fn(SentimentExample) -> Value) -> Vec<
 
 /// `{"text": "Review: <review>\nSentiment: <label>"}` rows.
 pub fn text_rows(n: usize, seed: u64) -> Vec<Value> {
-    rows_of(
-        n,
-        seed,
-        |e| json!({ "text": format!("Review: {}\nSentiment: {}", e.review, e.label) }),
-    )
+    rows_of(n, seed, |e| json!({ "text": format!("Review: {}\nSentiment: {}", e.review, e.label) }))
 }
 
 /// `{"prompt": "Review: <review>\nSentiment:", "completion": " <label>"}` rows.
@@ -880,11 +756,7 @@ pub fn prompt_completion_rows(n: usize, seed: u64) -> Vec<Value> {
 
 /// Alpaca rows: `{"instruction", "input": <review>, "output": <label>}`.
 pub fn alpaca_rows(n: usize, seed: u64) -> Vec<Value> {
-    rows_of(
-        n,
-        seed,
-        |e| json!({ "instruction": SENTIMENT_INSTRUCTION, "input": e.review, "output": e.label }),
-    )
+    rows_of(n, seed, |e| json!({ "instruction": SENTIMENT_INSTRUCTION, "input": e.review, "output": e.label }))
 }
 
 /// Dolly rows: `{"instruction", "context": <review>, "response": <label>, "category"}`.

@@ -31,8 +31,12 @@ impl HfWeights {
                 let data = view.data();
                 let values: Vec<f32> = match view.dtype() {
                     Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                    Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::F16 => {
+                        data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                    }
+                    Dtype::BF16 => {
+                        data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                    }
                     other => panic!("unexpected dtype {other:?}"),
                 };
                 tensors.insert(name, (view.shape().to_vec(), values));
@@ -67,10 +71,12 @@ impl HfWeights {
         let embed = self.get("model.embed_tokens.weight");
         let lm_head = self.opt("lm_head.weight").unwrap_or(embed);
 
-        let mut xs: Vec<Vec<f32>> = tokens.iter().map(|&t| embed[t as usize * h..(t as usize + 1) * h].to_vec()).collect();
+        let mut xs: Vec<Vec<f32>> =
+            tokens.iter().map(|&t| embed[t as usize * h..(t as usize + 1) * h].to_vec()).collect();
         for l in 0..n_layer {
             let p = |s: &str| format!("model.layers.{l}.{s}");
-            let normed: Vec<Vec<f32>> = xs.iter().map(|x| rms_norm(x, self.get(&p("input_layernorm.weight")), eps)).collect();
+            let normed: Vec<Vec<f32>> =
+                xs.iter().map(|x| rms_norm(x, self.get(&p("input_layernorm.weight")), eps)).collect();
             let proj = |x: &[f32], w: &str, out: usize| {
                 let mut y = matvec(self.get(&p(&format!("{w}.weight"))), x, out);
                 if let Some(b) = self.opt(&p(&format!("{w}.bias"))) {
