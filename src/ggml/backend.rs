@@ -56,16 +56,24 @@ pub struct Graph<'ctx> {
 impl<'ctx> Graph<'ctx> {
     /// An empty graph of up to `size` nodes (the context was sized for it in [`Context::new`]).
     pub fn new(ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
-        // SAFETY: live context; ggml_new_graph_custom returns null-free memory or aborts when the
-        // context is too small, so check the room first.
-        let need = unsafe { sys::ggml_graph_overhead_custom(size, false) };
+        Self::with_capacity(ctx, size, false)
+    }
+
+    /// An empty graph of up to `size` nodes that can hold gradients.
+    pub fn with_grads(ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+        Self::with_capacity(ctx, size, true)
+    }
+
+    fn with_capacity(ctx: &'ctx Context, size: usize, grads: bool) -> Result<Graph<'ctx>, Error> {
+        // SAFETY: only computes a size.
+        let need = unsafe { sys::ggml_graph_overhead_custom(size, grads) };
         // SAFETY: live context; reads its accounting.
         let (used, total) = unsafe { (sys::ggml_used_mem(ctx.raw()), sys::ggml_get_mem_size(ctx.raw())) };
         if used + need > total {
             return Err(Error::ContextFull { op: "new_graph" });
         }
-        // SAFETY: as above, with room checked.
-        let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, false) };
+        // SAFETY: live context with room for the graph (checked: ggml asserts it).
+        let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, grads) };
         Ok(Graph { raw, size, _ctx: PhantomData })
     }
 
@@ -126,20 +134,6 @@ pub const BACKWARD_OPS: &[&str] = &[
 pub const BACKWARD_UNARY_OPS: &[&str] = &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS"];
 
 impl<'ctx> Graph<'ctx> {
-    /// An empty graph of up to `size` nodes that can hold gradients.
-    pub fn with_grads(ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
-        // SAFETY: only computes a size.
-        let need = unsafe { sys::ggml_graph_overhead_custom(size, true) };
-        // SAFETY: live context; reads its accounting.
-        let (used, total) = unsafe { (sys::ggml_used_mem(ctx.raw()), sys::ggml_get_mem_size(ctx.raw())) };
-        if used + need > total {
-            return Err(Error::ContextFull { op: "new_graph" });
-        }
-        // SAFETY: live context with room (checked).
-        let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, true) };
-        Ok(Graph { raw, size, _ctx: PhantomData })
-    }
-
     fn nodes(&self) -> Vec<Tensor<'ctx>> {
         // SAFETY: live graph.
         let n = unsafe { sys::ggml_graph_n_nodes(self.raw) };

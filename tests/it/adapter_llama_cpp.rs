@@ -1,8 +1,6 @@
 //! Adapters we write load in llama.cpp (`llama_adapter_lora_init`, as `--lora` and Ollama's
 //! `ADAPTER` do), and llama.cpp's logits with the adapter equal our own forward with it.
 
-use std::path::Path;
-
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
@@ -10,19 +8,13 @@ use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
 use crate::common::reference::{max_relative_error, nmse};
-use crate::common::temp_dir;
+use crate::common::{convert_to, temp_dir};
 
 /// As in tests/it/forward.rs: same kernels on both sides, f32 attention on both.
 const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
 /// Quantized base: ggml rounds activations to the weight's dot type at slightly different points
 /// in the two graphs (the adapter's own products are f32 on both sides).
 const QUANTIZED_NMSE_TOLERANCE: f64 = 1e-5;
-
-fn convert(dir: &Path, ft: FileType, out: &Path) {
-    let ckpt = gguftune::hf::Checkpoint::open(dir).unwrap();
-    let plan = gguftune::convert::plan(&ckpt, ft).unwrap();
-    gguftune::convert::execute(&ckpt, plan, out, &mut |_, _| {}).unwrap();
-}
 
 #[test]
 fn llama_cpp_with_our_adapter_computes_our_logits() {
@@ -47,7 +39,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         std::fs::create_dir(&dir).unwrap();
         tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 8).unwrap();
         let base = root.path().join(format!("{name}.gguf"));
-        convert(&dir, ft, &base);
+        convert_to(&dir, ft, &base).unwrap();
         let model = Model::open(&base).unwrap();
         let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
         let mut rng = Rng::new(21);
@@ -99,7 +91,7 @@ fn llama_cpp_refuses_an_adapter_for_another_architecture() {
     std::fs::create_dir(&dir).unwrap();
     tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 8).unwrap();
     let base = root.path().join("m.gguf");
-    convert(&dir, FileType::F32, &base);
+    convert_to(&dir, FileType::F32, &base).unwrap();
     let path = root.path().join("qwen-adapter.gguf");
     let pair = LoraTensorPair {
         base: "blk.0.attn_q.weight".into(),

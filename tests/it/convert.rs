@@ -5,10 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use gguftune::convert::{self, ConvertError};
 use gguftune::ggml::{self, LlamaContext, LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
-use gguftune::hf::Checkpoint;
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{
@@ -16,7 +14,7 @@ use crate::common::fixtures::{
     TOKENIZER_SAMPLES,
 };
 use crate::common::reference::{max_relative_error, nmse, HfWeights};
-use crate::common::{gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, temp_dir};
 
 /// f32 GGUF logits vs the reference: both compute in f32, but in different orders (ggml's
 /// blocked dot products and fused softmax); 1e-3 of the largest logit is far above that rounding
@@ -26,12 +24,6 @@ const F32_RELATIVE_TOLERANCE: f32 = 1e-3;
 /// weight's dot-product type (q8_0, f16, bf16): ggml's test-quantize-fns allows 0.002 RMSE per dot
 /// product; through a 2-layer model the NMSE of the logits stays below 1e-3 (seen: 1.1e-4 for q8_0).
 const Q8_0_NMSE_TOLERANCE: f64 = 1e-3;
-
-fn convert_dir(dir: &Path, ft: FileType, out: &Path) -> Result<gguftune::quant::ConversionSummary, ConvertError> {
-    let ckpt = Checkpoint::open(dir)?;
-    let plan = convert::plan(&ckpt, ft)?;
-    convert::execute(&ckpt, plan, out, &mut |_, _| {})
-}
 
 fn tokens_for(vocab: usize) -> Vec<i32> {
     (0..24).map(|i| ((i * 37 + 11) % vocab) as i32).collect()
@@ -64,7 +56,7 @@ fn f32_logits_match_the_reference_for_every_architecture() {
     for (name, spec) in cases {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);
         let out = root.path().join(format!("{name}.gguf"));
-        convert_dir(&dir, FileType::F32, &out).unwrap();
+        convert_to(&dir, FileType::F32, &out).unwrap();
         let tokens = tokens_for(512);
         let want = HfWeights::load(&dir).forward(&tokens);
         let got = llama_logits(&out, &tokens);
@@ -91,7 +83,7 @@ fn every_output_type_loads_in_llama_cpp_and_q8_0_stays_close() {
         FileType::Q6_K,
     ] {
         let out = root.path().join(format!("{}.gguf", ft.name()));
-        let summary = convert_dir(&dir, ft, &out).unwrap();
+        let summary = convert_to(&dir, ft, &out).unwrap();
         assert_eq!(summary.output_bytes, fs::metadata(&out).unwrap().len(), "{}", ft.name());
         let got = llama_logits(&out, &tokens);
         assert!(got.iter().flatten().all(|v| v.is_finite()), "{}", ft.name());
@@ -121,11 +113,11 @@ fn quantized_bytes_equal_llama_model_quantize() {
     ] {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);
         let f32_path = root.path().join(format!("{name}-f32.gguf"));
-        convert_dir(&dir, FileType::F32, &f32_path).unwrap();
+        convert_to(&dir, FileType::F32, &f32_path).unwrap();
         for ft in [FileType::Q8_0, FileType::Q4_K_M, FileType::Q6_K, FileType::Q5_K_M, FileType::Q4_0] {
             let ours = root.path().join(format!("{name}-{}.gguf", ft.name()));
             let theirs = root.path().join(format!("{name}-{}-llama.gguf", ft.name()));
-            convert_dir(&dir, ft, &ours).unwrap();
+            convert_to(&dir, ft, &ours).unwrap();
             ggml::llama_model_quantize(Runtime::get(), &f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
             let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
             let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
@@ -148,7 +140,7 @@ fn llama_cpp_tokenizes_like_the_hugging_face_tokenizer() {
     ] {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);
         let out = root.path().join(format!("{name}.gguf"));
-        convert_dir(&dir, FileType::F32, &out).unwrap();
+        convert_to(&dir, FileType::F32, &out).unwrap();
         let model = LlamaModel::load(Runtime::get(), &out).unwrap();
         for text in TOKENIZER_SAMPLES {
             let want: Vec<i32> = tok.encode(*text, true).unwrap().get_ids().iter().map(|&i| i as i32).collect();
@@ -165,7 +157,7 @@ fn bad_inputs_are_named_and_leave_no_output() {
     let fresh = |name: &str, shards: Shards| model_dir(root.path(), name, &spec, Dtype::F32, shards);
     let out = root.path().join("out.gguf");
     let check = |dir: &Path, needle: &str| {
-        let err = convert_dir(dir, FileType::Q8_0, &out).unwrap_err().to_string();
+        let err = convert_to(dir, FileType::Q8_0, &out).unwrap_err().to_string();
         assert!(err.contains(needle), "expected '{needle}' in: {err}");
         assert!(!out.exists());
         let leftovers: Vec<_> = fs::read_dir(root.path())
@@ -237,7 +229,7 @@ fn quantize_requantizes_like_llama_quantize_and_refuses_quantized_sources() {
     let root = temp_dir();
     let spec = TinyLlamaSpec { hidden: 256, ffn: 512, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     let dir = model_dir(root.path(), "m", &spec, Dtype::BF16, Shards::One);
-    convert_dir(&dir, FileType::F16, &root.path().join("f16.gguf")).unwrap();
+    convert_to(&dir, FileType::F16, &root.path().join("f16.gguf")).unwrap();
     for ft in [FileType::Q4_K_M, FileType::Q8_0] {
         let ours = format!("ours-{}.gguf", ft.name());
         let out = gguftune(root.path(), &["quantize", "f16.gguf", &ours, ft.name()]);

@@ -1,15 +1,13 @@
 //! gguftune's own forward graph (the one training differentiates) against llama.cpp's logits for
 //! the same GGUF.
 
-use std::path::Path;
-
 use gguftune::ggml::{LlamaContext, LlamaModel, Runtime};
 use gguftune::model::Model;
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
 use crate::common::reference::{max_relative_error, nmse};
-use crate::common::temp_dir;
+use crate::common::{convert_to, temp_dir};
 
 /// Both sides compute in f32 with the same ggml kernels (llama.cpp set to an f32 KV cache and
 /// no flash attention); what differs is the order of some reductions. 1e-4 of the largest logit.
@@ -19,12 +17,6 @@ const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
 /// far below the quantization error itself (1e-3 to 1e-2 against the f32 model). Seen: q8_0
 /// identical, q4_k_m NMSE 3e-7.
 const QUANTIZED_NMSE_TOLERANCE: f64 = 1e-5;
-
-fn convert(dir: &Path, ft: FileType, out: &Path) {
-    let ckpt = gguftune::hf::Checkpoint::open(dir).unwrap();
-    let plan = gguftune::convert::plan(&ckpt, ft).unwrap();
-    gguftune::convert::execute(&ckpt, plan, out, &mut |_, _| {}).unwrap();
-}
 
 #[test]
 fn our_logits_equal_llama_cpp_logits() {
@@ -49,7 +41,7 @@ fn our_logits_equal_llama_cpp_logits() {
         tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 5).unwrap();
         for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
             let path = root.path().join(format!("{name}-{}.gguf", ft.name()));
-            convert(&dir, ft, &path);
+            convert_to(&dir, ft, &path).unwrap();
             let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
             let llama = LlamaModel::load(Runtime::get(), &path).unwrap();
             let theirs = LlamaContext::with_precision(&llama, 64, 2, true).unwrap().logits_all(&tokens).unwrap();

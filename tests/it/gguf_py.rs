@@ -110,9 +110,7 @@ fn gguf_py_reads_our_files_as_we_do() {
         3,
     )
     .unwrap();
-    let ckpt = gguftune::hf::Checkpoint::open(&model).unwrap();
     let out = dir.path().join("q4_k_m.gguf");
-    let plan = gguftune::convert::plan(&ckpt, gguftune::quant::FileType::Q4_K_M).unwrap();
-    gguftune::convert::execute(&ckpt, plan, &out, &mut |_, _| {}).unwrap();
+    crate::common::convert_to(&model, gguftune::quant::FileType::Q4_K_M, &out).unwrap();
     compare(&python, &out);
 }

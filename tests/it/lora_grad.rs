@@ -29,9 +29,7 @@ fn lora_gradients_equal_finite_differences() {
     )
     .unwrap();
     let path = root.path().join("m.gguf");
-    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
-    let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();
-    gguftune::convert::execute(&ckpt, plan, &path, &mut |_, _| {}).unwrap();
+    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
     let model = Model::open(&path).unwrap();
     let h = model.hparams().clone();
 
@@ -96,9 +94,7 @@ fn masked_positions_contribute_no_gradient() {
     tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 4)
         .unwrap();
     let path = root.path().join("m.gguf");
-    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
-    let plan = gguftune::convert::plan(&ckpt, FileType::F32).unwrap();
-    gguftune::convert::execute(&ckpt, plan, &path, &mut |_, _| {}).unwrap();
+    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
     let model = Model::open(&path).unwrap();
     let h = model.hparams().clone();
     let cfg = LoraConfig { rank: 1, alpha: 1.0, targets: vec![TARGETS[0].1] };

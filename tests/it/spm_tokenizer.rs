@@ -66,9 +66,7 @@ fn spm_checkpoint(root: &Path, name: &str) -> PathBuf {
 }
 
 fn convert_f32(dir: &Path, out: &Path) {
-    let ckpt = Checkpoint::open(dir).unwrap();
-    let plan = convert::plan(&ckpt, FileType::F32).unwrap();
-    convert::execute(&ckpt, plan, out, &mut |_, _| {}).unwrap();
+    crate::common::convert_to(dir, FileType::F32, out).unwrap();
 }
 
 /// llama.cpp's tokens for every sample are BOS followed by SentencePiece's.

@@ -2,7 +2,7 @@
 //! completion loss falls at least 5x, and llama.cpp, loading the written adapter on the q4_k_m
 //! base, greedily generates the trained answers.
 
-use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
+use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
@@ -42,9 +42,7 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     tiny_llama(&dir, &TinyLlamaSpec { hidden: 256, ffn: 512, ..TinyLlamaSpec::default() }, Dtype::BF16, Shards::One, 2)
         .unwrap();
     let base = root.path().join("base-q4_k_m.gguf");
-    let ckpt = gguftune::hf::Checkpoint::open(&dir).unwrap();
-    let plan = gguftune::convert::plan(&ckpt, FileType::Q4_K_M).unwrap();
-    gguftune::convert::execute(&ckpt, plan, &base, &mut |_, _| {}).unwrap();
+    crate::common::convert_to(&dir, FileType::Q4_K_M, &base).unwrap();
 
     let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     let eos = llama.eos_token().unwrap();
@@ -75,18 +73,7 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     assert!(last * 5.0 <= first, "loss fell only from {first} to {last}");
 
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
-    let pairs: Vec<LoraTensorPair> = slots
-        .iter()
-        .zip(values.chunks(2))
-        .map(|(s, ab)| LoraTensorPair {
-            base: s.base.clone(),
-            n_in: s.n_in,
-            n_out: s.n_out,
-            rank: cfg.rank,
-            a: ab[0].clone(),
-            b: ab[1].clone(),
-        })
-        .collect();
+    let pairs = pairs_from_values(&slots, cfg.rank, &values);
     let adapter_path = root.path().join("adapter.gguf");
     write_lora_gguf(&adapter_path, "llama", cfg.alpha, &pairs).unwrap();
 

@@ -29,3 +29,14 @@ pub fn temp_dir() -> tempfile::TempDir {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Converts the checkpoint folder `dir` to `out` with our converter, through the library.
+pub fn convert_to(
+    dir: &std::path::Path,
+    ft: gguftune::quant::FileType,
+    out: &std::path::Path,
+) -> Result<gguftune::quant::ConversionSummary, gguftune::convert::ConvertError> {
+    let ckpt = gguftune::hf::Checkpoint::open(dir)?;
+    let plan = gguftune::convert::plan(&ckpt, ft)?;
+    gguftune::convert::execute(&ckpt, plan, out, &mut |_, _| {})
+}
