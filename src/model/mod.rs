@@ -135,6 +135,15 @@ impl Model {
         let h = &self.hparams;
         self.check_tokens(tokens)?;
         let gguf = self.file.gguf()?;
+        // ggml's CPU backward through a frozen weight (out_prod) has no BF16 kernel and aborts.
+        if let Some(t) = gguf.tensors.iter().find(|t| t.ty == GgmlType::BF16 && t.ne.len() >= 2) {
+            return Err(ModelError::Unsupported {
+                what: format!(
+                    "training on BF16 weights ('{}'); ggml has no backward pass through them on the CPU (hint: convert or quantize the model to f16, q8_0 or q4_k_m)",
+                    t.name
+                ),
+            });
+        }
         let graph_size = self.graph_size();
         let backend = Backend::cpu(rt, threads)?;
         let param_ctx = Context::new(rt, self.max_lora_tensors(Some(cfg)), 0)?;

@@ -99,3 +99,19 @@ fn bad_data_is_reported_by_line_and_leaves_no_adapter() {
     assert!(err.contains("every one of the 3 examples was skipped"), "{err}");
     assert!(!root.path().join("a.gguf").exists());
 }
+
+#[test]
+fn a_bf16_base_is_refused_with_a_hint_instead_of_aborting() {
+    let root = temp_dir();
+    base_model(root.path(), &TinyLlamaSpec::default());
+    let out = gguftune(root.path(), &["quantize", "base.gguf", "bf16.gguf", "bf16"]);
+    assert_eq!(out.status.code(), Some(3), "q8_0 is not a float source: {}", String::from_utf8_lossy(&out.stderr));
+    let out = gguftune(root.path(), &["convert", "hf", "-o", "bf16.gguf", "--type", "bf16"]);
+    assert!(out.status.success());
+    write_jsonl(&root.path().join("train.jsonl"), &alpaca_rows(2, 1)).unwrap();
+    let out = gguftune(root.path(), &["finetune", "bf16.gguf", "--data", "train.jsonl", "-o", "a.gguf"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("training on BF16 weights") && err.contains("hint"), "{err}");
+    assert!(!root.path().join("a.gguf").exists());
+}
