@@ -13,7 +13,7 @@ use gguftune::data::{read_jsonl, ChatTemplate, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
-use gguftune::train::{build_examples, init_lora, train_lora, AdamWConfig, TrainConfig};
+use gguftune::train::{build_examples, init_lora, train_lora, AdamWConfig, Schedule, TrainConfig};
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
 #[derive(Debug, clap::Args)]
@@ -50,6 +50,15 @@ pub struct Args {
     /// Learning rate (AdamW).
     #[arg(long, default_value_t = 2e-4)]
     lr: f32,
+    /// Learning-rate schedule after warmup: constant, linear or cosine.
+    #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
+    schedule: Schedule,
+    /// Fraction of the steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.03)]
+    warmup: f32,
+    /// Clip the global gradient norm to this (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f32,
     /// Seed of the adapter's initialisation.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -65,6 +74,10 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    Schedule::from_name(s).ok_or_else(|| format!("unknown schedule '{s}' (expected constant, linear or cosine)"))
 }
 
 fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>> {
@@ -99,6 +112,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         adamw: AdamWConfig { lr: args.lr, ..AdamWConfig::default() },
         steps,
         batch: args.batch,
+        schedule: args.schedule,
+        warmup_steps: (args.warmup.clamp(0.0, 1.0) * steps as f32).round() as usize,
+        max_grad_norm: args.max_grad_norm,
         threads,
     };
     let mut values = init_lora(&model, &lora, args.seed)?;
@@ -119,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         losses.push(r.loss);
         bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
         bar.inc(1);
-        metrics.push(serde_json::json!({"step": r.step + 1, "loss": r.loss, "lr": r.lr, "tokens_per_second": tps}));
+        metrics.push(serde_json::json!({"step": r.step + 1, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_second": tps}));
     })?;
     bar.finish_and_clear();
     let train_seconds = train_start.elapsed().as_secs_f64();

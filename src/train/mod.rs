@@ -5,10 +5,12 @@
 //! ggml's own optimizer step replaces both for speed without changing the results.
 
 mod examples;
+mod schedule;
 
 use crate::model::{lora_layout, LoraConfig, Model, ModelError};
 
 pub use examples::{build_examples, ExampleError, ExampleStats};
+pub use schedule::{clip_grad_norm, Schedule};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).
@@ -104,7 +106,10 @@ pub struct StepReport {
     pub step: usize,
     /// Mean loss over the step's examples.
     pub loss: f32,
+    /// Learning rate used.
     pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
 }
 
 /// What to train and how.
@@ -116,6 +121,12 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Examples per step (gradients averaged over them).
     pub batch: usize,
+    /// Learning-rate schedule after warmup.
+    pub schedule: Schedule,
+    /// Warmup steps (linear increase to `adamw.lr`).
+    pub warmup_steps: usize,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
     /// CPU threads.
     pub threads: usize,
 }
@@ -148,8 +159,10 @@ pub fn train_lora(
                 acc.iter_mut().zip(g).for_each(|(a, g)| *a += g / batch.max(1) as f32);
             }
         }
-        opt.step(adamw, adamw.lr, values, &grads);
-        on_step(&StepReport { step, loss: loss_sum / batch.max(1) as f32, lr: adamw.lr });
+        let grad_norm = clip_grad_norm(&mut grads, cfg.max_grad_norm);
+        let lr = cfg.schedule.lr(adamw.lr, step, cfg.steps, cfg.warmup_steps);
+        opt.step(adamw, lr, values, &grads);
+        on_step(&StepReport { step, loss: loss_sum / batch.max(1) as f32, lr, grad_norm });
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
             "1e-3",
             "--threads",
             "2",
+            "--warmup",
+            "0.34",
             "--json",
         ],
     );
@@ -52,7 +54,13 @@ fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
     assert_eq!(summary["steps"], 6);
     assert!(summary["final_loss"].as_f64().unwrap() < summary["first_loss"].as_f64().unwrap(), "{summary}");
     let metrics = fs::read_to_string(root.path().join("adapter.metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 6);
+    let metrics: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(metrics.len(), 6);
+    // Two warmup steps to the peak of 1e-3, then a cosine decay over the last four.
+    let lr = |i: usize| metrics[i]["lr"].as_f64().unwrap();
+    assert!((lr(0) - 5e-4).abs() < 1e-9 && (lr(1) - 1e-3).abs() < 1e-9, "{metrics:?}");
+    assert!(lr(5) < 2e-4 && lr(5) > 0.0, "{metrics:?}");
+    assert!(metrics.iter().all(|m| m["grad_norm"].as_f64().unwrap() > 0.0));
     let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     LlamaAdapter::load(&llama, &root.path().join("adapter.gguf")).unwrap();
     let inspect = gguftune(root.path(), &["inspect", "adapter.gguf", "--json"]);

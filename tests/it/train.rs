@@ -6,7 +6,7 @@ use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{init_lora, train_lora, AdamWConfig, Example, TrainConfig};
+use gguftune::train::{init_lora, train_lora, AdamWConfig, Example, Schedule, TrainConfig};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyLlamaSpec};
 use crate::common::temp_dir;
@@ -64,6 +64,9 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
         adamw: AdamWConfig { lr: 1e-2, ..AdamWConfig::default() },
         steps: 60,
         batch: 4,
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        max_grad_norm: 0.0,
         threads: 2,
     };
     let mut losses = Vec::new();
