@@ -1,6 +1,7 @@
 //! `gguftune finetune`: train a LoRA adapter on a GGUF model's frozen weights.
 
 use std::io::Write as _;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -12,21 +13,33 @@ use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::data::{read_jsonl, ChatTemplate, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
-use gguftune::train::{build_examples, init_lora, train_lora, AdamWConfig, Schedule, TrainConfig};
+use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model, TARGETS};
+use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
+use gguftune::train::{
+    build_examples, init_lora, pack_examples, split_validation, train, AdamWConfig, BatchShape, EvalReport, Example,
+    OptimizerState, Schedule, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
+};
+
+use super::output::{human_bytes, peak_rss_bytes};
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Example:\n  gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3\n\nDatasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},\nDolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on\ncompletions / assistant turns only unless --train-on-prompt."
-)]
+#[command(after_help = "Example:
+  gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3
+
+Datasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},
+Dolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on
+completions / assistant turns only unless --train-on-prompt.
+
+Next to the adapter: <name>.metrics.jsonl (one line per step and per validation) and, with
+--checkpoint-every, <name>.checkpoints/step-NNNNNN/ folders that --resume continues from exactly.")]
 pub struct Args {
     /// The base model (GGUF).
     model: PathBuf,
     /// Training data (JSONL).
     #[arg(long)]
     data: PathBuf,
-    /// The adapter to write (GGUF). Metrics go next to it, as <name>.metrics.jsonl.
+    /// The adapter to write (GGUF).
     #[arg(short, long)]
     output: PathBuf,
     /// LoRA rank.
@@ -38,18 +51,33 @@ pub struct Args {
     /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
     #[arg(long, default_value = "q,k,v,o,gate,up,down")]
     targets: String,
-    /// Longest example in tokens.
+    /// Tokens per sequence: longer examples are cut (or skipped, --overlong skip).
     #[arg(long, default_value_t = 512)]
     ctx: usize,
-    /// Examples per optimizer step.
+    /// Sequences per micro-batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Passes over the data.
+    /// Micro-batches per optimizer step (gradients averaged over them).
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Passes over the training data.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
-    /// Learning rate (AdamW).
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 2e-4)]
     lr: f32,
+    /// AdamW beta1.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f32,
+    /// AdamW beta2.
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f32,
+    /// AdamW decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
     /// Learning-rate schedule after warmup: constant, linear or cosine.
     #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
     schedule: Schedule,
@@ -59,18 +87,39 @@ pub struct Args {
     /// Clip the global gradient norm to this (0 turns clipping off).
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f32,
-    /// Seed of the adapter's initialisation.
+    /// Fraction of the examples held out for validation (loss and perplexity).
+    #[arg(long, default_value_t = 0.05)]
+    val_split: f32,
+    /// Validate every N steps (default: at the end of every epoch).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Pack several short examples into each sequence (attention stays inside each example).
+    #[arg(long)]
+    pack: bool,
+    /// Seed of the adapter's initialisation, the validation split and the data order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where to train: cpu (CUDA and Metal builds are not wired to training yet).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Also train on prompts and user turns.
     #[arg(long)]
     train_on_prompt: bool,
-    /// Drop examples longer than --ctx instead of cutting them.
+    /// What to do with examples longer than --ctx: truncate or skip.
+    #[arg(long, default_value = "truncate", value_parser = ["truncate", "skip"])]
+    overlong: String,
+    /// Save a checkpoint every N steps (into <name>.checkpoints/ next to the adapter).
     #[arg(long)]
-    skip_overlong: bool,
+    checkpoint_every: Option<u64>,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    /// Continue from a checkpoint folder (made with the same settings).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -93,8 +142,14 @@ fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let targets = parse_targets(&args.targets)?;
-    if args.batch == 0 || args.epochs == 0 || args.ctx < 2 {
-        bail!("--batch and --epochs must be at least 1 and --ctx at least 2");
+    if args.batch == 0 || args.epochs == 0 || args.grad_accum == 0 || args.ctx < 2 {
+        bail!("--batch, --grad-accum and --epochs must be at least 1 and --ctx at least 2");
+    }
+    if !(0.0..1.0).contains(&args.val_split) {
+        bail!("--val-split must be in [0, 1), found {}", args.val_split);
+    }
+    if args.device != "cpu" {
+        bail!("--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)", args.device);
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let model = Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
@@ -103,86 +158,244 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dataset = read_jsonl(&args.data)?;
     let options = RenderOptions { train_on_prompt: args.train_on_prompt };
     let (examples, stats) =
-        build_examples(&dataset, template.as_ref(), &vocab, &options, args.ctx, args.skip_overlong)?;
+        build_examples(&dataset, template.as_ref(), &vocab, &options, args.ctx, args.overlong == "skip")?;
+
+    let (train_idx, val_idx) = split_validation(examples.len(), args.val_split, args.seed);
+    let train_seqs = pack_examples(&examples, &train_idx, args.ctx, args.pack);
+    let val_seqs = pack_examples(&examples, &val_idx, args.ctx, args.pack);
+    let seq_len = train_seqs.iter().chain(&val_seqs).map(|s| s.len).max().unwrap_or(2).max(2);
 
     let lora = LoraConfig { rank: args.rank, alpha: args.alpha, targets };
-    let steps = (examples.len() * args.epochs).div_ceil(args.batch);
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         lora: lora.clone(),
-        adamw: AdamWConfig { lr: args.lr, ..AdamWConfig::default() },
-        steps,
-        batch: args.batch,
+        adamw: AdamWConfig {
+            lr: args.lr,
+            beta1: args.beta1,
+            beta2: args.beta2,
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        shape: BatchShape { seq_len, n_seq: args.batch.min(train_seqs.len()).max(1) },
+        grad_accum: args.grad_accum,
+        epochs: args.epochs,
+        max_steps: args.max_steps,
         schedule: args.schedule,
-        warmup_steps: (args.warmup.clamp(0.0, 1.0) * steps as f32).round() as usize,
+        warmup_steps: 0,
         max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
         threads,
     };
-    let mut values = init_lora(&model, &lora, args.seed)?;
-    let bar = ProgressBar::new(steps as u64);
+    let total_steps = cfg.total_steps(train_seqs.len());
+    cfg.warmup_steps = (args.warmup.clamp(0.0, 1.0) * total_steps as f32).round() as u64;
+
+    let arch = GgufFile::open(&args.model)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
+    let slots = lora_layout(model.hparams(), &lora)?;
+    let settings = settings_fingerprint(&args, &cfg, &examples, total_steps);
+    let (mut state, mut metrics) = match &args.resume {
+        Some(dir) => {
+            let checkpoint = read_checkpoint(dir, &slots, lora.rank, &settings)?;
+            (checkpoint.state, checkpoint.metrics)
+        }
+        None => (OptimizerState::new(init_lora(&model, &lora, args.seed)?), Vec::new()),
+    };
+    let resumed_at = state.steps;
+
+    let bar = ProgressBar::new(total_steps);
     bar.set_style(
         ProgressStyle::with_template("{spinner} training [{bar:30}] step {pos}/{len} {msg} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let tokens_per_step = stats.tokens as f64 * args.epochs as f64 / steps as f64;
-    let mut metrics = Vec::new();
-    let mut losses = Vec::new();
-    let train_start = Instant::now();
-    let mut last = Instant::now();
-    train_lora(&model, &cfg, &mut values, &examples, &mut |r| {
-        let tps = tokens_per_step / last.elapsed().as_secs_f64().max(1e-9);
-        last = Instant::now();
-        losses.push(r.loss);
-        bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
-        bar.inc(1);
-        metrics.push(serde_json::json!({"step": r.step + 1, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_second": tps}));
-    })?;
+    bar.set_position(state.steps);
+    let data = TrainData { examples: &examples, train: train_seqs, validation: val_seqs };
+    let mut observer = Observer {
+        bar: &bar,
+        metrics: &mut metrics,
+        last: Instant::now(),
+        train_seconds: 0.0,
+        tokens: 0,
+        losses: Vec::new(),
+        checkpoints: checkpoint_root(&args.output),
+        keep: args.keep_checkpoints,
+        last_checkpoint: args.resume.clone(),
+        arch: &arch,
+        lora: &lora,
+        slots: &slots,
+        settings: &settings,
+    };
+    let result = train(&model, &cfg, &data, &mut state, &mut observer);
     bar.finish_and_clear();
-    let train_seconds = train_start.elapsed().as_secs_f64();
+    let last_eval = match result {
+        Ok(eval) => eval,
+        Err(e @ TrainError::Diverged { .. }) => {
+            let hint = match &observer.last_checkpoint {
+                Some(dir) => format!(
+                    "the last good checkpoint is {} (continue with --resume {} and a lower --lr)",
+                    dir.display(),
+                    dir.display()
+                ),
+                None => "no checkpoint was written (save some with --checkpoint-every N); try a lower --lr".into(),
+            };
+            return Err(anyhow::Error::new(e).context(format!("no adapter written; {hint}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Observer { train_seconds, tokens, losses, .. } = observer;
 
-    let arch = GgufFile::open(&args.model)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
-    let slots = lora_layout(model.hparams(), &lora)?;
-    write_lora_gguf(&args.output, &arch, lora.alpha, &pairs_from_values(&slots, lora.rank, &values))
+    write_lora_gguf(&args.output, &arch, lora.alpha, &pairs_from_values(&slots, lora.rank, &state.params))
         .with_context(|| format!("writing {}", args.output.display()))?;
-    let metrics_path = metrics_path(&args.output);
-    let mut lines = Vec::new();
-    for m in &metrics {
-        writeln!(lines, "{m}")?;
-    }
-    gguftune::io::write_atomic(&metrics_path, &lines).with_context(|| format!("writing {}", metrics_path.display()))?;
+    let metrics_path = sibling(&args.output, "metrics.jsonl");
+    gguftune::io::write_atomic(&metrics_path, &metrics)
+        .with_context(|| format!("writing {}", metrics_path.display()))?;
 
     let (first, final_loss) = (losses.first().copied().unwrap_or(f32::NAN), losses.last().copied().unwrap_or(f32::NAN));
-    let tokens_per_second = stats.tokens as f64 * args.epochs as f64 / train_seconds.max(1e-9);
+    let tokens_per_second = tokens as f64 / train_seconds.max(1e-9);
+    let peak = peak_rss_bytes();
+    let (val_loss, val_ppl) = last_eval.as_ref().map_or((None, None), |e| (Some(e.loss), Some(e.perplexity)));
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "adapter": args.output, "metrics": metrics_path, "examples_used": stats.used,
+                "examples_train": train_idx.len(), "examples_validation": val_idx.len(),
                 "examples_truncated": stats.truncated, "examples_skipped": stats.skipped,
-                "tokens": stats.tokens, "target_tokens": stats.target_tokens, "steps": steps,
-                "first_loss": first, "final_loss": final_loss, "seconds": start.elapsed().as_secs_f64(),
-                "tokens_per_second": tokens_per_second,
+                "tokens": stats.tokens, "target_tokens": stats.target_tokens, "steps": state.steps,
+                "resumed_at_step": (resumed_at > 0).then_some(resumed_at),
+                "seq_len": cfg.shape.seq_len, "batch": cfg.shape.n_seq, "grad_accum": cfg.grad_accum,
+                "first_loss": first, "final_loss": final_loss, "val_loss": val_loss, "val_perplexity": val_ppl,
+                "seconds": start.elapsed().as_secs_f64(), "train_seconds": train_seconds,
+                "trained_tokens": tokens, "tokens_per_second": tokens_per_second, "peak_rss_bytes": peak,
             })
         );
     } else {
+        let val = match last_eval {
+            Some(e) => format!(", validation loss {:.4} (perplexity {:.2})", e.loss, e.perplexity),
+            None => String::new(),
+        };
         eprintln!(
-            "wrote {}: {} examples ({} truncated, {} skipped), {} tokens ({} trained), {steps} steps, loss {first:.4} -> {final_loss:.4}, {:.1} s, {tokens_per_second:.0} tok/s",
+            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s, peak memory {}",
             args.output.display(),
             stats.used,
+            train_idx.len(),
+            val_idx.len(),
             stats.truncated,
             stats.skipped,
             stats.tokens,
             stats.target_tokens,
+            state.steps,
             start.elapsed().as_secs_f64(),
+            peak.map_or_else(|| "unknown".into(), human_bytes),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `adapter.gguf` -> `adapter.metrics.jsonl`.
-fn metrics_path(adapter: &Path) -> PathBuf {
+/// Reports progress, writes metrics lines and checkpoints.
+struct Observer<'a> {
+    bar: &'a ProgressBar,
+    metrics: &'a mut Vec<u8>,
+    last: Instant,
+    train_seconds: f64,
+    tokens: usize,
+    losses: Vec<f32>,
+    checkpoints: PathBuf,
+    keep: usize,
+    last_checkpoint: Option<PathBuf>,
+    arch: &'a str,
+    lora: &'a LoraConfig,
+    slots: &'a [LoraSlot],
+    settings: &'a serde_json::Value,
+}
+
+impl TrainObserver for Observer<'_> {
+    fn step(&mut self, r: &StepReport) -> Result<ControlFlow<()>, TrainError> {
+        let seconds = self.last.elapsed().as_secs_f64();
+        self.train_seconds += seconds;
+        self.tokens += r.tokens;
+        self.losses.push(r.loss);
+        let tps = r.tokens as f64 / seconds.max(1e-9);
+        self.bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
+        self.bar.set_position(r.step);
+        let line = serde_json::json!({
+            "step": r.step, "epoch": r.epoch, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
+            "tokens": r.tokens, "tokens_per_second": tps,
+        });
+        writeln!(self.metrics, "{line}").map_err(|e| TrainError::Observer(e.into()))?;
+        self.last = Instant::now();
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn validation(&mut self, r: &EvalReport) -> Result<(), TrainError> {
+        let line = serde_json::json!({"step": self.bar.position(), "val_loss": r.loss, "val_perplexity": r.perplexity, "val_tokens": r.tokens});
+        writeln!(self.metrics, "{line}").map_err(|e| TrainError::Observer(e.into()))?;
+        self.bar.println(format!(
+            "step {}: validation loss {:.4}, perplexity {:.2}",
+            self.bar.position(),
+            r.loss,
+            r.perplexity
+        ));
+        self.last = Instant::now();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        let dir = write_checkpoint(
+            &self.checkpoints,
+            self.keep,
+            self.arch,
+            self.lora.alpha,
+            self.slots,
+            self.lora.rank,
+            state,
+            self.settings,
+            self.metrics,
+        )
+        .map_err(|e| TrainError::Observer(e.into()))?;
+        self.last_checkpoint = Some(dir);
+        self.last = Instant::now();
+        Ok(())
+    }
+}
+
+/// The settings a resumed run must share with the run that wrote the checkpoint: everything
+/// that changes which data goes into which step or what a step computes.
+fn settings_fingerprint(args: &Args, cfg: &TrainConfig, examples: &[Example], total_steps: u64) -> serde_json::Value {
+    // FNV-1a over every example's tokens and targets: a different dataset, tokenization or
+    // loss mask changes it.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: i64| {
+        for b in v.to_le_bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for ex in examples {
+        eat(ex.tokens.len() as i64);
+        ex.tokens.iter().for_each(|&t| eat(i64::from(t)));
+        ex.targets.iter().for_each(|t| eat(t.map_or(-1, i64::from)));
+    }
+    let model_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    serde_json::json!({
+        "model_bytes": model_bytes, "data": format!("{hash:016x}"), "examples": examples.len(),
+        "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": args.targets,
+        "seq_len": cfg.shape.seq_len, "batch": cfg.shape.n_seq, "grad_accum": cfg.grad_accum,
+        "epochs": cfg.epochs, "total_steps": total_steps, "lr": cfg.adamw.lr, "beta1": cfg.adamw.beta1,
+        "beta2": cfg.adamw.beta2, "weight_decay": cfg.adamw.weight_decay, "schedule": args.schedule.name(),
+        "warmup_steps": cfg.warmup_steps, "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed,
+        "val_split": args.val_split, "pack": args.pack,
+    })
+}
+
+/// `adapter.gguf` -> `adapter.<suffix>` in the same folder.
+fn sibling(adapter: &Path, suffix: &str) -> PathBuf {
     let stem = adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "adapter".into());
-    adapter.with_file_name(format!("{stem}.metrics.jsonl"))
+    adapter.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// `adapter.gguf` -> `adapter.checkpoints/`.
+fn checkpoint_root(adapter: &Path) -> PathBuf {
+    sibling(adapter, "checkpoints")
 }
 
 /// The model's own chat template (`tokenizer.chat_template`), with its BOS/EOS token texts.

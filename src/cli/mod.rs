@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Convert(convert::Args),
-    Finetune(finetune::Args),
+    Finetune(Box<finetune::Args>),
     Inspect(inspect::Args),
     Quantize(quantize::Args),
 }
@@ -38,7 +38,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
-        Command::Finetune(args) => finetune::run(args),
+        Command::Finetune(args) => finetune::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
     }
@@ -64,7 +64,8 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use gguftune::gguf::{GgufError, GgufWriteError};
     use gguftune::model::ModelError;
     use gguftune::quant::QuantizeError;
-    use gguftune::train::ExampleError;
+    use gguftune::train::checkpoint::CheckpointError;
+    use gguftune::train::{ExampleError, TrainError};
     let io = cause.is::<std::io::Error>()
         || matches!(cause.downcast_ref::<GgufFileError>(), Some(GgufFileError::Io { .. }))
         || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))
@@ -81,6 +82,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(
             cause.downcast_ref::<gguftune::Error>(),
             Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. }))
+        )
+        || matches!(
+            cause.downcast_ref::<CheckpointError>(),
+            Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
         );
     if io {
         return Some(4);
@@ -89,7 +94,11 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Ggml(_)))
         || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Ggml(_)))
         || matches!(cause.downcast_ref::<ModelError>(), Some(ModelError::Ggml(_)))
-        || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::Ggml(_)));
+        || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::Ggml(_)))
+        || matches!(
+            cause.downcast_ref::<TrainError>(),
+            Some(TrainError::Ggml(_) | TrainError::Model(ModelError::Ggml(_)) | TrainError::Diverged { .. })
+        );
     if ggml {
         return None;
     }
@@ -101,6 +110,8 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<DataError>()
         || cause.is::<ExampleError>()
         || cause.is::<ModelError>()
+        || cause.is::<CheckpointError>()
+        || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
         || cause.is::<gguftune::Error>();
     bad_input.then_some(3)
 }

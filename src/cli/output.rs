@@ -88,6 +88,15 @@ pub fn print_conversion_summary(
     }
 }
 
+/// The peak resident memory of this process so far (`VmHWM` in /proc/self/status, what
+/// `/usr/bin/time` reports as maximum resident set size), where the system reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

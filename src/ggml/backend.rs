@@ -243,6 +243,14 @@ impl Allocator {
     }
 }
 
+impl Allocator {
+    /// Bytes of the allocator's buffer (the largest graph it has allocated so far).
+    pub fn buffer_size(&self) -> usize {
+        // SAFETY: live allocator; buffer 0 is its only one (one buffer type).
+        unsafe { sys::ggml_gallocr_get_buffer_size(self.ptr.as_ptr(), 0) }
+    }
+}
+
 impl Drop for Allocator {
     fn drop(&mut self) {
         // SAFETY: created by ggml_gallocr_new, freed exactly once.
@@ -271,6 +279,27 @@ impl Allocated<'_, '_> {
     /// The data of the F32 tensor `t`.
     pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>, Error> {
         get_f32(t)
+    }
+
+    /// Sets every byte of tensor `t` to zero.
+    pub fn fill_zero(&self, t: Tensor<'_>) -> Result<(), Error> {
+        if !t.has_data() {
+            return Err(Error::TensorData { what: "clearing a tensor without memory" });
+        }
+        // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
+        unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
+        Ok(())
+    }
+
+    /// Sets element `index` (counted over the whole tensor) of the contiguous F32 tensor `t`.
+    pub fn set_f32_at(&self, t: Tensor<'_>, index: usize, value: f32) -> Result<(), Error> {
+        let in_range = index.checked_mul(4).and_then(|o| o.checked_add(4)).is_some_and(|end| end <= t.nbytes());
+        if !t.has_data() || t.ty() != Some(crate::gguf::GgmlType::F32) || !in_range || !t.is_contiguous() {
+            return Err(Error::TensorData { what: "writing an element outside an f32 tensor, or one without memory" });
+        }
+        // SAFETY: the tensor has memory, and [4 index, 4 index + 4) lies inside it (checked).
+        unsafe { sys::ggml_backend_tensor_set(t.raw(), (&value as *const f32).cast(), index * 4, 4) };
+        Ok(())
     }
 }
 
@@ -320,6 +349,12 @@ impl<'ctx> ParamBuffer<'ctx> {
     /// The data of the f32 tensor `t` of this buffer's context.
     pub fn get_f32(&self, t: Tensor<'ctx>) -> Result<Vec<f32>, Error> {
         get_f32(t)
+    }
+
+    /// Bytes of the buffer.
+    pub fn size(&self) -> usize {
+        // SAFETY: live buffer.
+        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
     }
 }
 

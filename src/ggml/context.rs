@@ -190,6 +190,54 @@ impl Context {
         self.wrap("sum", unsafe { sys::ggml_sum(self.raw(), a.raw()) })
     }
 
+    /// `ggml_sqr(a)`, element-wise.
+    pub fn sqr<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("sqr")?;
+        // SAFETY: live context and tensor.
+        self.wrap("sqr", unsafe { sys::ggml_sqr(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_cross_entropy_loss(logits, labels)`: `-Σ labels · log_softmax(logits) / rows`, a
+    /// scalar. Both f32 and of the same shape (ggml's asserts).
+    pub fn cross_entropy_loss<'c>(&'c self, logits: Tensor<'c>, labels: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        let (x, y) = (logits.ne(), labels.ne());
+        if x != y || logits.ty() != Some(GgmlType::F32) || labels.ty() != Some(GgmlType::F32) {
+            return Err(Error::ShapeMismatch { op: "cross_entropy_loss", a: x, b: y });
+        }
+        self.room("cross_entropy_loss")?;
+        // SAFETY: live context and tensors; same shape and f32 (the asserts) checked above.
+        self.wrap("cross_entropy_loss", unsafe { sys::ggml_cross_entropy_loss(self.raw(), logits.raw(), labels.raw()) })
+    }
+
+    /// `ggml_opt_step_adamw(param, grad, m, v, hparams)`: one AdamW step applied in place to the
+    /// trainable `param` and its moments `m`, `v` (all the same shape), with `hparams` the 7 f32
+    /// values `[lr, beta1, beta2, eps, weight_decay, 1/(1-beta1^t), 1/(1-beta2^t)]`.
+    pub fn opt_step_adamw<'c>(
+        &'c self,
+        param: Tensor<'c>,
+        grad: Tensor<'c>,
+        m: Tensor<'c>,
+        v: Tensor<'c>,
+        hparams: Tensor<'c>,
+    ) -> Result<Tensor<'c>, Error> {
+        let ne = param.ne();
+        if param.flags() & sys::GGML_TENSOR_FLAG_PARAM as i32 == 0 {
+            return Err(Error::NotAParam { op: "opt_step_adamw" });
+        }
+        if [grad, m, v].iter().any(|t| t.ne() != ne) {
+            return Err(Error::ShapeMismatch { op: "opt_step_adamw", a: ne, b: grad.ne() });
+        }
+        if hparams.ty() != Some(GgmlType::F32) || hparams.n_elements() != 7 {
+            return Err(Error::BadShape { op: "opt_step_adamw", ne: hparams.ne().iter().map(|&d| d as u64).collect() });
+        }
+        self.room("opt_step_adamw")?;
+        // SAFETY: live context and tensors; the asserts (a param, same shapes, 7 f32 hparams)
+        // checked above.
+        self.wrap("opt_step_adamw", unsafe {
+            sys::ggml_opt_step_adamw(self.raw(), param.raw(), grad.raw(), m.raw(), v.raw(), hparams.raw())
+        })
+    }
+
     /// `ggml_reshape_2d` / `_3d` / `_4d` by the length of `ne`; `a` must be contiguous and keep its
     /// element count.
     pub fn reshape<'c>(&'c self, a: Tensor<'c>, ne: &[i64]) -> Result<Tensor<'c>, Error> {
@@ -334,7 +382,7 @@ impl<'ctx> Tensor<'ctx> {
         unsafe { sys::ggml_nbytes(self.raw()) }
     }
 
-    fn is_contiguous(&self) -> bool {
+    pub(super) fn is_contiguous(&self) -> bool {
         // SAFETY: live tensor.
         unsafe { sys::ggml_is_contiguous(self.raw()) }
     }

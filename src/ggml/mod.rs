@@ -73,6 +73,8 @@ pub enum Error {
     BadPermutation { axes: [i32; 4] },
     #[error("set_param: only leaf tensors can be trained")]
     NotALeaf,
+    #[error("{op}: the tensor is not a trainable parameter")]
+    NotAParam { op: &'static str },
     #[error("set_loss: the loss must be a scalar f32, found ne {ne:?}")]
     BadLoss { ne: [i64; 4] },
     #[error("op '{op}' has no backward pass in ggml; a graph using it cannot be trained")]

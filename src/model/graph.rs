@@ -6,6 +6,7 @@ use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor
 use crate::gguf::{GgmlType, Gguf};
 use crate::names::{TensorKind, TensorName};
 
+use super::batch::Batch;
 use super::lora::LoraParams;
 use super::{Arch, HParams, ModelError};
 
@@ -98,36 +99,91 @@ impl<'c> Weights<'c> {
     }
 }
 
-/// The graph's inputs: token ids, positions and the causal mask.
+/// The graph's inputs for a [`Batch`] of `n_seq` rows of `seq_len` positions: token ids,
+/// positions and the attention mask.
 #[derive(Clone, Copy, Debug)]
 pub struct Inputs<'c> {
     pub tokens: Tensor<'c>,
     pub positions: Tensor<'c>,
     pub mask: Tensor<'c>,
-    n: u64,
+    seq_len: u64,
+    n_seq: u64,
 }
 
 impl<'c> Inputs<'c> {
-    /// Inputs for one sequence of `n` tokens.
-    pub fn new(ctx: &'c Context, n: u64) -> Result<Inputs<'c>, ModelError> {
+    /// Inputs for batches of `n_seq` rows of `seq_len` tokens.
+    pub fn new(ctx: &'c Context, seq_len: u64, n_seq: u64) -> Result<Inputs<'c>, ModelError> {
+        let n = seq_len * n_seq;
         Ok(Inputs {
             tokens: ctx.new_tensor(GgmlType::I32, &[n])?.set_name("inp_tokens").set_input(),
             positions: ctx.new_tensor(GgmlType::I32, &[n])?.set_name("inp_pos").set_input(),
-            mask: ctx.new_tensor(GgmlType::F32, &[n, n])?.set_name("kq_mask").set_input(),
-            n,
+            mask: ctx.new_tensor(GgmlType::F32, &[seq_len, seq_len, 1, n_seq])?.set_name("kq_mask").set_input(),
+            seq_len,
+            n_seq,
         })
     }
 
-    /// Fills the inputs for `tokens` (positions 0.., causal mask).
-    pub fn set(&self, graph: &Allocated<'_, '_>, tokens: &[i32]) -> Result<(), ModelError> {
-        let n = self.n as usize;
-        graph.set_i32(self.tokens, tokens)?;
-        let positions: Vec<i32> = (0..n as i32).collect();
-        graph.set_i32(self.positions, &positions)?;
-        // Row i (query) may see keys 0..=i.
-        let mask: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 0.0 } else { f32::NEG_INFINITY }).collect();
-        graph.set_f32(self.mask, &mask)?;
+    /// Fills the inputs from `batch`, which must have this shape.
+    pub fn set(&self, graph: &Allocated<'_, '_>, batch: &Batch) -> Result<(), ModelError> {
+        if (batch.seq_len() as u64, batch.n_seq() as u64) != (self.seq_len, self.n_seq) {
+            return Err(ModelError::Inconsistent {
+                what: format!(
+                    "a batch of {} x {} tokens for a graph of {} x {}",
+                    batch.n_seq(),
+                    batch.seq_len(),
+                    self.n_seq,
+                    self.seq_len
+                ),
+            });
+        }
+        graph.set_i32(self.tokens, &batch.tokens)?;
+        graph.set_i32(self.positions, &batch.positions)?;
+        graph.set_f32(self.mask, &batch.mask())?;
         Ok(())
+    }
+}
+
+/// The inputs of the masked loss: one-hot labels of the target tokens, a 0/1 mask of the
+/// positions with loss, and the factor that turns ggml's mean over all positions into the mean
+/// over the positions with loss.
+#[derive(Clone, Copy, Debug)]
+pub struct LossInputs<'c> {
+    labels: Tensor<'c>,
+    position_mask: Tensor<'c>,
+    scale: Tensor<'c>,
+    n_vocab: u64,
+}
+
+impl<'c> LossInputs<'c> {
+    /// Loss inputs for `n` positions over a vocabulary of `n_vocab`.
+    pub fn new(ctx: &'c Context, n_vocab: u64, n: u64) -> Result<LossInputs<'c>, ModelError> {
+        Ok(LossInputs {
+            labels: ctx.new_tensor(GgmlType::F32, &[n_vocab, n])?.set_name("labels").set_input(),
+            position_mask: ctx.new_tensor(GgmlType::F32, &[1, n])?.set_name("loss_positions").set_input(),
+            scale: ctx.new_tensor(GgmlType::F32, &[1])?.set_name("loss_scale").set_input(),
+            n_vocab,
+        })
+    }
+
+    /// Fills the inputs from `batch`'s targets; returns how many positions carry loss.
+    pub fn set(&self, graph: &Allocated<'_, '_>, batch: &Batch) -> Result<usize, ModelError> {
+        let vocab = usize::try_from(self.n_vocab).unwrap_or(usize::MAX);
+        graph.fill_zero(self.labels)?;
+        let mut mask = vec![0f32; batch.targets.len()];
+        for (i, target) in batch.targets.iter().enumerate() {
+            if let Some(t) = *target {
+                let t = usize::try_from(t)
+                    .ok()
+                    .filter(|&t| t < vocab)
+                    .ok_or(ModelError::TokenOutOfRange { token: t, n_vocab: self.n_vocab })?;
+                graph.set_f32_at(self.labels, i * vocab + t, 1.0)?;
+                mask[i] = 1.0;
+            }
+        }
+        graph.set_f32(self.position_mask, &mask)?;
+        let n_targets = batch.n_targets();
+        graph.set_f32(self.scale, &[mask.len() as f32 / n_targets.max(1) as f32])?;
+        Ok(n_targets)
     }
 }
 
@@ -153,15 +209,17 @@ fn lora_mm<'c>(
     })
 }
 
-/// Builds the logits `[n_vocab, n_tokens]` of the forward pass, with `lora` applied if given.
-pub fn forward<'c>(
+/// The final hidden state `[n_embd, n_tokens]` (after the output norm) of the forward pass,
+/// with `lora` applied if given.
+fn hidden<'c>(
     ctx: &'c Context,
     h: &HParams,
     w: &Weights<'c>,
     inp: &Inputs<'c>,
     lora: Option<&LoraParams<'c>>,
 ) -> Result<Tensor<'c>, ModelError> {
-    let n = inp.n as i64;
+    let (len, n_seq) = (inp.seq_len as i64, inp.n_seq as i64);
+    let n = len * n_seq;
     let (hd, n_head, n_head_kv) = (h.head_dim as i64, h.n_head as i64, h.n_head_kv as i64);
     let rope = RopeParams {
         n_dims: h.rope_dims as i32,
@@ -177,36 +235,63 @@ pub fn forward<'c>(
     let mut x = ctx.get_rows(w.token_embd, inp.tokens)?;
     for (il, l) in (0u32..).zip(&w.layers) {
         let mm = |kind, w, b, x| lora_mm(ctx, lora, il, kind, w, b, x);
+        // Attention runs on 3-d tensors with the heads of every row side by side
+        // ([.., heads · n_seq]): ggml's backward of a broadcasting mul_mat (grouped-query
+        // attention) needs ne3 = 1. Query head h of row s then reads key head
+        // (h + n_head·s) / group = h / group + n_head_kv·s: its own row's key head h / group.
+        // [head_dim, heads, seq_len · n_seq] -> [head_dim, seq_len, heads · n_seq]
+        let heads = |t: Tensor<'c>, n_heads: i64| -> Result<Tensor<'c>, ModelError> {
+            let t = ctx.rope_ext(ctx.reshape(t, &[hd, n_heads, n])?, inp.positions, rope)?;
+            let t = ctx.cont(ctx.permute(ctx.reshape(t, &[hd, n_heads, len, n_seq])?, [0, 2, 1, 3])?)?;
+            Ok(ctx.reshape(t, &[hd, len, n_heads * n_seq])?)
+        };
         let cur = ctx.mul(ctx.rms_norm(x, h.rms_eps)?, l.attn_norm)?;
-        let q = ctx.reshape(mm(TensorKind::AttnQ, l.wq, l.bq, cur)?, &[hd, n_head, n])?;
-        let k = ctx.reshape(mm(TensorKind::AttnK, l.wk, l.bk, cur)?, &[hd, n_head_kv, n])?;
-        let v = ctx.reshape(mm(TensorKind::AttnV, l.wv, l.bv, cur)?, &[hd, n_head_kv, n])?;
-        let q = ctx.permute(ctx.rope_ext(q, inp.positions, rope)?, [0, 2, 1, 3])?;
-        let k = ctx.permute(ctx.rope_ext(k, inp.positions, rope)?, [0, 2, 1, 3])?;
-        // [n_kv, n_q, n_head]: each query head reads key head (head / (n_head / n_head_kv)).
-        let kq = ctx.soft_max_ext(ctx.mul_mat(k, q)?, Some(inp.mask), kq_scale)?;
-        let v = ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?;
-        let kqv = ctx.permute(ctx.mul_mat(v, kq)?, [0, 2, 1, 3])?;
-        let attn = ctx.reshape(ctx.cont(kqv)?, &[hd * n_head, n])?;
+        let q = heads(mm(TensorKind::AttnQ, l.wq, l.bq, cur)?, n_head)?;
+        let k = heads(mm(TensorKind::AttnK, l.wk, l.bk, cur)?, n_head_kv)?;
+        let v = ctx.reshape(mm(TensorKind::AttnV, l.wv, l.bv, cur)?, &[hd, n_head_kv, len, n_seq])?;
+        // [keys, queries, heads · n_seq], masked per row as [keys, queries, heads, n_seq].
+        let kq = ctx.reshape(ctx.mul_mat(k, q)?, &[len, len, n_head, n_seq])?;
+        let kq = ctx.reshape(ctx.soft_max_ext(kq, Some(inp.mask), kq_scale)?, &[len, len, n_head * n_seq])?;
+        // [keys, head_dim, kv heads · n_seq]
+        let v = ctx.reshape(ctx.cont(ctx.permute(v, [1, 2, 0, 3])?)?, &[len, hd, n_head_kv * n_seq])?;
+        // [head_dim, queries, heads, n_seq] -> [head_dim, heads, queries, n_seq]
+        let kqv = ctx.reshape(ctx.mul_mat(v, kq)?, &[hd, len, n_head, n_seq])?;
+        let attn = ctx.reshape(ctx.cont(ctx.permute(kqv, [0, 2, 1, 3])?)?, &[hd * n_head, n])?;
         let ffn_in = ctx.add(mm(TensorKind::AttnOutput, l.wo, None, attn)?, x)?;
         let cur = ctx.mul(ctx.rms_norm(ffn_in, h.rms_eps)?, l.ffn_norm)?;
         let gate = ctx.silu(mm(TensorKind::FfnGate, l.ffn_gate, None, cur)?)?;
         let up = mm(TensorKind::FfnUp, l.ffn_up, None, cur)?;
         x = ctx.add(mm(TensorKind::FfnDown, l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?;
     }
-    let cur = ctx.mul(ctx.rms_norm(x, h.rms_eps)?, w.output_norm)?;
+    Ok(ctx.mul(ctx.rms_norm(x, h.rms_eps)?, w.output_norm)?)
+}
+
+/// Builds the logits `[n_vocab, n_tokens]` of the forward pass, with `lora` applied if given.
+pub fn forward<'c>(
+    ctx: &'c Context,
+    h: &HParams,
+    w: &Weights<'c>,
+    inp: &Inputs<'c>,
+    lora: Option<&LoraParams<'c>>,
+) -> Result<Tensor<'c>, ModelError> {
+    let cur = hidden(ctx, h, w, inp, lora)?;
     Ok(ctx.mul_mat(w.output, cur)?.set_name("result_output").set_output())
 }
 
-/// Cross-entropy over the trainable positions only: `-Σ log softmax(logits) · weights`, where
-/// `weights` (`[n_vocab, n_tokens]`, an input) holds `1 / n_targets` at each trainable position's
-/// target token and 0 elsewhere, so prompt positions contribute neither loss nor gradient.
-pub fn masked_cross_entropy<'c>(
+/// The mean cross-entropy over the positions with loss (a scalar marked as the graph's loss).
+/// The hidden state of every other position is zeroed before the output projection, so those
+/// positions add neither loss nor gradient.
+pub fn masked_loss<'c>(
     ctx: &'c Context,
-    logits: Tensor<'c>,
-    weights: Tensor<'c>,
+    h: &HParams,
+    w: &Weights<'c>,
+    inp: &Inputs<'c>,
+    loss_inputs: &LossInputs<'c>,
+    lora: Option<&LoraParams<'c>>,
 ) -> Result<Tensor<'c>, ModelError> {
-    let log_probs = ctx.log(ctx.soft_max(logits)?)?;
-    let loss = ctx.scale(ctx.sum(ctx.mul(log_probs, weights)?)?, -1.0)?;
+    let cur = ctx.mul(hidden(ctx, h, w, inp, lora)?, loss_inputs.position_mask)?;
+    let logits = ctx.mul_mat(w.output, cur)?;
+    let mean_over_all = ctx.cross_entropy_loss(logits, loss_inputs.labels)?;
+    let loss = ctx.mul(mean_over_all, loss_inputs.scale)?;
     Ok(loss.set_name("loss").set_output().set_loss()?)
 }

@@ -2,13 +2,15 @@
 //! to the memory-mapped file, and the forward graph built from ggml ops (the graph training will
 //! differentiate, so it uses only ops with a backward pass: no flash attention).
 
+mod batch;
 mod graph;
 mod hparams;
 mod lora;
 
 use std::path::Path;
 
-pub use graph::Weights;
+pub use batch::{Batch, BatchOverflow};
+pub use graph::{masked_loss, Inputs, LossInputs, Weights};
 pub use hparams::{Arch, HParams};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 
@@ -88,20 +90,21 @@ impl Model {
         let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
         let buffer = MappedBuffer::new(rt, self.file.bytes())?;
         let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
-        let inputs = graph::Inputs::new(&ctx, tokens.len() as u64)?;
+        let inputs = Inputs::new(&ctx, tokens.len() as u64, 1)?;
         let logits = graph::forward(&ctx, h, &weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
         let mut graph = Graph::new(&ctx, graph_size)?;
         graph.build_forward_expand(logits)?;
         let mut allocator = Allocator::new(&backend)?;
         let allocated = allocator.alloc_graph(&graph)?;
-        inputs.set(&allocated, tokens)?;
+        inputs.set(&allocated, &Batch::single(tokens, &vec![None; tokens.len()]))?;
         backend.compute(&allocated)?;
         let flat = allocated.get_f32(logits)?;
         let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
     }
 
-    fn check_tokens(&self, tokens: &[i32]) -> Result<(), ModelError> {
+    /// Checks that every token is inside the vocabulary.
+    pub(crate) fn check_tokens(&self, tokens: &[i32]) -> Result<(), ModelError> {
         let n_vocab = self.hparams.n_vocab;
         match tokens.iter().find(|&&t| t < 0 || t as u64 >= n_vocab) {
             Some(&bad) => Err(ModelError::TokenOutOfRange { token: bad, n_vocab }),
@@ -110,7 +113,7 @@ impl Model {
     }
 
     /// Nodes a forward and backward graph of this model needs, with room to spare.
-    fn graph_size(&self) -> usize {
+    pub(crate) fn graph_size(&self) -> usize {
         1024 + 512 * usize::try_from(self.hparams.n_layer).unwrap_or(usize::MAX / 1024)
     }
 
@@ -119,23 +122,15 @@ impl Model {
         4 * cfg.map_or(0, |c| c.targets.len()) * n_layer + 8
     }
 
-    /// The masked cross-entropy loss of `tokens` with a LoRA adapter, and its gradient for every
-    /// LoRA tensor, computed by ggml's backward pass. `values` holds the data of each pair's `A`
-    /// and `B` (in [`LoraParams::pairs`] order, `A` then `B`), `targets[i]` the token position `i`
-    /// must predict, or `None` where no loss is taken.
-    pub fn lora_loss_and_grads(
-        &self,
-        cfg: &LoraConfig,
-        values: &[Vec<f32>],
-        tokens: &[i32],
-        targets: &[Option<i32>],
-        threads: usize,
-    ) -> Result<(f32, Vec<Vec<f32>>), ModelError> {
-        let rt = Runtime::get();
-        let h = &self.hparams;
-        self.check_tokens(tokens)?;
+    /// The mapped GGUF file.
+    pub(crate) fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Refuses weights ggml cannot train through: its CPU backward through a frozen weight
+    /// (`out_prod`) has no BF16 kernel and would abort.
+    pub(crate) fn check_trainable(&self) -> Result<(), ModelError> {
         let gguf = self.file.gguf()?;
-        // ggml's CPU backward through a frozen weight (out_prod) has no BF16 kernel and aborts.
         if let Some(t) = gguf.tensors.iter().find(|t| t.ty == GgmlType::BF16 && t.ne.len() >= 2) {
             return Err(ModelError::Unsupported {
                 what: format!(
@@ -144,47 +139,7 @@ impl Model {
                 ),
             });
         }
-        let graph_size = self.graph_size();
-        let backend = Backend::cpu(rt, threads)?;
-        let param_ctx = Context::new(rt, self.max_lora_tensors(Some(cfg)), 0)?;
-        let (lora, params) = bind_lora(&param_ctx, &backend, h, cfg, values)?;
-        let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
-        let buffer = MappedBuffer::new(rt, self.file.bytes())?;
-        let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
-        let n = tokens.len() as u64;
-        let inputs = graph::Inputs::new(&ctx, n)?;
-        let target_weights = ctx.new_tensor(GgmlType::F32, &[h.n_vocab, n])?.set_name("target_weights").set_input();
-        let logits = graph::forward(&ctx, h, &weights, &inputs, Some(&lora))?;
-        let loss = graph::masked_cross_entropy(&ctx, logits, target_weights)?;
-        let mut graph = Graph::with_grads(&ctx, graph_size)?;
-        graph.build_forward_expand(loss)?;
-        graph.build_backward_expand(&ctx, &lora.grad_accs())?;
-        let mut allocator = Allocator::new(&backend)?;
-        let allocated = allocator.alloc_graph(&graph)?;
-        inputs.set(&allocated, tokens)?;
-        let n_targets = targets.iter().flatten().count().max(1) as f32;
-        let vocab = usize::try_from(h.n_vocab).unwrap_or(0);
-        let mut tw = vec![0f32; vocab * tokens.len()];
-        for (i, t) in targets.iter().enumerate() {
-            if let Some(t) = t {
-                let t = usize::try_from(*t)
-                    .ok()
-                    .filter(|&t| t < vocab)
-                    .ok_or(ModelError::TokenOutOfRange { token: *t, n_vocab: h.n_vocab })?;
-                tw[i * vocab + t] = 1.0 / n_targets;
-            }
-        }
-        allocated.set_f32(target_weights, &tw)?;
-        allocated.reset_grads();
-        backend.compute(&allocated)?;
-        let loss_value = allocated.get_f32(loss)?.first().copied().unwrap_or(f32::NAN);
-        let grads = lora
-            .pairs
-            .iter()
-            .flat_map(|p| [p.grad_a, p.grad_b])
-            .map(|g| params.get_f32(g))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((loss_value, grads))
+        Ok(())
     }
 }
 

@@ -1,16 +1,26 @@
-//! LoRA training: initialisation, AdamW, and the loop over examples.
+//! LoRA training: initialisation, the order of the data, and the loop of optimizer steps.
 //!
-//! This first loop rebuilds the ggml graph for each example and applies AdamW on the host; the
-//! gradients come from ggml's backward pass (`Model::lora_loss_and_grads`). A static graph with
-//! ggml's own optimizer step replaces both for speed without changing the results.
+//! The ggml side ([`session`]) is built once for a fixed micro-batch shape: the forward graph,
+//! its backward pass, and AdamW as ggml ops on the device. This module decides what goes into
+//! each micro-batch (sequences of one or several packed examples, shuffled per epoch from the
+//! seed), schedules the learning rate, clips gradients, validates and reports. Everything is a
+//! function of the configuration and the optimizer state, so a run resumed from a checkpoint
+//! continues exactly as the uninterrupted run.
 
+mod batches;
+pub mod checkpoint;
 mod examples;
 mod schedule;
+mod session;
 
-use crate::model::{lora_layout, LoraConfig, Model, ModelError};
+use std::ops::ControlFlow;
 
+use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
+
+pub use batches::{pack_examples, split_validation, Sequence};
 pub use examples::{build_examples, ExampleError, ExampleStats};
-pub use schedule::{clip_grad_norm, Schedule};
+pub use schedule::Schedule;
+pub use session::{with_session, BatchShape, OptimizerState, Session};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).
@@ -30,6 +40,22 @@ impl Example {
     }
 }
 
+/// Why training stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Ggml(#[from] crate::ggml::Error),
+    #[error("training diverged at step {step}: the {what} is {value}")]
+    Diverged { step: u64, what: &'static str, value: f32 },
+    #[error("no training data: {what}")]
+    NoData { what: String },
+    #[error(transparent)]
+    Observer(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// AdamW hyper-parameters (PyTorch's defaults except the learning rate).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -46,123 +72,248 @@ impl Default for AdamWConfig {
     }
 }
 
-/// AdamW state: first and second moments per parameter, and the step count.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdamW {
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    t: u32,
-}
+/// A deterministic stream of pseudo-random numbers (splitmix64): the same seed gives the same
+/// adapter initialisation and data order on every machine.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
 
-impl AdamW {
-    /// Zero state for parameters shaped like `params`.
-    pub fn new(params: &[Vec<f32>]) -> AdamW {
-        let zeros = || params.iter().map(|p| vec![0.0; p.len()]).collect();
-        AdamW { m: zeros(), v: zeros(), t: 0 }
+impl SplitMix64 {
+    /// A stream from `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
     }
 
-    /// One AdamW step (decoupled weight decay, bias-corrected moments) with learning rate `lr`.
-    pub fn step(&mut self, cfg: &AdamWConfig, lr: f32, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
-        self.t += 1;
-        let bc1 = 1.0 - cfg.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - cfg.beta2.powi(self.t as i32);
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            for i in 0..p.len() {
-                m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g[i];
-                v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g[i] * g[i];
-                let update = (m[i] / bc1) / ((v[i] / bc2).sqrt() + cfg.eps);
-                p[i] -= lr * (update + cfg.weight_decay * p[i]);
-            }
-        }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-bound, bound)`.
+    pub fn uniform(&mut self, bound: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        (unit * 2.0 - 1.0) * bound
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 }
 
 /// PEFT's initialisation: `A` uniform in ±1/sqrt(n_in) (kaiming-uniform with a = sqrt(5)), `B`
 /// zero, so training starts from the base model's behaviour. Deterministic in `seed`.
 pub fn init_lora(model: &Model, cfg: &LoraConfig, seed: u64) -> Result<Vec<Vec<f32>>, ModelError> {
-    let mut state = seed;
-    let mut uniform = move |bound: f32| {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
-        (unit * 2.0 - 1.0) * bound
-    };
+    let mut rng = SplitMix64::new(seed);
     let mut values = Vec::new();
     for slot in lora_layout(model.hparams(), cfg)? {
         let bound = 1.0 / (slot.n_in as f32).sqrt();
-        values.push((0..slot.n_in * cfg.rank).map(|_| uniform(bound)).collect());
+        values.push((0..slot.n_in * cfg.rank).map(|_| rng.uniform(bound)).collect());
         values.push(vec![0.0; (cfg.rank * slot.n_out) as usize]);
     }
     Ok(values)
 }
 
+/// What to train and how (resolved: every count is final).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub lora: LoraConfig,
+    pub adamw: AdamWConfig,
+    /// Every micro-batch: `n_seq` sequences of `seq_len` tokens.
+    pub shape: BatchShape,
+    /// Micro-batches per optimizer step (gradients averaged over them).
+    pub grad_accum: usize,
+    /// Passes over the training sequences.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (before the epochs are done).
+    pub max_steps: Option<u64>,
+    /// Learning-rate schedule after warmup.
+    pub schedule: Schedule,
+    /// Warmup steps (linear increase to `adamw.lr`).
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
+    /// Seed of the data order (each epoch shuffles the training sequences).
+    pub seed: u64,
+    /// Validate every this many steps (also at the end); `None`: at the end of every epoch.
+    pub eval_every: Option<u64>,
+    /// Save a checkpoint every this many steps.
+    pub checkpoint_every: Option<u64>,
+    /// CPU threads.
+    pub threads: usize,
+}
+
+impl TrainConfig {
+    /// Optimizer steps per epoch over `n_sequences` training sequences.
+    pub fn steps_per_epoch(&self, n_sequences: usize) -> u64 {
+        n_sequences.div_ceil((self.shape.n_seq * self.grad_accum).max(1)) as u64
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, n_sequences: usize) -> u64 {
+        let all = self.steps_per_epoch(n_sequences) * self.epochs as u64;
+        self.max_steps.map_or(all, |m| m.min(all))
+    }
+}
+
+/// The examples to train on and to validate with, grouped into sequences of at most
+/// `shape.seq_len` tokens.
+#[derive(Clone, Debug)]
+pub struct TrainData<'a> {
+    pub examples: &'a [Example],
+    pub train: Vec<Sequence>,
+    pub validation: Vec<Sequence>,
+}
+
 /// What one optimizer step saw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
-    pub step: usize,
-    /// Mean loss over the step's examples.
+    /// Steps done, this one included (1-based).
+    pub step: u64,
+    pub total_steps: u64,
+    /// 0-based epoch of this step.
+    pub epoch: u64,
+    /// Mean loss of the step's micro-batches (each the mean over its positions with loss).
     pub loss: f32,
     /// Learning rate used.
     pub lr: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
+    /// Tokens of examples (not padding) in the step.
+    pub tokens: usize,
 }
 
-/// What to train and how.
+/// A validation pass.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TrainConfig {
-    pub lora: LoraConfig,
-    pub adamw: AdamWConfig,
-    /// Optimizer steps.
-    pub steps: usize,
-    /// Examples per step (gradients averaged over them).
-    pub batch: usize,
-    /// Learning-rate schedule after warmup.
-    pub schedule: Schedule,
-    /// Warmup steps (linear increase to `adamw.lr`).
-    pub warmup_steps: usize,
-    /// Clip the global gradient norm to this (0: no clipping).
-    pub max_grad_norm: f32,
-    /// CPU threads.
-    pub threads: usize,
+pub struct EvalReport {
+    /// Steps done when it ran.
+    pub step: u64,
+    /// Mean loss over every position with loss in the validation set.
+    pub loss: f32,
+    /// `exp(loss)`.
+    pub perplexity: f32,
+    /// Positions with loss.
+    pub tokens: usize,
 }
 
-/// Trains `values` (from [`init_lora`]) for `cfg.steps` optimizer steps, each over a batch of
-/// `cfg.batch` examples taken in order (cycling), gradients averaged over the batch. Calls
-/// `on_step` after every step.
-pub fn train_lora(
+/// Receives progress; each call may stop the run (`ControlFlow::Break`) or fail it.
+pub trait TrainObserver {
+    /// After every optimizer step.
+    fn step(&mut self, report: &StepReport) -> Result<ControlFlow<()>, TrainError>;
+    /// After every validation pass.
+    fn validation(&mut self, report: &EvalReport) -> Result<(), TrainError>;
+    /// When a checkpoint is due: `state` holds the state after `state.steps` steps.
+    fn checkpoint(&mut self, state: &OptimizerState) -> Result<(), TrainError>;
+}
+
+/// Trains from `state` (a fresh [`OptimizerState::new`] or one read from a checkpoint) until the
+/// configured number of steps, leaving the final state in `state`. Returns the last validation.
+pub fn train(
     model: &Model,
     cfg: &TrainConfig,
-    values: &mut [Vec<f32>],
-    examples: &[Example],
-    on_step: &mut dyn FnMut(&StepReport),
-) -> Result<(), ModelError> {
-    let (adamw, batch, threads) = (&cfg.adamw, cfg.batch, cfg.threads);
-    if examples.is_empty() {
-        return Err(ModelError::Inconsistent { what: "no training examples".into() });
+    data: &TrainData<'_>,
+    state: &mut OptimizerState,
+    observer: &mut dyn TrainObserver,
+) -> Result<Option<EvalReport>, TrainError> {
+    if data.train.is_empty() {
+        return Err(TrainError::NoData { what: "no training sequences".into() });
     }
-    let mut opt = AdamW::new(values);
-    let mut next = 0;
-    for step in 0..cfg.steps {
-        let mut grads: Vec<Vec<f32>> = values.iter().map(|v| vec![0.0; v.len()]).collect();
-        let mut loss_sum = 0.0;
-        for _ in 0..batch.max(1) {
-            let ex = &examples[next % examples.len()];
-            next += 1;
-            let (loss, g) = model.lora_loss_and_grads(&cfg.lora, values, &ex.tokens, &ex.targets, threads)?;
-            loss_sum += loss;
-            for (acc, g) in grads.iter_mut().zip(g) {
-                acc.iter_mut().zip(g).for_each(|(a, g)| *a += g / batch.max(1) as f32);
+    let per_epoch = cfg.steps_per_epoch(data.train.len());
+    let total = cfg.total_steps(data.train.len());
+    let per_step = cfg.shape.n_seq * cfg.grad_accum.max(1);
+    with_session(model, &cfg.lora, cfg.shape, cfg.threads, |session| {
+        session.set_state(state)?;
+        let mut last_eval = None;
+        let mut order: Option<(u64, Vec<usize>)> = None;
+        while state.steps < total {
+            let step = state.steps;
+            let epoch = step / per_epoch;
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                order = Some((epoch, batches::epoch_order(data.train.len(), cfg.seed, epoch)));
+            }
+            let Some((_, seq_order)) = order.as_ref() else { break };
+            let first = ((step % per_epoch) as usize) * per_step;
+            let chosen = &seq_order[first..(first + per_step).min(seq_order.len())];
+            let (mut loss_sum, mut micro, mut tokens) = (0.0f32, 0usize, 0usize);
+            for group in chosen.chunks(cfg.shape.n_seq) {
+                let batch = batches::make_batch(cfg.shape, data.examples, group.iter().map(|&i| &data.train[i]))?;
+                let (loss, _) = session.accumulate(&batch, micro == 0)?;
+                loss_sum += loss;
+                micro += 1;
+                tokens += batch.n_tokens();
+            }
+            let loss = loss_sum / micro.max(1) as f32;
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged { step: step + 1, what: "loss", value: loss });
+            }
+            let mut grad_scale = 1.0 / micro.max(1) as f32;
+            let grad_norm = session.grad_norm(grad_scale)?;
+            if !grad_norm.is_finite() {
+                return Err(TrainError::Diverged { step: step + 1, what: "gradient norm", value: grad_norm });
+            }
+            if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
+                grad_scale *= cfg.max_grad_norm / (grad_norm + 1e-6);
+            }
+            let lr = cfg.schedule.lr(cfg.adamw.lr, step, total, cfg.warmup_steps);
+            session.adamw_step(&cfg.adamw, lr, step + 1, grad_scale)?;
+            state.steps = step + 1;
+            let report = StepReport { step: step + 1, total_steps: total, epoch, loss, lr, grad_norm, tokens };
+            let flow = observer.step(&report)?;
+            let done = state.steps == total || flow.is_break();
+            let eval_due = match cfg.eval_every {
+                Some(n) => state.steps % n.max(1) == 0,
+                None => state.steps % per_epoch == 0,
+            };
+            if !data.validation.is_empty() && (eval_due || done) {
+                let eval = validate(session, data)?;
+                observer.validation(&eval)?;
+                last_eval = Some(EvalReport { step: state.steps, ..eval });
+            }
+            if cfg.checkpoint_every.is_some_and(|n| state.steps % n.max(1) == 0) && !done {
+                session.get_state(state)?;
+                observer.checkpoint(state)?;
+            }
+            if flow.is_break() {
+                break;
             }
         }
-        let grad_norm = clip_grad_norm(&mut grads, cfg.max_grad_norm);
-        let lr = cfg.schedule.lr(adamw.lr, step, cfg.steps, cfg.warmup_steps);
-        opt.step(adamw, lr, values, &grads);
-        on_step(&StepReport { step, loss: loss_sum / batch.max(1) as f32, lr, grad_norm });
+        session.get_state(state)?;
+        Ok(last_eval)
+    })
+}
+
+/// The loss over every validation sequence, weighted by positions with loss.
+fn validate(session: &mut Session<'_>, data: &TrainData<'_>) -> Result<EvalReport, TrainError> {
+    let shape = session.shape();
+    let (mut weighted, mut count) = (0f64, 0usize);
+    for group in data.validation.chunks(shape.n_seq) {
+        let batch = batches::make_batch(shape, data.examples, group.iter())?;
+        let (loss, n) = session.evaluate(&batch)?;
+        weighted += f64::from(loss) * n as f64;
+        count += n;
     }
-    Ok(())
+    let loss = (weighted / count.max(1) as f64) as f32;
+    Ok(EvalReport { step: 0, loss, perplexity: loss.exp(), tokens: count })
+}
+
+/// The masked loss of `tokens` (one sequence) with the LoRA tensors `values`, and its gradient
+/// for each of them, from ggml's backward pass: the computation one training step starts with.
+pub fn loss_and_grads(
+    model: &Model,
+    cfg: &LoraConfig,
+    values: &[Vec<f32>],
+    tokens: &[i32],
+    targets: &[Option<i32>],
+    threads: usize,
+) -> Result<(f32, Vec<Vec<f32>>), TrainError> {
+    model.check_tokens(tokens)?;
+    let shape = BatchShape { seq_len: tokens.len(), n_seq: 1 };
+    with_session(model, cfg, shape, threads, |session| {
+        session.set_state(&OptimizerState::new(values.to_vec()))?;
+        let (loss, _) = session.accumulate(&Batch::single(tokens, targets), true)?;
+        Ok((loss, session.grads()?))
+    })
 }

@@ -22,10 +22,19 @@ impl Schedule {
         }
     }
 
+    /// The name [`Schedule::from_name`] parses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Linear => "linear",
+            Schedule::Cosine => "cosine",
+        }
+    }
+
     /// The learning rate at `step` (0-based) of `total`, peaking at `peak` after `warmup` steps of
     /// linear increase. Step `i` of the warmup uses `peak · (i + 1) / warmup`, so no step trains
     /// at rate 0; after it, the rate decays over the remaining steps.
-    pub fn lr(self, peak: f32, step: usize, total: usize, warmup: usize) -> f32 {
+    pub fn lr(self, peak: f32, step: u64, total: u64, warmup: u64) -> f32 {
         if step < warmup {
             return peak * (step + 1) as f32 / warmup as f32;
         }
@@ -37,17 +46,6 @@ impl Schedule {
             Schedule::Cosine => peak * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()),
         }
     }
-}
-
-/// Scales `grads` down so that their global L2 norm is at most `max_norm` (PyTorch's
-/// `clip_grad_norm_`); returns the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
-    let norm = grads.iter().flatten().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt() as f32;
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        grads.iter_mut().flatten().for_each(|g| *g *= scale);
-    }
-    norm
 }
 
 #[cfg(test)]
@@ -65,16 +63,5 @@ mod tests {
         assert_eq!(lr(Schedule::Constant, 9), 1.0);
         assert_eq!(Schedule::from_name("cosine"), Some(Schedule::Cosine));
         assert_eq!(Schedule::from_name("exp"), None);
-    }
-
-    #[test]
-    fn clipping_scales_to_the_max_norm_and_leaves_small_gradients() {
-        let mut g = vec![vec![3.0, 0.0], vec![4.0]];
-        assert_eq!(clip_grad_norm(&mut g, 1.0), 5.0);
-        let n: f32 = g.iter().flatten().map(|v| v * v).sum::<f32>().sqrt();
-        assert!((n - 1.0).abs() < 1e-4, "{n}");
-        let mut small = vec![vec![0.3, 0.4]];
-        clip_grad_norm(&mut small, 1.0);
-        assert_eq!(small, vec![vec![0.3, 0.4]]);
     }
 }

@@ -48,7 +48,7 @@ fn lora_gradients_equal_finite_differences() {
     // Loss only on the last 5 positions, predicting the next token.
     let targets: Vec<Option<i32>> = (0..10).map(|i| (4..9).contains(&i).then(|| tokens[i + 1])).collect();
 
-    let (loss, grads) = model.lora_loss_and_grads(&cfg, &values, &tokens, &targets, 2).unwrap();
+    let (loss, grads) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &targets, 2).unwrap();
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     assert_eq!(grads.len(), values.len());
 
@@ -68,8 +68,8 @@ fn lora_gradients_equal_finite_differences() {
             plus[ti][k] += STEP;
             let mut minus = values.clone();
             minus[ti][k] -= STEP;
-            let (lp, _) = model.lora_loss_and_grads(&cfg, &plus, &tokens, &targets, 2).unwrap();
-            let (lm, _) = model.lora_loss_and_grads(&cfg, &minus, &tokens, &targets, 2).unwrap();
+            let (lp, _) = gguftune::train::loss_and_grads(&model, &cfg, &plus, &tokens, &targets, 2).unwrap();
+            let (lm, _) = gguftune::train::loss_and_grads(&model, &cfg, &minus, &tokens, &targets, 2).unwrap();
             let fd = (lp - lm) / (2.0 * STEP);
             let err = (fd - g[k]).abs();
             worst = worst.max(err / scale);
@@ -111,12 +111,12 @@ fn masked_positions_contribute_no_gradient() {
     let mut other_tokens = tokens.clone();
     other_tokens[3] = 100;
     other_tokens[5] = 200;
-    let (la, ga) = model.lora_loss_and_grads(&cfg, &values, &tokens, &a, 1).unwrap();
-    let (lb, gb) = model.lora_loss_and_grads(&cfg, &values, &other_tokens, &a, 1).unwrap();
+    let (la, ga) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &a, 1).unwrap();
+    let (lb, gb) = gguftune::train::loss_and_grads(&model, &cfg, &values, &other_tokens, &a, 1).unwrap();
     assert_eq!(la, lb);
     assert_eq!(ga, gb);
     // And an unmasked target does change the loss.
     let c: Vec<Option<i32>> = vec![Some(5), Some(9), None, None, None, Some(3)];
-    let (lc, _) = model.lora_loss_and_grads(&cfg, &values, &tokens, &c, 1).unwrap();
+    let (lc, _) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &c, 1).unwrap();
     assert_ne!(la, lc);
 }

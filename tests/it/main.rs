@@ -3,6 +3,7 @@
 mod common;
 
 mod adapter_llama_cpp;
+mod batching;
 mod convert;
 mod data_formats;
 mod finetune_cli;
