@@ -16,6 +16,7 @@
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
+//! - [`plot`]: the loss curve of a training run as a self-contained SVG.
 //! - [`io`]: outputs written to a temporary file and renamed; the memory map of inputs.
 
 #![deny(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod inspect;
 pub mod io;
 pub mod model;
 pub mod names;
+pub mod plot;
 pub mod quant;
 pub mod train;
 
