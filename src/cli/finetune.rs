@@ -14,6 +14,7 @@ use gguftune::data::{read_jsonl, ChatTemplate, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
 use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model, TARGETS};
+use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
     build_examples, init_lora, pack_examples, split_validation, train, AdamWConfig, BatchShape, EvalReport, Example,
@@ -216,7 +217,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         last: Instant::now(),
         train_seconds: 0.0,
         tokens: 0,
-        losses: Vec::new(),
         checkpoints: checkpoint_root(&args.output),
         keep: args.keep_checkpoints,
         last_checkpoint: args.resume.clone(),
@@ -242,7 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let Observer { train_seconds, tokens, losses, .. } = observer;
+    let Observer { train_seconds, tokens, .. } = observer;
 
     write_lora_gguf(&args.output, &arch, lora.alpha, &pairs_from_values(&slots, lora.rank, &state.params))
         .with_context(|| format!("writing {}", args.output.display()))?;
@@ -250,7 +250,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     gguftune::io::write_atomic(&metrics_path, &metrics)
         .with_context(|| format!("writing {}", metrics_path.display()))?;
 
-    let (first, final_loss) = (losses.first().copied().unwrap_or(f32::NAN), losses.last().copied().unwrap_or(f32::NAN));
+    let (train_curve, val_curve) = curves(&metrics);
+    let title = format!("{} on {}", file_name(&args.output), file_name(&args.model));
+    let plot_path = sibling(&args.output, "loss.svg");
+    gguftune::io::write_atomic(&plot_path, loss_curve_svg(&train_curve, &val_curve, &title).as_bytes())
+        .with_context(|| format!("writing {}", plot_path.display()))?;
+    let first = train_curve.first().map_or(f32::NAN, |p| p.1);
+    let final_loss = train_curve.last().map_or(f32::NAN, |p| p.1);
     let tokens_per_second = tokens as f64 / train_seconds.max(1e-9);
     let peak = peak_rss_bytes();
     let (val_loss, val_ppl) = last_eval.as_ref().map_or((None, None), |e| (Some(e.loss), Some(e.perplexity)));
@@ -258,7 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({
-                "adapter": args.output, "metrics": metrics_path, "examples_used": stats.used,
+                "adapter": args.output, "metrics": metrics_path, "loss_curve": plot_path, "examples_used": stats.used,
                 "examples_train": train_idx.len(), "examples_validation": val_idx.len(),
                 "examples_truncated": stats.truncated, "examples_skipped": stats.skipped,
                 "tokens": stats.tokens, "target_tokens": stats.target_tokens, "steps": state.steps,
@@ -299,7 +305,6 @@ struct Observer<'a> {
     last: Instant,
     train_seconds: f64,
     tokens: usize,
-    losses: Vec<f32>,
     checkpoints: PathBuf,
     keep: usize,
     last_checkpoint: Option<PathBuf>,
@@ -314,7 +319,6 @@ impl TrainObserver for Observer<'_> {
         let seconds = self.last.elapsed().as_secs_f64();
         self.train_seconds += seconds;
         self.tokens += r.tokens;
-        self.losses.push(r.loss);
         let tps = r.tokens as f64 / seconds.max(1e-9);
         self.bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
         self.bar.set_position(r.step);
@@ -385,6 +389,26 @@ fn settings_fingerprint(args: &Args, cfg: &TrainConfig, examples: &[Example], to
         "warmup_steps": cfg.warmup_steps, "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed,
         "val_split": args.val_split, "pack": args.pack,
     })
+}
+
+/// The training loss per step and the validation loss per validation, from the metrics lines
+/// (those of a resumed run's checkpoint included).
+fn curves(metrics: &[u8]) -> (Vec<(u64, f32)>, Vec<(u64, f32)>) {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(metrics).lines() {
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Some(step) = m["step"].as_u64() else { continue };
+        if let Some(loss) = m["loss"].as_f64() {
+            train.push((step, loss as f32));
+        } else if let Some(loss) = m["val_loss"].as_f64() {
+            val.push((step, loss as f32));
+        }
+    }
+    (train, val)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `adapter.gguf` -> `adapter.<suffix>` in the same folder.
