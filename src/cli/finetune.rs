@@ -391,9 +391,12 @@ fn settings_fingerprint(args: &Args, cfg: &TrainConfig, examples: &[Example], to
     })
 }
 
+/// (step, loss) points.
+type Curve = Vec<(u64, f32)>;
+
 /// The training loss per step and the validation loss per validation, from the metrics lines
 /// (those of a resumed run's checkpoint included).
-fn curves(metrics: &[u8]) -> (Vec<(u64, f32)>, Vec<(u64, f32)>) {
+fn curves(metrics: &[u8]) -> (Curve, Curve) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in String::from_utf8_lossy(metrics).lines() {
         let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else { continue };

@@ -199,6 +199,45 @@ impl<'ctx> Graph<'ctx> {
         Ok(())
     }
 
+    /// The graph with the backward pass through every frozen, non-f32 weight rewritten for
+    /// speed, as a new graph of up to `size` nodes (without gradient bookkeeping: clear the
+    /// accumulators yourself).
+    ///
+    /// ggml differentiates `y = W x` with respect to `x` as `out_prod(W, transpose(dy))`, whose
+    /// CPU kernel dequantizes all of `W` again for every token (and has no BF16 kernel). Each such
+    /// node becomes `mul_mat(Wᵀ, dy)` with `Wᵀ` a transposed f32 copy of the weight made right
+    /// before it: the graph allocator frees it after use, so one weight's copy exists at a time,
+    /// and the product runs on ggml's fast matrix kernels.
+    pub fn with_fast_frozen_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+        let nodes = self.nodes();
+        for node in &nodes {
+            if node.op().0 != sys::GGML_OP_OUT_PROD {
+                continue;
+            }
+            let (Some(w), Some(dy_t)) = (node.src(0), node.src(1)) else { continue };
+            let frozen = w.ty().is_some_and(|t| t != crate::gguf::GgmlType::F32)
+                && w.flags() & sys::GGML_TENSOR_FLAG_PARAM as i32 == 0
+                && w.src(0).is_none();
+            if !frozen || dy_t.op().0 != sys::GGML_OP_TRANSPOSE {
+                continue;
+            }
+            let Some(dy) = dy_t.src(0) else { continue };
+            let (wn, dn, nn) = (w.ne(), dy.ne(), node.ne());
+            // W [n_in, n_out], dy [n_out, n], result [n_in, n].
+            if wn[2] != 1 || wn[3] != 1 || dn[0] != wn[1] || nn != [wn[0], dn[1], dn[2], dn[3]] || !dy.is_contiguous() {
+                continue;
+            }
+            let dequantized = ctx.cpy(w, ctx.new_tensor(crate::gguf::GgmlType::F32, &[wn[0] as u64, wn[1] as u64])?)?;
+            let transposed = ctx.cont(ctx.transpose(dequantized)?)?;
+            node.make_mul_mat(transposed, dy);
+        }
+        let mut graph = Graph::new(ctx, size)?;
+        for node in nodes {
+            graph.build_forward_expand(node)?;
+        }
+        Ok(graph)
+    }
+
     /// The gradient of `t` (after [`Graph::build_backward_expand`]).
     pub fn grad(&self, t: Tensor<'_>) -> Option<Tensor<'ctx>> {
         // SAFETY: live graph and tensor; returns null when the tensor has no gradient.
@@ -259,13 +298,6 @@ impl Drop for Allocator {
 }
 
 impl Allocated<'_, '_> {
-    /// Sets the loss gradient to 1 and every other gradient accumulator to 0 (`ggml_graph_reset`);
-    /// call before each backward computation.
-    pub fn reset_grads(&self) {
-        // SAFETY: the graph was made with grads and every tensor has memory (it is allocated).
-        unsafe { sys::ggml_graph_reset(self.graph.raw) };
-    }
-
     /// Copies `data` into tensor `t` (which must have exactly `data.len() * 4` bytes, f32 or i32).
     pub fn set_f32(&self, t: Tensor<'_>, data: &[f32]) -> Result<(), Error> {
         set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
@@ -349,6 +381,16 @@ impl<'ctx> ParamBuffer<'ctx> {
     /// The data of the f32 tensor `t` of this buffer's context.
     pub fn get_f32(&self, t: Tensor<'ctx>) -> Result<Vec<f32>, Error> {
         get_f32(t)
+    }
+
+    /// Sets every byte of the tensor `t` of this buffer's context to zero.
+    pub fn fill_zero(&self, t: Tensor<'ctx>) -> Result<(), Error> {
+        if !t.has_data() {
+            return Err(Error::TensorData { what: "clearing a tensor without memory" });
+        }
+        // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
+        unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
+        Ok(())
     }
 
     /// Bytes of the buffer.

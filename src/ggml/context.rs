@@ -238,6 +238,26 @@ impl Context {
         })
     }
 
+    /// `ggml_cpy(a, b)`: `a`'s values converted into `b`'s type and layout (same element count;
+    /// `b` contiguous). Conversions from quantized types go to f32 only.
+    pub fn cpy<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        let from_quantized = a.ty().is_some_and(|t| t.block_size() > 1);
+        if a.n_elements() != b.n_elements() || !b.is_contiguous() || (from_quantized && b.ty() != Some(GgmlType::F32)) {
+            return Err(Error::ShapeMismatch { op: "cpy", a: a.ne(), b: b.ne() });
+        }
+        self.room("cpy")?;
+        // SAFETY: live context and tensors; equal element counts (the assert) checked, and the
+        // CPU kernel's conversion (quantized only to f32) checked.
+        self.wrap("cpy", unsafe { sys::ggml_cpy(self.raw(), a.raw(), b.raw()) })
+    }
+
+    /// `ggml_transpose(a)`: a view with the first two dimensions swapped.
+    pub fn transpose<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("transpose")?;
+        // SAFETY: live context and tensor; any tensor can be transposed.
+        self.wrap("transpose", unsafe { sys::ggml_transpose(self.raw(), a.raw()) })
+    }
+
     /// `ggml_reshape_2d` / `_3d` / `_4d` by the length of `ne`; `a` must be contiguous and keep its
     /// element count.
     pub fn reshape<'c>(&'c self, a: Tensor<'c>, ne: &[i64]) -> Result<Tensor<'c>, Error> {
@@ -441,6 +461,27 @@ impl<'ctx> Tensor<'ctx> {
         // SAFETY: live tensor; ggml_get_unary_op only reads op_params of a GGML_OP_UNARY tensor.
         let unary = (op == sys::GGML_OP_UNARY).then(|| unsafe { sys::ggml_get_unary_op(self.raw()) });
         (op, unary)
+    }
+
+    /// Source `i` of the op that computes the tensor.
+    pub(super) fn src(&self, i: usize) -> Option<Tensor<'ctx>> {
+        self.inner().src.get(i).and_then(|&p| Tensor::from_raw(p))
+    }
+
+    /// Turns this `ggml_out_prod` node into `ggml_mul_mat(a, b)` in place; the caller checked
+    /// that the product has this node's shape and type (f32).
+    pub(super) fn make_mul_mat(self, a: Tensor<'ctx>, b: Tensor<'ctx>) {
+        // SAFETY: live tensor of a context that is not being computed (graphs are built and run
+        // through `&` borrows of their context, and this runs while building); a mul_mat node
+        // reads only op, src[0..2] and its (zeroed) op_params.
+        unsafe {
+            let t = &mut *self.raw();
+            t.op = sys::GGML_OP_MUL_MAT;
+            t.op_params = [0; 16];
+            t.src = [std::ptr::null_mut(); 10];
+            t.src[0] = a.raw();
+            t.src[1] = b.raw();
+        }
     }
 
     pub(super) fn flags(&self) -> i32 {

@@ -15,7 +15,6 @@ pub use hparams::{Arch, HParams};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
-use crate::gguf::GgmlType;
 use crate::gguf::{GgufFile, GgufFileError};
 
 /// Why a model cannot be used.
@@ -125,21 +124,6 @@ impl Model {
     /// The mapped GGUF file.
     pub(crate) fn file(&self) -> &GgufFile {
         &self.file
-    }
-
-    /// Refuses weights ggml cannot train through: its CPU backward through a frozen weight
-    /// (`out_prod`) has no BF16 kernel and would abort.
-    pub(crate) fn check_trainable(&self) -> Result<(), ModelError> {
-        let gguf = self.file.gguf()?;
-        if let Some(t) = gguf.tensors.iter().find(|t| t.ty == GgmlType::BF16 && t.ne.len() >= 2) {
-            return Err(ModelError::Unsupported {
-                what: format!(
-                    "training on BF16 weights ('{}'); ggml has no backward pass through them on the CPU (hint: convert or quantize the model to f16, q8_0 or q4_k_m)",
-                    t.name
-                ),
-            });
-        }
-        Ok(())
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Session<'c> {
     inputs: Inputs<'c>,
     loss_inputs: LossInputs<'c>,
     loss: Tensor<'c>,
+    /// The gradient of the loss (1), where the backward pass starts.
+    loss_grad: Tensor<'c>,
     train_graph: Graph<'c>,
     eval_graph: Graph<'c>,
     compute: Allocator,
@@ -81,7 +83,6 @@ pub fn with_session<R>(
 ) -> Result<R, TrainError> {
     let rt = Runtime::get();
     let h = model.hparams();
-    model.check_trainable()?;
     if shape.seq_len == 0 || shape.n_seq == 0 {
         return Err(ModelError::Inconsistent { what: "a batch needs at least one row of one token".into() }.into());
     }
@@ -116,7 +117,8 @@ pub fn with_session<R>(
 
     let gguf = model.file().gguf().map_err(ModelError::from)?;
     let graph_size = model.graph_size();
-    let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, 3 * graph_size)?;
+    // Room for three graphs: validation, training with gradients, and its rewrite.
+    let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, 6 * graph_size)?;
     let buffer = MappedBuffer::new(rt, model.file().bytes())?;
     let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
     let inputs = Inputs::new(&ctx, shape.seq_len as u64, shape.n_seq as u64)?;
@@ -124,14 +126,17 @@ pub fn with_session<R>(
     let loss = crate::model::masked_loss(&ctx, h, &weights, &inputs, &loss_inputs, Some(&lora_params))?;
     let mut eval_graph = Graph::new(&ctx, graph_size)?;
     eval_graph.build_forward_expand(loss)?;
-    let mut train_graph = Graph::with_grads(&ctx, graph_size)?;
-    train_graph.build_forward_expand(loss)?;
+    let mut differentiated = Graph::with_grads(&ctx, graph_size)?;
+    differentiated.build_forward_expand(loss)?;
     let mut accs = lora_params.grad_accs();
     accs.push((loss, loss_grad));
-    train_graph.build_backward_expand(&ctx, &accs)?;
+    differentiated.build_backward_expand(&ctx, &accs)?;
+    let train_graph = differentiated.with_fast_frozen_backward(&ctx, 2 * graph_size)?;
 
-    let opt_nodes = 4 * tensors.len() + 8;
-    let opt_ctx = Context::new(rt, opt_nodes, 3 * opt_nodes)?;
+    // Nodes: the norm graph has sqr, sum and add per tensor; the step graph the parameter, mul
+    // and the AdamW step per tensor. Tensors: the five of them made here per trainable tensor.
+    let opt_nodes = 3 * tensors.len() + 8;
+    let opt_ctx = Context::new(rt, 5 * tensors.len() + 8, 3 * opt_nodes)?;
     let mut norm_graph = Graph::new(&opt_ctx, opt_nodes)?;
     let mut total: Option<Tensor<'_>> = None;
     for t in &tensors {
@@ -161,6 +166,7 @@ pub fn with_session<R>(
         loss,
         train_graph,
         eval_graph,
+        loss_grad,
         compute: Allocator::new(&backend)?,
         adamw_hparams,
         grad_scale,
@@ -217,7 +223,10 @@ impl Session<'_> {
         self.inputs.set(&graph, batch)?;
         let n_targets = self.loss_inputs.set(&graph, batch)?;
         if first {
-            graph.reset_grads();
+            for t in &self.tensors {
+                self.params.fill_zero(t.grad)?;
+            }
+            self.params.set_f32(self.loss_grad, &[1.0])?;
         }
         self.backend.compute(&graph)?;
         let loss = graph.get_f32(self.loss)?.first().copied().unwrap_or(f32::NAN);

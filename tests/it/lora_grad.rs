@@ -120,3 +120,47 @@ fn masked_positions_contribute_no_gradient() {
     let (lc, _) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &c, 1).unwrap();
     assert_ne!(la, lc);
 }
+
+/// Difference allowed between gradients through f16/bf16 weights and through the same values in
+/// f32: ggml multiplies f16 and bf16 weights with activations rounded to that type (relative
+/// error 2^-11 and 2^-8 per element), which moves each gradient by well under 2% of its tensor's
+/// largest; a wrong transposition or a missing term in the rewritten backward changes it by the
+/// gradient's own size.
+const HALF_PRECISION_TOLERANCE: f32 = 0.02;
+
+#[test]
+fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
+    // Weights made in BF16 are exactly representable in f32, f16 and bf16, so the three GGUFs
+    // hold the same values; the f16/bf16 ones take the rewritten backward (mul_mat with a
+    // transposed f32 copy of each weight), the f32 one ggml's own out_prod.
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
+    tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 8).unwrap();
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
+    let targets: Vec<Option<i32>> = (0..12).map(|i| (3..11).contains(&i).then(|| tokens[i + 1])).collect();
+    let mut results = Vec::new();
+    for ty in [FileType::F32, FileType::F16, FileType::BF16] {
+        let path = root.path().join(format!("{ty:?}.gguf"));
+        crate::common::convert_to(&dir, ty, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        let mut rng = Rng::new(2);
+        let values: Vec<Vec<f32>> = gguftune::train::init_lora(&model, &cfg, 3)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
+            .collect();
+        results.push(gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &targets, 2).unwrap());
+    }
+    let (loss32, grads32) = &results[0];
+    for (name, (loss, grads)) in ["f16", "bf16"].iter().zip(&results[1..]) {
+        assert!((loss - loss32).abs() < 0.01 * loss32, "{name}: loss {loss} vs {loss32}");
+        for (i, (g, g32)) in grads.iter().zip(grads32).enumerate() {
+            let scale = g32.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = g.iter().zip(g32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= HALF_PRECISION_TOLERANCE * scale, "{name}: tensor {i}: error {worst} of {scale}");
+        }
+    }
+}
