@@ -7,6 +7,7 @@
 //! Modules, one concern each:
 //! - [`gguf`]: the GGUF format in pure Rust: parse (zero-copy, bounded), plan and stream-write.
 //! - [`adapter`]: LoRA adapters as GGUF files llama.cpp and Ollama load.
+//! - [`modelfile`]: Ollama Modelfiles for a model and its adapter, the chat template as Ollama's.
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
@@ -35,6 +36,7 @@ pub mod hf;
 pub mod inspect;
 pub mod io;
 pub mod model;
+pub mod modelfile;
 pub mod names;
 pub mod plot;
 pub mod quant;
