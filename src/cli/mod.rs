@@ -6,6 +6,7 @@
 mod convert;
 mod finetune;
 mod inspect;
+mod modelfile;
 mod output;
 mod quantize;
 
@@ -31,6 +32,7 @@ enum Command {
     Convert(convert::Args),
     Finetune(Box<finetune::Args>),
     Inspect(inspect::Args),
+    Modelfile(modelfile::Args),
     Quantize(quantize::Args),
 }
 
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(args) => convert::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Modelfile(args) => modelfile::run(args),
         Command::Quantize(args) => quantize::run(args),
     }
 }
@@ -63,6 +66,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use gguftune::data::DataError;
     use gguftune::gguf::{GgufError, GgufWriteError};
     use gguftune::model::ModelError;
+    use gguftune::modelfile::ModelfileError;
     use gguftune::quant::QuantizeError;
     use gguftune::train::checkpoint::CheckpointError;
     use gguftune::train::{ExampleError, TrainError};
@@ -71,6 +75,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))
         || matches!(cause.downcast_ref::<GgufWriteError>(), Some(GgufWriteError::Io(_)))
         || matches!(cause.downcast_ref::<DataError>(), Some(DataError::Io { .. }))
+        || matches!(
+            cause.downcast_ref::<ModelfileError>(),
+            Some(ModelfileError::Io { .. } | ModelfileError::Read(GgufFileError::Io { .. }))
+        )
         || matches!(
             cause.downcast_ref::<ConvertError>(),
             Some(ConvertError::Hf(HfError::Io { .. }) | ConvertError::Write(GgufWriteError::Io(_)))
@@ -112,6 +120,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<ModelError>()
         || cause.is::<CheckpointError>()
         || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
+        || matches!(
+            cause.downcast_ref::<ModelfileError>(),
+            Some(e) if !matches!(e, ModelfileError::DroppedCharacter { .. } | ModelfileError::Unquotable { .. })
+        )
         || cause.is::<gguftune::Error>();
     bad_input.then_some(3)
 }
