@@ -15,6 +15,7 @@ mod hf_read;
 mod inspect_cli;
 mod llama_cpp_oracle;
 mod lora_grad;
+mod modelfile;
 mod source_audit;
 mod spm_tokenizer;
 mod train;
