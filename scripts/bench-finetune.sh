@@ -43,7 +43,7 @@ for ty in q8_0 q4_k_m f16; do
   log="$inputs/finetune-$ty.log"
   if ! /usr/bin/time -f %M -o "$inputs/rss-$ty" ./target/release/gguftune finetune "$inputs/model-$ty.gguf" \
       --data "$data" -o "$inputs/adapter-$ty.gguf" --ctx "$ctx" --batch "$batch" --epochs 1 --rank 16 --alpha 32 \
-      --targets q,k,v,o,gate,up,down --threads "$threads" --json > "$inputs/summary-$ty.json" 2> "$log"; then
+      --targets q,k,v,o,gate,up,down --threads "$threads" --val-split 0 --json > "$inputs/summary-$ty.json" 2> "$log"; then
     echo "bench-finetune: finetune on $ty failed; the end of $log:" >&2
     tail -n 20 "$log" >&2
     exit 1

@@ -246,6 +246,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     write_lora_gguf(&args.output, &arch, lora.alpha, &pairs_from_values(&slots, lora.rank, &state.params))
         .with_context(|| format!("writing {}", args.output.display()))?;
+    // The adapter is complete without a Modelfile (a model whose chat format Ollama's templates
+    // do not cover gets none), so a failure here is a warning.
+    let modelfile_path = sibling(&args.output, "Modelfile");
+    let modelfile = match gguftune::modelfile::for_adapter(&args.model, &args.output, &modelfile_path, None) {
+        Ok(_) => Some(modelfile_path),
+        Err(e) => {
+            eprintln!("warning: no Ollama Modelfile written: {e} (see `gguftune modelfile --help`)");
+            None
+        }
+    };
     let metrics_path = sibling(&args.output, "metrics.jsonl");
     gguftune::io::write_atomic(&metrics_path, &metrics)
         .with_context(|| format!("writing {}", metrics_path.display()))?;
@@ -264,7 +274,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({
-                "adapter": args.output, "metrics": metrics_path, "loss_curve": plot_path, "examples_used": stats.used,
+                "adapter": args.output, "metrics": metrics_path, "loss_curve": plot_path, "modelfile": modelfile, "examples_used": stats.used,
                 "examples_train": train_idx.len(), "examples_validation": val_idx.len(),
                 "examples_truncated": stats.truncated, "examples_skipped": stats.skipped,
                 "tokens": stats.tokens, "target_tokens": stats.target_tokens, "steps": state.steps,

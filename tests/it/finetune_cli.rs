@@ -64,6 +64,9 @@ fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
     let val_loss = validations[1]["val_loss"].as_f64().unwrap();
     assert_eq!(summary["val_loss"].as_f64(), Some(val_loss));
     assert!((validations[1]["val_perplexity"].as_f64().unwrap() - val_loss.exp()).abs() < 1e-3 * val_loss.exp());
+    let modelfile = fs::read_to_string(root.path().join("adapter.Modelfile")).unwrap();
+    assert!(modelfile.contains("FROM ./base.gguf") && modelfile.contains("ADAPTER ./adapter.gguf"), "{modelfile}");
+    assert_eq!(summary["modelfile"].as_str().map(|p| p.ends_with("adapter.Modelfile")), Some(true));
     let svg = fs::read_to_string(root.path().join("adapter.loss.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.trim_end().ends_with("</svg>"), "{svg}");
     // Two warmup steps to the peak of 1e-3, then a cosine decay over the last four.
