@@ -227,8 +227,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let result = train(&model, &cfg, &data, &mut state, &mut observer);
     bar.finish_and_clear();
-    let last_eval = match result {
-        Ok(eval) => eval,
+    let outcome = match result {
+        Ok(outcome) => outcome,
         Err(e @ TrainError::Diverged { .. }) => {
             let hint = match &observer.last_checkpoint {
                 Some(dir) => format!(
@@ -269,6 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let final_loss = train_curve.last().map_or(f32::NAN, |p| p.1);
     let tokens_per_second = tokens as f64 / train_seconds.max(1e-9);
     let peak = peak_rss_bytes();
+    let last_eval = outcome.last_eval;
     let (val_loss, val_ppl) = last_eval.as_ref().map_or((None, None), |e| (Some(e.loss), Some(e.perplexity)));
     if args.json {
         println!(
@@ -283,6 +284,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "first_loss": first, "final_loss": final_loss, "val_loss": val_loss, "val_perplexity": val_ppl,
                 "seconds": start.elapsed().as_secs_f64(), "train_seconds": train_seconds,
                 "trained_tokens": tokens, "tokens_per_second": tokens_per_second, "peak_rss_bytes": peak,
+                "compute_buffer_bytes": outcome.compute_bytes, "trainable_state_bytes": outcome.param_bytes,
             })
         );
     } else {

@@ -199,6 +199,18 @@ pub struct EvalReport {
     pub tokens: usize,
 }
 
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOutcome {
+    /// The last validation, if any ran.
+    pub last_eval: Option<EvalReport>,
+    /// Bytes of ggml's compute buffers (activations kept for the backward pass, gradients of
+    /// intermediate tensors, logits) as the graph allocator planned them.
+    pub compute_bytes: usize,
+    /// Bytes of the persistent tensors: LoRA tensors, their gradients and AdamW's moments.
+    pub param_bytes: usize,
+}
+
 /// Receives progress; each call may stop the run (`ControlFlow::Break`) or fail it.
 pub trait TrainObserver {
     /// After every optimizer step.
@@ -210,14 +222,14 @@ pub trait TrainObserver {
 }
 
 /// Trains from `state` (a fresh [`OptimizerState::new`] or one read from a checkpoint) until the
-/// configured number of steps, leaving the final state in `state`. Returns the last validation.
+/// configured number of steps, leaving the final state in `state`.
 pub fn train(
     model: &Model,
     cfg: &TrainConfig,
     data: &TrainData<'_>,
     state: &mut OptimizerState,
     observer: &mut dyn TrainObserver,
-) -> Result<Option<EvalReport>, TrainError> {
+) -> Result<TrainOutcome, TrainError> {
     if data.train.is_empty() {
         return Err(TrainError::NoData { what: "no training sequences".into() });
     }
@@ -281,7 +293,8 @@ pub fn train(
             }
         }
         session.get_state(state)?;
-        Ok(last_eval)
+        let (compute_bytes, param_bytes) = session.memory();
+        Ok(TrainOutcome { last_eval, compute_bytes, param_bytes })
     })
 }
 
