@@ -23,23 +23,20 @@ use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior, Tokenizer};
 
 // ----- Deterministic PRNG ---------------------------------------------------------------------
 
-/// A tiny seeded PRNG (splitmix64), good enough for fixture weights and synthetic data.
+/// A tiny seeded PRNG (the library's splitmix64), good enough for fixture weights and synthetic
+/// data.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(gguftune::train::SplitMix64);
 
 impl Rng {
     /// Creates a generator from `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(gguftune::train::SplitMix64::new(seed))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.
