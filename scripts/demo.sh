@@ -22,3 +22,4 @@ echo "== 5. train a LoRA adapter on the q8_0 model (Alpaca records, loss on the 
 "$bin" finetune "$out/model-q8_0.gguf" --data "$out/train.jsonl" -o "$out/adapter.gguf" --epochs 3 --lr 1e-3
 "$bin" inspect "$out/adapter.gguf"
 echo "demo: done; run it in llama.cpp with: llama-cli -m $out/model-q8_0.gguf --lora $out/adapter.gguf"
+echo "      or in Ollama with: ollama create demo -f $out/adapter.Modelfile && ollama run demo"
