@@ -59,7 +59,8 @@ pub fn write_lora_gguf(path: &Path, arch: &str, alpha: f32, pairs: &[LoraTensorP
     Ok(())
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
+/// `values` as little-endian f32 bytes, the layout of GGUF tensor data.
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -315,12 +315,7 @@ impl Allocated<'_, '_> {
 
     /// Sets every byte of tensor `t` to zero.
     pub fn fill_zero(&self, t: Tensor<'_>) -> Result<(), Error> {
-        if !t.has_data() {
-            return Err(Error::TensorData { what: "clearing a tensor without memory" });
-        }
-        // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
-        unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
-        Ok(())
+        fill_zero(t)
     }
 
     /// Sets element `index` (counted over the whole tensor) of the contiguous F32 tensor `t`.
@@ -345,6 +340,15 @@ fn get_f32(t: Tensor<'_>) -> Result<Vec<f32>, Error> {
         unsafe { sys::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
         Ok(out)
     }
+}
+
+fn fill_zero(t: Tensor<'_>) -> Result<(), Error> {
+    if !t.has_data() {
+        return Err(Error::TensorData { what: "clearing a tensor without memory" });
+    }
+    // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
+    unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
+    Ok(())
 }
 
 fn set_bytes(t: Tensor<'_>, src: *const u8, len: usize) -> Result<(), Error> {
@@ -385,12 +389,7 @@ impl<'ctx> ParamBuffer<'ctx> {
 
     /// Sets every byte of the tensor `t` of this buffer's context to zero.
     pub fn fill_zero(&self, t: Tensor<'ctx>) -> Result<(), Error> {
-        if !t.has_data() {
-            return Err(Error::TensorData { what: "clearing a tensor without memory" });
-        }
-        // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
-        unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
-        Ok(())
+        fill_zero(t)
     }
 
     /// Bytes of the buffer.

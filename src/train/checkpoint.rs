@@ -12,9 +12,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::adapter::{pairs_from_values, write_lora_gguf, AdapterError};
+use crate::adapter::{f32_bytes, pairs_from_values, write_lora_gguf, AdapterError};
 use crate::gguf::{GgmlType, GgufFile, GgufFileError, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 use crate::model::LoraSlot;
+use crate::quant::decode_to_f32;
 
 use super::OptimizerState;
 
@@ -120,8 +121,7 @@ fn write_optimizer(
     }
     let mut writer = GgufWriter::create(path, plan)?;
     for (name, values) in data {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        writer.write_tensor(&name, &bytes)?;
+        writer.write_tensor(&name, &f32_bytes(values))?;
     }
     writer.finish()?;
     Ok(())
@@ -160,7 +160,10 @@ pub fn read_checkpoint(
         if info.ty != GgmlType::F32 || info.n_elements() != len {
             return Err(invalid(path, format!("tensor '{name}': expected {len} f32 values")));
         }
-        Ok(g.tensor_data(info).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        let mut values = vec![0f32; len as usize];
+        decode_to_f32(GgmlType::F32, g.tensor_data(info), &mut values)
+            .map_err(|e| invalid(path, format!("tensor '{name}': {e}")))?;
+        Ok(values)
     };
     let mut state = OptimizerState { params: Vec::new(), m: Vec::new(), v: Vec::new(), steps };
     for slot in slots {
