@@ -78,28 +78,42 @@ impl Model {
         let rt = Runtime::get();
         let h = &self.hparams;
         self.check_tokens(tokens)?;
-        let gguf = self.file.gguf()?;
-        let graph_size = self.graph_size();
         let backend = Backend::cpu(rt, threads)?;
         let param_ctx = Context::new(rt, self.max_lora_tensors(lora.map(|l| l.0)), 0)?;
         let adapter = match lora {
             Some((cfg, values)) => Some(bind_lora(&param_ctx, &backend, h, cfg, values)?),
             None => None,
         };
-        let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, graph_size)?;
-        let buffer = MappedBuffer::new(rt, self.file.bytes())?;
-        let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
-        let inputs = Inputs::new(&ctx, tokens.len() as u64, 1)?;
-        let logits = graph::forward(&ctx, h, &weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
-        let mut graph = Graph::new(&ctx, graph_size)?;
-        graph.build_forward_expand(logits)?;
-        let mut allocator = Allocator::new(&backend)?;
-        let allocated = allocator.alloc_graph(&graph)?;
-        inputs.set(&allocated, &Batch::single(tokens, &vec![None; tokens.len()]))?;
-        backend.compute(&allocated)?;
-        let flat = allocated.get_f32(logits)?;
+        let flat = self.with_bound_weights(1, |ctx, weights| {
+            let inputs = Inputs::new(ctx, tokens.len() as u64, 1)?;
+            let logits = graph::forward(ctx, h, weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
+            let mut graph = Graph::new(ctx, self.graph_size())?;
+            graph.build_forward_expand(logits)?;
+            let mut allocator = Allocator::new(&backend)?;
+            let allocated = allocator.alloc_graph(&graph)?;
+            inputs.set(&allocated, &Batch::single(tokens, &vec![None; tokens.len()]))?;
+            backend.compute(&allocated)?;
+            Ok::<_, ModelError>(allocated.get_f32(logits)?)
+        })?;
         let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Binds the weights into a new graph context with room for `graphs` graphs of this model
+    /// (see [`Model::graph_size`]) and runs `f` with both, the file's mapping bound meanwhile.
+    pub(crate) fn with_bound_weights<R, E: From<ModelError>>(
+        &self,
+        graphs: usize,
+        f: impl for<'c> FnOnce(&'c Context, &Weights<'c>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let rt = Runtime::get();
+        let gguf = self.file.gguf().map_err(ModelError::from)?;
+        let graph_size = self.graph_size();
+        let ctx =
+            Context::new(rt, gguf.tensors.len() + 4 * graph_size, graphs * graph_size).map_err(ModelError::from)?;
+        let buffer = MappedBuffer::new(rt, self.file.bytes()).map_err(ModelError::from)?;
+        let weights = Weights::bind(&ctx, &buffer, &gguf, &self.hparams)?;
+        f(&ctx, &weights)
     }
 
     /// Checks that every token is inside the vocabulary.
@@ -119,11 +133,6 @@ impl Model {
     fn max_lora_tensors(&self, cfg: Option<&LoraConfig>) -> usize {
         let n_layer = usize::try_from(self.hparams.n_layer).unwrap_or(0);
         4 * cfg.map_or(0, |c| c.targets.len()) * n_layer + 8
-    }
-
-    /// The mapped GGUF file.
-    pub(crate) fn file(&self) -> &GgufFile {
-        &self.file
     }
 }
 

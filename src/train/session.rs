@@ -10,9 +10,9 @@
 //! - The optimizer graphs: the squared global gradient norm, then `ggml_opt_step_adamw` on every
 //!   tensor with the gradients scaled (averaging over micro-batches and clipping).
 
-use crate::ggml::{Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime, Tensor};
+use crate::ggml::{Allocator, Backend, Context, Graph, ParamBuffer, Runtime, Tensor};
 use crate::gguf::GgmlType;
-use crate::model::{lora_layout, Batch, Inputs, LoraConfig, LoraParams, LossInputs, Model, ModelError, Weights};
+use crate::model::{lora_layout, Batch, Inputs, LoraConfig, LoraParams, LossInputs, Model, ModelError};
 
 use super::{AdamWConfig, TrainError};
 
@@ -115,68 +115,66 @@ pub fn with_session<R>(
     let grad_scale = param_ctx.new_tensor(GgmlType::F32, &[1])?;
     let params = ParamBuffer::alloc(&param_ctx, &backend)?;
 
-    let gguf = model.file().gguf().map_err(ModelError::from)?;
     let graph_size = model.graph_size();
     // Room for three graphs: validation, training with gradients, and its rewrite.
-    let ctx = Context::new(rt, gguf.tensors.len() + 4 * graph_size, 6 * graph_size)?;
-    let buffer = MappedBuffer::new(rt, model.file().bytes())?;
-    let weights = Weights::bind(&ctx, &buffer, &gguf, h)?;
-    let inputs = Inputs::new(&ctx, shape.seq_len as u64, shape.n_seq as u64)?;
-    let loss_inputs = LossInputs::new(&ctx, h.n_vocab, n_tokens)?;
-    let loss = crate::model::masked_loss(&ctx, h, &weights, &inputs, &loss_inputs, Some(&lora_params))?;
-    let mut eval_graph = Graph::new(&ctx, graph_size)?;
-    eval_graph.build_forward_expand(loss)?;
-    let mut differentiated = Graph::with_grads(&ctx, graph_size)?;
-    differentiated.build_forward_expand(loss)?;
-    let mut accs = lora_params.grad_accs();
-    accs.push((loss, loss_grad));
-    differentiated.build_backward_expand(&ctx, &accs)?;
-    let train_graph = differentiated.with_fast_frozen_backward(&ctx, 2 * graph_size)?;
+    model.with_bound_weights(6, |ctx, weights| {
+        let inputs = Inputs::new(ctx, shape.seq_len as u64, shape.n_seq as u64)?;
+        let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
+        let loss = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
+        let mut eval_graph = Graph::new(ctx, graph_size)?;
+        eval_graph.build_forward_expand(loss)?;
+        let mut differentiated = Graph::with_grads(ctx, graph_size)?;
+        differentiated.build_forward_expand(loss)?;
+        let mut accs = lora_params.grad_accs();
+        accs.push((loss, loss_grad));
+        differentiated.build_backward_expand(ctx, &accs)?;
+        let train_graph = differentiated.with_fast_frozen_backward(ctx, 2 * graph_size)?;
 
-    // Nodes: the norm graph has sqr, sum and add per tensor; the step graph the parameter, mul
-    // and the AdamW step per tensor. Tensors: the five of them made here per trainable tensor.
-    let opt_nodes = 3 * tensors.len() + 8;
-    let opt_ctx = Context::new(rt, 5 * tensors.len() + 8, 3 * opt_nodes)?;
-    let mut norm_graph = Graph::new(&opt_ctx, opt_nodes)?;
-    let mut total: Option<Tensor<'_>> = None;
-    for t in &tensors {
-        let sq = opt_ctx.sum(opt_ctx.sqr(t.grad)?)?;
-        total = Some(match total {
-            Some(acc) => opt_ctx.add(acc, sq)?,
-            None => sq,
-        });
-    }
-    let grad_norm_sq = total
-        .ok_or(ModelError::Inconsistent { what: "no trainable tensors".into() })?
-        .set_name("grad_norm_sq")
-        .set_output();
-    norm_graph.build_forward_expand(grad_norm_sq)?;
-    let mut opt_graph = Graph::new(&opt_ctx, opt_nodes)?;
-    for t in &tensors {
-        let grad = opt_ctx.mul(t.grad, grad_scale)?;
-        opt_graph.build_forward_expand(opt_ctx.opt_step_adamw(t.param, grad, t.m, t.v, adamw_hparams)?)?;
-    }
+        // Nodes: the norm graph has sqr, sum and add per tensor; the step graph the parameter, mul
+        // and the AdamW step per tensor. Tensors: the five of them made here per trainable tensor.
+        let opt_nodes = 3 * tensors.len() + 8;
+        let opt_ctx = Context::new(rt, 5 * tensors.len() + 8, 3 * opt_nodes)?;
+        let mut norm_graph = Graph::new(&opt_ctx, opt_nodes)?;
+        let mut total: Option<Tensor<'_>> = None;
+        for t in &tensors {
+            let sq = opt_ctx.sum(opt_ctx.sqr(t.grad)?)?;
+            total = Some(match total {
+                Some(acc) => opt_ctx.add(acc, sq)?,
+                None => sq,
+            });
+        }
+        let grad_norm_sq = total
+            .ok_or(ModelError::Inconsistent { what: "no trainable tensors".into() })?
+            .set_name("grad_norm_sq")
+            .set_output();
+        norm_graph.build_forward_expand(grad_norm_sq)?;
+        let mut opt_graph = Graph::new(&opt_ctx, opt_nodes)?;
+        for t in &tensors {
+            let grad = opt_ctx.mul(t.grad, grad_scale)?;
+            opt_graph.build_forward_expand(opt_ctx.opt_step_adamw(t.param, grad, t.m, t.v, adamw_hparams)?)?;
+        }
 
-    let mut session = Session {
-        backend: &backend,
-        params: &params,
-        tensors,
-        inputs,
-        loss_inputs,
-        loss,
-        train_graph,
-        eval_graph,
-        loss_grad,
-        compute: Allocator::new(&backend)?,
-        adamw_hparams,
-        grad_scale,
-        grad_norm_sq,
-        norm_graph,
-        opt_graph,
-        optimizer: Allocator::new(&backend)?,
-        shape,
-    };
-    f(&mut session)
+        let mut session = Session {
+            backend: &backend,
+            params: &params,
+            tensors,
+            inputs,
+            loss_inputs,
+            loss,
+            train_graph,
+            eval_graph,
+            loss_grad,
+            compute: Allocator::new(&backend)?,
+            adamw_hparams,
+            grad_scale,
+            grad_norm_sq,
+            norm_graph,
+            opt_graph,
+            optimizer: Allocator::new(&backend)?,
+            shape,
+        };
+        f(&mut session)
+    })
 }
 
 impl Session<'_> {
