@@ -13,6 +13,7 @@ use super::{Error, Runtime};
 #[derive(Debug)]
 pub struct Backend {
     ptr: NonNull<sys::ggml_backend>,
+    threads: usize,
 }
 
 impl Backend {
@@ -21,9 +22,19 @@ impl Backend {
         // SAFETY: creates a new backend owned by the returned value, freed in Drop.
         let ptr = unsafe { sys::ggml_backend_cpu_init() };
         let ptr = NonNull::new(ptr).ok_or(Error::BackendInit { name: "CPU" })?;
+        let threads = threads.clamp(1, 512);
         // SAFETY: a live CPU backend; any positive thread count is valid.
-        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), threads.clamp(1, 512) as i32) };
-        Ok(Backend { ptr })
+        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), threads as i32) };
+        Ok(Backend { ptr, threads })
+    }
+
+    /// Bytes of the scratch buffer the CPU backend allocates to run `graph` (ggml's
+    /// `ggml_graph_plan` work size for this backend's thread count: quantized copies of
+    /// activations for the dot products, per-thread rows).
+    pub fn work_bytes(&self, graph: &Graph<'_>) -> usize {
+        // SAFETY: live graph; planning only reads it, and a null threadpool is allowed.
+        let plan = unsafe { sys::ggml_graph_plan(graph.raw, self.threads as i32, std::ptr::null_mut()) };
+        plan.work_size
     }
 
     /// Runs an allocated graph.
@@ -227,7 +238,7 @@ impl<'ctx> Graph<'ctx> {
             if wn[2] != 1 || wn[3] != 1 || dn[0] != wn[1] || nn != [wn[0], dn[1], dn[2], dn[3]] || !dy.is_contiguous() {
                 continue;
             }
-            let dequantized = ctx.cpy(w, ctx.new_tensor(crate::gguf::GgmlType::F32, &[wn[0] as u64, wn[1] as u64])?)?;
+            let dequantized = ctx.cast_f32(w)?;
             let transposed = ctx.cont(ctx.transpose(dequantized)?)?;
             node.make_mul_mat(transposed, dy);
         }
@@ -283,6 +294,26 @@ impl Allocator {
 }
 
 impl Allocator {
+    /// Bytes of the buffer [`Allocator::alloc_graph`] would allocate for `graph` on this
+    /// allocator's fresh buffer, computed by ggml's allocator without allocating anything (its
+    /// no-alloc reservation): the very plan a training run's buffer is cut from.
+    pub fn measure(&mut self, graph: &Graph<'_>) -> usize {
+        let mut size = 0usize;
+        // SAFETY: live allocator and graph; with null buffer ids every tensor goes to buffer 0,
+        // the allocator's only buffer, so `size` has room for the one size written. The
+        // no-alloc reservation cannot fail (it allocates nothing) and leaves the graph as it was.
+        unsafe {
+            sys::ggml_gallocr_reserve_n_size(
+                self.ptr.as_ptr(),
+                graph.raw,
+                std::ptr::null(),
+                std::ptr::null(),
+                &mut size,
+            )
+        };
+        size
+    }
+
     /// Bytes of the allocator's buffer (the largest graph it has allocated so far).
     pub fn buffer_size(&self) -> usize {
         // SAFETY: live allocator; buffer 0 is its only one (one buffer type).

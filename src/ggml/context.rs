@@ -238,17 +238,13 @@ impl Context {
         })
     }
 
-    /// `ggml_cpy(a, b)`: `a`'s values converted into `b`'s type and layout (same element count;
-    /// `b` contiguous). Conversions from quantized types go to f32 only.
-    pub fn cpy<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Result<Tensor<'c>, Error> {
-        let from_quantized = a.ty().is_some_and(|t| t.block_size() > 1);
-        if a.n_elements() != b.n_elements() || !b.is_contiguous() || (from_quantized && b.ty() != Some(GgmlType::F32)) {
-            return Err(Error::ShapeMismatch { op: "cpy", a: a.ne(), b: b.ne() });
-        }
-        self.room("cpy")?;
-        // SAFETY: live context and tensors; equal element counts (the assert) checked, and the
-        // CPU kernel's conversion (quantized only to f32) checked.
-        self.wrap("cpy", unsafe { sys::ggml_cpy(self.raw(), a.raw(), b.raw()) })
+    /// `ggml_cast(a, F32)`: `a`'s values as a new f32 tensor of the same shape (a graph node of
+    /// its own, so the graph allocator gives it memory only when it is computed, unlike a copy
+    /// into a separate destination tensor, which is a leaf allocated before the graph runs).
+    pub fn cast_f32<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("cast")?;
+        // SAFETY: live context and tensor; the CPU kernel converts every type to f32.
+        self.wrap("cast", unsafe { sys::ggml_cast(self.raw(), a.raw(), sys::GGML_TYPE_F32) })
     }
 
     /// `ggml_transpose(a)`: a view with the first two dimensions swapped.
