@@ -14,6 +14,7 @@
 //! - [`data`]: JSONL datasets, chat templates, and which text of each example is trained on.
 //! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
 //! - [`train`]: LoRA initialisation, AdamW and the training loop.
+//! - [`plan`]: the memory of a training run before it starts, measured on the graph it will run.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
@@ -38,6 +39,7 @@ pub mod io;
 pub mod model;
 pub mod modelfile;
 pub mod names;
+pub mod plan;
 pub mod plot;
 pub mod quant;
 pub mod train;

@@ -21,6 +21,8 @@ use gguftune::train::{
     OptimizerState, Schedule, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
+use gguftune::plan::{training_memory, RunShape};
+
 use super::output::{human_bytes, peak_rss_bytes};
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
@@ -130,7 +132,7 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
     Schedule::from_name(s).ok_or_else(|| format!("unknown schedule '{s}' (expected constant, linear or cosine)"))
 }
 
-fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>> {
+pub fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>> {
     s.split(',')
         .map(|t| {
             TARGETS.iter().find(|(n, _)| *n == t.trim()).map(|(_, k)| *k).with_context(|| {
@@ -191,6 +193,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total_steps = cfg.total_steps(train_seqs.len());
     cfg.warmup_steps = (args.warmup.clamp(0.0, 1.0) * total_steps as f32).round() as u64;
 
+    let run_shape = RunShape { lora: lora.clone(), shape: cfg.shape, threads };
+    let planned = training_memory(&model, model.file_bytes(), &run_shape).context("planning the run's memory")?;
     let arch = GgufFile::open(&args.model)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
     let slots = lora_layout(model.hparams(), &lora)?;
     let settings = settings_fingerprint(&args, &cfg, &examples, total_steps);
@@ -284,7 +288,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "first_loss": first, "final_loss": final_loss, "val_loss": val_loss, "val_perplexity": val_ppl,
                 "seconds": start.elapsed().as_secs_f64(), "train_seconds": train_seconds,
                 "trained_tokens": tokens, "tokens_per_second": tokens_per_second, "peak_rss_bytes": peak,
-                "compute_buffer_bytes": outcome.compute_bytes, "trainable_state_bytes": outcome.param_bytes,
+                "planned_peak_bytes": planned.peak_bytes(),
+                "compute_buffer_bytes": outcome.memory.compute_bytes, "planned_compute_buffer_bytes": planned.session.compute_bytes,
+                "trainable_state_bytes": outcome.memory.param_bytes,
             })
         );
     } else {
@@ -293,7 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         eprintln!(
-            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s, peak memory {}",
+            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s, peak memory {} (planned {})",
             args.output.display(),
             stats.used,
             train_idx.len(),
@@ -305,6 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             state.steps,
             start.elapsed().as_secs_f64(),
             peak.map_or_else(|| "unknown".into(), human_bytes),
+            human_bytes(planned.peak_bytes()),
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ mod finetune;
 mod inspect;
 mod modelfile;
 mod output;
+mod plan;
 mod quantize;
 
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ enum Command {
     Finetune(Box<finetune::Args>),
     Inspect(inspect::Args),
     Modelfile(modelfile::Args),
+    Plan(plan::Args),
     Quantize(quantize::Args),
 }
 
@@ -43,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Finetune(args) => finetune::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Modelfile(args) => modelfile::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Quantize(args) => quantize::run(args),
     }
 }
@@ -67,9 +70,23 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use gguftune::gguf::{GgufError, GgufWriteError};
     use gguftune::model::ModelError;
     use gguftune::modelfile::ModelfileError;
+    use gguftune::plan::PlanError;
     use gguftune::quant::QuantizeError;
     use gguftune::train::checkpoint::CheckpointError;
     use gguftune::train::{ExampleError, TrainError};
+    if let Some(e) = cause.downcast_ref::<PlanError>() {
+        // Its variants are transparent: the error chain skips the inner error, so look inside.
+        return match e {
+            PlanError::File(inner) => classify(inner),
+            PlanError::Hf(inner) => classify(inner),
+            PlanError::Model(inner) => classify(inner),
+            PlanError::Train(inner) => classify(inner),
+            PlanError::Convert(inner) => classify(inner),
+            PlanError::Quantize(inner) => classify(inner),
+            PlanError::UnknownSource { .. } => Some(3),
+            _ => None,
+        };
+    }
     let io = cause.is::<std::io::Error>()
         || matches!(cause.downcast_ref::<GgufFileError>(), Some(GgufFileError::Io { .. }))
         || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))

@@ -93,13 +93,6 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let dir = checkpoint.dir();
     let config = LlamaConfig::load(dir)?;
     let tokenizer = crate::hf::load_tokenizer(dir, usize::try_from(config.vocab_size).ok())?;
-    let mut gguf = GgufPlan::new();
-    for (key, value) in model_metadata(&config, file_type, dir)? {
-        gguf.add_kv(&key, value)?;
-    }
-    for (key, value) in tokenizer.to_metadata() {
-        gguf.add_kv(&key, value)?;
-    }
 
     let mut sources = Vec::new();
     for (entry, _) in checkpoint.tensors()? {
@@ -119,7 +112,85 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     sources.sort_by_key(|(n, _)| order_key(n));
     check_shapes(dir, &config, &sources)?;
 
-    let names: Vec<String> = sources.iter().map(|(n, _)| n.to_string()).collect();
+    let table: Vec<(TensorName, Vec<u64>)> =
+        sources.iter().map(|(n, e)| (n.clone(), e.shape.iter().rev().map(|&d| d as u64).collect())).collect();
+    let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
+    let mut tensors = Vec::new();
+    for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors()) {
+        let permute_head_dim = match (config.arch, name.kind) {
+            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => Some(config.head_dim as usize),
+            _ => None,
+        };
+        tensors.push(TensorPlan {
+            hf_name: entry.name.clone(),
+            gguf_name: planned.name.clone(),
+            src_type: source_type(&entry)?,
+            ty: planned.ty,
+            ne: planned.ne.clone(),
+            permute_head_dim,
+            src_bytes: entry.n_bytes as u64,
+            out_bytes: planned.n_bytes,
+        });
+    }
+    Ok(ConvertPlan { config, file_type, tensors, gguf })
+}
+
+/// How the tokenizer's metadata of a [`plan_without_weights`] was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// From the tokenizer files next to the config, as `convert` reads them.
+    Files,
+    /// No tokenizer files: a stand-in vocabulary of `vocab_size` short tokens (about 20 bytes
+    /// of metadata per token, which a real SentencePiece vocabulary is close to).
+    Estimated,
+}
+
+/// The GGUF `convert` would write at `file_type` for a checkpoint of `config` whose weights are
+/// not at hand (a bare config.json, a folder before its shards are downloaded): the same
+/// metadata, tensor table and per-tensor types as [`plan`], with every tensor the config implies.
+/// The tokenizer comes from `dir` when its files are there.
+pub fn plan_without_weights(
+    config: &LlamaConfig,
+    dir: &Path,
+    file_type: FileType,
+) -> Result<(GgufPlan, TokenizerSource), ConvertError> {
+    let vocab = usize::try_from(config.vocab_size).unwrap_or(usize::MAX);
+    let (tokenizer, source) = match crate::hf::load_tokenizer(dir, Some(vocab)) {
+        Ok(t) => (t.to_metadata(), TokenizerSource::Files),
+        Err(HfError::NoTokenizer { .. }) => (estimated_tokenizer(vocab), TokenizerSource::Estimated),
+        Err(e) => return Err(e.into()),
+    };
+    let table: Vec<(TensorName, Vec<u64>)> = expected_tensors(config)
+        .into_iter()
+        .map(|(n, shape)| (n, shape.iter().rev().map(|&d| d as u64).collect()))
+        .collect();
+    Ok((gguf_plan(config, tokenizer, file_type, dir, &table)?, source))
+}
+
+fn estimated_tokenizer(vocab: usize) -> Vec<(String, MetaValue)> {
+    use crate::gguf::MetaArray;
+    vec![
+        ("tokenizer.ggml.model".into(), "llama".into()),
+        ("tokenizer.ggml.tokens".into(), MetaValue::Array(MetaArray::String(vec!["<token>".to_owned(); vocab]))),
+        ("tokenizer.ggml.scores".into(), MetaValue::Array(MetaArray::F32(vec![0.0; vocab]))),
+        ("tokenizer.ggml.token_type".into(), MetaValue::Array(MetaArray::I32(vec![1; vocab]))),
+    ]
+}
+
+/// The metadata and tensor table of the GGUF for `config` with tensors `table` (GGUF name, `ne`,
+/// in llama.cpp's order), each tensor at the type llama-quantize chooses for `file_type`.
+fn gguf_plan(
+    config: &LlamaConfig,
+    tokenizer: Vec<(String, MetaValue)>,
+    file_type: FileType,
+    dir: &Path,
+    table: &[(TensorName, Vec<u64>)],
+) -> Result<GgufPlan, ConvertError> {
+    let mut gguf = GgufPlan::new();
+    for (key, value) in model_metadata(config, file_type, dir)?.into_iter().chain(tokenizer) {
+        gguf.add_kv(&key, value)?;
+    }
+    let names: Vec<String> = table.iter().map(|(n, _)| n.to_string()).collect();
     let mut chooser = crate::quant::TypeChooser::new(
         file_type,
         config.arch.name(),
@@ -127,28 +198,11 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
         names.iter().map(String::as_str),
     )
     .with_heads(config.num_heads, config.num_kv_heads);
-    let mut tensors = Vec::new();
-    for ((name, entry), gguf_name) in sources.into_iter().zip(names) {
-        let ne: Vec<u64> = entry.shape.iter().rev().map(|&d| d as u64).collect();
-        let src_type = source_type(&entry)?;
-        let ty = chooser.choose(&gguf_name, &ne);
-        let permute_head_dim = match (config.arch, name.kind) {
-            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => Some(config.head_dim as usize),
-            _ => None,
-        };
-        let planned = gguf.add_tensor(&gguf_name, ty, &ne)?;
-        tensors.push(TensorPlan {
-            hf_name: entry.name,
-            gguf_name,
-            src_type,
-            ty,
-            ne,
-            permute_head_dim,
-            src_bytes: entry.n_bytes as u64,
-            out_bytes: planned.n_bytes,
-        });
+    for ((_, ne), name) in table.iter().zip(&names) {
+        let ty = chooser.choose(name, ne);
+        gguf.add_tensor(name, ty, ne)?;
     }
-    Ok(ConvertPlan { config, file_type, tensors, gguf })
+    Ok(gguf)
 }
 
 /// The ggml type whose encoding equals the safetensors dtype.
@@ -172,29 +226,62 @@ fn order_key(n: &TensorName) -> (u32, u32, u8) {
     }
 }
 
+/// The Hugging Face shape of tensor `name` in a checkpoint of `c`.
+fn expected_shape(c: &LlamaConfig, name: &TensorName) -> Vec<usize> {
+    let (h, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
+    let q = (c.num_heads * c.head_dim) as usize;
+    let kv = (c.num_kv_heads * c.head_dim) as usize;
+    let bias = name.suffix == "bias";
+    let w = |out: usize, inp: usize| if bias { vec![out] } else { vec![out, inp] };
+    match name.kind {
+        TensorKind::TokenEmbd | TensorKind::Output => vec![v, h],
+        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => vec![h],
+        TensorKind::AttnQ => w(q, h),
+        TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
+        TensorKind::AttnOutput => w(h, q),
+        TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
+        TensorKind::FfnDown => w(h, ff),
+    }
+}
+
+/// The tensors a checkpoint of `c` must have, in llama.cpp's order.
+fn required_tensors(c: &LlamaConfig) -> Vec<TensorName> {
+    let top = |kind| TensorName { kind, layer: None, suffix: "weight".into() };
+    let mut required = vec![top(TensorKind::TokenEmbd)];
+    for layer in 0..c.num_layers as u32 {
+        for kind in TensorKind::PER_LAYER {
+            required.push(TensorName { kind, layer: Some(layer), suffix: "weight".into() });
+        }
+    }
+    required.push(top(TensorKind::OutputNorm));
+    if !c.tie_word_embeddings {
+        required.push(top(TensorKind::Output));
+    }
+    required
+}
+
+/// Every tensor a checkpoint of `c` holds (Qwen2's attention biases included) with its Hugging
+/// Face shape, in llama.cpp's order.
+fn expected_tensors(c: &LlamaConfig) -> Vec<(TensorName, Vec<usize>)> {
+    let mut names = required_tensors(c);
+    if c.arch == Arch::Qwen2 {
+        for layer in 0..c.num_layers as u32 {
+            for kind in [TensorKind::AttnQ, TensorKind::AttnK, TensorKind::AttnV] {
+                names.push(TensorName { kind, layer: Some(layer), suffix: "bias".into() });
+            }
+        }
+        names.sort_by_key(order_key);
+    }
+    names.into_iter().map(|n| (n.clone(), expected_shape(c, &n))).collect()
+}
+
 fn check_shapes(
     dir: &Path,
     c: &LlamaConfig,
     sources: &[(TensorName, crate::hf::TensorEntry)],
 ) -> Result<(), ConvertError> {
-    let (h, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
-    let q = (c.num_heads * c.head_dim) as usize;
-    let kv = (c.num_kv_heads * c.head_dim) as usize;
-    let expected = |name: &TensorName| -> Vec<usize> {
-        let bias = name.suffix == "bias";
-        let w = |out: usize, inp: usize| if bias { vec![out] } else { vec![out, inp] };
-        match name.kind {
-            TensorKind::TokenEmbd | TensorKind::Output => vec![v, h],
-            TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => vec![h],
-            TensorKind::AttnQ => w(q, h),
-            TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
-            TensorKind::AttnOutput => w(h, q),
-            TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
-            TensorKind::FfnDown => w(h, ff),
-        }
-    };
     for (name, entry) in sources {
-        let want = expected(name);
+        let want = expected_shape(c, name);
         if entry.shape != want {
             return Err(ConvertError::ShapeMismatch {
                 dir: dir.to_owned(),
@@ -205,19 +292,7 @@ fn check_shapes(
         }
     }
     let present = |n: &TensorName| sources.iter().any(|(s, _)| s == n);
-    let mut required = vec![
-        TensorName { kind: TensorKind::TokenEmbd, layer: None, suffix: "weight".into() },
-        TensorName { kind: TensorKind::OutputNorm, layer: None, suffix: "weight".into() },
-    ];
-    if !c.tie_word_embeddings {
-        required.push(TensorName { kind: TensorKind::Output, layer: None, suffix: "weight".into() });
-    }
-    for layer in 0..c.num_layers as u32 {
-        for kind in TensorKind::PER_LAYER {
-            required.push(TensorName { kind, layer: Some(layer), suffix: "weight".into() });
-        }
-    }
-    if let Some(missing) = required.iter().find(|n| !present(n)) {
+    if let Some(missing) = required_tensors(c).iter().find(|n| !present(n)) {
         return Err(ConvertError::MissingTensor { dir: dir.to_owned(), tensor: missing.to_string() });
     }
     Ok(())

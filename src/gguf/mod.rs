@@ -43,6 +43,8 @@ pub enum GgufFileError {
 pub struct GgufFile {
     path: PathBuf,
     map: Mmap,
+    /// A plan's stand-in ([`GgufFile::planned`]), not a file: its pages must never be released.
+    planned: bool,
 }
 
 impl GgufFile {
@@ -51,7 +53,22 @@ impl GgufFile {
         let io_err = |source| GgufFileError::Io { path: path.to_owned(), source };
         let file = File::open(path).map_err(io_err)?;
         let map = map_readonly(&file).map_err(io_err)?;
-        let gguf_file = GgufFile { path: path.to_owned(), map };
+        let gguf_file = GgufFile { path: path.to_owned(), map, planned: false };
+        gguf_file.gguf()?;
+        Ok(gguf_file)
+    }
+
+    /// The file `plan` describes, with zeros for every tensor's data, held in memory without
+    /// costing any (see [`crate::io::mmap::map_zeroed_with_prefix`]) and labelled `label` in
+    /// messages. Graphs can be built and their memory measured on it before the real file exists.
+    pub fn planned(plan: &GgufPlan, label: &str) -> Result<GgufFile, GgufFileError> {
+        let path = PathBuf::from(label);
+        let io_err = |source| GgufFileError::Io { path: path.clone(), source };
+        let too_big = || io_err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, "larger than the address space"));
+        let header = plan.header_bytes().map_err(|_| too_big())?;
+        let len = usize::try_from(plan.file_size()).map_err(|_| too_big())?;
+        let map = crate::io::mmap::map_zeroed_with_prefix(&header, len).map_err(io_err)?;
+        let gguf_file = GgufFile { path, map, planned: true };
         gguf_file.gguf()?;
         Ok(gguf_file)
     }
@@ -63,7 +80,9 @@ impl GgufFile {
 
     /// Lets the pages of `data`, a slice of this file (a tensor's data), leave memory once used.
     pub fn release(&self, data: &[u8]) {
-        crate::io::mmap::release(&self.map, data);
+        if !self.planned {
+            crate::io::mmap::release(&self.map, data);
+        }
     }
 
     /// The whole file's bytes (the mapping).

@@ -118,6 +118,35 @@ impl GgufPlan {
         align_up(n, self.alignment)
     }
 
+    /// Everything before the data section, padding included: the bytes a file of this plan
+    /// starts with.
+    pub fn header_bytes(&self) -> Result<Vec<u8>, GgufWriteError> {
+        let mut header = Vec::with_capacity(usize::try_from(self.meta_size()).unwrap_or(0));
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&3u32.to_le_bytes());
+        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            put_string(&mut header, key);
+            header.extend_from_slice(&value.value_type().id().to_le_bytes());
+            put_value(&mut header, value);
+        }
+        for t in &self.tensors {
+            put_string(&mut header, &t.name);
+            header.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
+            for d in &t.ne {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ty.id().to_le_bytes());
+            header.extend_from_slice(&t.offset.to_le_bytes());
+        }
+        let padded = usize::try_from(self.meta_size())
+            .map_err(|_| GgufWriteError::SizeOverflow { name: "(header)".to_owned() })?;
+        debug_assert!(padded >= header.len(), "meta_size() counts every byte written above");
+        header.resize(padded, 0);
+        Ok(header)
+    }
+
     /// Size of the whole file this plan describes.
     pub fn file_size(&self) -> u64 {
         self.meta_size() + self.data_size
@@ -163,29 +192,7 @@ impl GgufWriter {
     /// Creates the temporary output next to `path` and writes the header and tensor table.
     pub fn create(path: &Path, plan: GgufPlan) -> Result<GgufWriter, GgufWriteError> {
         let mut file = AtomicFile::create(path)?;
-        let mut header = Vec::with_capacity(usize::try_from(plan.meta_size()).unwrap_or(0));
-        header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&3u32.to_le_bytes());
-        header.extend_from_slice(&(plan.tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(plan.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &plan.metadata {
-            put_string(&mut header, key);
-            header.extend_from_slice(&value.value_type().id().to_le_bytes());
-            put_value(&mut header, value);
-        }
-        for t in &plan.tensors {
-            put_string(&mut header, &t.name);
-            header.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
-            for d in &t.ne {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&t.ty.id().to_le_bytes());
-            header.extend_from_slice(&t.offset.to_le_bytes());
-        }
-        let padded = usize::try_from(plan.meta_size())
-            .map_err(|_| GgufWriteError::SizeOverflow { name: "(header)".to_owned() })?;
-        debug_assert!(padded >= header.len(), "meta_size() counts every byte written above");
-        header.resize(padded, 0);
+        let header = plan.header_bytes()?;
         file.write_all(&header)?;
         Ok(GgufWriter { file, plan, current: 0, written: 0, position: 0 })
     }

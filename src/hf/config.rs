@@ -206,9 +206,13 @@ impl LlamaConfig {
 
     /// Reads and resolves `dir/config.json`.
     pub fn load(dir: &Path) -> Result<LlamaConfig, HfError> {
-        let path = dir.join("config.json");
-        let json = super::checkpoint::read_json(&path)?;
-        LlamaConfig::from_json(&path, &json).map_err(HfError::Config)
+        Self::load_file(&dir.join("config.json"))
+    }
+
+    /// Reads and resolves the config.json at `path`.
+    pub fn load_file(path: &Path) -> Result<LlamaConfig, HfError> {
+        let json = super::checkpoint::read_json(path)?;
+        LlamaConfig::from_json(path, &json).map_err(HfError::Config)
     }
 }
 

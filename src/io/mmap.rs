@@ -39,3 +39,16 @@ pub fn release(map: &Mmap, data: &[u8]) {
     #[allow(unsafe_code)]
     let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len()) };
 }
+
+/// A read-only anonymous mapping of `len` bytes that starts with `prefix` and reads as zeros
+/// after it. No swap is reserved for it, and the pages past the prefix are never touched, so a
+/// mapping the size of a 70B model costs no memory: it stands in for a file that does not exist
+/// yet, such as the model a plan describes.
+pub fn map_zeroed_with_prefix(prefix: &[u8], len: usize) -> io::Result<Mmap> {
+    if prefix.len() > len {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the prefix is longer than the mapping"));
+    }
+    let mut map = memmap2::MmapOptions::new().len(len.max(1)).no_reserve_swap().map_anon()?;
+    map[..prefix.len()].copy_from_slice(prefix);
+    map.make_read_only()
+}

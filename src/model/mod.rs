@@ -15,7 +15,7 @@ pub use hparams::{Arch, HParams};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
-use crate::gguf::{GgufFile, GgufFileError};
+use crate::gguf::{GgufFile, GgufFileError, GgufPlan};
 
 /// Why a model cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,24 @@ impl Model {
         let file = GgufFile::open(path)?;
         let hparams = HParams::from_gguf(&file.gguf()?)?;
         Ok(Model { file, hparams })
+    }
+
+    /// The model `plan` describes, before its file exists: the weights read as zeros and cost no
+    /// memory (see [`GgufFile::planned`]). Its graphs can be built and measured, not run usefully.
+    pub fn planned(plan: &GgufPlan) -> Result<Model, ModelError> {
+        let file = GgufFile::planned(plan, "(planned model)")?;
+        let hparams = HParams::from_gguf(&file.gguf()?)?;
+        Ok(Model { file, hparams })
+    }
+
+    /// The GGUF index of the model's file.
+    pub fn gguf(&self) -> Result<crate::gguf::Gguf<'_>, ModelError> {
+        Ok(self.file.gguf()?)
+    }
+
+    /// Size of the model's file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.file.bytes().len() as u64
     }
 
     /// The hyper-parameters.
@@ -97,6 +115,19 @@ impl Model {
         })?;
         let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Bytes of the compute buffer of one forward pass over `seq_len` tokens (logits of every
+    /// position), as ggml's allocator sizes it, allocating nothing.
+    pub fn measure_forward(&self, seq_len: usize, threads: usize) -> Result<usize, ModelError> {
+        let backend = Backend::cpu(Runtime::get(), threads)?;
+        self.with_bound_weights(1, |ctx, weights| {
+            let inputs = Inputs::new(ctx, seq_len as u64, 1)?;
+            let logits = graph::forward(ctx, &self.hparams, weights, &inputs, None)?;
+            let mut graph = Graph::new(ctx, self.graph_size())?;
+            graph.build_forward_expand(logits)?;
+            Ok::<_, ModelError>(Allocator::new(&backend)?.measure(&graph))
+        })
     }
 
     /// Binds the weights into a new graph context with room for `graphs` graphs of this model

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::gguf::{GgmlType, GgufFile, GgufFileError, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
+use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 
 use super::{decode_to_f32, DecodeError, FileType, TypeChooser};
 
@@ -52,40 +52,11 @@ pub fn requantize(
     let start = Instant::now();
     let file = GgufFile::open(input)?;
     let g = file.gguf()?;
-    let arch = g.get_str("general.architecture").unwrap_or("llama");
-    let n_layer_key = format!("{arch}.block_count");
-    let n_layer = g
-        .get(&n_layer_key)
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| QuantizeError::MissingKey { path: input.to_owned(), key: n_layer_key.clone() })?;
-    let heads = |k: &str| g.get(&format!("{arch}.attention.{k}")).and_then(|v| v.as_u64()).unwrap_or(0);
-    let mut chooser = TypeChooser::new(ft, arch, n_layer, g.tensors.iter().map(|t| t.name))
-        .with_heads(heads("head_count"), heads("head_count_kv"));
-
-    let mut plan = GgufPlan::new();
-    for (key, value) in &g.metadata {
-        let value = match *key {
-            "general.file_type" => MetaValue::U32(ft.llama_ftype()),
-            "general.quantization_version" => MetaValue::U32(2),
-            _ => value.to_owned_value(),
-        };
-        plan.add_kv(key, value)?;
+    if let Some(t) = g.tensors.iter().find(|t| !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)) {
+        return Err(QuantizeError::QuantizedSource { path: input.to_owned(), tensor: t.name.to_owned(), ty: t.ty });
     }
-    for key in ["general.file_type", "general.quantization_version"] {
-        if g.get(key).is_none() {
-            let v = if key == "general.file_type" { ft.llama_ftype() } else { 2 };
-            plan.add_kv(key, MetaValue::U32(v))?;
-        }
-    }
-    let mut types = Vec::with_capacity(g.tensors.len());
-    for t in &g.tensors {
-        if !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
-            return Err(QuantizeError::QuantizedSource { path: input.to_owned(), tensor: t.name.to_owned(), ty: t.ty });
-        }
-        let ty = chooser.choose(t.name, &t.ne);
-        plan.add_tensor(t.name, ty, &t.ne)?;
-        types.push(ty);
-    }
+    let plan = requantized_plan(&g, input, ft)?;
+    let types: Vec<GgmlType> = plan.tensors().iter().map(|t| t.ty).collect();
     let output_bytes = plan.file_size();
     let total: u64 = g.tensors.iter().map(|t| t.n_bytes).sum();
     let mut done = 0u64;
@@ -127,4 +98,39 @@ pub fn requantize(
         output_bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The GGUF [`requantize`] writes for `g` (the file at `path`) at `ft`: the same metadata with the
+/// file type updated, every tensor at the type llama-quantize chooses for it.
+pub fn requantized_plan(g: &Gguf<'_>, path: &Path, ft: FileType) -> Result<GgufPlan, QuantizeError> {
+    let arch = g.get_str("general.architecture").unwrap_or("llama");
+    let n_layer_key = format!("{arch}.block_count");
+    let n_layer = g
+        .get(&n_layer_key)
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| QuantizeError::MissingKey { path: path.to_owned(), key: n_layer_key.clone() })?;
+    let heads = |k: &str| g.get(&format!("{arch}.attention.{k}")).and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut chooser = TypeChooser::new(ft, arch, n_layer, g.tensors.iter().map(|t| t.name))
+        .with_heads(heads("head_count"), heads("head_count_kv"));
+
+    let mut plan = GgufPlan::new();
+    for (key, value) in &g.metadata {
+        let value = match *key {
+            "general.file_type" => MetaValue::U32(ft.llama_ftype()),
+            "general.quantization_version" => MetaValue::U32(2),
+            _ => value.to_owned_value(),
+        };
+        plan.add_kv(key, value)?;
+    }
+    for key in ["general.file_type", "general.quantization_version"] {
+        if g.get(key).is_none() {
+            let v = if key == "general.file_type" { ft.llama_ftype() } else { 2 };
+            plan.add_kv(key, MetaValue::U32(v))?;
+        }
+    }
+    for t in &g.tensors {
+        let ty = chooser.choose(t.name, &t.ne);
+        plan.add_tensor(t.name, ty, &t.ne)?;
+    }
+    Ok(plan)
 }

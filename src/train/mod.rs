@@ -20,7 +20,7 @@ use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
 pub use batches::{pack_examples, split_validation, Sequence};
 pub use examples::{build_examples, ExampleError, ExampleStats};
 pub use schedule::Schedule;
-pub use session::{with_session, BatchShape, OptimizerState, Session};
+pub use session::{measure_session, with_session, BatchShape, OptimizerState, Session, SessionMemory};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).
@@ -204,11 +204,8 @@ pub struct EvalReport {
 pub struct TrainOutcome {
     /// The last validation, if any ran.
     pub last_eval: Option<EvalReport>,
-    /// Bytes of ggml's compute buffers (activations kept for the backward pass, gradients of
-    /// intermediate tensors, logits) as the graph allocator planned them.
-    pub compute_bytes: usize,
-    /// Bytes of the persistent tensors: LoRA tensors, their gradients and AdamW's moments.
-    pub param_bytes: usize,
+    /// ggml's buffers as the run allocated them.
+    pub memory: SessionMemory,
 }
 
 /// Receives progress; each call may stop the run (`ControlFlow::Break`) or fail it.
@@ -293,8 +290,7 @@ pub fn train(
             }
         }
         session.get_state(state)?;
-        let (compute_bytes, param_bytes) = session.memory();
-        Ok(TrainOutcome { last_eval, compute_bytes, param_bytes })
+        Ok(TrainOutcome { last_eval, memory: session.memory() })
     })
 }
 

@@ -41,6 +41,40 @@ impl OptimizerState {
     }
 }
 
+/// The memory of a training session's ggml buffers, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionMemory {
+    /// The model graph's buffer: activations kept for the backward pass, gradients of
+    /// intermediate tensors, logits and loss (the larger of the training and validation graphs).
+    pub compute_bytes: usize,
+    /// The optimizer graphs' buffer (gradient norm, scaled gradients).
+    pub optimizer_bytes: usize,
+    /// The persistent tensors: LoRA `A`/`B`, their gradient accumulators, AdamW's moments.
+    pub param_bytes: usize,
+    /// The CPU backend's scratch buffer for the largest graph.
+    pub work_bytes: usize,
+}
+
+impl SessionMemory {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.compute_bytes + self.optimizer_bytes + self.param_bytes + self.work_bytes
+    }
+}
+
+/// The memory a training session of `model` with `lora` and micro-batches of `shape` on `threads`
+/// CPU threads will use: the session is built exactly as [`with_session`] builds it for training,
+/// then ggml's allocator sizes its buffers without allocating them. On a
+/// [`Model::planned`] model, nothing of the model's size is allocated either.
+pub fn measure_session(
+    model: &Model,
+    lora: &LoraConfig,
+    shape: BatchShape,
+    threads: usize,
+) -> Result<SessionMemory, TrainError> {
+    with_session(model, lora, shape, threads, |session| session.planned_memory())
+}
+
 /// One training run's ggml objects; see the module docs. Made by [`with_session`].
 pub struct Session<'c> {
     backend: &'c Backend,
@@ -269,8 +303,38 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Bytes of the model graph's compute buffer and of the persistent tensors.
-    pub fn memory(&self) -> (usize, usize) {
-        (self.compute.buffer_size() + self.optimizer.buffer_size(), self.params.size())
+    /// The buffers as allocated so far (after training: what the run used).
+    pub fn memory(&self) -> SessionMemory {
+        SessionMemory {
+            compute_bytes: self.compute.buffer_size(),
+            optimizer_bytes: self.optimizer.buffer_size(),
+            param_bytes: self.params.size(),
+            work_bytes: self.work_bytes(),
+        }
+    }
+
+    /// The buffers as ggml's allocator plans them for this session's graphs, allocating nothing.
+    pub fn planned_memory(&self) -> Result<SessionMemory, TrainError> {
+        let largest = |graphs: [&Graph<'_>; 2]| -> Result<usize, TrainError> {
+            let mut sizes = Vec::new();
+            for g in graphs {
+                sizes.push(Allocator::new(self.backend)?.measure(g));
+            }
+            Ok(sizes.into_iter().max().unwrap_or(0))
+        };
+        Ok(SessionMemory {
+            compute_bytes: largest([&self.train_graph, &self.eval_graph])?,
+            optimizer_bytes: largest([&self.norm_graph, &self.opt_graph])?,
+            param_bytes: self.params.size(),
+            work_bytes: self.work_bytes(),
+        })
+    }
+
+    fn work_bytes(&self) -> usize {
+        [&self.train_graph, &self.eval_graph, &self.norm_graph, &self.opt_graph]
+            .into_iter()
+            .map(|g| self.backend.work_bytes(g))
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -16,6 +16,7 @@ mod inspect_cli;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
+mod plan;
 mod source_audit;
 mod spm_tokenizer;
 mod train;

@@ -1,0 +1,439 @@
+//! `gguftune plan`: the memory of a LoRA run before it starts, line by line, against the
+//! machine's memory, beside the alternatives and the rules of thumb people use.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+
+use gguftune::model::{LoraConfig, Model};
+use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
+use gguftune::quant::FileType;
+use gguftune::train::BatchShape;
+
+use super::convert::parse_file_type;
+use super::finetune::parse_targets;
+use super::output::{human_bytes, human_count};
+
+/// Plan a LoRA fine-tuning run: its peak memory from the graph it will run, whether it fits,
+/// and what would make it fit.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  gguftune plan model-q4_k_m.gguf --ctx 512 --batch 8
+  gguftune plan ./Llama-2-7b-hf --type q4_k_m --memory 16GiB
+  gguftune plan config.json --type q8_0 --json
+
+The model may be a GGUF, a Hugging Face folder (its safetensors need not be downloaded) or a bare
+config.json; --type says what `convert` (or `quantize`, for a GGUF) would make of it.")]
+pub struct Args {
+    /// A GGUF model, a Hugging Face folder, or a config.json.
+    model: PathBuf,
+    /// Plan for the file `convert` / `quantize` would write at this type (default: a GGUF's own
+    /// types; f16 for a Hugging Face model).
+    #[arg(long = "type", value_parser = parse_file_type)]
+    file_type: Option<FileType>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    rank: u64,
+    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
+    #[arg(long, default_value = "q,k,v,o,gate,up,down")]
+    targets: String,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Micro-batches per optimizer step (no effect on memory; kept with the batch in suggestions).
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where the run would train: cpu.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Memory available, such as 16GiB or 8000MB (default: this machine's).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `24GiB`, `16GB`, `8G`, `512MiB`, `1000000`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("'{s}' is not a size (expected a number and a unit, e.g. 24GiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "tb" => 1e12,
+        other => {
+            return Err(format!("unknown unit '{other}' in '{s}' (expected B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"))
+        }
+    };
+    Ok((value * scale) as u64)
+}
+
+/// This machine's memory (`MemTotal` of /proc/meminfo), if known.
+fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One row of the alternatives table.
+struct Alternative {
+    name: String,
+    bytes: u64,
+    how: &'static str,
+    rule_name: &'static str,
+    rule_bytes: u64,
+}
+
+/// One change that would lower the peak.
+struct Suggestion {
+    change: String,
+    peak: u64,
+}
+
+/// Set in the child process that computes the plan (see [`run`]).
+const CHILD_ENV: &str = "GGUFTUNE_PLAN_CHILD";
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // ggml's graph allocator aborts the process when a graph fragments its buffer into more than
+    // 256 free blocks (very deep models, some sizes). Nothing can catch an abort, so the plan is
+    // computed in a child process, and an abort becomes an error that says what happened.
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return run_in_child();
+    }
+    plan(args)
+}
+
+fn run_in_child() -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().context("finding the gguftune executable")?;
+    let out = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, "1")
+        .env("GGML_NO_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("starting the planning process")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.signal().is_some() {
+        let assert = stderr.lines().find(|l| l.contains("GGML_ASSERT")).unwrap_or("killed by a signal");
+        bail!(
+            "ggml could not plan this run's graph and aborted ({}); finetune would stop at the same point (hint: try another --ctx or --batch, or fewer layers)",
+            assert.rsplit(": ").next().unwrap_or(assert).trim()
+        );
+    }
+    eprint!("{stderr}");
+    Ok(ExitCode::from(u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1)))
+}
+
+fn plan(args: Args) -> anyhow::Result<ExitCode> {
+    if args.device != "cpu" {
+        bail!("--device {}: plans are for the CPU in this version, where finetune trains", args.device);
+    }
+    if args.batch == 0 || args.grad_accum == 0 || args.ctx < 2 || args.rank == 0 {
+        bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
+    }
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let source = ModelSource::detect(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
+    let lora = LoraConfig { rank: args.rank, alpha: 2.0 * args.rank as f32, targets: parse_targets(&args.targets)? };
+    let run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, threads };
+    let plan = training_memory(&planned.model, planned.file_bytes, &run)?;
+    let limit = args.memory.or_else(machine_memory);
+    let fits = limit.map(|l| plan.peak_bytes() <= l);
+    let suggestions = match (fits, limit) {
+        (Some(false), Some(l)) => suggestions(&source, &planned, &run, args.grad_accum, l)?,
+        _ => Vec::new(),
+    };
+    let alternatives = alternatives(&source, &planned, &run, &plan)?;
+
+    if args.json {
+        print_json(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions);
+    } else {
+        print_text(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The peak after one change to `run` (and maybe the model's type).
+fn peak_with(model: &PlannedModel, run: &RunShape) -> anyhow::Result<u64> {
+    Ok(training_memory(&model.model, model.file_bytes, run)?.peak_bytes())
+}
+
+fn suggestions(
+    source: &ModelSource,
+    planned: &PlannedModel,
+    run: &RunShape,
+    grad_accum: usize,
+    limit: u64,
+) -> anyhow::Result<Vec<Suggestion>> {
+    let mut out = Vec::new();
+    // Smaller micro-batches with more accumulation: the same effective batch.
+    let mut batch = run.shape.n_seq;
+    while batch > 1 {
+        batch /= 2;
+        let smaller = RunShape { shape: BatchShape { n_seq: batch, ..run.shape }, ..run.clone() };
+        let peak = peak_with(planned, &smaller)?;
+        if peak <= limit || batch == 1 {
+            let accum = grad_accum * run.shape.n_seq / batch;
+            out.push(Suggestion { change: format!("--batch {batch} --grad-accum {accum}"), peak });
+            break;
+        }
+    }
+    let mut ctx = run.shape.seq_len;
+    while ctx > 128 {
+        ctx /= 2;
+        let shorter = RunShape { shape: BatchShape { seq_len: ctx, ..run.shape }, ..run.clone() };
+        let peak = peak_with(planned, &shorter)?;
+        if peak <= limit || ctx <= 128 {
+            out.push(Suggestion { change: format!("--ctx {ctx}"), peak });
+            break;
+        }
+    }
+    for ft in [FileType::Q8_0, FileType::Q6_K, FileType::Q5_K_M, FileType::Q4_K_M] {
+        let smaller = open_source(source, Some(ft))?;
+        if smaller.file_bytes < planned.file_bytes {
+            out.push(Suggestion { change: format!("--type {}", ft.name()), peak: peak_with(&smaller, run)? });
+        }
+    }
+    for (targets, kinds) in [("q,k,v,o", "q,k,v,o"), ("q,v", "q,v")] {
+        let fewer = RunShape { lora: LoraConfig { targets: parse_targets(kinds)?, ..run.lora.clone() }, ..run.clone() };
+        if fewer.lora.targets.len() < run.lora.targets.len() {
+            out.push(Suggestion { change: format!("--targets {targets}"), peak: peak_with(planned, &fewer)? });
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes per billion parameters of the rules of thumb in fine-tuning guides.
+const RULE_INFER_FP32: f64 = 4e9;
+const RULE_FINETUNE: f64 = 8e9;
+const RULE_QLORA: f64 = 48e9 / 65.0;
+const RULE_FULL_ADAM: f64 = 20e9;
+
+fn alternatives(
+    source: &ModelSource,
+    planned: &PlannedModel,
+    run: &RunShape,
+    plan: &MemoryPlan,
+) -> anyhow::Result<Vec<Alternative>> {
+    let billions = plan.base_params as f64 / 1e9;
+    let rule = |per_billion: f64| (per_billion * billions) as u64;
+    let h = planned.model.hparams();
+    let ctx = run.shape.seq_len as u64;
+    let kv_cache = 2 * h.n_layer * ctx * h.n_head_kv * h.head_dim * 2;
+    let infer_compute = forward_bytes(&planned.model, run)?;
+    let four_bit = planned.file_bytes * 8 < plan.base_params * 6;
+    let this = planned.file_type.map_or("this file".to_owned(), |t| t.name().to_owned());
+    let mut rows = vec![
+        Alternative {
+            name: format!("inference only (llama.cpp, ctx {ctx})"),
+            bytes: plan.weights_bytes + kv_cache + infer_compute + plan.runtime_bytes,
+            how: "weights + f16 KV cache + one forward pass",
+            rule_name: "4 GB per billion parameters (fp32)",
+            rule_bytes: rule(RULE_INFER_FP32),
+        },
+        Alternative {
+            name: format!("LoRA on {this} (this plan)"),
+            bytes: plan.peak_bytes(),
+            how: "measured on the training graph",
+            rule_name: if four_bit { "QLoRA: a 65B model on one 48 GB GPU" } else { "twice fp32 inference" },
+            rule_bytes: rule(if four_bit { RULE_QLORA } else { RULE_FINETUNE }),
+        },
+    ];
+    if planned.file_type != Some(FileType::F16) {
+        let f16 = open_source(source, Some(FileType::F16))?;
+        rows.push(Alternative {
+            name: "LoRA on f16".into(),
+            bytes: peak_with(&f16, run)?,
+            how: "measured on the training graph",
+            rule_name: "twice fp32 inference",
+            rule_bytes: rule(RULE_FINETUNE),
+        });
+    }
+    rows.push(Alternative {
+        name: "full fine-tuning, fp32 AdamW".into(),
+        bytes: 16 * plan.base_params + plan.session.compute_bytes as u64 + plan.runtime_bytes,
+        how: "4 B each: weights, gradients, 2 moments; + this plan's activations",
+        rule_name: "20 GB per billion parameters",
+        rule_bytes: rule(RULE_FULL_ADAM),
+    });
+    Ok(rows)
+}
+
+/// The compute buffer of one forward pass of `ctx` tokens (an upper bound on llama.cpp's: our
+/// graph keeps the logits of every position).
+fn forward_bytes(model: &Model, run: &RunShape) -> anyhow::Result<u64> {
+    Ok(model.measure_forward(run.shape.seq_len, run.threads)? as u64)
+}
+
+fn source_text(planned: &PlannedModel) -> String {
+    let ty = planned.file_type.map_or_else(String::new, |t| format!(" {}", t.name()));
+    match planned.kind {
+        SourceKind::GgufFile => "the GGUF file".into(),
+        SourceKind::Requantized => format!("the{ty} GGUF `quantize` would write"),
+        SourceKind::Converted => format!("the{ty} GGUF `convert` would write"),
+        SourceKind::FromConfig(gguftune::convert::TokenizerSource::Files) => {
+            format!("the{ty} GGUF `convert` would write (tensor shapes from config.json)")
+        }
+        SourceKind::FromConfig(gguftune::convert::TokenizerSource::Estimated) => format!(
+            "the{ty} GGUF `convert` would write (tensor shapes from config.json; no tokenizer files, its metadata estimated)"
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_text(
+    args: &Args,
+    planned: &PlannedModel,
+    run: &RunShape,
+    plan: &MemoryPlan,
+    limit: Option<u64>,
+    fits: Option<bool>,
+    alternatives: &[Alternative],
+    suggestions: &[Suggestion],
+) {
+    let h = planned.model.hparams();
+    let hb = |n: u64| human_bytes(n);
+    let targets: Vec<&str> = run
+        .lora
+        .targets
+        .iter()
+        .filter_map(|k| gguftune::model::TARGETS.iter().find(|(_, t)| t == k).map(|(n, _)| *n))
+        .collect();
+    println!(
+        "LoRA r{} on {} of {} ({} layers, {} parameters), {}",
+        run.lora.rank,
+        targets.join(","),
+        args.model.display(),
+        h.n_layer,
+        human_count(plan.base_params),
+        source_text(planned)
+    );
+    println!("micro-batch {} x {} tokens, {} CPU threads\n", run.shape.n_seq, run.shape.seq_len, run.threads);
+    let s = &plan.session;
+    let lines: Vec<(String, u64, String)> = vec![
+        ("model file (mapped; every weight is read each step)".into(), plan.weights_bytes, String::new()),
+        (
+            format!(
+                "LoRA: {} parameters ({:.2}% of the model), gradients, 2 AdamW moments",
+                human_count(plan.lora_params),
+                100.0 * plan.lora_params as f64 / plan.base_params.max(1) as f64
+            ),
+            s.param_bytes as u64,
+            format!("4 x 4 B x {}", plan.lora_params),
+        ),
+        ("ggml compute buffer (activations, gradients, logits)".into(), s.compute_bytes as u64, String::new()),
+        (
+            "  activations kept for the backward pass".into(),
+            plan.activations_per_layer * plan.n_layer,
+            format!("{} per layer x {}", hb(plan.activations_per_layer), plan.n_layer),
+        ),
+        (
+            "  logits, loss and the rest".into(),
+            (s.compute_bytes as u64).saturating_sub(plan.activations_per_layer * plan.n_layer),
+            format!(
+                "one logits tensor: {} x {} tokens x 4 B = {}",
+                h.n_vocab,
+                run.shape.seq_len * run.shape.n_seq,
+                hb(plan.logits_bytes)
+            ),
+        ),
+        ("ggml optimizer buffer".into(), s.optimizer_bytes as u64, String::new()),
+        ("ggml CPU scratch buffer".into(), s.work_bytes as u64, format!("{} threads", run.threads)),
+        (
+            "LoRA state on the host (resumable copy)".into(),
+            plan.host_state_bytes,
+            format!("3 x 4 B x {}", plan.lora_params),
+        ),
+        ("runtime (program, tokenizer, data, heap)".into(), plan.runtime_bytes, "constant".into()),
+    ];
+    for (what, bytes, formula) in &lines {
+        println!("  {what:<62} {:>10}  {formula}", hb(*bytes));
+    }
+    let verdict = match (fits, limit) {
+        (Some(true), Some(l)) => format!("fits in {}", hb(l)),
+        (Some(false), Some(l)) => format!("does NOT fit in {}", hb(l)),
+        _ => "memory of this machine unknown (give --memory)".into(),
+    };
+    println!("  {:<62} {:>10}  {verdict}", "peak", hb(plan.peak_bytes()));
+    if !suggestions.is_empty() {
+        println!("\nto fit, change one of:");
+        for sg in suggestions {
+            let ok = limit.is_some_and(|l| sg.peak <= l);
+            println!("  {:<40} peak {:>10}{}", sg.change, hb(sg.peak), if ok { "  fits" } else { "" });
+        }
+    }
+    println!("\n  {:<44} {:>10}  {:<46} {:>10}", "alternatives", "gguftune", "rule of thumb", "says");
+    for a in alternatives {
+        println!("  {:<44} {:>10}  {:<46} {:>10}", a.name, hb(a.bytes), a.rule_name, hb(a.rule_bytes));
+    }
+    eprintln!("\nplan: peak {} ({verdict}); measured on the graph finetune builds", hb(plan.peak_bytes()));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_json(
+    args: &Args,
+    planned: &PlannedModel,
+    run: &RunShape,
+    plan: &MemoryPlan,
+    limit: Option<u64>,
+    fits: Option<bool>,
+    alternatives: &[Alternative],
+    suggestions: &[Suggestion],
+) {
+    let s = &plan.session;
+    let value = serde_json::json!({
+        "model": args.model,
+        "file_type": planned.file_type.map(|t| t.name()),
+        "file_bytes": planned.file_bytes,
+        "base_parameters": plan.base_params,
+        "lora_parameters": plan.lora_params,
+        "rank": run.lora.rank,
+        "seq_len": run.shape.seq_len,
+        "batch": run.shape.n_seq,
+        "threads": run.threads,
+        "peak_memory_bytes": plan.peak_bytes(),
+        "memory_limit_bytes": limit,
+        "fits": fits,
+        "tokens_per_second": serde_json::Value::Null,
+        "breakdown": {
+            "weights_bytes": plan.weights_bytes,
+            "lora_state_bytes": s.param_bytes,
+            "compute_buffer_bytes": s.compute_bytes,
+            "activations_per_layer_bytes": plan.activations_per_layer,
+            "layers": plan.n_layer,
+            "logits_bytes": plan.logits_bytes,
+            "optimizer_buffer_bytes": s.optimizer_bytes,
+            "cpu_scratch_bytes": s.work_bytes,
+            "host_state_bytes": plan.host_state_bytes,
+            "runtime_bytes": plan.runtime_bytes,
+        },
+        "alternatives": alternatives.iter().map(|a| serde_json::json!({
+            "name": a.name, "bytes": a.bytes, "how": a.how, "rule_of_thumb": a.rule_name, "rule_of_thumb_bytes": a.rule_bytes,
+        })).collect::<Vec<_>>(),
+        "suggestions": suggestions.iter().map(|sg| serde_json::json!({
+            "change": sg.change, "peak_memory_bytes": sg.peak, "fits": limit.map(|l| sg.peak <= l),
+        })).collect::<Vec<_>>(),
+    });
+    println!("{value}");
+}
