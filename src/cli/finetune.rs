@@ -18,7 +18,7 @@ use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
     build_examples, init_lora, pack_examples, split_validation, train, AdamWConfig, BatchShape, EvalReport, Example,
-    OptimizerState, Schedule, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
+    ExampleStats, OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
 use gguftune::plan::{training_memory, RunShape};
@@ -156,17 +156,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let model = Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
-    let vocab = LlamaModel::load_vocab(Runtime::get(), &args.model).context("loading the vocabulary with llama.cpp")?;
-    let template = chat_template(&args.model, &vocab)?;
-    let dataset = read_jsonl(&args.data)?;
-    let options = RenderOptions { train_on_prompt: args.train_on_prompt };
-    let (examples, stats) =
-        build_examples(&dataset, template.as_ref(), &vocab, &options, args.ctx, args.overlong == "skip")?;
-
-    let (train_idx, val_idx) = split_validation(examples.len(), args.val_split, args.seed);
-    let train_seqs = pack_examples(&examples, &train_idx, args.ctx, args.pack);
-    let val_seqs = pack_examples(&examples, &val_idx, args.ctx, args.pack);
-    let seq_len = train_seqs.iter().chain(&val_seqs).map(|s| s.len).max().unwrap_or(2).max(2);
+    let PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len } = prepare_data(
+        &args.model,
+        &args.data,
+        &DataOptions {
+            ctx: args.ctx,
+            pack: args.pack,
+            val_split: args.val_split,
+            seed: args.seed,
+            train_on_prompt: args.train_on_prompt,
+            skip_overlong: args.overlong == "skip",
+        },
+    )?;
 
     let lora = LoraConfig { rank: args.rank, alpha: args.alpha, targets };
     let mut cfg = TrainConfig {
@@ -445,6 +446,44 @@ fn checkpoint_root(adapter: &Path) -> PathBuf {
 }
 
 /// The model's own chat template (`tokenizer.chat_template`), with its BOS/EOS token texts.
+/// How a dataset becomes training sequences (the finetune flags of the same names).
+pub(super) struct DataOptions {
+    pub ctx: usize,
+    pub pack: bool,
+    pub val_split: f32,
+    pub seed: u64,
+    pub train_on_prompt: bool,
+    pub skip_overlong: bool,
+}
+
+/// A dataset tokenized for a model and grouped into sequences exactly as finetune trains on it.
+pub(super) struct PreparedData {
+    pub examples: Vec<Example>,
+    pub stats: ExampleStats,
+    pub train_idx: Vec<usize>,
+    pub val_idx: Vec<usize>,
+    pub train_seqs: Vec<Sequence>,
+    pub val_seqs: Vec<Sequence>,
+    /// The longest sequence: the length of every micro-batch row.
+    pub seq_len: usize,
+}
+
+/// Reads `data`, tokenizes it with `model`'s vocabulary (llama.cpp's), splits off the validation
+/// examples and packs both sets into sequences.
+pub(super) fn prepare_data(model: &Path, data: &Path, options: &DataOptions) -> anyhow::Result<PreparedData> {
+    let vocab = LlamaModel::load_vocab(Runtime::get(), model).context("loading the vocabulary with llama.cpp")?;
+    let template = chat_template(model, &vocab)?;
+    let dataset = read_jsonl(data)?;
+    let render = RenderOptions { train_on_prompt: options.train_on_prompt };
+    let (examples, stats) =
+        build_examples(&dataset, template.as_ref(), &vocab, &render, options.ctx, options.skip_overlong)?;
+    let (train_idx, val_idx) = split_validation(examples.len(), options.val_split, options.seed);
+    let train_seqs = pack_examples(&examples, &train_idx, options.ctx, options.pack);
+    let val_seqs = pack_examples(&examples, &val_idx, options.ctx, options.pack);
+    let seq_len = train_seqs.iter().chain(&val_seqs).map(|s| s.len).max().unwrap_or(2).max(2);
+    Ok(PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len })
+}
+
 fn chat_template(model: &Path, vocab: &LlamaModel) -> anyhow::Result<Option<ChatTemplate>> {
     let file = GgufFile::open(model)?;
     let gguf = file.gguf()?;

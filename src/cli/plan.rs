@@ -1,18 +1,23 @@
 //! `gguftune plan`: the memory of a LoRA run before it starts, line by line, against the
 //! machine's memory, beside the alternatives and the rules of thumb people use.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
 use gguftune::model::{LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
-use gguftune::train::BatchShape;
+use gguftune::train::{
+    init_lora, train, AdamWConfig, BatchShape, EvalReport, OptimizerState, Schedule, StepReport, TrainConfig,
+    TrainData, TrainError, TrainObserver,
+};
 
 use super::convert::parse_file_type;
-use super::finetune::parse_targets;
+use super::finetune::{parse_targets, prepare_data, DataOptions, PreparedData};
 use super::output::{human_bytes, human_count};
 
 /// Plan a LoRA fine-tuning run: its peak memory from the graph it will run, whether it fits,
@@ -56,6 +61,30 @@ pub struct Args {
     /// Memory available, such as 16GiB or 8000MB (default: this machine's).
     #[arg(long, value_parser = parse_size)]
     memory: Option<u64>,
+    /// Training data (JSONL): count its tokens and the run's steps, and plan for its longest
+    /// sequence as finetune does. Tokenized with the model's own tokenizer for a GGUF; for a
+    /// Hugging Face model, estimated at 4 bytes per token.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Fraction of the examples held out for validation, as finetune's --val-split.
+    #[arg(long, default_value_t = 0.05)]
+    val_split: f32,
+    /// Pack short examples into full sequences, as finetune's --pack.
+    #[arg(long)]
+    pack: bool,
+    /// Measure the speed with a few real training steps on this machine (a GGUF model, with
+    /// --data; the first step is a warm-up and not counted).
+    #[arg(long)]
+    calibrate: bool,
+    /// Steps --calibrate times after its warm-up step.
+    #[arg(long, default_value_t = 3)]
+    calibrate_steps: u64,
+    /// Training speed to assume, in tokens per second (instead of --calibrate).
+    #[arg(long)]
+    tokens_per_second: Option<f64>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -149,6 +178,12 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     if args.device != "cpu" {
         bail!("--device {}: plans are for the CPU in this version, where finetune trains", args.device);
     }
+    if args.calibrate && args.data.is_none() {
+        bail!("--calibrate trains a few steps on your data: give --data");
+    }
+    if !(0.0..1.0).contains(&args.val_split) || args.epochs == 0 {
+        bail!("--val-split must be in [0, 1) and --epochs at least 1");
+    }
     if args.batch == 0 || args.grad_accum == 0 || args.ctx < 2 || args.rank == 0 {
         bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
     }
@@ -156,7 +191,16 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     let source = ModelSource::detect(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
     let lora = LoraConfig { rank: args.rank, alpha: 2.0 * args.rank as f32, targets: parse_targets(&args.targets)? };
-    let run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, threads };
+    let mut run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, threads };
+    let data = match &args.data {
+        Some(path) => Some(DataPlan::read(&args, &source, path)?),
+        None => None,
+    };
+    if let Some(d) = data.as_ref().and_then(|d| d.prepared.as_ref()) {
+        // finetune's micro-batch: rows of the longest sequence, no more rows than sequences.
+        run.shape = BatchShape { seq_len: d.seq_len, n_seq: args.batch.min(d.train_seqs.len()).max(1) };
+    }
+    let time = time_plan(&args, &planned, &run, data.as_ref())?;
     let plan = training_memory(&planned.model, planned.file_bytes, &run)?;
     let limit = args.memory.or_else(machine_memory);
     let fits = limit.map(|l| plan.peak_bytes() <= l);
@@ -167,9 +211,9 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     let alternatives = alternatives(&source, &planned, &run, &plan)?;
 
     if args.json {
-        print_json(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions);
+        print_json(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions, time.as_ref());
     } else {
-        print_text(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions);
+        print_text(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions, time.as_ref());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -222,6 +266,161 @@ fn suggestions(
         }
     }
     Ok(out)
+}
+
+/// The dataset side of a plan: counted exactly for a GGUF model, estimated otherwise.
+struct DataPlan {
+    /// Tokenized and grouped as finetune would (GGUF models).
+    prepared: Option<PreparedData>,
+    /// Tokens of the training examples per epoch.
+    tokens_per_epoch: u64,
+    /// Training sequences per epoch.
+    sequences: u64,
+    /// How the token count was found.
+    tokens_from: &'static str,
+}
+
+/// Bytes per token assumed when no tokenizer is at hand (English text with a 32k-50k
+/// vocabulary; the plan says so when it uses it).
+const BYTES_PER_TOKEN: u64 = 4;
+
+impl DataPlan {
+    fn read(args: &Args, source: &ModelSource, path: &std::path::Path) -> anyhow::Result<DataPlan> {
+        if let ModelSource::Gguf(model) = source {
+            let options = DataOptions {
+                ctx: args.ctx,
+                pack: args.pack,
+                val_split: args.val_split,
+                seed: 42,
+                train_on_prompt: false,
+                skip_overlong: false,
+            };
+            let prepared = prepare_data(model, path, &options)?;
+            let tokens_per_epoch = prepared.train_seqs.iter().map(|s| s.len as u64).sum();
+            let sequences = prepared.train_seqs.len() as u64;
+            return Ok(DataPlan {
+                prepared: Some(prepared),
+                tokens_per_epoch,
+                sequences,
+                tokens_from: "tokenized with the model's tokenizer",
+            });
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let examples = text.lines().filter(|l| !l.trim().is_empty()).count() as f64;
+        let train_fraction = 1.0 - f64::from(args.val_split);
+        Ok(DataPlan {
+            prepared: None,
+            tokens_per_epoch: (text.len() as f64 * train_fraction) as u64 / BYTES_PER_TOKEN,
+            sequences: (examples * train_fraction).round().max(1.0) as u64,
+            tokens_from: "estimated at 4 bytes per token (no tokenizer: plan a GGUF for an exact count)",
+        })
+    }
+}
+
+/// How long the run takes.
+struct TimePlan {
+    tokens: u64,
+    steps: u64,
+    tokens_from: &'static str,
+    /// Tokens per second and where the figure comes from.
+    speed: Option<(f64, String)>,
+    seconds: Option<f64>,
+}
+
+fn time_plan(
+    args: &Args,
+    planned: &PlannedModel,
+    run: &RunShape,
+    data: Option<&DataPlan>,
+) -> anyhow::Result<Option<TimePlan>> {
+    let Some(data) = data else {
+        return Ok(args.tokens_per_second.map(|tps| TimePlan {
+            tokens: 0,
+            steps: 0,
+            tokens_from: "no --data",
+            speed: Some((tps, "given with --tokens-per-second".into())),
+            seconds: None,
+        }));
+    };
+    let per_step = (run.shape.n_seq * args.grad_accum) as u64;
+    let steps = data.sequences.div_ceil(per_step.max(1)) * args.epochs as u64;
+    let tokens = data.tokens_per_epoch * args.epochs as u64;
+    let (speed, seconds) = match (args.calibrate, args.tokens_per_second) {
+        (true, _) => {
+            let Some(prepared) = data.prepared.as_ref().filter(|_| planned.kind == SourceKind::GgufFile) else {
+                bail!("--calibrate trains on the GGUF file itself: give a GGUF model without --type");
+            };
+            let (seconds_per_step, tps) = calibrate(&planned.model, prepared, run, args)?;
+            let how = format!(
+                "measured by --calibrate: {} steps of {} x {} tokens after a warm-up step",
+                args.calibrate_steps, run.shape.n_seq, run.shape.seq_len
+            );
+            (Some((tps, how)), Some(seconds_per_step * steps as f64))
+        }
+        (false, Some(tps)) => {
+            (Some((tps, "given with --tokens-per-second".into())), Some(tokens as f64 / tps.max(1e-9)))
+        }
+        (false, None) => (None, None),
+    };
+    Ok(Some(TimePlan { tokens, steps, tokens_from: data.tokens_from, speed, seconds }))
+}
+
+/// Times `args.calibrate_steps` real training steps after a warm-up step: (seconds per step,
+/// tokens per second).
+fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) -> anyhow::Result<(f64, f64)> {
+    struct Clock {
+        times: Vec<(Instant, usize)>,
+    }
+    impl TrainObserver for Clock {
+        fn step(&mut self, r: &StepReport) -> Result<ControlFlow<()>, TrainError> {
+            self.times.push((Instant::now(), r.tokens));
+            Ok(ControlFlow::Continue(()))
+        }
+        fn validation(&mut self, _: &EvalReport) -> Result<(), TrainError> {
+            Ok(())
+        }
+        fn checkpoint(&mut self, _: &OptimizerState) -> Result<(), TrainError> {
+            Ok(())
+        }
+    }
+    let steps = args.calibrate_steps.max(1) + 1;
+    let per_epoch = data.train_seqs.len().div_ceil(run.shape.n_seq * args.grad_accum).max(1) as u64;
+    let cfg = TrainConfig {
+        lora: run.lora.clone(),
+        adamw: AdamWConfig::default(),
+        shape: run.shape,
+        grad_accum: args.grad_accum,
+        epochs: usize::try_from(steps.div_ceil(per_epoch)).unwrap_or(usize::MAX),
+        max_steps: Some(steps),
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        max_grad_norm: 1.0,
+        seed: 42,
+        eval_every: None,
+        checkpoint_every: None,
+        threads: run.threads,
+    };
+    let train_data = TrainData { examples: &data.examples, train: data.train_seqs.clone(), validation: Vec::new() };
+    let mut state = OptimizerState::new(init_lora(model, &run.lora, 42)?);
+    let mut clock = Clock { times: Vec::new() };
+    eprintln!("calibrating: {steps} training steps ...");
+    train(model, &cfg, &train_data, &mut state, &mut clock)?;
+    let (Some((first, _)), Some((last, _))) = (clock.times.first(), clock.times.last()) else {
+        bail!("--calibrate: no training step ran");
+    };
+    let measured = clock.times.len().saturating_sub(1).max(1) as f64;
+    let seconds = last.duration_since(*first).as_secs_f64();
+    let tokens: usize = clock.times.iter().skip(1).map(|(_, t)| t).sum();
+    Ok((seconds / measured, tokens as f64 / seconds.max(1e-9)))
+}
+
+fn hours_minutes(seconds: f64) -> String {
+    let minutes = (seconds / 60.0).round() as u64;
+    if minutes == 0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{} h {:02} min", minutes / 60, minutes % 60)
+    }
 }
 
 /// Bytes per billion parameters of the rules of thumb in fine-tuning guides.
@@ -311,6 +510,7 @@ fn print_text(
     fits: Option<bool>,
     alternatives: &[Alternative],
     suggestions: &[Suggestion],
+    time: Option<&TimePlan>,
 ) {
     let h = planned.model.hparams();
     let hb = |n: u64| human_bytes(n);
@@ -387,7 +587,22 @@ fn print_text(
     for a in alternatives {
         println!("  {:<44} {:>10}  {:<46} {:>10}", a.name, hb(a.bytes), a.rule_name, hb(a.rule_bytes));
     }
-    eprintln!("\nplan: peak {} ({verdict}); measured on the graph finetune builds", hb(plan.peak_bytes()));
+    let mut summary = format!("plan: peak {} ({verdict})", hb(plan.peak_bytes()));
+    if let Some(t) = time {
+        println!();
+        if t.steps > 0 {
+            println!("time: {} tokens in {} steps ({} epochs; {})", t.tokens, t.steps, args.epochs, t.tokens_from);
+        }
+        match (&t.speed, t.seconds) {
+            (Some((tps, how)), Some(seconds)) => {
+                println!("  at {tps:.0} tokens/s ({how}): {}", hours_minutes(seconds));
+                summary.push_str(&format!(", about {} of training", hours_minutes(seconds)));
+            }
+            (Some((tps, how)), None) => println!("  at {tps:.0} tokens/s ({how}); give --data for the run's length"),
+            _ => println!("  speed unknown: add --calibrate (a few real steps) or --tokens-per-second N"),
+        }
+    }
+    eprintln!("\n{summary}");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -400,6 +615,7 @@ fn print_json(
     fits: Option<bool>,
     alternatives: &[Alternative],
     suggestions: &[Suggestion],
+    time: Option<&TimePlan>,
 ) {
     let s = &plan.session;
     let value = serde_json::json!({
@@ -415,7 +631,11 @@ fn print_json(
         "peak_memory_bytes": plan.peak_bytes(),
         "memory_limit_bytes": limit,
         "fits": fits,
-        "tokens_per_second": serde_json::Value::Null,
+        "tokens_per_second": time.and_then(|t| t.speed.as_ref().map(|(tps, _)| *tps)),
+        "time": time.map(|t| serde_json::json!({
+            "tokens": t.tokens, "steps": t.steps, "tokens_from": t.tokens_from,
+            "speed_from": t.speed.as_ref().map(|(_, how)| how), "seconds": t.seconds,
+        })),
         "breakdown": {
             "weights_bytes": plan.weights_bytes,
             "lora_state_bytes": s.param_bytes,

@@ -185,6 +185,73 @@ fn finetune_allocates_the_buffers_the_plan_predicts() {
 }
 
 #[test]
+fn plan_with_data_counts_tokens_and_steps_as_finetune_trains_them() {
+    let root = temp_dir();
+    let dir = root.path().join("hf");
+    fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 7).unwrap();
+    convert_to(&dir, FileType::Q8_0, &root.path().join("model.gguf")).unwrap();
+    // Examples of several lengths, all shorter than --ctx: finetune's rows are then as long as
+    // the longest sequence, and the plan must size the same graph.
+    let rows: Vec<Value> =
+        (0..10).map(|i| json!({"prompt": "hi ".repeat(2 + i), "completion": " yes".repeat(1 + i % 3)})).collect();
+    write_jsonl(&root.path().join("train.jsonl"), &rows).unwrap();
+    let common =
+        ["--ctx", "128", "--batch", "4", "--grad-accum", "2", "--rank", "2", "--threads", "1", "--val-split", "0.2"];
+    let plan = run_json(
+        root.path(),
+        &[
+            &[
+                "plan",
+                "model.gguf",
+                "--data",
+                "train.jsonl",
+                "--epochs",
+                "3",
+                "--calibrate",
+                "--calibrate-steps",
+                "2",
+                "--json",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let run = run_json(
+        root.path(),
+        &[
+            &["finetune", "model.gguf", "--data", "train.jsonl", "--epochs", "3", "-o", "adapter.gguf", "--json"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(run["seq_len"].as_u64().unwrap() < 128, "the data is shorter than --ctx: {run}");
+    assert_eq!(plan["seq_len"], run["seq_len"]);
+    assert_eq!(plan["time"]["steps"], run["steps"], "plan: {plan}\nrun: {run}");
+    assert_eq!(plan["breakdown"]["compute_buffer_bytes"], run["compute_buffer_bytes"]);
+    let train_tokens: u64 = plan["time"]["tokens"].as_u64().unwrap();
+    assert_eq!(train_tokens, run["trained_tokens"].as_u64().unwrap(), "tokens of the 3 epochs: {plan}");
+    assert!(plan["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(plan["time"]["seconds"].as_f64().unwrap() > 0.0);
+
+    // A stated speed: the time is the tokens over it.
+    let given = run_json(
+        root.path(),
+        &[&["plan", "model.gguf", "--data", "train.jsonl", "--tokens-per-second", "100", "--json"][..], &common]
+            .concat(),
+    );
+    let tokens = given["time"]["tokens"].as_f64().unwrap();
+    assert!((given["time"]["seconds"].as_f64().unwrap() - tokens / 100.0).abs() < 1e-9);
+    // Without a tokenizer (a Hugging Face folder), tokens are estimated from bytes, and it says so.
+    let estimated =
+        run_json(root.path(), &["plan", "hf", "--data", "train.jsonl", "--ctx", "64", "--batch", "1", "--json"]);
+    assert!(estimated["time"]["tokens_from"].as_str().unwrap().contains("estimated"), "{estimated}");
+    let calibrate_hf = gguftune(root.path(), &["plan", "hf", "--data", "train.jsonl", "--calibrate"]);
+    assert!(!calibrate_hf.status.success());
+    assert!(String::from_utf8_lossy(&calibrate_hf.stderr).contains("GGUF"));
+}
+
+#[test]
 fn plan_says_whether_it_fits_and_what_would_make_it_fit() {
     let root = temp_dir();
     let dir = root.path().join("hf");
