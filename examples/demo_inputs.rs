@@ -5,7 +5,8 @@
 //! Usage: cargo run --example demo_inputs -- OUT_DIR [tiny|bench|smollm [EXAMPLES [LAYERS]]]
 //! - `tiny` (default): hidden 64, 2 layers, vocab 512: converts in milliseconds. 64 Alpaca examples.
 //! - `bench`: hidden 2048, 4 layers, 32 heads / 4 KV heads, ffn 5632, vocab 32000 (a 1.1B Llama's
-//!   layer shapes with fewer layers): about 0.6 GB of BF16. 64 Alpaca examples.
+//!   layer shapes with fewer layers): about 0.6 GB of BF16. `EXAMPLES` (default 64) Alpaca
+//!   examples; `LAYERS` (default 4; 22 is the 1.1B model's depth).
 //! - `smollm`: SmolLM-135M's shape: hidden 576, 30 layers, 9 heads / 3 KV heads, ffn 1536, vocab
 //!   49152, tied embeddings, byte-level BPE tokenizer: about 270 MB of BF16. `EXAMPLES` (default 32)
 //!   `{"text"}` examples of exactly [`SMOLLM_EXAMPLE_TOKENS`] tokens each once BOS and EOS are added,
@@ -61,14 +62,15 @@ fn main() -> std::io::Result<()> {
         },
         other => usage(&format!("unknown shape '{other}' (expected tiny, bench or smollm)")),
     };
-    let (examples, spec) = if shape == "smollm" {
-        let (examples, layers) = (number("EXAMPLES", 32), number("LAYERS", spec.layers));
+    let (examples, spec) = if shape == "tiny" {
+        (64, spec)
+    } else {
+        let default_examples = if shape == "smollm" { 32 } else { 64 };
+        let (examples, layers) = (number("EXAMPLES", default_examples), number("LAYERS", spec.layers));
         if examples == 0 || layers == 0 {
             usage("EXAMPLES and LAYERS must be at least 1");
         }
         (examples, fixtures::TinyLlamaSpec { layers, ..spec })
-    } else {
-        (64, spec)
     };
 
     let model = out.join("hf-model");

@@ -532,7 +532,15 @@ fn print_text(
     println!("micro-batch {} x {} tokens, {} CPU threads\n", run.shape.n_seq, run.shape.seq_len, run.threads);
     let s = &plan.session;
     let lines: Vec<(String, u64, String)> = vec![
-        ("model file (mapped; every weight is read each step)".into(), plan.weights_bytes, String::new()),
+        (
+            "model file, resident (mapped; each step reads every weight)".into(),
+            plan.weights_bytes,
+            if plan.weights_bytes < planned.file_bytes {
+                format!("of {}: token embeddings are read by row", hb(planned.file_bytes))
+            } else {
+                String::new()
+            },
+        ),
         (
             format!(
                 "LoRA: {} parameters ({:.2}% of the model), gradients, 2 AdamW moments",

@@ -55,7 +55,8 @@ pub struct RunShape {
 /// The peak memory of a LoRA training run, line by line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
-    /// The model file's size: every weight is read each step, so all of its pages are resident.
+    /// The model file's pages resident during training: every weight is read each step, except
+    /// untied token embeddings, of which only the rows of the tokens in a batch are read.
     pub weights_bytes: u64,
     /// Parameters of the base model.
     pub base_params: u64,
@@ -108,8 +109,12 @@ pub fn training_memory(model: &Model, file_bytes: u64, run: &RunShape) -> Result
         session.compute_bytes as u64
     };
     let tokens = (run.shape.seq_len * run.shape.n_seq) as u64;
+    let embeddings_read_by_row = match (gguf.tensor("output.weight"), gguf.tensor("token_embd.weight")) {
+        (Some(_), Some(embd)) => embd.n_bytes,
+        _ => 0,
+    };
     Ok(MemoryPlan {
-        weights_bytes: file_bytes,
+        weights_bytes: file_bytes.saturating_sub(embeddings_read_by_row),
         base_params,
         lora_params,
         session,
