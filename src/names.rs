@@ -105,6 +105,34 @@ impl TensorName {
     }
 }
 
+impl TensorName {
+    /// Parses a GGUF name (`blk.3.attn_q.weight`, `output.weight`); `None` for names outside the
+    /// table.
+    pub fn from_gguf(name: &str) -> Option<TensorName> {
+        let (stem, suffix) = name.rsplit_once('.')?;
+        let (layer, base) = match stem.strip_prefix("blk.") {
+            Some(rest) => {
+                let (n, base) = rest.split_once('.')?;
+                (Some(n.parse::<u32>().ok()?), base)
+            }
+            None => (None, stem),
+        };
+        let kind = TABLE.iter().find(|r| r.2 == layer.is_some() && r.1 == base)?.0;
+        Some(TensorName { kind, layer, suffix: suffix.to_owned() })
+    }
+
+    /// The Hugging Face Llama-family name (`model.layers.3.self_attn.q_proj.weight`,
+    /// `lm_head.weight`), the inverse of [`TensorName::from_hf`].
+    pub fn to_hf(&self) -> String {
+        let hf = self.kind.row().3;
+        match (self.layer, self.kind) {
+            (Some(l), _) => format!("model.layers.{l}.{hf}.{}", self.suffix),
+            (None, TensorKind::Output) => format!("{hf}.{}", self.suffix),
+            (None, _) => format!("model.{hf}.{}", self.suffix),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +151,11 @@ mod tests {
         ];
         for (hf, gguf) in cases {
             assert_eq!(TensorName::from_hf(hf).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).map(|n| n.to_hf());
+            assert_eq!(back.as_deref(), Some(hf), "{gguf}");
         }
+        assert_eq!(TensorName::from_gguf("blk.x.attn_q.weight"), None);
+        assert_eq!(TensorName::from_gguf("blk.0.output.weight"), None);
         for ignored in
             ["model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.x.mlp.up_proj.weight", "model.norm"]
         {

@@ -17,7 +17,7 @@ use crate::hf::{Arch, Checkpoint, HfError, LlamaConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
-pub use transform::permute_rotary_rows;
+pub use transform::{permute_rotary_rows, unpermute_rotary_rows};
 
 /// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
 const ROWS_PER_BLOCK: usize = 512;

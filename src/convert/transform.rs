@@ -1,4 +1,4 @@
-//! Pure functions on tensor data: the Q/K row permutation.
+//! Pure functions on tensor data: the Q/K row permutation and its inverse.
 
 /// Reorders the rows of one attention projection from Hugging Face's rotary layout (the two
 /// halves of each head's dimensions apart) to ggml's interleaved one, as llama.cpp's converter
@@ -18,6 +18,22 @@ pub fn permute_rotary_rows(src: &[f32], dst: &mut [f32], head_dim: usize, row_le
     }
 }
 
+/// The inverse of [`permute_rotary_rows`]: ggml's interleaved rows back to Hugging Face's layout
+/// (per head, rows `[h, i, j]` become rows `[h, j, i]`).
+pub fn unpermute_rotary_rows(src: &[f32], dst: &mut [f32], head_dim: usize, row_len: usize) {
+    let half = head_dim / 2;
+    let head_len = head_dim * row_len;
+    for (src_head, dst_head) in src.chunks_exact(head_len).zip(dst.chunks_exact_mut(head_len)) {
+        for i in 0..half {
+            for j in 0..2 {
+                let from = (i * 2 + j) * row_len;
+                let to = (j * half + i) * row_len;
+                dst_head[to..to + row_len].copy_from_slice(&src_head[from..from + row_len]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +45,8 @@ mod tests {
         let mut dst = [0.0; 8];
         permute_rotary_rows(&src, &mut dst, 4, 1);
         assert_eq!(dst, [0.0, 2.0, 1.0, 3.0, 10.0, 12.0, 11.0, 13.0]);
+        let mut back = [0.0; 8];
+        unpermute_rotary_rows(&dst, &mut back, 4, 1);
+        assert_eq!(back, src);
     }
 }

@@ -25,7 +25,7 @@ use crate::gguf::GgmlType;
 pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
-pub use quant::{can_quantize_to, llama_model_quantize, quantize_rows};
+pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ pub enum Error {
     QuantizeFailed { path: std::path::PathBuf, reason: Vec<String> },
     #[error("ggml cannot quantize to {ty} without an importance matrix")]
     CannotQuantize { ty: GgmlType },
+    #[error("ggml cannot convert {ty} to f32")]
+    CannotDequantize { ty: GgmlType },
     #[error("row length {n_per_row} is not a multiple of the {ty} block size {block_size}")]
     RowNotBlockMultiple { ty: GgmlType, n_per_row: usize, block_size: u64 },
     #[error("{len} values do not make whole rows of {n_per_row}")]

@@ -68,6 +68,41 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]
     Ok(())
 }
 
+/// Converts `src` (rows of `n_per_row` values of type `ty`, any type ggml can read back: the float
+/// types and every quantized type) into f32 with ggml's own `to_float` routine, the one ggml's
+/// CPU backend uses, so the values equal what llama.cpp computes with. `dst` holds exactly the
+/// element count of `src`.
+pub fn dequantize_rows(ty: GgmlType, src: &[u8], n_per_row: usize, dst: &mut [f32]) -> Result<(), Error> {
+    Runtime::get();
+    let row_bytes = ty.row_bytes(n_per_row as u64).ok_or(Error::RowNotBlockMultiple {
+        ty,
+        n_per_row,
+        block_size: ty.block_size(),
+    })?;
+    let row_bytes =
+        usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: src.len() })?;
+    if n_per_row == 0 || row_bytes == 0 || src.len() % row_bytes != 0 {
+        return Err(Error::PartialRow { len: src.len(), n_per_row });
+    }
+    let n_rows = src.len() / row_bytes;
+    if dst.len() != n_rows * n_per_row {
+        return Err(Error::BufferSize { expected: n_rows * n_per_row, found: dst.len() });
+    }
+    // SAFETY: a valid type id (GgmlType only holds ids ggml knows); ggml returns a pointer to its
+    // static traits table, valid for the life of the process, or null for an unknown id.
+    let traits = unsafe { sys::ggml_get_type_traits(ty.id()).as_ref() };
+    let to_float = traits.and_then(|t| t.to_float).ok_or(Error::CannotDequantize { ty })?;
+    src.par_chunks(row_bytes * ROWS_PER_TASK).zip(dst.par_chunks_mut(n_per_row * ROWS_PER_TASK)).for_each(
+        |(src, dst)| {
+            // SAFETY: `src` holds whole rows (checked above), which decode to exactly `dst.len()`
+            // values, and `to_float` reads `dst.len() / block_size` blocks of `src` and writes
+            // `dst.len()` floats; `dst.len()` is a multiple of the block size since `n_per_row` is.
+            unsafe { to_float(src.as_ptr().cast(), dst.as_mut_ptr(), dst.len() as i64) };
+        },
+    );
+    Ok(())
+}
+
 /// Runs llama.cpp's `llama_model_quantize` (what the `llama-quantize` tool does) from `input` to
 /// `output` with file type `ftype` (a `llama_ftype` id). The reference our converter must match.
 pub fn llama_model_quantize(_rt: &Runtime, input: &Path, output: &Path, ftype: u32, threads: i32) -> Result<(), Error> {

@@ -7,4 +7,4 @@ mod requantize;
 
 pub use decode::{decode_to_f32, DecodeError};
 pub use policy::*;
-pub use requantize::{requantize, requantized_plan, ConversionSummary, QuantizeError};
+pub use requantize::{add_metadata, requantize, requantized_plan, type_chooser, ConversionSummary, QuantizeError};

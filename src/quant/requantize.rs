@@ -41,6 +41,41 @@ pub struct ConversionSummary {
     pub seconds: f64,
 }
 
+/// llama-quantize's per-tensor type choice for file type `ft` over the tensors of `g` (read from
+/// `path`): its architecture, layer count and head counts come from the metadata.
+pub fn type_chooser(path: &Path, g: &Gguf<'_>, ft: FileType) -> Result<TypeChooser, QuantizeError> {
+    let arch = g.get_str("general.architecture").unwrap_or("llama");
+    let n_layer_key = format!("{arch}.block_count");
+    let n_layer = g
+        .get(&n_layer_key)
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| QuantizeError::MissingKey { path: path.to_owned(), key: n_layer_key.clone() })?;
+    let heads = |k: &str| g.get(&format!("{arch}.attention.{k}")).and_then(|v| v.as_u64()).unwrap_or(0);
+    Ok(TypeChooser::new(ft, arch, n_layer, g.tensors.iter().map(|t| t.name))
+        .with_heads(heads("head_count"), heads("head_count_kv")))
+}
+
+/// Copies the metadata of `g` into `plan`; with a file type `ft`, sets `general.file_type` and
+/// `general.quantization_version` as llama-quantize does (adding them when absent).
+pub fn add_metadata(plan: &mut GgufPlan, g: &Gguf<'_>, ft: Option<FileType>) -> Result<(), GgufWriteError> {
+    for (key, value) in &g.metadata {
+        let value = match (*key, ft) {
+            ("general.file_type", Some(ft)) => MetaValue::U32(ft.llama_ftype()),
+            ("general.quantization_version", Some(_)) => MetaValue::U32(2),
+            _ => value.to_owned_value(),
+        };
+        plan.add_kv(key, value)?;
+    }
+    let Some(ft) = ft else { return Ok(()) };
+    for key in ["general.file_type", "general.quantization_version"] {
+        if g.get(key).is_none() {
+            let v = if key == "general.file_type" { ft.llama_ftype() } else { 2 };
+            plan.add_kv(key, MetaValue::U32(v))?;
+        }
+    }
+    Ok(())
+}
+
 /// Requantizes `input` into `output` with the per-tensor types llama-quantize chooses for `ft`.
 /// `progress` gets (tensor data bytes read so far, total).
 pub fn requantize(
@@ -103,31 +138,9 @@ pub fn requantize(
 /// The GGUF [`requantize`] writes for `g` (the file at `path`) at `ft`: the same metadata with the
 /// file type updated, every tensor at the type llama-quantize chooses for it.
 pub fn requantized_plan(g: &Gguf<'_>, path: &Path, ft: FileType) -> Result<GgufPlan, QuantizeError> {
-    let arch = g.get_str("general.architecture").unwrap_or("llama");
-    let n_layer_key = format!("{arch}.block_count");
-    let n_layer = g
-        .get(&n_layer_key)
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| QuantizeError::MissingKey { path: path.to_owned(), key: n_layer_key.clone() })?;
-    let heads = |k: &str| g.get(&format!("{arch}.attention.{k}")).and_then(|v| v.as_u64()).unwrap_or(0);
-    let mut chooser = TypeChooser::new(ft, arch, n_layer, g.tensors.iter().map(|t| t.name))
-        .with_heads(heads("head_count"), heads("head_count_kv"));
-
+    let mut chooser = type_chooser(path, g, ft)?;
     let mut plan = GgufPlan::new();
-    for (key, value) in &g.metadata {
-        let value = match *key {
-            "general.file_type" => MetaValue::U32(ft.llama_ftype()),
-            "general.quantization_version" => MetaValue::U32(2),
-            _ => value.to_owned_value(),
-        };
-        plan.add_kv(key, value)?;
-    }
-    for key in ["general.file_type", "general.quantization_version"] {
-        if g.get(key).is_none() {
-            let v = if key == "general.file_type" { ft.llama_ftype() } else { 2 };
-            plan.add_kv(key, MetaValue::U32(v))?;
-        }
-    }
+    add_metadata(&mut plan, g, Some(ft))?;
     for t in &g.tensors {
         let ty = chooser.choose(t.name, &t.ne);
         plan.add_tensor(t.name, ty, &t.ne)?;
