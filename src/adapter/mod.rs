@@ -2,8 +2,17 @@
 //! `ADAPTER` loads too: `general.type = "adapter"`, `general.architecture` = the base model's,
 //! `adapter.type = "lora"`, `adapter.lora.alpha` (f32), and per adapted weight
 //! `<weight name>.lora_a` (`ne = [n_in, r]`) and `<weight name>.lora_b` (`ne = [r, n_out]`), f32.
+//!
+//! - [`write_lora_gguf`] writes one; [`LoraAdapter`] reads and validates one (`read`).
+//! - [`merge()`] folds adapters into their base model, as llama-export-lora does (`merge`).
+
+mod merge;
+mod read;
 
 use std::path::Path;
+
+pub use merge::{add_delta, merge, MergeError, MergeInput, MergeSummary};
+pub use read::{AdapterReadError, LoraAdapter, LoraPairInfo, LORA_A_SUFFIX, LORA_B_SUFFIX};
 
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 

@@ -6,6 +6,7 @@
 mod convert;
 mod finetune;
 mod inspect;
+mod merge;
 mod modelfile;
 mod output;
 mod plan;
@@ -33,6 +34,7 @@ enum Command {
     Convert(convert::Args),
     Finetune(Box<finetune::Args>),
     Inspect(inspect::Args),
+    Merge(merge::Args),
     Modelfile(modelfile::Args),
     Plan(plan::Args),
     Quantize(quantize::Args),
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(args) => convert::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Modelfile(args) => modelfile::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Quantize(args) => quantize::run(args),
@@ -65,6 +68,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// 4 for an I/O error, 3 for a bad-input error of the library, `None` for anything else.
 fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    use gguftune::adapter::{AdapterReadError, MergeError};
     use gguftune::convert::ConvertError;
     use gguftune::data::DataError;
     use gguftune::gguf::{GgufError, GgufWriteError};
@@ -108,6 +112,11 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             cause.downcast_ref::<gguftune::Error>(),
             Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. }))
         )
+        || matches!(cause.downcast_ref::<AdapterReadError>(), Some(AdapterReadError::File(GgufFileError::Io { .. })))
+        || matches!(
+            cause.downcast_ref::<MergeError>(),
+            Some(MergeError::Base(GgufFileError::Io { .. }) | MergeError::Write(GgufWriteError::Io(_)))
+        )
         || matches!(
             cause.downcast_ref::<CheckpointError>(),
             Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
@@ -118,6 +127,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     let ggml = cause.is::<gguftune::ggml::Error>()
         || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Ggml(_)))
         || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Ggml(_)))
+        || matches!(cause.downcast_ref::<MergeError>(), Some(MergeError::Ggml { .. }))
         || matches!(cause.downcast_ref::<ModelError>(), Some(ModelError::Ggml(_)))
         || matches!(cause.downcast_ref::<gguftune::Error>(), Some(gguftune::Error::Ggml(_)))
         || matches!(
@@ -136,6 +146,8 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<ExampleError>()
         || cause.is::<ModelError>()
         || cause.is::<CheckpointError>()
+        || cause.is::<AdapterReadError>()
+        || cause.is::<MergeError>()
         || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
         || matches!(
             cause.downcast_ref::<ModelfileError>(),

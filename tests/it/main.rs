@@ -3,6 +3,7 @@
 mod common;
 
 mod adapter_llama_cpp;
+mod adapter_merge;
 mod batching;
 mod convert;
 mod data_formats;
