@@ -5,13 +5,16 @@
 //!
 //! - [`write_lora_gguf`] writes one; [`LoraAdapter`] reads and validates one (`read`).
 //! - [`merge()`] folds adapters into their base model, as llama-export-lora does (`merge`).
+//! - [`import_peft`] and [`export_peft`] convert to and from Hugging Face PEFT adapters (`peft`).
 
 mod merge;
+mod peft;
 mod read;
 
 use std::path::Path;
 
 pub use merge::{add_delta, merge, MergeError, MergeInput, MergeSummary};
+pub use peft::{export_peft, import_peft, read_config, PeftConfig, PeftError, PeftSummary, CONFIG_FILE, WEIGHTS_FILE};
 pub use read::{AdapterReadError, LoraAdapter, LoraPairInfo, LORA_A_SUFFIX, LORA_B_SUFFIX};
 
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};

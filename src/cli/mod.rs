@@ -9,6 +9,7 @@ mod inspect;
 mod merge;
 mod modelfile;
 mod output;
+mod peft;
 mod plan;
 mod quantize;
 
@@ -35,6 +36,8 @@ enum Command {
     Finetune(Box<finetune::Args>),
     Inspect(inspect::Args),
     Merge(merge::Args),
+    ImportPeft(peft::ImportArgs),
+    ExportPeft(peft::ExportArgs),
     Modelfile(modelfile::Args),
     Plan(plan::Args),
     Quantize(quantize::Args),
@@ -47,6 +50,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Finetune(args) => finetune::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::ImportPeft(args) => peft::run_import(args),
+        Command::ExportPeft(args) => peft::run_export(args),
         Command::Modelfile(args) => modelfile::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Quantize(args) => quantize::run(args),
@@ -68,7 +73,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// 4 for an I/O error, 3 for a bad-input error of the library, `None` for anything else.
 fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    use gguftune::adapter::{AdapterReadError, MergeError};
+    use gguftune::adapter::{AdapterReadError, MergeError, PeftError};
     use gguftune::convert::ConvertError;
     use gguftune::data::DataError;
     use gguftune::gguf::{GgufError, GgufWriteError};
@@ -117,6 +122,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             cause.downcast_ref::<MergeError>(),
             Some(MergeError::Base(GgufFileError::Io { .. }) | MergeError::Write(GgufWriteError::Io(_)))
         )
+        || matches!(cause.downcast_ref::<PeftError>(), Some(PeftError::Io { .. }))
         || matches!(
             cause.downcast_ref::<CheckpointError>(),
             Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
@@ -148,6 +154,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<CheckpointError>()
         || cause.is::<AdapterReadError>()
         || cause.is::<MergeError>()
+        || cause.is::<PeftError>()
         || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
         || matches!(
             cause.downcast_ref::<ModelfileError>(),

@@ -4,6 +4,7 @@ mod common;
 
 mod adapter_llama_cpp;
 mod adapter_merge;
+mod adapter_peft;
 mod batching;
 mod convert;
 mod data_formats;
