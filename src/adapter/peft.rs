@@ -16,8 +16,9 @@
 //!   computes adapters in), and export writes F32 safetensors.
 //!
 //! Refused, with the reason: `rank_pattern` / `alpha_pattern` (llama.cpp's GGUF has one alpha and
-//! we want one rank), `use_dora`, LoRA biases, `fan_in_fan_out` (Conv1D models, not Llama-family
-//! ones), and `modules_to_save` (those modules' full weights cannot live in a LoRA GGUF).
+//! we want one rank), `use_dora`, biases (`bias`, `lora_bias`), `fan_in_fan_out` (Conv1D models,
+//! not Llama-family ones), and `modules_to_save` (those modules' full weights cannot live in a LoRA
+//! GGUF).
 
 use std::collections::HashMap;
 use std::fs;
@@ -98,6 +99,8 @@ struct RawConfig {
     #[serde(default)]
     fan_in_fan_out: bool,
     #[serde(default)]
+    lora_bias: bool,
+    #[serde(default)]
     bias: Option<String>,
     #[serde(default)]
     rank_pattern: Option<HashMap<String, Value>>,
@@ -156,6 +159,9 @@ pub fn read_config(dir: &Path) -> Result<PeftConfig, PeftError> {
     }
     if let Some(b) = raw.bias.as_deref().filter(|b| *b != "none") {
         return refuse("bias", format!("'{b}'"), "llama.cpp's LoRA format has no bias terms");
+    }
+    if raw.lora_bias {
+        return refuse("lora_bias", "true".into(), "llama.cpp's LoRA format has no bias on lora_B");
     }
     if raw.fan_in_fan_out {
         return refuse("fan_in_fan_out", "true".into(), "transposed (Conv1D) weights are not Llama-family ones");

@@ -32,7 +32,7 @@ pub struct ImportArgs {
 /// adapter_config.json) that `PeftModel.from_pretrained` loads.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  gguftune export-peft adapter.gguf --base base.gguf -o ./my-lora\n  python -c \"from peft import PeftModel; ...; PeftModel.from_pretrained(model, './my-lora')\"\n\n--base is needed for Llama-architecture adapters of q_proj/k_proj (to undo GGUF's Q/K row permutation);\nit also checks the adapter against the base and names the base in adapter_config.json."
+    after_help = "Examples:\n  gguftune export-peft adapter.gguf --base base.gguf -o ./my-lora\n  gguftune export-peft qwen-adapter.gguf -o ./qwen-lora --json\n\n--base is needed for Llama-architecture adapters of q_proj/k_proj (to undo GGUF's Q/K row permutation);\nit also checks the adapter against the base and names the base in adapter_config.json."
 )]
 pub struct ExportArgs {
     /// The adapter GGUF.
