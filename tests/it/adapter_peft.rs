@@ -270,3 +270,46 @@ fn peft_errors_name_the_file_and_tensor() {
     assert!(stderr.contains("a.gguf: adapts 'blk.0.attn_q.weight'") && stderr.contains("--base"), "{stderr}");
     assert!(!dir("a-peft").exists());
 }
+
+/// PyTorch (PEFT) against llama.cpp, both f32 on the same bf16-rounded weights: they differ in
+/// kernels, summation order and rope (transformers' cos/sin tables vs ggml's rope), as in the
+/// converter's check against a Hugging Face forward pass (tests/it/convert.rs), which allows 1e-3
+/// of the largest logit for the same reasons.
+const PEFT_REFERENCE_RELATIVE_TOLERANCE: f32 = 1e-3;
+
+/// The real tool: an adapter that PEFT itself made and saved on a transformers model
+/// (scripts/make-peft-fixture.py, tests/fixtures/peft-llama), imported onto the converted base,
+/// gives PEFT's logits in llama.cpp.
+#[test]
+fn imported_peft_adapter_reproduces_peft_logits() {
+    let fixture = crate::common::repo_root().join("tests/fixtures/peft-llama");
+    let reference: Value = serde_json::from_slice(&std::fs::read(fixture.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<i32> = reference["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
+    let vocab = reference["shape"][1].as_u64().unwrap() as usize;
+    let bytes = std::fs::read(fixture.join("logits.bin")).unwrap();
+    let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let want: Vec<Vec<f32>> = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+    assert_eq!(want.len(), tokens.len());
+
+    // The script's model has the hyper-parameters of this spec; the fixture writes config.json and
+    // the tokenizer, and the weights are replaced by the script's.
+    let root = temp_dir();
+    let hf = root.path().join("hf");
+    let spec = TinyLlamaSpec { tie_embeddings: true, ..TinyLlamaSpec::default() };
+    let info = tiny_llama(&hf, &spec, Dtype::F32, Shards::One, 8).unwrap();
+    assert_eq!(info.vocab_size, vocab, "the fixture tokenizer's vocabulary is the script's vocab_size");
+    std::fs::copy(fixture.join("model.safetensors"), hf.join("model.safetensors")).unwrap();
+    let base = root.path().join("base.gguf");
+    convert_to(&hf, FileType::F32, &base).unwrap();
+    let adapter = root.path().join("adapter.gguf");
+    import_peft(&fixture.join("adapter"), &base, &adapter).unwrap();
+
+    let got = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
+    assert!(nmse(&want, &llama_logits(&base, None, &tokens)) > 1e-2, "the adapter barely matters");
+    let err = max_relative_error(&got, &want);
+    assert!(
+        err < PEFT_REFERENCE_RELATIVE_TOLERANCE,
+        "llama.cpp with the imported adapter vs PEFT: relative error {err}"
+    );
+    eprintln!("llama.cpp with the imported adapter vs PEFT: max relative error {err:.2e}");
+}
