@@ -326,7 +326,8 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
         }
         pairs.push(LoraTensorPair { base: w.name.to_owned(), n_in, n_out, rank: r, a, b });
     }
-    if let Some((weight, (a, b))) = found.into_iter().next() {
+    // Report the first leftover by name, so the message does not depend on hash order.
+    if let Some((weight, (a, b))) = found.into_iter().min_by(|x, y| x.0.cmp(&y.0)) {
         let tensor = a.or(b).unwrap_or_default();
         return Err(PeftError::MissingBaseTensor { path: p(), base: base.to_owned(), tensor, weight });
     }

@@ -245,10 +245,18 @@ fn peft_errors_name_the_file_and_tensor() {
     narrow[2].shape_in = 32;
     narrow[2].a.truncate(4 * 32);
     write_peft(&dir("shape"), &narrow, 4, Dtype::F32, None, json!({}));
+    let mut deep = peft_pairs(&spec, 4, Dtype::F32, 5);
+    deep[0].module = "model.layers.5.self_attn.q_proj".into();
+    write_peft(&dir("deep"), &deep, 4, Dtype::F32, None, json!({}));
     for (folder, code, expected) in [
         ("no-config", 4, "no-config/adapter_config.json"),
         ("no-weights", 4, "no-weights/adapter_model.safetensors"),
         ("pattern", 3, "rank_pattern = [\"q_proj\"] is not supported"),
+        (
+            "deep",
+            3,
+            "tensor 'base_model.model.model.layers.5.self_attn.q_proj.lora_A.weight' adapts 'blk.5.attn_q.weight', which the base base.gguf does not have",
+        ),
         ("saved", 3, "modules_to_save = [\"lm_head\"] is not supported: those modules are saved as full trained weights"),
         (
             "shape",
