@@ -213,14 +213,17 @@ impl Permutation {
         Ok(Some(Permutation { n_head, n_head_kv: get("head_count_kv").unwrap_or(n_head) }))
     }
 
-    /// Head dimension for the rows of `kind` when they are permuted, `n_out` rows in all.
+    /// Head dimension for the rows of `kind` when they are permuted, `n_out` rows in all (`None`
+    /// for other kinds).
     fn head_dim(self, kind: TensorKind, n_out: u64) -> Option<usize> {
         let heads = match kind {
             TensorKind::AttnQ => self.n_head,
             TensorKind::AttnK => self.n_head_kv,
             _ => return None,
         };
-        usize::try_from(n_out / heads).ok()
+        // A base whose rows are not whole heads of an even size cannot have been permuted; leave it.
+        let whole_heads = heads > 0 && n_out % heads == 0 && (n_out / heads) % 2 == 0 && n_out >= heads * 2;
+        usize::try_from(n_out / heads.max(1)).ok().filter(|_| whole_heads)
     }
 }
 
