@@ -13,6 +13,7 @@ mod context;
 mod log;
 mod oracle;
 mod quant;
+mod sampling;
 
 use std::ffi::CString;
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffe
 pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
+pub use sampling::{Sampler, SamplerParams};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,10 @@ pub enum Error {
     Compute { status: i32 },
     #[error("tensor data: {what}")]
     TensorData { what: &'static str },
+    #[error("llama.cpp could not create a sampler")]
+    SamplerFailed,
+    #[error("sampling needs a decoded token first")]
+    NothingDecoded,
     #[error("index {index} is out of range: {what} has {count}")]
     IndexOutOfRange { what: &'static str, index: u64, count: u64 },
 }

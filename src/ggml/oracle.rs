@@ -122,7 +122,7 @@ impl Drop for GgufContext {
 /// A model loaded by llama.cpp, on the CPU, weights memory-mapped.
 #[derive(Debug)]
 pub struct LlamaModel {
-    ptr: NonNull<sys::llama_model>,
+    pub(super) ptr: NonNull<sys::llama_model>,
 }
 
 impl LlamaModel {
@@ -250,12 +250,18 @@ impl LlamaModel {
     }
 }
 
-/// An inference context on a [`LlamaModel`], used to read llama.cpp's logits.
+/// llama.cpp's default micro-batch (`n_ubatch` in common/common.h).
+const MAX_UBATCH: u32 = 512;
+
+/// An inference context on a [`LlamaModel`]: llama.cpp's logits, and incremental decoding for
+/// generation.
 #[derive(Debug)]
 pub struct LlamaContext<'m> {
-    ptr: NonNull<sys::llama_context>,
-    n_vocab: usize,
-    n_ctx: usize,
+    pub(super) ptr: NonNull<sys::llama_context>,
+    pub(super) n_vocab: usize,
+    pub(super) n_ctx: usize,
+    /// Positions already in the context's memory (the next token goes at this position).
+    pub(super) n_past: usize,
     _model: std::marker::PhantomData<&'m LlamaModel>,
 }
 
@@ -277,8 +283,10 @@ impl<'m> LlamaContext<'m> {
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_context_default_params() };
         params.n_ctx = n_ctx;
+        // One llama_decode call takes the whole context; llama.cpp runs it in micro-batches of at
+        // most MAX_UBATCH tokens, which bounds the compute buffer (its logits are n_ubatch rows).
         params.n_batch = n_ctx;
-        params.n_ubatch = n_ctx;
+        params.n_ubatch = n_ctx.min(MAX_UBATCH);
         params.n_threads = threads;
         params.n_threads_batch = threads;
         if exact {
@@ -290,62 +298,101 @@ impl<'m> LlamaContext<'m> {
         // SAFETY: live model, which the PhantomData keeps borrowed for the context's lifetime.
         let ptr = unsafe { sys::llama_init_from_model(model.ptr.as_ptr(), params) };
         let ptr = NonNull::new(ptr).ok_or_else(|| Error::ContextFailed { reason: log::take_errors() })?;
-        Ok(LlamaContext { ptr, n_vocab: model.n_vocab(), n_ctx: n_ctx as usize, _model: std::marker::PhantomData })
+        Ok(LlamaContext {
+            ptr,
+            n_vocab: model.n_vocab(),
+            n_ctx: n_ctx as usize,
+            n_past: 0,
+            _model: std::marker::PhantomData,
+        })
     }
 
     /// Runs `tokens` (a fresh sequence from position 0) and returns the logits of every position,
-    /// `tokens.len()` rows of `n_vocab`.
+    /// `tokens.len()` rows of `n_vocab`. Later [`LlamaContext::decode`] calls continue after them.
     pub fn logits_all(&mut self, tokens: &[i32]) -> Result<Vec<Vec<f32>>, Error> {
-        if tokens.is_empty() || tokens.len() > self.n_ctx {
-            return Err(Error::BadBatch { n_tokens: tokens.len(), n_ctx: self.n_ctx });
+        self.clear();
+        self.run_batch(tokens, true)?;
+        let mut rows = Vec::with_capacity(tokens.len());
+        for i in 0..tokens.len() {
+            rows.push(self.logits_row(i as i32)?.to_vec());
+        }
+        Ok(rows)
+    }
+
+    /// Appends `tokens` to the sequence at the next positions (after [`LlamaContext::clear`],
+    /// from position 0) and returns the logits of the last one, the distribution of the token
+    /// that follows. This is how llama.cpp's tools feed a prompt and then one token per step,
+    /// reusing the KV cache.
+    pub fn decode(&mut self, tokens: &[i32]) -> Result<&[f32], Error> {
+        self.run_batch(tokens, false)?;
+        self.logits_row(-1)
+    }
+
+    /// Forgets the sequence (clears the KV cache): the next decode starts at position 0.
+    pub fn clear(&mut self) {
+        // SAFETY: live context; clearing the memory (KV cache) of all sequences is always valid.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
+        self.n_past = 0;
+    }
+
+    /// Positions in the sequence so far.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Positions the context holds.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Decodes `tokens` at positions `n_past..`, with logits for every position (`all`) or only
+    /// the last; on success `n_past` moves past them.
+    fn run_batch(&mut self, tokens: &[i32], all: bool) -> Result<(), Error> {
+        if tokens.is_empty() || self.n_past + tokens.len() > self.n_ctx {
+            return Err(Error::BadBatch { n_tokens: self.n_past + tokens.len(), n_ctx: self.n_ctx });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t as usize >= self.n_vocab) {
             return Err(Error::TokenOutOfRange { token: bad, n_vocab: self.n_vocab });
         }
-        // SAFETY: live context; clearing the memory (KV cache) of all sequences is always valid.
-        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
         let n = tokens.len() as i32;
         // SAFETY: allocates a batch for n tokens with one sequence id each; freed below.
-        let batch = unsafe { sys::llama_batch_init(n, 0, 1) };
+        let mut batch = unsafe { sys::llama_batch_init(n, 0, 1) };
         for (i, &t) in tokens.iter().enumerate() {
             // SAFETY: the batch arrays hold n entries and i < n; seq_id[i] points to room for one id.
             unsafe {
                 *batch.token.add(i) = t;
-                *batch.pos.add(i) = i as i32;
+                *batch.pos.add(i) = (self.n_past + i) as i32;
                 *batch.n_seq_id.add(i) = 1;
                 *(*batch.seq_id.add(i)) = 0;
-                *batch.logits.add(i) = 1;
+                *batch.logits.add(i) = i8::from(all || i + 1 == tokens.len());
             }
         }
-        let mut batch = batch;
         batch.n_tokens = n;
         log::clear_errors();
-        // SAFETY: live context; the batch is fully initialised for n tokens within n_ctx.
+        // SAFETY: live context; the batch is fully initialised for n tokens at positions that
+        // continue the sequence in memory and stay within n_ctx (checked above).
         let rc = unsafe { sys::llama_decode(self.ptr.as_ptr(), batch) };
-        let result = if rc != 0 {
-            Err(Error::DecodeFailed { code: rc, reason: log::take_errors() })
-        } else {
-            let mut rows = Vec::with_capacity(tokens.len());
-            for i in 0..n {
-                // SAFETY: every position asked for logits, so row i exists and holds n_vocab floats
-                // owned by the context, copied before the next call.
-                let row = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), i) };
-                if row.is_null() {
-                    rows.clear();
-                    break;
-                }
-                // SAFETY: as above: n_vocab valid floats.
-                rows.push(unsafe { std::slice::from_raw_parts(row, self.n_vocab) }.to_vec());
-            }
-            if rows.len() == tokens.len() {
-                Ok(rows)
-            } else {
-                Err(Error::DecodeFailed { code: -1, reason: log::take_errors() })
-            }
-        };
         // SAFETY: the batch came from llama_batch_init and is freed once.
         unsafe { sys::llama_batch_free(batch) };
-        result
+        if rc != 0 {
+            return Err(Error::DecodeFailed { code: rc, reason: log::take_errors() });
+        }
+        self.n_past += tokens.len();
+        Ok(())
+    }
+
+    /// Row `i` of the last decode's logits (`-1`: the last row), `n_vocab` floats. Callers ask
+    /// only for rows the last batch requested: llama.cpp aborts on others in builds without NDEBUG.
+    fn logits_row(&self, i: i32) -> Result<&[f32], Error> {
+        // SAFETY: live context; `i` names a row the last batch asked logits for (the callers'
+        // contract above), so llama.cpp resolves it; it returns null if there are no logits.
+        let row = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), i) };
+        if row.is_null() {
+            return Err(Error::DecodeFailed { code: -1, reason: log::take_errors() });
+        }
+        // SAFETY: a non-null row holds n_vocab floats owned by the context; the borrow of self
+        // keeps them from being overwritten by another decode while the slice lives.
+        Ok(unsafe { std::slice::from_raw_parts(row, self.n_vocab) })
     }
 }
 
