@@ -14,6 +14,7 @@
 //! - [`data`]: JSONL datasets, chat templates, and which text of each example is trained on.
 //! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
 //! - [`train`]: LoRA initialisation, AdamW and the training loop.
+//! - [`generate`]: text generation through llama.cpp, with adapters, streamed.
 //! - [`plan`]: the memory of a training run before it starts, measured on the graph it will run.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
@@ -30,6 +31,7 @@ pub mod adapter;
 pub mod convert;
 pub mod data;
 mod error;
+pub mod generate;
 #[allow(unsafe_code)]
 pub mod ggml;
 pub mod gguf;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
-use gguftune::data::{read_jsonl, ChatTemplate, RenderOptions};
+use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
 use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model, TARGETS};
@@ -23,6 +23,7 @@ use gguftune::train::{
 
 use gguftune::plan::{training_memory, RunShape};
 
+use super::llama::chat_template;
 use super::output::{human_bytes, peak_rss_bytes};
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
@@ -445,7 +446,6 @@ fn checkpoint_root(adapter: &Path) -> PathBuf {
     sibling(adapter, "checkpoints")
 }
 
-/// The model's own chat template (`tokenizer.chat_template`), with its BOS/EOS token texts.
 /// How a dataset becomes training sequences (the finetune flags of the same names).
 pub(super) struct DataOptions {
     pub ctx: usize,
@@ -482,14 +482,4 @@ pub(super) fn prepare_data(model: &Path, data: &Path, options: &DataOptions) -> 
     let val_seqs = pack_examples(&examples, &val_idx, options.ctx, options.pack);
     let seq_len = train_seqs.iter().chain(&val_seqs).map(|s| s.len).max().unwrap_or(2).max(2);
     Ok(PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len })
-}
-
-fn chat_template(model: &Path, vocab: &LlamaModel) -> anyhow::Result<Option<ChatTemplate>> {
-    let file = GgufFile::open(model)?;
-    let gguf = file.gguf()?;
-    let Some(source) = gguf.get_str("tokenizer.chat_template") else { return Ok(None) };
-    let text = |t: Option<i32>| t.and_then(|t| vocab.token_text(t)).unwrap_or_default();
-    let template = ChatTemplate::new(source, &text(vocab.bos_token()), &text(vocab.eos_token()))
-        .with_context(|| format!("{}: tokenizer.chat_template", model.display()))?;
-    Ok(Some(template))
 }

@@ -5,7 +5,9 @@
 
 mod convert;
 mod finetune;
+mod generate;
 mod inspect;
+mod llama;
 mod merge;
 mod modelfile;
 mod output;
@@ -34,6 +36,7 @@ pub struct Cli {
 enum Command {
     Convert(convert::Args),
     Finetune(Box<finetune::Args>),
+    Generate(generate::Args),
     Inspect(inspect::Args),
     Merge(merge::Args),
     ImportPeft(peft::ImportArgs),
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Finetune(args) => finetune::run(*args),
+        Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Merge(args) => merge::run(args),
         Command::ImportPeft(args) => peft::run_import(args),
@@ -76,6 +80,8 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use gguftune::adapter::{AdapterReadError, MergeError, PeftError};
     use gguftune::convert::ConvertError;
     use gguftune::data::DataError;
+    use gguftune::generate::GenerateError;
+    use gguftune::ggml::Error as GgmlError;
     use gguftune::gguf::{GgufError, GgufWriteError};
     use gguftune::model::ModelError;
     use gguftune::modelfile::ModelfileError;
@@ -126,11 +132,20 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(
             cause.downcast_ref::<CheckpointError>(),
             Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
-        );
+        )
+        || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Output(_)));
     if io {
         return Some(4);
     }
+    // A model or adapter llama.cpp refuses is a bad input file, whoever asked to load it.
+    let rejected = |e: &GgmlError| matches!(e, GgmlError::ModelRejected { .. } | GgmlError::AdapterRejected { .. });
+    if cause.downcast_ref::<GgmlError>().is_some_and(rejected)
+        || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Ggml(e)) if rejected(e))
+    {
+        return Some(3);
+    }
     let ggml = cause.is::<gguftune::ggml::Error>()
+        || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Ggml(_)))
         || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Ggml(_)))
         || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Ggml(_)))
         || matches!(cause.downcast_ref::<MergeError>(), Some(MergeError::Ggml { .. }))
@@ -155,6 +170,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<AdapterReadError>()
         || cause.is::<MergeError>()
         || cause.is::<PeftError>()
+        || cause.is::<GenerateError>()
         || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
         || matches!(
             cause.downcast_ref::<ModelfileError>(),

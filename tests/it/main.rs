@@ -10,6 +10,7 @@ mod convert;
 mod data_formats;
 mod finetune_cli;
 mod forward;
+mod generate_cli;
 mod gguf_malformed;
 mod gguf_py;
 mod gguf_read_write;
