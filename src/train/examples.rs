@@ -1,7 +1,7 @@
 //! From rendered dataset records to training examples: tokenization exactly as llama.cpp does it
 //! for the model, with the loss mask carried over from the trainable text spans.
 
-use crate::data::{ChatTemplate, DataError, Dataset, RenderOptions};
+use crate::data::{ChatTemplate, DataError, Dataset, Entry, RenderOptions};
 use crate::ggml::LlamaModel;
 
 use super::Example;
@@ -47,51 +47,18 @@ pub fn build_examples(
     let mut overlong = 0;
     let mut examples = Vec::new();
     for entry in dataset.entries() {
-        let rendered = dataset.render(entry, template, options)?;
-        // Tokenize growing prefixes of the text; the tokens of the whole text are what the model
-        // sees, and each segment's tokens start where the prefix's tokens stop agreeing.
-        let add_bos = !rendered.bos_in_text;
-        let mut text = String::new();
-        let mut bounds = Vec::new();
-        for seg in &rendered.segments {
-            text.push_str(&seg.text);
-            bounds.push((vocab.tokenize(&text, add_bos, true)?, seg.trainable));
-        }
-        let Some((mut tokens, _)) = bounds.last().cloned() else { continue };
-        let mut trainable = vec![false; tokens.len()];
-        let mut start = 0;
-        for (i, (toks, is_trainable)) in bounds.iter().enumerate() {
-            let end = if i + 1 == bounds.len() { tokens.len() } else { common_len(toks, &tokens).max(start) };
-            trainable[start..end].fill(*is_trainable);
-            start = end;
-        }
-        if rendered.append_eos {
-            if let Some(eos) = vocab.eos_token() {
-                tokens.push(eos);
-                trainable.push(true);
+        let built = build_example(dataset, entry, template, vocab, options, ctx, skip_overlong)?;
+        overlong += usize::from(built.overlong);
+        stats.truncated += usize::from(built.overlong && !skip_overlong);
+        match built.example {
+            Some(example) => {
+                stats.used += 1;
+                stats.tokens += example.tokens.len();
+                stats.target_tokens += example.targets.iter().flatten().count();
+                examples.push(example);
             }
+            None => stats.skipped += 1,
         }
-        if tokens.len() > ctx {
-            overlong += 1;
-            if skip_overlong {
-                stats.skipped += 1;
-                continue;
-            }
-            stats.truncated += 1;
-            tokens.truncate(ctx);
-            trainable.truncate(ctx);
-        }
-        let targets: Vec<Option<i32>> =
-            (0..tokens.len()).map(|i| (i + 1 < tokens.len() && trainable[i + 1]).then(|| tokens[i + 1])).collect();
-        let n_targets = targets.iter().flatten().count();
-        if n_targets == 0 {
-            stats.skipped += 1;
-            continue;
-        }
-        stats.used += 1;
-        stats.tokens += tokens.len();
-        stats.target_tokens += n_targets;
-        examples.push(Example { tokens, targets });
     }
     if examples.is_empty() {
         return Err(ExampleError::NothingToTrain {
@@ -102,6 +69,67 @@ pub fn build_examples(
         });
     }
     Ok((examples, stats))
+}
+
+/// One record tokenized as [`build_examples`] does it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuiltExample {
+    /// The example; `None` when it was dropped (too long with `skip_overlong`, or no position
+    /// with loss).
+    pub example: Option<Example>,
+    /// The record was longer than the context (and so cut, or dropped).
+    pub overlong: bool,
+}
+
+/// Tokenizes `entry` (one of `dataset`'s) as [`build_examples`] does each record.
+pub fn build_example(
+    dataset: &Dataset,
+    entry: &Entry,
+    template: Option<&ChatTemplate>,
+    vocab: &LlamaModel,
+    options: &RenderOptions,
+    ctx: usize,
+    skip_overlong: bool,
+) -> Result<BuiltExample, ExampleError> {
+    let dropped = |overlong| Ok(BuiltExample { example: None, overlong });
+    let rendered = dataset.render(entry, template, options)?;
+    // Tokenize growing prefixes of the text; the tokens of the whole text are what the model
+    // sees, and each segment's tokens start where the prefix's tokens stop agreeing.
+    let add_bos = !rendered.bos_in_text;
+    let mut text = String::new();
+    let mut bounds = Vec::new();
+    for seg in &rendered.segments {
+        text.push_str(&seg.text);
+        bounds.push((vocab.tokenize(&text, add_bos, true)?, seg.trainable));
+    }
+    let Some((mut tokens, _)) = bounds.last().cloned() else { return dropped(false) };
+    let mut trainable = vec![false; tokens.len()];
+    let mut start = 0;
+    for (i, (toks, is_trainable)) in bounds.iter().enumerate() {
+        let end = if i + 1 == bounds.len() { tokens.len() } else { common_len(toks, &tokens).max(start) };
+        trainable[start..end].fill(*is_trainable);
+        start = end;
+    }
+    if rendered.append_eos {
+        if let Some(eos) = vocab.eos_token() {
+            tokens.push(eos);
+            trainable.push(true);
+        }
+    }
+    let overlong = tokens.len() > ctx;
+    if overlong {
+        if skip_overlong {
+            return dropped(true);
+        }
+        tokens.truncate(ctx);
+        trainable.truncate(ctx);
+    }
+    let targets: Vec<Option<i32>> =
+        (0..tokens.len()).map(|i| (i + 1 < tokens.len() && trainable[i + 1]).then(|| tokens[i + 1])).collect();
+    if targets.iter().all(Option::is_none) {
+        return dropped(overlong);
+    }
+    Ok(BuiltExample { example: Some(Example { tokens, targets }), overlong })
 }
 
 fn common_len(a: &[i32], b: &[i32]) -> usize {

@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
 
 pub use batches::{pack_examples, split_validation, Sequence};
-pub use examples::{build_examples, ExampleError, ExampleStats};
+pub use examples::{build_example, build_examples, BuiltExample, ExampleError, ExampleStats};
 pub use schedule::Schedule;
 pub use session::{measure_session, with_session, BatchShape, OptimizerState, Session, SessionMemory};
 

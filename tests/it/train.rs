@@ -6,14 +6,11 @@ use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{
-    init_lora, pack_examples, train, AdamWConfig, BatchShape, EvalReport, Example, OptimizerState, Schedule,
-    StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
-};
-use std::ops::ControlFlow;
+use gguftune::train::Example;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyLlamaSpec};
 use crate::common::temp_dir;
+use crate::common::training::train_lora;
 
 const TASK: &[(&str, &str)] = &[
     ("Q: colour of the sky?\nA:", "blue"),
@@ -62,32 +59,11 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
 
     let model = Model::open(&base).unwrap();
     let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
-    let train_config = TrainConfig {
-        lora: cfg.clone(),
-        adamw: AdamWConfig { lr: 3e-3, ..AdamWConfig::default() },
-        shape: BatchShape { seq_len: examples.iter().map(|e| e.tokens.len()).max().unwrap(), n_seq: 4 },
-        grad_accum: 1,
-        epochs: 60,
-        max_steps: None,
-        schedule: Schedule::Constant,
-        warmup_steps: 0,
-        max_grad_norm: 0.0,
-        seed: 1,
-        eval_every: None,
-        checkpoint_every: None,
-        threads: 2,
-    };
-    let all: Vec<usize> = (0..examples.len()).collect();
-    let data = TrainData { examples: &examples, train: pack_examples(&examples, &all, 64, false), validation: vec![] };
-    let mut state = OptimizerState::new(init_lora(&model, &cfg, 42).unwrap());
-    let mut losses = Losses(Vec::new());
-    train(&model, &train_config, &data, &mut state, &mut losses).unwrap();
-    let losses = losses.0;
+    let (values, losses) = train_lora(&model, &cfg, &examples, 4, 60, 3e-3);
     assert_eq!(losses.len(), 60, "one step per epoch of 4 examples in one micro-batch of 4");
     let (first, last) = (losses[0], *losses.last().unwrap());
     eprintln!("completion loss {first:.3} -> {last:.3} in {} steps", losses.len());
     assert!(last * 5.0 <= first, "loss fell only from {first} to {last}");
-    let values = state.params;
 
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
     let pairs = pairs_from_values(&slots, cfg.rank, &values);
@@ -100,21 +76,5 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     for ((p, a), (prompt, answer)) in answers.iter().zip(TASK) {
         let got = greedy(&mut ctx, p, eos, a.len() + 2);
         assert_eq!(&got, a, "prompt {prompt:?}: expected {answer:?}");
-    }
-}
-
-/// Collects the loss of every step.
-struct Losses(Vec<f32>);
-
-impl TrainObserver for Losses {
-    fn step(&mut self, r: &StepReport) -> Result<ControlFlow<()>, TrainError> {
-        self.0.push(r.loss);
-        Ok(ControlFlow::Continue(()))
-    }
-    fn validation(&mut self, _: &EvalReport) -> Result<(), TrainError> {
-        Ok(())
-    }
-    fn checkpoint(&mut self, _: &OptimizerState) -> Result<(), TrainError> {
-        Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod gguf_bytes;
 pub mod reference;
 #[allow(dead_code)]
 pub mod tiny_gguf;
+pub mod training;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,0 +1,63 @@
+//! LoRA training through the library for tests that need a trained adapter: the loop of
+//! tests/it/train.rs, with its step losses collected.
+
+use std::ops::ControlFlow;
+
+use gguftune::model::{LoraConfig, Model};
+use gguftune::train::{
+    init_lora, pack_examples, train, AdamWConfig, BatchShape, EvalReport, Example, OptimizerState, Schedule,
+    StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
+};
+
+/// Trains `cfg` on every example (unpacked, `n_seq` per step, constant learning rate `lr`, no
+/// clipping) for `epochs`, from seed 42; returns the adapter's values and each step's loss.
+///
+/// On one thread: the result does not depend on the thread count, and ggml's workers spin while
+/// they wait for each other, so on a machine whose cores are busy (tests run in parallel, next
+/// to other builds) two threads take many times longer than one (seen: 76 s against 3 s).
+pub fn train_lora(
+    model: &Model,
+    cfg: &LoraConfig,
+    examples: &[Example],
+    n_seq: usize,
+    epochs: usize,
+    lr: f32,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let config = TrainConfig {
+        lora: cfg.clone(),
+        adamw: AdamWConfig { lr, ..AdamWConfig::default() },
+        shape: BatchShape { seq_len: examples.iter().map(|e| e.tokens.len()).max().unwrap(), n_seq },
+        grad_accum: 1,
+        epochs,
+        max_steps: None,
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        max_grad_norm: 0.0,
+        seed: 1,
+        eval_every: None,
+        checkpoint_every: None,
+        threads: 1,
+    };
+    let all: Vec<usize> = (0..examples.len()).collect();
+    let data = TrainData { examples, train: pack_examples(examples, &all, 1 << 16, false), validation: vec![] };
+    let mut state = OptimizerState::new(init_lora(model, cfg, 42).unwrap());
+    let mut losses = Losses(Vec::new());
+    train(model, &config, &data, &mut state, &mut losses).unwrap();
+    (state.params, losses.0)
+}
+
+/// Collects the loss of every step.
+struct Losses(Vec<f32>);
+
+impl TrainObserver for Losses {
+    fn step(&mut self, r: &StepReport) -> Result<ControlFlow<()>, TrainError> {
+        self.0.push(r.loss);
+        Ok(ControlFlow::Continue(()))
+    }
+    fn validation(&mut self, _: &EvalReport) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn checkpoint(&mut self, _: &OptimizerState) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
