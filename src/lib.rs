@@ -16,6 +16,7 @@
 //! - [`train`]: LoRA initialisation, AdamW and the training loop.
 //! - [`generate`]: text generation through llama.cpp, with adapters, streamed.
 //! - [`plan`]: the memory of a training run before it starts, measured on the graph it will run.
+//! - [`eval`]: loss, perplexity and task metrics of a model and its adapters on held-out data.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
@@ -31,6 +32,7 @@ pub mod adapter;
 pub mod convert;
 pub mod data;
 mod error;
+pub mod eval;
 pub mod generate;
 #[allow(unsafe_code)]
 pub mod ggml;

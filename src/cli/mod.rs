@@ -4,6 +4,7 @@
 //! failure (reading or writing files).
 
 mod convert;
+mod eval;
 mod finetune;
 mod generate;
 mod inspect;
@@ -35,6 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Convert(convert::Args),
+    Eval(eval::Args),
     Finetune(Box<finetune::Args>),
     Generate(generate::Args),
     Inspect(inspect::Args),
@@ -50,6 +52,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -80,6 +83,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use gguftune::adapter::{AdapterReadError, MergeError, PeftError};
     use gguftune::convert::ConvertError;
     use gguftune::data::DataError;
+    use gguftune::eval::EvalError;
     use gguftune::generate::GenerateError;
     use gguftune::ggml::Error as GgmlError;
     use gguftune::gguf::{GgufError, GgufWriteError};
@@ -133,7 +137,11 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             cause.downcast_ref::<CheckpointError>(),
             Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
         )
-        || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Output(_)));
+        || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Output(_)))
+        || matches!(
+            cause.downcast_ref::<EvalError>(),
+            Some(EvalError::Examples(ExampleError::Data(DataError::Io { .. })))
+        );
     if io {
         return Some(4);
     }
@@ -141,11 +149,20 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     let rejected = |e: &GgmlError| matches!(e, GgmlError::ModelRejected { .. } | GgmlError::AdapterRejected { .. });
     if cause.downcast_ref::<GgmlError>().is_some_and(rejected)
         || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Ggml(e)) if rejected(e))
+        || matches!(cause.downcast_ref::<EvalError>(), Some(EvalError::Ggml(e)) if rejected(e))
     {
         return Some(3);
     }
     let ggml = cause.is::<gguftune::ggml::Error>()
         || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Ggml(_)))
+        || matches!(
+            cause.downcast_ref::<EvalError>(),
+            Some(
+                EvalError::Ggml(_)
+                    | EvalError::Examples(ExampleError::Ggml(_))
+                    | EvalError::Generate(GenerateError::Ggml(_))
+            )
+        )
         || matches!(cause.downcast_ref::<ConvertError>(), Some(ConvertError::Ggml(_)))
         || matches!(cause.downcast_ref::<QuantizeError>(), Some(QuantizeError::Ggml(_)))
         || matches!(cause.downcast_ref::<MergeError>(), Some(MergeError::Ggml { .. }))
@@ -171,6 +188,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || cause.is::<MergeError>()
         || cause.is::<PeftError>()
         || cause.is::<GenerateError>()
+        || cause.is::<EvalError>()
         || matches!(cause.downcast_ref::<TrainError>(), Some(TrainError::Model(_) | TrainError::NoData { .. }))
         || matches!(
             cause.downcast_ref::<ModelfileError>(),

@@ -8,6 +8,7 @@ mod adapter_peft;
 mod batching;
 mod convert;
 mod data_formats;
+mod eval_cli;
 mod finetune_cli;
 mod forward;
 mod generate_cli;
