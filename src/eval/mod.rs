@@ -300,12 +300,12 @@ pub fn evaluate(
     let (mut correct, mut entities, mut rouge) = (0usize, EntityCounts::default(), 0f64);
     let greedy = GenerateOptions { max_new, sampler: SamplerParams { temp: 0.0, top_k: 0, top_p: 1.0, seed: 0 } };
     for item in &set.items {
-        let logits = ctx.logits_all(&item.example.tokens)?;
-        for (row, target) in logits.iter().zip(&item.example.targets) {
-            if let Some(t) = *target {
-                nll += negative_log_likelihood(row, t as usize);
-                target_tokens += 1;
-            }
+        let targets = &item.example.targets;
+        let positions: Vec<usize> = (0..targets.len()).filter(|&i| targets[i].is_some()).collect();
+        let logits = ctx.logits_at(&item.example.tokens, &positions)?;
+        for (row, target) in logits.iter().zip(targets.iter().flatten()) {
+            nll += negative_log_likelihood(row, *target as usize);
+            target_tokens += 1;
         }
         if let (Some(task), Some(reference)) = (set.task, item.reference.as_deref()) {
             let answer = generate(model, ctx, item.prompt(), &greedy, &mut |_| Ok(()))?.text;

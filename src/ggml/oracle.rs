@@ -310,13 +310,21 @@ impl<'m> LlamaContext<'m> {
     /// Runs `tokens` (a fresh sequence from position 0) and returns the logits of every position,
     /// `tokens.len()` rows of `n_vocab`. Later [`LlamaContext::decode`] calls continue after them.
     pub fn logits_all(&mut self, tokens: &[i32]) -> Result<Vec<Vec<f32>>, Error> {
-        self.clear();
-        self.run_batch(tokens, true)?;
-        let mut rows = Vec::with_capacity(tokens.len());
-        for i in 0..tokens.len() {
-            rows.push(self.logits_row(i as i32)?.to_vec());
+        let all: Vec<usize> = (0..tokens.len()).collect();
+        self.logits_at(tokens, &all)
+    }
+
+    /// As [`LlamaContext::logits_all`], with the logits of `positions` only (in that order): llama.cpp
+    /// then projects only those rows to the vocabulary, and keeps only them.
+    pub fn logits_at(&mut self, tokens: &[i32], positions: &[usize]) -> Result<Vec<Vec<f32>>, Error> {
+        if let Some(&bad) = positions.iter().find(|&&p| p >= tokens.len()) {
+            return Err(Error::IndexOutOfRange { what: "the sequence", index: bad as u64, count: tokens.len() as u64 });
         }
-        Ok(rows)
+        let mut wanted = vec![false; tokens.len()];
+        positions.iter().for_each(|&p| wanted[p] = true);
+        self.clear();
+        self.run_batch(tokens, &wanted)?;
+        positions.iter().map(|&p| Ok(self.logits_row(p as i32)?.to_vec())).collect()
     }
 
     /// Appends `tokens` to the sequence at the next positions (after [`LlamaContext::clear`],
@@ -324,7 +332,11 @@ impl<'m> LlamaContext<'m> {
     /// that follows. This is how llama.cpp's tools feed a prompt and then one token per step,
     /// reusing the KV cache.
     pub fn decode(&mut self, tokens: &[i32]) -> Result<&[f32], Error> {
-        self.run_batch(tokens, false)?;
+        let mut wanted = vec![false; tokens.len()];
+        if let Some(last) = wanted.last_mut() {
+            *last = true;
+        }
+        self.run_batch(tokens, &wanted)?;
         self.logits_row(-1)
     }
 
@@ -345,9 +357,9 @@ impl<'m> LlamaContext<'m> {
         self.n_ctx
     }
 
-    /// Decodes `tokens` at positions `n_past..`, with logits for every position (`all`) or only
-    /// the last; on success `n_past` moves past them.
-    fn run_batch(&mut self, tokens: &[i32], all: bool) -> Result<(), Error> {
+    /// Decodes `tokens` at positions `n_past..`, with logits for the positions marked in `wanted`
+    /// (one flag per token); on success `n_past` moves past them.
+    fn run_batch(&mut self, tokens: &[i32], wanted: &[bool]) -> Result<(), Error> {
         if tokens.is_empty() || self.n_past + tokens.len() > self.n_ctx {
             return Err(Error::BadBatch { n_tokens: self.n_past + tokens.len(), n_ctx: self.n_ctx });
         }
@@ -364,7 +376,7 @@ impl<'m> LlamaContext<'m> {
                 *batch.pos.add(i) = (self.n_past + i) as i32;
                 *batch.n_seq_id.add(i) = 1;
                 *(*batch.seq_id.add(i)) = 0;
-                *batch.logits.add(i) = i8::from(all || i + 1 == tokens.len());
+                *batch.logits.add(i) = i8::from(wanted[i]);
             }
         }
         batch.n_tokens = n;
