@@ -9,18 +9,20 @@ use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
 use gguftune::train::{build_examples, loss_and_grads, Example};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::common::fixtures::{prompt_completion_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec};
+use crate::common::fixtures::{
+    chat_rows, prompt_completion_rows, sentiment_examples, tiny_llama, write_jsonl, Dtype, SentimentExample, Shards,
+    TinyLlamaSpec, TinyTokenizer, NEGATIVE_WORDS, POSITIVE_WORDS,
+};
 use crate::common::training::train_lora;
 use crate::common::{convert_to, gguftune, temp_dir};
 
 /// eval reads llama.cpp's logits with an f32 KV cache and no flash attention; training computes
-/// the same loss with its own ggml graph on the same q8_0 weights. tests/it/forward.rs bounds the
-/// logits' difference (identical for q8_0 there, NMSE < 1e-5 in general), so the mean NLL agrees
-/// to far better than this 0.1 %; the rest of the budget covers the order of f32 reductions in
-/// the two softmaxes (ours in ggml, eval's in f64 over llama.cpp's logits).
-const LOSS_RELATIVE_TOLERANCE: f64 = 1e-3;
+/// the same loss with its own ggml graph on the same q8_0 weights and LoRA tensors. The two
+/// forward passes agree to f32 rounding (tests/it/forward.rs finds q8_0 logits identical), and the
+/// softmaxes differ only in the order of their sums (ggml in f32, eval in f64): seen 2e-8.
+const LOSS_RELATIVE_TOLERANCE: f64 = 1e-5;
 
 /// Tokenizes `path` as finetune does (no chat template: prompt-completion records).
 fn examples(vocab: &LlamaModel, path: &Path) -> Vec<Example> {
@@ -87,6 +89,7 @@ fn a_trained_adapter_beats_its_base_and_eval_loss_is_the_training_loss() {
     assert_eq!(adapter["target_tokens"].as_u64(), Some(count as u64), "the tokens finetune trains on");
     let ours = sum / count as f64;
     let theirs = number(adapter, "loss");
+    eprintln!("completion loss: training graph {ours}, eval through llama.cpp {theirs}");
     assert!((ours - theirs).abs() <= LOSS_RELATIVE_TOLERANCE * ours, "training graph {ours}, eval {theirs}");
 
     // The table: a row per number, a column per run and the delta.
@@ -137,4 +140,52 @@ fn eval_reports_bad_data_by_file_and_line() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((report["task"].clone(), report["base"]["metric"].clone()), (Value::Null, Value::Null));
     assert!(report["adapter"].is_null() && report["base"]["loss"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn eval_picks_the_task_from_the_references() {
+    let root = temp_dir();
+    for (name, tokenizer) in [("spm", TinyTokenizer::Spm), ("bpe", TinyTokenizer::Bpe)] {
+        let dir = root.path().join(name);
+        tiny_llama(&dir, &TinyLlamaSpec { tokenizer, ..TinyLlamaSpec::default() }, Dtype::BF16, Shards::One, 3)
+            .unwrap();
+        convert_to(&dir, FileType::Q8_0, &root.path().join(format!("{name}.gguf"))).unwrap();
+    }
+    let reviews = sentiment_examples(4, 5);
+    let rows = |completion: &dyn Fn(&SentimentExample) -> String| -> Vec<Value> {
+        let row =
+            |e: &SentimentExample| json!({ "prompt": format!("Review: {}\n", e.review), "completion": completion(e) });
+        reviews.iter().map(row).collect()
+    };
+    let adjective = |e: &SentimentExample| {
+        let mut words = e.review.split(|c: char| !c.is_alphabetic());
+        words.find(|w| POSITIVE_WORDS.contains(w) || NEGATIVE_WORDS.contains(w)).unwrap().to_owned()
+    };
+    let entities = rows(&|e| format!(" {}", json!({ e.label: [adjective(e)] })));
+    write_jsonl(&root.path().join("entities.jsonl"), &entities).unwrap();
+    write_jsonl(
+        &root.path().join("summaries.jsonl"),
+        &rows(&|e| format!(" The reviewer found it {} overall.", e.label)),
+    )
+    .unwrap();
+    write_jsonl(&root.path().join("chat.jsonl"), &chat_rows(4, 5)).unwrap();
+    let eval = |model: &str, data: &str| -> Value {
+        let args = ["eval", model, "--data", data, "--max-new", "4", "--threads", "1", "--json"];
+        let out = gguftune(root.path(), &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let in_unit = |v: &Value| v.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x));
+    let report = eval("spm.gguf", "entities.jsonl");
+    assert_eq!(report["task"], "extract", "{report}");
+    let metric = &report["base"]["metric"];
+    assert!(["precision", "recall", "f1"].iter().all(|k| in_unit(&metric[*k])), "{report}");
+    let report = eval("spm.gguf", "summaries.jsonl");
+    assert_eq!(report["task"], "summarize", "{report}");
+    assert!(in_unit(&report["base"]["metric"]["rouge_l"]), "{report}");
+    // Chat records: rendered with the model's template, the last assistant message is the label.
+    let report = eval("bpe.gguf", "chat.jsonl");
+    assert_eq!(report["task"], "classify", "{report}");
+    assert!(in_unit(&report["base"]["metric"]["accuracy"]), "{report}");
+    assert!(report["base"]["target_tokens"].as_u64().unwrap() >= 4, "{report}");
 }
