@@ -95,7 +95,7 @@ pub enum Error {
     TensorData { what: &'static str },
     #[error("llama.cpp could not create a sampler")]
     SamplerFailed,
-    #[error("sampling needs a decoded token first")]
+    #[error("sampling needs the logits of a decoded token (decode a prompt first)")]
     NothingDecoded,
     #[error("index {index} is out of range: {what} has {count}")]
     IndexOutOfRange { what: &'static str, index: u64, count: u64 },

@@ -262,6 +262,8 @@ pub struct LlamaContext<'m> {
     pub(super) n_ctx: usize,
     /// Positions already in the context's memory (the next token goes at this position).
     pub(super) n_past: usize,
+    /// The last batch asked for the logits of its last token (what a sampler reads).
+    pub(super) last_logits: bool,
     _model: std::marker::PhantomData<&'m LlamaModel>,
 }
 
@@ -303,6 +305,7 @@ impl<'m> LlamaContext<'m> {
             n_vocab: model.n_vocab(),
             n_ctx: n_ctx as usize,
             n_past: 0,
+            last_logits: false,
             _model: std::marker::PhantomData,
         })
     }
@@ -345,6 +348,7 @@ impl<'m> LlamaContext<'m> {
         // SAFETY: live context; clearing the memory (KV cache) of all sequences is always valid.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
         self.n_past = 0;
+        self.last_logits = false;
     }
 
     /// Positions in the sequence so far.
@@ -387,9 +391,13 @@ impl<'m> LlamaContext<'m> {
         // SAFETY: the batch came from llama_batch_init and is freed once.
         unsafe { sys::llama_batch_free(batch) };
         if rc != 0 {
-            return Err(Error::DecodeFailed { code: rc, reason: log::take_errors() });
+            let reason = log::take_errors();
+            // Part of the batch may be in memory: start over rather than continue from a guess.
+            self.clear();
+            return Err(Error::DecodeFailed { code: rc, reason });
         }
         self.n_past += tokens.len();
+        self.last_logits = wanted.last() == Some(&true);
         Ok(())
     }
 

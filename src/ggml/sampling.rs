@@ -65,11 +65,12 @@ impl Sampler {
     /// Chooses the token that follows the last [`LlamaContext::decode`] of `ctx`, and records it
     /// in the chain's state (`llama_sampler_sample` calls `llama_sampler_accept` itself).
     pub fn sample(&mut self, ctx: &LlamaContext<'_>) -> Result<i32, Error> {
-        if ctx.n_past == 0 {
+        if !ctx.last_logits {
             return Err(Error::NothingDecoded);
         }
-        // SAFETY: live sampler and context; after a decode the context holds logits for its
-        // last position (idx -1), which is all llama_sampler_sample reads.
+        // SAFETY: live sampler and context; the last batch asked for the logits of its last
+        // token (checked: llama.cpp asserts that they exist), and llama_sampler_sample reads
+        // only that row (idx -1).
         let token = unsafe { sys::llama_sampler_sample(self.ptr.as_ptr(), ctx.ptr.as_ptr(), -1) };
         Ok(token)
     }

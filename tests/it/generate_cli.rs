@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
-use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
+use gguftune::ggml::{self, LlamaAdapter, LlamaContext, LlamaModel, Runtime, Sampler, SamplerParams};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use serde_json::Value;
 
@@ -111,6 +111,19 @@ fn greedy_generation_is_argmax_decoding_with_and_without_an_adapter() {
     // Scale 0 is the base model.
     let v = run_json(root.path(), &["-p", prompt, "--temp", "0", "-n", &n, "--lora", "adapter.gguf:0"]);
     assert_eq!(tokens_of(&v), base_expected);
+
+    // A sampler reads the logits of the last decoded token, and refuses (rather than letting
+    // llama.cpp assert) when there are none.
+    let greedy = SamplerParams { temp: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
+    let mut sampler = Sampler::new(&greedy).unwrap();
+    let mut fresh = LlamaContext::new(&llama, 64, 1).unwrap();
+    assert!(matches!(sampler.sample(&fresh), Err(ggml::Error::NothingDecoded)));
+    fresh.logits_at(&prompt_tokens, &[0]).unwrap();
+    assert!(matches!(sampler.sample(&fresh), Err(ggml::Error::NothingDecoded)));
+    fresh.decode(&prompt_tokens[..0]).unwrap_err();
+    fresh.clear();
+    fresh.decode(&prompt_tokens).unwrap();
+    assert_eq!(sampler.sample(&fresh).unwrap(), base_expected[0]);
 }
 
 #[test]
