@@ -14,7 +14,7 @@ use super::llama::{chat_template, load_adapters, load_model};
 /// Generate text with llama.cpp (as llama.cpp and Ollama run the model), with LoRA adapters.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  gguftune generate model.gguf --lora adapter.gguf -p \"Review: The food was great.\\nSentiment:\" --temp 0
+  gguftune generate model.gguf --lora adapter.gguf -p $'Review: The food was great.\\nSentiment:' --temp 0
   gguftune generate model.gguf --lora adapter.gguf:0.5 --chat --system \"Be brief.\" -p \"Name a colour.\" --json
 
 The text streams to stdout; prompt and generation statistics go to stderr (--json: one object on stdout).")]
