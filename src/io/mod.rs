@@ -32,9 +32,12 @@ impl AtomicFile {
             io::Error::new(io::ErrorKind::InvalidInput, format!("output path '{}' has no file name", dest.display()))
         })?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(file_name);
-        temp_name.push(format!(".tmp-{}-{n}", std::process::id()));
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(file_name);
+        prefix.push(".tmp-");
+        remove_stale_temps(dest, &prefix);
+        let mut temp_name = prefix;
+        temp_name.push(format!("{}-{n}", std::process::id()));
         let temp = dest.with_file_name(temp_name);
         let file = File::create(&temp)?;
         Ok(AtomicFile { dest: dest.to_owned(), temp, writer: Some(BufWriter::with_capacity(1 << 20, file)) })
@@ -59,6 +62,28 @@ impl AtomicFile {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the temporary files of `dest` (names starting with `prefix`, then the writer's process
+/// id) that runs killed before they could clean up left behind: those whose process is gone. Only
+/// where `/proc` tells which processes are alive (Linux); elsewhere they stay, harmless.
+fn remove_stale_temps(dest: &Path, prefix: &std::ffi::OsStr) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let prefix = prefix.to_string_lossy();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = name.strip_prefix(&*prefix).and_then(|rest| rest.split('-').next()?.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 

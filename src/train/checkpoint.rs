@@ -85,7 +85,7 @@ pub fn write_checkpoint(
     write_optimizer(&temp.join(OPTIMIZER), slots, state, settings)?;
     crate::io::write_atomic(&temp.join(METRICS), metrics).map_err(io_err(&temp.join(METRICS)))?;
     if dest.exists() {
-        fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+        remove_checkpoint(root, &dest).map_err(io_err(&dest))?;
     }
     fs::rename(&temp, &dest).map_err(io_err(&dest))?;
     if let Ok(d) = fs::File::open(root) {
@@ -212,9 +212,19 @@ fn prune(root: &Path, keep: usize) -> io::Result<()> {
     steps.sort();
     let excess = steps.len().saturating_sub(keep.max(1));
     for (_, path) in steps.into_iter().take(excess) {
-        fs::remove_dir_all(path)?;
+        remove_checkpoint(root, &path)?;
     }
     Ok(())
+}
+
+/// Removes the checkpoint folder `path` in `root` as one step: it is first renamed to a
+/// temporary name (which [`prune`] removes if the process dies meanwhile), so no run ever sees a
+/// half-deleted checkpoint.
+fn remove_checkpoint(root: &Path, path: &Path) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let doomed = root.join(format!(".{name}.tmp-removing-{}", std::process::id()));
+    fs::rename(path, &doomed)?;
+    fs::remove_dir_all(&doomed)
 }
 
 /// The newest checkpoint folder inside `root`, if any.

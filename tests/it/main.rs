@@ -17,6 +17,7 @@ mod gguf_py;
 mod gguf_read_write;
 mod hf_read;
 mod inspect_cli;
+mod kill;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
