@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -143,8 +144,21 @@ pub fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>
         .collect()
 }
 
+/// Set by Ctrl-C (or SIGTERM): the run stops after the current step and saves a checkpoint.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Exit code of a run stopped by Ctrl-C, as shells report SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
+    // A second Ctrl-C exits at once, without waiting for the step.
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
     let targets = parse_targets(&args.targets)?;
     if args.batch == 0 || args.epochs == 0 || args.grad_accum == 0 || args.ctx < 2 {
         bail!("--batch, --grad-accum and --epochs must be at least 1 and --ctx at least 2");
@@ -248,6 +262,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        observer.checkpoint(&state).context("saving a checkpoint after Ctrl-C")?;
+        let dir = observer.last_checkpoint.as_deref().unwrap_or(Path::new("?")).display().to_string();
+        eprintln!(
+            "interrupted after step {} of {total_steps}: saved {dir}; continue with --resume {dir} (no adapter written)",
+            state.steps
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
     let Observer { train_seconds, tokens, .. } = observer;
 
     write_lora_gguf(&args.output, &arch, lora.alpha, &pairs_from_values(&slots, lora.rank, &state.params))
@@ -349,6 +372,9 @@ impl TrainObserver for Observer<'_> {
         });
         writeln!(self.metrics, "{line}").map_err(|e| TrainError::Observer(e.into()))?;
         self.last = Instant::now();
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(ControlFlow::Break(()));
+        }
         Ok(ControlFlow::Continue(()))
     }
 

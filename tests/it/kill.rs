@@ -196,3 +196,43 @@ fn finetune_killed_anywhere_resumes_to_the_uninterrupted_adapter() {
     assert_eq!(temp_files(dir), Vec::<String>::new());
     assert_eq!(temp_files(&dir.join("adapter.checkpoints")), Vec::<String>::new());
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_uninterrupted_adapter() {
+    let root = temp_dir();
+    let dir = root.path();
+    fs::create_dir(dir.join("hf")).unwrap();
+    tiny_llama(&dir.join("hf"), &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 13).unwrap();
+    timed(dir, &["convert", "hf", "-o", "base.gguf", "--type", "q8_0"]);
+    write_jsonl(&dir.join("train.jsonl"), &alpaca_rows(40, 6)).unwrap();
+    let args = |output: &'static str| {
+        vec!["finetune", "base.gguf", "--data", "train.jsonl", "-o", output, "--rank", "4", "--batch", "2"]
+            .into_iter()
+            .chain(["--epochs", "3", "--threads", "1", "--val-split", "0"])
+            .collect::<Vec<_>>()
+    };
+    let duration = timed(dir, &args("reference.gguf"));
+    let reference = fs::read(dir.join("reference.gguf")).unwrap();
+
+    let child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
+        .args(args("adapter.gguf"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(duration.mul_f64(0.5));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(!dir.join("adapter.gguf").exists(), "an interrupted run writes no adapter");
+    let checkpoint = newest_checkpoint(dir, "adapter.gguf").expect("Ctrl-C saved a checkpoint");
+    let step = checkpoint.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(stderr.contains(&format!("--resume adapter.checkpoints/{step}")), "{stderr}");
+
+    let checkpoint = checkpoint.to_string_lossy().into_owned();
+    timed(dir, &[&args("adapter.gguf")[..], &["--resume", &checkpoint]].concat());
+    assert_eq!(fs::read(dir.join("adapter.gguf")).unwrap(), reference);
+}
