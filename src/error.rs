@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
     #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    #[error(transparent)]
     Convert(#[from] crate::convert::ConvertError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),

@@ -18,6 +18,7 @@
 //! - [`plan`]: the memory of a training run before it starts, measured on the graph it will run.
 //! - [`eval`]: loss, perplexity and task metrics of a model and its adapters on held-out data.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
+//! - [`hub`]: a hub repository id fetched (hf-hub) into the Hugging Face cache, as a local folder.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
 //! - [`plot`]: the loss curve of a training run as a self-contained SVG.
@@ -38,6 +39,7 @@ pub mod generate;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
+pub mod hub;
 pub mod inspect;
 pub mod io;
 pub mod model;
