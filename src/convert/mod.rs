@@ -298,13 +298,24 @@ fn check_shapes(
     Ok(())
 }
 
+/// `general.name` for a checkpoint folder: its name, or for a snapshot in the Hugging Face cache
+/// (`models--owner--name/snapshots/<commit>`) the repository's name rather than the commit hash.
+fn model_name_of_dir(dir: &Path) -> Option<String> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let parent = dir.parent()?;
+    let repo_folder = parent.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+    match repo_folder {
+        // Hub names cannot contain "--", so the last part is the repository's name.
+        Some(folder) if parent.file_name().is_some_and(|n| n == "snapshots") && folder.starts_with("models--") => {
+            folder.rsplit("--").next().map(str::to_owned)
+        }
+        _ => Some(name),
+    }
+}
+
 fn model_metadata(c: &LlamaConfig, ft: FileType, dir: &Path) -> Result<Vec<(String, MetaValue)>, ConvertError> {
     let a = c.arch.name();
-    let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| c.hf_architecture.clone());
+    let name = dir.canonicalize().ok().and_then(|p| model_name_of_dir(&p)).unwrap_or_else(|| c.hf_architecture.clone());
     let u32_of = |v: u64| MetaValue::U32(u32::try_from(v).unwrap_or(u32::MAX));
     let mut kv: Vec<(String, MetaValue)> = vec![
         ("general.architecture".into(), a.into()),
