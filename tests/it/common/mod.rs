@@ -3,6 +3,7 @@
 pub mod fixtures;
 #[allow(dead_code)]
 pub mod gguf_bytes;
+pub mod hub_server;
 #[allow(dead_code)]
 pub mod reference;
 #[allow(dead_code)]

@@ -1,0 +1,196 @@
+//! `gguftune convert owner/name`: the real hf-hub download code against a stand-in hub on
+//! 127.0.0.1 (`common::hub_server`), pointed at through `HF_ENDPOINT` and `HF_HOME`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyLlamaSpec};
+use crate::common::hub_server::{FixtureRepo, HubServer};
+use crate::common::{gguftune, temp_dir};
+
+/// Runs the CLI with the hub at `endpoint` and its cache under `hf_home`, and nothing else of
+/// the caller's Hugging Face environment.
+fn hub_cli(dir: &Path, endpoint: &str, hf_home: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gguftune"));
+    cmd.args(args).current_dir(dir).env("HF_ENDPOINT", endpoint).env("HF_HOME", hf_home);
+    for var in ["HF_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE", "HF_HUB_OFFLINE"] {
+        cmd.env_remove(var);
+    }
+    if let Some(token) = token {
+        cmd.env("HF_TOKEN", token);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A tiny checkpoint in `root/name`, and its conversion to q8_0 by the CLI from the folder.
+fn local_model(root: &Path, name: &str, shards: Shards) -> (PathBuf, Vec<u8>) {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, shards, 23).unwrap();
+    let out = root.join(format!("{name}-local.gguf"));
+    let run = gguftune(root, &["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    (dir, fs::read(out).unwrap())
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn hub_repo_converts_like_the_local_folder_into_the_hf_cache_then_offline() {
+    let root = temp_dir();
+    let (dir, local) = local_model(root.path(), "tiny-chat", Shards::Two);
+    let repo = FixtureRepo::from_dir(
+        "fixtures/tiny-chat",
+        0xab,
+        &dir,
+        &[("README.md", b"# tiny"), ("pytorch_model.bin", b"x")],
+    );
+    let sha = repo.sha.clone();
+    let server = HubServer::start(vec![repo]);
+    let hf_home = root.path().join("hf");
+
+    let run = hub_cli(
+        root.path(),
+        &server.endpoint,
+        &hf_home,
+        None,
+        &["convert", "fixtures/tiny-chat", "-o", "hub.gguf", "--type", "q8_0"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(root.path().join("hub.gguf")).unwrap() == local, "the GGUF differs from the local folder's");
+
+    // huggingface_hub's layout: blobs, snapshots/<commit>/<file> links, refs/main.
+    let repo_dir = hf_home.join("hub").join("models--fixtures--tiny-chat");
+    assert_eq!(fs::read_to_string(repo_dir.join("refs").join("main")).unwrap().trim(), sha);
+    let snapshot = repo_dir.join("snapshots").join(&sha);
+    for file in ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00002-of-00002.safetensors"] {
+        assert!(snapshot.join(file).is_file(), "{file} is not in the snapshot");
+    }
+    let mut cached = Vec::new();
+    files_under(&repo_dir, &mut cached);
+    assert!(!cached.iter().any(|p| p.extension().is_some_and(|e| e == "part")), "{cached:?}");
+    // Only what conversion reads was asked for: never the README or the pickle.
+    let paths: Vec<String> = server.log().into_iter().map(|l| l.path).collect();
+    assert!(paths.iter().any(|p| p.contains("/resolve/") && p.ends_with("model-00001-of-00002.safetensors")));
+    assert!(!paths.iter().any(|p| p.ends_with("README.md") || p.ends_with("pytorch_model.bin")), "{paths:?}");
+
+    // Without the server, --offline converts from the cache alone.
+    drop(server);
+    let run = hub_cli(
+        root.path(),
+        "http://127.0.0.1:9",
+        &hf_home,
+        None,
+        &["convert", "fixtures/tiny-chat", "--offline", "-o", "offline.gguf", "--type", "q8_0"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(root.path().join("offline.gguf")).unwrap() == local);
+}
+
+#[test]
+fn gated_repo_answers_401_without_a_token_and_converts_with_one() {
+    let root = temp_dir();
+    let (dir, local) = local_model(root.path(), "gated", Shards::One);
+    let mut repo = FixtureRepo::from_dir("meta/gated", 0x11, &dir, &[]);
+    repo.token = Some("hf_secret".to_owned());
+    let server = HubServer::start(vec![repo]);
+    let hf_home = root.path().join("hf");
+    let args = ["convert", "meta/gated", "-o", "gated.gguf", "--type", "q8_0"];
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &args);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert_eq!(err.lines().count(), 1, "one line, not a stack of HTTP errors: {err}");
+    assert!(err.contains("401") && err.contains("Access to model meta/gated is restricted"), "{err}");
+    assert!(err.contains("HF_TOKEN"), "{err}");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, Some("hf_secret"), &args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(root.path().join("gated.gguf")).unwrap() == local);
+    let log = server.log();
+    let downloads: Vec<_> = log.iter().filter(|l| l.path.contains("/resolve/")).collect();
+    assert!(!downloads.is_empty());
+    assert!(downloads.iter().all(|l| l.authorization.as_deref() == Some("Bearer hf_secret")), "{downloads:?}");
+
+    // The token file `huggingface-cli login` writes works as well.
+    let other_home = root.path().join("hf2");
+    fs::create_dir_all(&other_home).unwrap();
+    fs::write(other_home.join("token"), "hf_secret\n").unwrap();
+    let run = hub_cli(root.path(), &server.endpoint, &other_home, None, &args);
+    assert!(run.status.success(), "{}", stderr(&run));
+}
+
+#[test]
+fn missing_repo_pickle_only_repo_and_uncached_offline_are_refused_by_name() {
+    let root = temp_dir();
+    let pickled = root.path().join("pickled");
+    fs::create_dir_all(&pickled).unwrap();
+    fs::write(pickled.join("config.json"), r#"{"architectures": ["LlamaForCausalLM"]}"#).unwrap();
+    fs::write(pickled.join("pytorch_model.bin"), b"not really a pickle").unwrap();
+    let server = HubServer::start(vec![FixtureRepo::from_dir("old/pickled", 0x22, &pickled, &[])]);
+    let hf_home = root.path().join("hf");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["convert", "nobody/nothing", "-o", "x.gguf"]);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(err.contains("nobody/nothing") && err.contains("404") && err.contains("Repository not found"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["convert", "old/pickled", "-o", "x.gguf"]);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(err.contains("'pytorch_model.bin'") && err.contains("pickle") && err.contains("safetensors"), "{err}");
+    assert!(!server.log().iter().any(|l| l.path.contains("/resolve/")), "nothing is downloaded");
+
+    let run = hub_cli(
+        root.path(),
+        &server.endpoint,
+        &hf_home,
+        None,
+        &["convert", "old/pickled", "--offline", "-o", "x.gguf"],
+    );
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("not in the hub cache"), "{}", stderr(&run));
+}
+
+#[test]
+fn download_cut_mid_file_resumes_from_where_it_stopped() {
+    let root = temp_dir();
+    let (dir, local) = local_model(root.path(), "cut", Shards::One);
+    let repo = FixtureRepo::from_dir("fixtures/cut", 0x33, &dir, &[]);
+    let size = repo.files.iter().find(|(n, _)| n == "model.safetensors").unwrap().1.len();
+    let server = HubServer::start(vec![repo]);
+    let half = size / 2;
+    server.cut_next_download("model.safetensors", half);
+    let hf_home = root.path().join("hf");
+
+    let run = hub_cli(
+        root.path(),
+        &server.endpoint,
+        &hf_home,
+        None,
+        &["convert", "fixtures/cut", "-o", "cut.gguf", "--type", "q8_0"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(root.path().join("cut.gguf")).unwrap() == local);
+    let ranges: Vec<String> =
+        server.log().into_iter().filter(|l| l.path.starts_with("/lfs/")).filter_map(|l| l.range).collect();
+    assert!(ranges.contains(&format!("bytes={half}-")), "the second request resumes at byte {half}: {ranges:?}");
+    let mut cached = Vec::new();
+    files_under(&hf_home, &mut cached);
+    assert!(!cached.iter().any(|p| p.extension().is_some_and(|e| e == "part")), "{cached:?}");
+}
