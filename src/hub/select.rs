@@ -26,7 +26,7 @@ const PICKLE_SUFFIXES: &[&str] = &[".bin", ".pt", ".pth", ".ckpt", ".pkl"];
 
 /// The files to download from a repository whose listing is `siblings`: the configuration, the
 /// optional files it has, and last `model.safetensors` or the shard index (whose shards
-/// [`shards_of_index`] names once the index is on disk). Refuses a repository with only pickled
+/// `shards_of_index` names once the index is on disk). Refuses a repository with only pickled
 /// weights.
 pub fn select_files(repo: &RepoId, siblings: &[String]) -> Result<Vec<String>, HubError> {
     let has = |name: &str| siblings.iter().any(|s| s == name);
