@@ -2,11 +2,17 @@
 //!
 //! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file, 4 I/O
 //! failure (reading or writing files).
+//!
+//! For a hub repository: 3 when the hub answers that the repository, revision or file does not
+//! exist or is gated (401, 403, 404), or when it holds nothing convertible (pickle-only weights,
+//! no config.json); 4 when the hub cannot be reached, a download breaks, the cache cannot be
+//! written, or `--offline` finds the repository missing from the cache.
 
 mod convert;
 mod eval;
 mod finetune;
 mod generate;
+mod hub;
 mod inspect;
 mod llama;
 mod merge;
@@ -106,6 +112,9 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             _ => None,
         };
     }
+    if let Some(e) = cause.downcast_ref::<gguftune::hub::HubError>() {
+        return Some(if e.is_io() { 4 } else { 3 });
+    }
     let io = cause.is::<std::io::Error>()
         || matches!(cause.downcast_ref::<GgufFileError>(), Some(GgufFileError::Io { .. }))
         || matches!(cause.downcast_ref::<HfError>(), Some(HfError::Io { .. }))
@@ -126,6 +135,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         || matches!(
             cause.downcast_ref::<gguftune::Error>(),
             Some(gguftune::Error::GgufFile(GgufFileError::Io { .. }) | gguftune::Error::Hf(HfError::Io { .. }))
+        )
+        || matches!(
+            cause.downcast_ref::<gguftune::Error>(),
+            Some(gguftune::Error::Hub(e)) if e.is_io()
         )
         || matches!(cause.downcast_ref::<AdapterReadError>(), Some(AdapterReadError::File(GgufFileError::Io { .. })))
         || matches!(
