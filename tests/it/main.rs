@@ -16,6 +16,7 @@ mod gguf_malformed;
 mod gguf_py;
 mod gguf_read_write;
 mod hf_read;
+mod hostile_input;
 mod hub_cli;
 mod inspect_cli;
 mod kill;

@@ -1,0 +1,203 @@
+//! Bounds that hold under hostile input (issue 7): no allocation larger than the input can
+//! justify, no unbounded recursion (nested GGUF arrays, deeply nested JSON in every JSON file we
+//! read), templates that fail fast, and no terminal escapes from `inspect`. Regressions for what
+//! the fuzzers under fuzz/ find live here too, named after what they found.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gguftune::data::{read_jsonl_from, ChatTemplate, DataError, Format, Message, TemplateError};
+use gguftune::gguf::{self, GgufErrorKind, MAX_ARRAY_NESTING};
+use gguftune::hf::{load_tokenizer, Checkpoint, LlamaConfig, INDEX_FILE, TOKENIZER_FILE};
+
+use crate::common::gguf_bytes::{array, kv, RawGguf};
+use crate::common::peak_alloc::largest_request_during;
+use crate::common::{gguftune, temp_dir};
+
+/// GGUF value type ids used below.
+const U8: u32 = 0;
+const U32: u32 = 4;
+const STRING: u32 = 8;
+const ARRAY: u32 = 9;
+const U64: u32 = 10;
+
+/// A valid small file with one extra metadata pair `key` of type `type_id`.
+fn with_kv(key: &str, type_id: u32, value: Vec<u8>) -> Vec<u8> {
+    let mut raw = RawGguf::valid();
+    raw.kvs.push(kv(key, type_id, value));
+    raw.to_bytes()
+}
+
+/// Parses `bytes`, asserting that no single allocation was larger than a small multiple of them.
+fn parse_with_bounded_allocation(bytes: &[u8]) -> Result<(), gguf::GgufError> {
+    let (result, largest) = largest_request_during(|| gguf::parse(bytes).map(|_| ()));
+    let justified = 16 * bytes.len() + 4096;
+    assert!(largest <= justified, "a {}-byte file made a {largest}-byte allocation", bytes.len());
+    result
+}
+
+/// `depth` arrays, each holding the next, the innermost an empty array of u8 (built front to back:
+/// wrapping a value depth times would copy it depth times).
+fn nested_arrays(depth: usize) -> Vec<u8> {
+    let mut value = array(ARRAY, 1, &[]).repeat(depth - 1);
+    value.extend(array(U8, 0, &[]));
+    value
+}
+
+#[test]
+fn gguf_array_of_2_pow_40_elements_in_a_small_file_is_an_error_without_allocating() {
+    for elem_type in [U8, U32, U64, STRING, ARRAY] {
+        let bytes = with_kv("big", ARRAY, array(elem_type, 1 << 40, &[0; 32]));
+        assert!(bytes.len() < 1024);
+        let err = parse_with_bounded_allocation(&bytes).unwrap_err();
+        assert!(
+            matches!(err.kind(), GgufErrorKind::CountTooLarge { count, .. } if *count == 1 << 40),
+            "element type {elem_type}: {err}"
+        );
+    }
+}
+
+#[test]
+fn gguf_counts_near_u64_max_are_errors_without_allocating() {
+    // Counts whose product with the entry size wraps around to a small number would pass an
+    // unchecked `count * size <= remaining`.
+    let wrapping = [(U32, (1u64 << 62) + 1), (U64, (1u64 << 61) + 1), (U8, u64::MAX), (STRING, u64::MAX / 8 + 1)];
+    for (elem_type, count) in wrapping {
+        let bytes = with_kv("a", ARRAY, array(elem_type, count, &[0; 16]));
+        let err = parse_with_bounded_allocation(&bytes).unwrap_err();
+        assert!(matches!(err.kind(), GgufErrorKind::CountTooLarge { .. }), "{elem_type} x {count}: {err}");
+    }
+    for count in [u64::MAX, u64::MAX - 1, 1 << 40, 1 << 32] {
+        let mut raw = RawGguf::valid();
+        raw.tensor_count = Some(count);
+        assert!(parse_with_bounded_allocation(&raw.to_bytes()).is_err(), "tensor count {count}");
+        let mut raw = RawGguf::valid();
+        raw.kv_count = Some(count);
+        assert!(parse_with_bounded_allocation(&raw.to_bytes()).is_err(), "metadata count {count}");
+    }
+}
+
+#[test]
+fn gguf_nested_array_depth_is_bounded() {
+    // At the limit: parses, and every level can be walked and copied.
+    let bytes = with_kv("deep", ARRAY, nested_arrays(MAX_ARRAY_NESTING));
+    let g = gguf::parse(&bytes).unwrap();
+    let mut value = g.get("deep").unwrap();
+    for _ in 1..MAX_ARRAY_NESTING {
+        value = value.as_array().unwrap().iter().next().unwrap();
+    }
+    assert!(value.as_array().unwrap().is_empty());
+    std::hint::black_box(g.get("deep").unwrap().to_owned_value());
+    // Far past it (a million levels in 12 MB): a typed error at the first level too many, found
+    // without recursing further (no stack overflow on a test thread's small stack).
+    let bytes = with_kv("deep", ARRAY, nested_arrays(1_000_000));
+    let err = parse_with_bounded_allocation(&bytes).unwrap_err();
+    assert!(
+        matches!(err.kind(), GgufErrorKind::NestingTooDeep { depth, max } if *depth == MAX_ARRAY_NESTING + 1 && *max == MAX_ARRAY_NESTING),
+        "{err}"
+    );
+}
+
+/// JSON arrays nested `levels` deep: `[[[...]]]`.
+fn deep_json(levels: usize) -> String {
+    format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// `{"key": <deep>}`.
+fn deep_json_field(key: &str, levels: usize) -> String {
+    format!("{{\"{key}\": {}}}", deep_json(levels))
+}
+
+#[test]
+fn deeply_nested_config_json_is_an_error_not_a_stack_overflow() {
+    let dir = temp_dir();
+    for text in [deep_json(100_000), deep_json_field("rope_scaling", 100_000)] {
+        std::fs::write(dir.path().join("config.json"), &text).unwrap();
+        let err = LlamaConfig::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+        assert!(Checkpoint::open(dir.path()).is_err());
+    }
+}
+
+#[test]
+fn deeply_nested_tokenizer_files_are_errors_not_stack_overflows() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("config.json"), r#"{"vocab_size": 8}"#).unwrap();
+    for (file, text) in [
+        (TOKENIZER_FILE, deep_json(100_000)),
+        (TOKENIZER_FILE, deep_json_field("model", 100_000)),
+        ("tokenizer_config.json", deep_json_field("added_tokens_decoder", 100_000)),
+    ] {
+        std::fs::write(dir.path().join(TOKENIZER_FILE), r#"{"model": {"type": "BPE", "vocab": {}, "merges": []}}"#)
+            .unwrap();
+        std::fs::write(dir.path().join(file), &text).unwrap();
+        let err = load_tokenizer(dir.path(), Some(8)).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{file}: {err}");
+        std::fs::remove_file(dir.path().join("tokenizer_config.json")).ok();
+    }
+}
+
+#[test]
+fn deeply_nested_safetensors_index_is_an_error_not_a_stack_overflow() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    std::fs::write(dir.path().join(INDEX_FILE), deep_json_field("weight_map", 100_000)).unwrap();
+    let err = Checkpoint::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("recursion limit"), "{err}");
+}
+
+#[test]
+fn deeply_nested_dataset_lines_are_errors_in_every_format() {
+    let formats = Format::ALL.iter().copied().map(Some).chain([None]);
+    for format in formats {
+        for line in [deep_json(100_000), deep_json_field("text", 100_000), deep_json_field("messages", 100_000)] {
+            let err = read_jsonl_from(line.as_bytes(), Path::new("deep.jsonl"), format).unwrap_err();
+            assert!(matches!(err, DataError::TooDeep { line: 1, .. }), "{format:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn hostile_templates_fail_fast_with_typed_errors() {
+    let messages = [Message::new("user", "Hi")];
+    let hostile: [(&str, fn(&TemplateError) -> bool); 4] = [
+        // minijinja's range() refuses to make more than 100,000 items.
+        ("{% for i in range(10**9) %}x{% endfor %}", |e| matches!(e, TemplateError::Render { .. })),
+        // 10^10 loop steps run out of fuel.
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", |e| {
+            matches!(e, TemplateError::OutOfFuel { .. })
+        }),
+        // A string doubled 64 times, in a namespace so that it survives each iteration.
+        ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", |e| {
+            matches!(e, TemplateError::OutOfFuel { .. } | TemplateError::OutputTooLarge { .. })
+        }),
+        // ... and by a recursive macro.
+        ("{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s }}{% endif %}{% endmacro %}{{ d('x', 64) }}", |e| {
+            matches!(e, TemplateError::OutOfFuel { .. } | TemplateError::OutputTooLarge { .. })
+        }),
+    ];
+    for (source, expected) in hostile {
+        let start = Instant::now();
+        let err = ChatTemplate::new(source, "<s>", "</s>").unwrap().render(&messages, true).unwrap_err();
+        let elapsed = start.elapsed();
+        assert!(expected(&err), "{source}: {err:?}");
+        assert!(elapsed < Duration::from_secs(10), "{source}: failed only after {elapsed:?}");
+    }
+}
+
+#[test]
+fn inspect_escapes_control_characters_in_keys_values_and_tensor_names() {
+    let dir = temp_dir();
+    let mut raw = RawGguf::valid();
+    raw.kvs.push(kv("evil\x1b[31m.key", STRING, crate::common::gguf_bytes::string(b"red\x1b[31mvalue\x07")));
+    raw.tensors[0].name = b"a\x1b[31m.weight".to_vec();
+    std::fs::write(dir.path().join("evil.gguf"), raw.to_bytes()).unwrap();
+    gguf::parse(&raw.to_bytes()).expect("the file is valid: escapes are legal UTF-8");
+    let out = gguftune(dir.path(), &["inspect", "evil.gguf", "--tensors"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "control characters reach the terminal: {text:?}");
+    for escaped in ["evil\\u{1b}[31m.key", "red\\u{1b}[31mvalue\\u{7}", "a\\u{1b}[31m.weight"] {
+        assert!(text.contains(escaped), "{escaped} missing from {text}");
+    }
+}
