@@ -157,10 +157,13 @@ fn deeply_nested_dataset_lines_are_errors_in_every_format() {
     }
 }
 
+/// Whether an error is of the kind a case expects.
+type ErrorCheck = fn(&TemplateError) -> bool;
+
 #[test]
 fn hostile_templates_fail_fast_with_typed_errors() {
     let messages = [Message::new("user", "Hi")];
-    let hostile: [(&str, fn(&TemplateError) -> bool); 4] = [
+    let hostile: [(&str, ErrorCheck); 4] = [
         // minijinja's range() refuses to make more than 100,000 items.
         ("{% for i in range(10**9) %}x{% endfor %}", |e| matches!(e, TemplateError::Render { .. })),
         // 10^10 loop steps run out of fuel.
