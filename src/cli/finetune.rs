@@ -166,6 +166,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(0.0..1.0).contains(&args.val_split) {
         bail!("--val-split must be in [0, 1), found {}", args.val_split);
     }
+    if args.output.is_dir() {
+        let message =
+            format!("output path '{}' is a directory (expected the adapter file to write)", args.output.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, message).into());
+    }
     if args.device != "cpu" {
         bail!("--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)", args.device);
     }

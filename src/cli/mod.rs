@@ -1,7 +1,7 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
 //!
 //! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file, 4 I/O
-//! failure (reading or writing files).
+//! failure (reading or writing files), 130 `finetune` stopped by Ctrl-C after saving a checkpoint.
 //!
 //! For a hub repository: 3 when the hub answers that the repository, revision or file does not
 //! exist or is gated (401, 403, 404), or when it holds nothing convertible (pickle-only weights,
@@ -33,7 +33,9 @@ use gguftune::hf::HfError;
 /// llama.cpp and Ollama.
 #[derive(Debug, Parser)]
 #[command(name = "gguftune", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 ok, 1 other failure, 2 usage error, 3 bad input file, 4 I/O failure.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 other failure, 2 usage error, 3 bad input file, 4 I/O failure, 130 finetune stopped by Ctrl-C (checkpoint saved)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

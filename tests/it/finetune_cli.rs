@@ -241,3 +241,22 @@ fn a_diverging_run_stops_and_points_at_the_last_good_checkpoint() {
     assert!(!root.path().join("a.gguf").exists());
     assert!(root.path().join("a.checkpoints/step-000001/adapter.gguf").exists());
 }
+
+#[test]
+fn an_output_path_that_is_a_folder_is_refused_before_any_work() {
+    let root = temp_dir();
+    base_model(root.path(), &TinyLlamaSpec::default());
+    write_jsonl(&root.path().join("train.jsonl"), &alpaca_rows(4, 3)).unwrap();
+    fs::create_dir(root.path().join("out")).unwrap();
+    for args in [
+        &["convert", "hf", "-o", "out", "--type", "q8_0"][..],
+        &["finetune", "base.gguf", "--data", "train.jsonl", "-o", "out", "--threads", "1"][..],
+    ] {
+        let out = gguftune(root.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("'out' is a directory"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(fs::read_dir(root.path().join("out")).unwrap().count(), 0);
+}
