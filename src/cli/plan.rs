@@ -210,10 +210,21 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     };
     let alternatives = alternatives(&source, &planned, &run, &plan)?;
 
+    let report = Report {
+        args: &args,
+        planned: &planned,
+        run: &run,
+        plan: &plan,
+        limit,
+        fits,
+        alternatives: &alternatives,
+        suggestions: &suggestions,
+        time: time.as_ref(),
+    };
     if args.json {
-        print_json(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions, time.as_ref());
+        report.print_json();
     } else {
-        print_text(&args, &planned, &run, &plan, limit, fits, &alternatives, &suggestions, time.as_ref());
+        report.print_text();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -500,168 +511,166 @@ fn source_text(planned: &PlannedModel) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_text(
-    args: &Args,
-    planned: &PlannedModel,
-    run: &RunShape,
-    plan: &MemoryPlan,
+/// Everything a plan prints.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    args: &'a Args,
+    planned: &'a PlannedModel,
+    run: &'a RunShape,
+    plan: &'a MemoryPlan,
     limit: Option<u64>,
     fits: Option<bool>,
-    alternatives: &[Alternative],
-    suggestions: &[Suggestion],
-    time: Option<&TimePlan>,
-) {
-    let h = planned.model.hparams();
-    let hb = |n: u64| human_bytes(n);
-    let targets: Vec<&str> = run
-        .lora
-        .targets
-        .iter()
-        .filter_map(|k| gguftune::model::TARGETS.iter().find(|(_, t)| t == k).map(|(n, _)| *n))
-        .collect();
-    println!(
-        "LoRA r{} on {} of {} ({} layers, {} parameters), {}",
-        run.lora.rank,
-        targets.join(","),
-        args.model.display(),
-        h.n_layer,
-        human_count(plan.base_params),
-        source_text(planned)
-    );
-    println!("micro-batch {} x {} tokens, {} CPU threads\n", run.shape.n_seq, run.shape.seq_len, run.threads);
-    let s = &plan.session;
-    let lines: Vec<(String, u64, String)> = vec![
-        (
-            "model file, resident (mapped; each step reads every weight)".into(),
-            plan.weights_bytes,
-            if plan.weights_bytes < planned.file_bytes {
-                format!("of {}: token embeddings are read by row", hb(planned.file_bytes))
-            } else {
-                String::new()
-            },
-        ),
-        (
-            format!(
-                "LoRA: {} parameters ({:.2}% of the model), gradients, 2 AdamW moments",
-                human_count(plan.lora_params),
-                100.0 * plan.lora_params as f64 / plan.base_params.max(1) as f64
-            ),
-            s.param_bytes as u64,
-            format!("4 x 4 B x {}", plan.lora_params),
-        ),
-        ("ggml compute buffer (activations, gradients, logits)".into(), s.compute_bytes as u64, String::new()),
-        (
-            "  activations kept for the backward pass".into(),
-            plan.activations_per_layer * plan.n_layer,
-            format!("{} per layer x {}", hb(plan.activations_per_layer), plan.n_layer),
-        ),
-        (
-            "  logits, loss and the rest".into(),
-            (s.compute_bytes as u64).saturating_sub(plan.activations_per_layer * plan.n_layer),
-            format!(
-                "one logits tensor: {} x {} tokens x 4 B = {}",
-                h.n_vocab,
-                run.shape.seq_len * run.shape.n_seq,
-                hb(plan.logits_bytes)
-            ),
-        ),
-        ("ggml optimizer buffer".into(), s.optimizer_bytes as u64, String::new()),
-        ("ggml CPU scratch buffer".into(), s.work_bytes as u64, format!("{} threads", run.threads)),
-        (
-            "LoRA state on the host (resumable copy)".into(),
-            plan.host_state_bytes,
-            format!("3 x 4 B x {}", plan.lora_params),
-        ),
-        ("runtime (program, tokenizer, data, heap)".into(), plan.runtime_bytes, "constant".into()),
-    ];
-    for (what, bytes, formula) in &lines {
-        println!("  {what:<62} {:>10}  {formula}", hb(*bytes));
-    }
-    let verdict = match (fits, limit) {
-        (Some(true), Some(l)) => format!("fits in {}", hb(l)),
-        (Some(false), Some(l)) => format!("does NOT fit in {}", hb(l)),
-        _ => "memory of this machine unknown (give --memory)".into(),
-    };
-    println!("  {:<62} {:>10}  {verdict}", "peak", hb(plan.peak_bytes()));
-    if !suggestions.is_empty() {
-        println!("\nto fit, change one of:");
-        for sg in suggestions {
-            let ok = limit.is_some_and(|l| sg.peak <= l);
-            println!("  {:<40} peak {:>10}{}", sg.change, hb(sg.peak), if ok { "  fits" } else { "" });
-        }
-    }
-    println!("\n  {:<44} {:>10}  {:<46} {:>10}", "alternatives", "gguftune", "rule of thumb", "says");
-    for a in alternatives {
-        println!("  {:<44} {:>10}  {:<46} {:>10}", a.name, hb(a.bytes), a.rule_name, hb(a.rule_bytes));
-    }
-    let mut summary = format!("plan: peak {} ({verdict})", hb(plan.peak_bytes()));
-    if let Some(t) = time {
-        println!();
-        if t.steps > 0 {
-            println!("time: {} tokens in {} steps ({} epochs; {})", t.tokens, t.steps, args.epochs, t.tokens_from);
-        }
-        match (&t.speed, t.seconds) {
-            (Some((tps, how)), Some(seconds)) => {
-                println!("  at {tps:.0} tokens/s ({how}): {}", hours_minutes(seconds));
-                summary.push_str(&format!(", about {} of training", hours_minutes(seconds)));
-            }
-            (Some((tps, how)), None) => println!("  at {tps:.0} tokens/s ({how}); give --data for the run's length"),
-            _ => println!("  speed unknown: add --calibrate (a few real steps) or --tokens-per-second N"),
-        }
-    }
-    eprintln!("\n{summary}");
+    alternatives: &'a [Alternative],
+    suggestions: &'a [Suggestion],
+    time: Option<&'a TimePlan>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_json(
-    args: &Args,
-    planned: &PlannedModel,
-    run: &RunShape,
-    plan: &MemoryPlan,
-    limit: Option<u64>,
-    fits: Option<bool>,
-    alternatives: &[Alternative],
-    suggestions: &[Suggestion],
-    time: Option<&TimePlan>,
-) {
-    let s = &plan.session;
-    let value = serde_json::json!({
-        "model": args.model,
-        "file_type": planned.file_type.map(|t| t.name()),
-        "file_bytes": planned.file_bytes,
-        "base_parameters": plan.base_params,
-        "lora_parameters": plan.lora_params,
-        "rank": run.lora.rank,
-        "seq_len": run.shape.seq_len,
-        "batch": run.shape.n_seq,
-        "threads": run.threads,
-        "peak_memory_bytes": plan.peak_bytes(),
-        "memory_limit_bytes": limit,
-        "fits": fits,
-        "tokens_per_second": time.and_then(|t| t.speed.as_ref().map(|(tps, _)| *tps)),
-        "time": time.map(|t| serde_json::json!({
-            "tokens": t.tokens, "steps": t.steps, "tokens_from": t.tokens_from,
-            "speed_from": t.speed.as_ref().map(|(_, how)| how), "seconds": t.seconds,
-        })),
-        "breakdown": {
-            "weights_bytes": plan.weights_bytes,
-            "lora_state_bytes": s.param_bytes,
-            "compute_buffer_bytes": s.compute_bytes,
-            "activations_per_layer_bytes": plan.activations_per_layer,
-            "layers": plan.n_layer,
-            "logits_bytes": plan.logits_bytes,
-            "optimizer_buffer_bytes": s.optimizer_bytes,
-            "cpu_scratch_bytes": s.work_bytes,
-            "host_state_bytes": plan.host_state_bytes,
-            "runtime_bytes": plan.runtime_bytes,
-        },
-        "alternatives": alternatives.iter().map(|a| serde_json::json!({
-            "name": a.name, "bytes": a.bytes, "how": a.how, "rule_of_thumb": a.rule_name, "rule_of_thumb_bytes": a.rule_bytes,
-        })).collect::<Vec<_>>(),
-        "suggestions": suggestions.iter().map(|sg| serde_json::json!({
-            "change": sg.change, "peak_memory_bytes": sg.peak, "fits": limit.map(|l| sg.peak <= l),
-        })).collect::<Vec<_>>(),
-    });
-    println!("{value}");
+impl Report<'_> {
+    fn print_text(&self) {
+        let Report { args, planned, run, plan, limit, fits, alternatives, suggestions, time } = *self;
+        let h = planned.model.hparams();
+        let hb = |n: u64| human_bytes(n);
+        let targets: Vec<&str> = run
+            .lora
+            .targets
+            .iter()
+            .filter_map(|k| gguftune::model::TARGETS.iter().find(|(_, t)| t == k).map(|(n, _)| *n))
+            .collect();
+        println!(
+            "LoRA r{} on {} of {} ({} layers, {} parameters), {}",
+            run.lora.rank,
+            targets.join(","),
+            args.model.display(),
+            h.n_layer,
+            human_count(plan.base_params),
+            source_text(planned)
+        );
+        println!("micro-batch {} x {} tokens, {} CPU threads\n", run.shape.n_seq, run.shape.seq_len, run.threads);
+        let s = &plan.session;
+        let lines: Vec<(String, u64, String)> = vec![
+            (
+                "model file, resident (mapped; each step reads every weight)".into(),
+                plan.weights_bytes,
+                if plan.weights_bytes < planned.file_bytes {
+                    format!("of {}: token embeddings are read by row", hb(planned.file_bytes))
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                format!(
+                    "LoRA: {} parameters ({:.2}% of the model), gradients, 2 AdamW moments",
+                    human_count(plan.lora_params),
+                    100.0 * plan.lora_params as f64 / plan.base_params.max(1) as f64
+                ),
+                s.param_bytes as u64,
+                format!("4 x 4 B x {}", plan.lora_params),
+            ),
+            ("ggml compute buffer (activations, gradients, logits)".into(), s.compute_bytes as u64, String::new()),
+            (
+                "  activations kept for the backward pass".into(),
+                plan.activations_per_layer * plan.n_layer,
+                format!("{} per layer x {}", hb(plan.activations_per_layer), plan.n_layer),
+            ),
+            (
+                "  logits, loss and the rest".into(),
+                (s.compute_bytes as u64).saturating_sub(plan.activations_per_layer * plan.n_layer),
+                format!(
+                    "one logits tensor: {} x {} tokens x 4 B = {}",
+                    h.n_vocab,
+                    run.shape.seq_len * run.shape.n_seq,
+                    hb(plan.logits_bytes)
+                ),
+            ),
+            ("ggml optimizer buffer".into(), s.optimizer_bytes as u64, String::new()),
+            ("ggml CPU scratch buffer".into(), s.work_bytes as u64, format!("{} threads", run.threads)),
+            (
+                "LoRA state on the host (resumable copy)".into(),
+                plan.host_state_bytes,
+                format!("3 x 4 B x {}", plan.lora_params),
+            ),
+            ("runtime (program, tokenizer, data, heap)".into(), plan.runtime_bytes, "constant".into()),
+        ];
+        for (what, bytes, formula) in &lines {
+            println!("  {what:<62} {:>10}  {formula}", hb(*bytes));
+        }
+        let verdict = match (fits, limit) {
+            (Some(true), Some(l)) => format!("fits in {}", hb(l)),
+            (Some(false), Some(l)) => format!("does NOT fit in {}", hb(l)),
+            _ => "memory of this machine unknown (give --memory)".into(),
+        };
+        println!("  {:<62} {:>10}  {verdict}", "peak", hb(plan.peak_bytes()));
+        if !suggestions.is_empty() {
+            println!("\nto fit, change one of:");
+            for sg in suggestions {
+                let ok = limit.is_some_and(|l| sg.peak <= l);
+                println!("  {:<40} peak {:>10}{}", sg.change, hb(sg.peak), if ok { "  fits" } else { "" });
+            }
+        }
+        println!("\n  {:<44} {:>10}  {:<46} {:>10}", "alternatives", "gguftune", "rule of thumb", "says");
+        for a in alternatives {
+            println!("  {:<44} {:>10}  {:<46} {:>10}", a.name, hb(a.bytes), a.rule_name, hb(a.rule_bytes));
+        }
+        let mut summary = format!("plan: peak {} ({verdict})", hb(plan.peak_bytes()));
+        if let Some(t) = time {
+            println!();
+            if t.steps > 0 {
+                println!("time: {} tokens in {} steps ({} epochs; {})", t.tokens, t.steps, args.epochs, t.tokens_from);
+            }
+            match (&t.speed, t.seconds) {
+                (Some((tps, how)), Some(seconds)) => {
+                    println!("  at {tps:.0} tokens/s ({how}): {}", hours_minutes(seconds));
+                    summary.push_str(&format!(", about {} of training", hours_minutes(seconds)));
+                }
+                (Some((tps, how)), None) => {
+                    println!("  at {tps:.0} tokens/s ({how}); give --data for the run's length")
+                }
+                _ => println!("  speed unknown: add --calibrate (a few real steps) or --tokens-per-second N"),
+            }
+        }
+        eprintln!("\n{summary}");
+    }
+
+    fn print_json(&self) {
+        let Report { args, planned, run, plan, limit, fits, alternatives, suggestions, time } = *self;
+        let s = &plan.session;
+        let value = serde_json::json!({
+            "model": args.model,
+            "file_type": planned.file_type.map(|t| t.name()),
+            "file_bytes": planned.file_bytes,
+            "base_parameters": plan.base_params,
+            "lora_parameters": plan.lora_params,
+            "rank": run.lora.rank,
+            "seq_len": run.shape.seq_len,
+            "batch": run.shape.n_seq,
+            "threads": run.threads,
+            "peak_memory_bytes": plan.peak_bytes(),
+            "memory_limit_bytes": limit,
+            "fits": fits,
+            "tokens_per_second": time.and_then(|t| t.speed.as_ref().map(|(tps, _)| *tps)),
+            "time": time.map(|t| serde_json::json!({
+                "tokens": t.tokens, "steps": t.steps, "tokens_from": t.tokens_from,
+                "speed_from": t.speed.as_ref().map(|(_, how)| how), "seconds": t.seconds,
+            })),
+            "breakdown": {
+                "weights_bytes": plan.weights_bytes,
+                "lora_state_bytes": s.param_bytes,
+                "compute_buffer_bytes": s.compute_bytes,
+                "activations_per_layer_bytes": plan.activations_per_layer,
+                "layers": plan.n_layer,
+                "logits_bytes": plan.logits_bytes,
+                "optimizer_buffer_bytes": s.optimizer_bytes,
+                "cpu_scratch_bytes": s.work_bytes,
+                "host_state_bytes": plan.host_state_bytes,
+                "runtime_bytes": plan.runtime_bytes,
+            },
+            "alternatives": alternatives.iter().map(|a| serde_json::json!({
+                "name": a.name, "bytes": a.bytes, "how": a.how, "rule_of_thumb": a.rule_name, "rule_of_thumb_bytes": a.rule_bytes,
+            })).collect::<Vec<_>>(),
+            "suggestions": suggestions.iter().map(|sg| serde_json::json!({
+                "change": sg.change, "peak_memory_bytes": sg.peak, "fits": limit.map(|l| sg.peak <= l),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+    }
 }
