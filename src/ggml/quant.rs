@@ -32,13 +32,7 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]
     if !can_quantize_to(ty) {
         return Err(Error::CannotQuantize { ty });
     }
-    let row_bytes = ty.row_bytes(n_per_row as u64).ok_or(Error::RowNotBlockMultiple {
-        ty,
-        n_per_row,
-        block_size: ty.block_size(),
-    })?;
-    let row_bytes =
-        usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: dst.len() })?;
+    let row_bytes = encoded_row_bytes(ty, n_per_row, dst.len())?;
     if n_per_row == 0 || src.len() % n_per_row != 0 {
         return Err(Error::PartialRow { len: src.len(), n_per_row });
     }
@@ -74,13 +68,7 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]
 /// element count of `src`.
 pub fn dequantize_rows(ty: GgmlType, src: &[u8], n_per_row: usize, dst: &mut [f32]) -> Result<(), Error> {
     Runtime::get();
-    let row_bytes = ty.row_bytes(n_per_row as u64).ok_or(Error::RowNotBlockMultiple {
-        ty,
-        n_per_row,
-        block_size: ty.block_size(),
-    })?;
-    let row_bytes =
-        usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: src.len() })?;
+    let row_bytes = encoded_row_bytes(ty, n_per_row, src.len())?;
     if n_per_row == 0 || row_bytes == 0 || src.len() % row_bytes != 0 {
         return Err(Error::PartialRow { len: src.len(), n_per_row });
     }
@@ -120,4 +108,15 @@ pub fn llama_model_quantize(_rt: &Runtime, input: &Path, output: &Path, ftype: u
         return Err(Error::QuantizeFailed { path: input.to_owned(), reason: log::take_errors() });
     }
     Ok(())
+}
+
+/// Bytes of one encoded row of `n_per_row` values of `ty` (`encoded_len`: the size of the
+/// encoded buffer, for the error when the row size does not fit in memory).
+fn encoded_row_bytes(ty: GgmlType, n_per_row: usize, encoded_len: usize) -> Result<usize, Error> {
+    let row_bytes = ty.row_bytes(n_per_row as u64).ok_or(Error::RowNotBlockMultiple {
+        ty,
+        n_per_row,
+        block_size: ty.block_size(),
+    })?;
+    usize::try_from(row_bytes).map_err(|_| Error::BufferSize { expected: usize::MAX, found: encoded_len })
 }
