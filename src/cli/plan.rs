@@ -395,13 +395,12 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         }
     }
     let steps = args.calibrate_steps.max(1) + 1;
-    let per_epoch = data.train_seqs.len().div_ceil(run.shape.n_seq * args.grad_accum).max(1) as u64;
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         lora: run.lora.clone(),
         adamw: AdamWConfig::default(),
         shape: run.shape,
         grad_accum: args.grad_accum,
-        epochs: usize::try_from(steps.div_ceil(per_epoch)).unwrap_or(usize::MAX),
+        epochs: 1,
         max_steps: Some(steps),
         schedule: Schedule::Constant,
         warmup_steps: 0,
@@ -411,6 +410,9 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         checkpoint_every: None,
         threads: run.threads,
     };
+    // Enough epochs over a small dataset for the warm-up and the timed steps.
+    let per_epoch = cfg.steps_per_epoch(data.train_seqs.len()).max(1);
+    cfg.epochs = usize::try_from(steps.div_ceil(per_epoch)).unwrap_or(usize::MAX);
     let train_data = TrainData { examples: &data.examples, train: data.train_seqs.clone(), validation: Vec::new() };
     let mut state = OptimizerState::new(init_lora(model, &run.lora, 42)?);
     let mut clock = Clock { times: Vec::new() };
@@ -451,7 +453,9 @@ fn alternatives(
     let h = planned.model.hparams();
     let ctx = run.shape.seq_len as u64;
     let kv_cache = 2 * h.n_layer * ctx * h.n_head_kv * h.head_dim * 2;
-    let infer_compute = forward_bytes(&planned.model, run)?;
+    // One forward pass of the context: an upper bound on llama.cpp's compute buffer (our graph
+    // keeps the logits of every position).
+    let infer_compute = planned.model.measure_forward(run.shape.seq_len, run.threads)? as u64;
     let four_bit = planned.file_bytes * 8 < plan.base_params * 6;
     let this = planned.file_type.map_or("this file".to_owned(), |t| t.name().to_owned());
     let mut rows = vec![
@@ -488,12 +492,6 @@ fn alternatives(
         rule_bytes: rule(RULE_FULL_ADAM),
     });
     Ok(rows)
-}
-
-/// The compute buffer of one forward pass of `ctx` tokens (an upper bound on llama.cpp's: our
-/// graph keeps the logits of every position).
-fn forward_bytes(model: &Model, run: &RunShape) -> anyhow::Result<u64> {
-    Ok(model.measure_forward(run.shape.seq_len, run.threads)? as u64)
 }
 
 fn source_text(planned: &PlannedModel) -> String {

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+use gguftune::train::checkpoint::latest_checkpoint;
 
 use crate::common::fixtures::{alpaca_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec};
 use crate::common::{gguftune, temp_dir};
@@ -126,16 +127,9 @@ fn finetune_args<'a>(output: &'a str, resume: Option<&'a str>) -> Vec<&'a str> {
     args
 }
 
-/// The newest complete checkpoint folder of the run writing `adapter`.
+/// The newest checkpoint folder of the run writing `adapter`.
 fn newest_checkpoint(dir: &Path, adapter: &str) -> Option<PathBuf> {
-    let root = dir.join(format!("{}.checkpoints", adapter.trim_end_matches(".gguf")));
-    let mut steps: Vec<PathBuf> = fs::read_dir(root)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
-        .collect();
-    steps.sort();
-    steps.pop()
+    latest_checkpoint(&dir.join(format!("{}.checkpoints", adapter.trim_end_matches(".gguf"))))
 }
 
 #[test]
