@@ -2,11 +2,15 @@
 //! in a folder: a random-weight Llama checkpoint in Hugging Face layout (BF16, two shards, a trained
 //! tokenizer) and a training set. No downloads: everything is generated from a seed.
 //!
-//! Usage: cargo run --example demo_inputs -- OUT_DIR [tiny|bench|smollm [EXAMPLES [LAYERS]]]
+//! Usage: cargo run --example demo_inputs -- OUT_DIR [tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]
 //! - `tiny` (default): hidden 64, 2 layers, vocab 512: converts in milliseconds. 64 Alpaca examples.
 //! - `bench`: hidden 2048, 4 layers, 32 heads / 4 KV heads, ffn 5632, vocab 32000 (a 1.1B Llama's
 //!   layer shapes with fewer layers): about 0.6 GB of BF16. `EXAMPLES` (default 64) Alpaca
 //!   examples; `LAYERS` (default 4; 22 is the 1.1B model's depth).
+//! - `tinyllama`: the whole 1.1B Llama shape of `bench` (22 layers by default, about 2.2 GB of
+//!   BF16) with a Llama-2-style SentencePiece tokenizer (BPE with byte fallback), which llama.cpp's
+//!   own converter reads without its table of known pre-tokenizers: the input of the convert rows
+//!   of `scripts/bench-peers.sh`.
 //! - `smollm`: SmolLM-135M's shape: hidden 576, 30 layers, 9 heads / 3 KV heads, ffn 1536, vocab
 //!   49152, tied embeddings, byte-level BPE tokenizer: about 270 MB of BF16. `EXAMPLES` (default 32)
 //!   `{"text"}` examples of exactly [`SMOLLM_EXAMPLE_TOKENS`] tokens each once BOS and EOS are added,
@@ -48,6 +52,17 @@ fn main() -> std::io::Result<()> {
             vocab_size: Some(32000),
             ..fixtures::TinyLlamaSpec::default()
         },
+        "tinyllama" => fixtures::TinyLlamaSpec {
+            hidden: 2048,
+            layers: 22,
+            heads: 32,
+            kv_heads: 4,
+            ffn: 5632,
+            ctx: 2048,
+            tokenizer: fixtures::TinyTokenizer::Spm,
+            vocab_size: Some(32000),
+            ..fixtures::TinyLlamaSpec::default()
+        },
         "smollm" => fixtures::TinyLlamaSpec {
             hidden: 576,
             layers: 30,
@@ -60,7 +75,7 @@ fn main() -> std::io::Result<()> {
             vocab_size: Some(49152),
             ..fixtures::TinyLlamaSpec::default()
         },
-        other => usage(&format!("unknown shape '{other}' (expected tiny, bench or smollm)")),
+        other => usage(&format!("unknown shape '{other}' (expected tiny, bench, tinyllama or smollm)")),
     };
     let (examples, spec) = if shape == "tiny" {
         (64, spec)
@@ -95,7 +110,7 @@ fn main() -> std::io::Result<()> {
 
 /// Prints `message` and the usage line, and exits with status 2.
 fn usage(message: &str) -> ! {
-    eprintln!("{message}\nusage: demo_inputs OUT_DIR [tiny|bench|smollm [EXAMPLES [LAYERS]]]");
+    eprintln!("{message}\nusage: demo_inputs OUT_DIR [tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]");
     std::process::exit(2);
 }
 
