@@ -18,8 +18,9 @@ use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model, TARGETS};
 use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
-    build_examples, init_lora, pack_examples, split_validation, train, AdamWConfig, BatchShape, EvalReport, Example,
-    ExampleStats, OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
+    build_examples, init_lora, pack_examples, split_validation, train, Activations, AdamWConfig, BatchShape,
+    EvalReport, Example, ExampleStats, OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData,
+    TrainError, TrainObserver,
 };
 
 use gguftune::plan::{training_memory, RunShape};
@@ -65,6 +66,11 @@ pub struct Args {
     /// Micro-batches per optimizer step (gradients averaged over them).
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
+    /// Keep only each layer's input for the backward pass and compute the rest of the layer
+    /// again there: a fraction of the activation memory, for a second forward pass per step
+    /// (see `gguftune plan` for both figures).
+    #[arg(long)]
+    recompute: bool,
     /// Passes over the training data.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
@@ -200,6 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..AdamWConfig::default()
         },
         shape: BatchShape { seq_len, n_seq: args.batch.min(train_seqs.len()).max(1) },
+        activations: if args.recompute { Activations::Recompute } else { Activations::Keep },
         grad_accum: args.grad_accum,
         epochs: args.epochs,
         max_steps: args.max_steps,
@@ -214,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total_steps = cfg.total_steps(train_seqs.len());
     cfg.warmup_steps = (args.warmup.clamp(0.0, 1.0) * total_steps as f32).round() as u64;
 
-    let run_shape = RunShape { lora: lora.clone(), shape: cfg.shape, threads };
+    let run_shape = RunShape { lora: lora.clone(), shape: cfg.shape, activations: cfg.activations, threads };
     let planned = training_memory(&model, model.file_bytes(), &run_shape).context("planning the run's memory")?;
     let arch = GgufFile::open(&args.model)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
     let slots = lora_layout(model.hparams(), &lora)?;

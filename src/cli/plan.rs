@@ -12,8 +12,8 @@ use gguftune::model::{LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
 use gguftune::train::{
-    init_lora, train, AdamWConfig, BatchShape, EvalReport, OptimizerState, Schedule, StepReport, TrainConfig,
-    TrainData, TrainError, TrainObserver,
+    init_lora, train, Activations, AdamWConfig, BatchShape, EvalReport, OptimizerState, Schedule, StepReport,
+    TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
 use super::convert::parse_file_type;
@@ -52,6 +52,10 @@ pub struct Args {
     /// Micro-batches per optimizer step (no effect on memory; kept with the batch in suggestions).
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
+    /// Plan for `finetune --recompute`: each layer's activations computed again in the backward
+    /// pass instead of kept.
+    #[arg(long)]
+    recompute: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -191,7 +195,8 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     let source = ModelSource::detect(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
     let lora = LoraConfig { rank: args.rank, alpha: 2.0 * args.rank as f32, targets: parse_targets(&args.targets)? };
-    let mut run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, threads };
+    let activations = if args.recompute { Activations::Recompute } else { Activations::Keep };
+    let mut run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, activations, threads };
     let data = match &args.data {
         Some(path) => Some(DataPlan::read(&args, &source, path)?),
         None => None,
@@ -399,6 +404,7 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         lora: run.lora.clone(),
         adamw: AdamWConfig::default(),
         shape: run.shape,
+        activations: run.activations,
         grad_accum: args.grad_accum,
         epochs: 1,
         max_steps: Some(steps),

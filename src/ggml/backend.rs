@@ -1,6 +1,7 @@
 //! Where tensor data lives and where graphs run: backends, graph allocation, and tensors bound
 //! to memory-mapped model weights.
 
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -61,6 +62,9 @@ impl Drop for Backend {
 pub struct Graph<'ctx> {
     raw: *mut sys::ggml_cgraph,
     size: usize,
+    /// How many of the first nodes are the forward pass (all of them until
+    /// [`Graph::build_backward_expand`] adds the backward pass after them).
+    n_forward: Option<usize>,
     _ctx: PhantomData<&'ctx Context>,
 }
 
@@ -85,7 +89,7 @@ impl<'ctx> Graph<'ctx> {
         }
         // SAFETY: live context with room for the graph (checked: ggml asserts it).
         let raw = unsafe { sys::ggml_new_graph_custom(ctx.raw(), size, grads) };
-        Ok(Graph { raw, size, _ctx: PhantomData })
+        Ok(Graph { raw, size, n_forward: None, _ctx: PhantomData })
     }
 
     /// Adds `t` and everything it depends on.
@@ -140,6 +144,9 @@ pub const BACKWARD_OPS: &[&str] = &[
     "ROPE",
     "CROSS_ENTROPY_LOSS",
 ];
+
+/// Ops whose result is a view of their source's data, computing nothing.
+const VIEW_OPS: [u32; 4] = [sys::GGML_OP_VIEW, sys::GGML_OP_RESHAPE, sys::GGML_OP_PERMUTE, sys::GGML_OP_TRANSPOSE];
 
 /// Unary ops (`GGML_OP_UNARY`) with a backward pass, by `ggml_unary_op_name`.
 pub const BACKWARD_UNARY_OPS: &[&str] = &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS"];
@@ -207,6 +214,7 @@ impl<'ctx> Graph<'ctx> {
         // (checked: ggml asserts both); every op has a backward pass (checked); `accs` holds one
         // entry per forward node, null or an f32 tensor of the node's shape with memory.
         unsafe { sys::ggml_build_backward_expand(ctx.raw(), self.raw, accs.as_mut_ptr()) };
+        self.n_forward = Some(nodes.len());
         Ok(())
     }
 
@@ -246,6 +254,81 @@ impl<'ctx> Graph<'ctx> {
         for node in nodes {
             graph.build_forward_expand(node)?;
         }
+        // The new nodes are backward nodes: the forward pass keeps its place at the front.
+        graph.n_forward = self.n_forward;
+        Ok(graph)
+    }
+
+    /// The graph with activation recomputation ("gradient checkpointing"), as a new graph of up
+    /// to `size` nodes: the backward pass reads no value of the forward pass except `keep` and
+    /// the graph's leaves (weights, inputs, parameters). Every other forward value it needs is
+    /// computed again, from the kept values, by copies of the forward nodes placed right before
+    /// their first use in the backward pass.
+    ///
+    /// ggml's allocator frees a tensor after its last reader, so the forward pass then holds only
+    /// what it is computing plus `keep`, and the backward pass of one segment between kept values
+    /// (one transformer layer, when `keep` holds each layer's input) holds that segment's
+    /// recomputed values. The price is a second forward pass over each segment.
+    ///
+    /// Only views may be recomputed in place (a recomputed in-place op could overwrite a kept
+    /// value); the graph must have been differentiated by [`Graph::build_backward_expand`].
+    pub fn with_recomputation(
+        &self,
+        ctx: &'ctx Context,
+        keep: &[Tensor<'ctx>],
+        size: usize,
+    ) -> Result<Graph<'ctx>, Error> {
+        let n_forward = self.n_forward.ok_or(Error::NotDifferentiated)?;
+        let nodes = self.nodes();
+        let forward: HashSet<*mut sys::ggml_tensor> = nodes[..n_forward].iter().map(|t| t.raw()).collect();
+        let kept: HashSet<*mut sys::ggml_tensor> = keep.iter().map(|t| t.raw()).collect();
+        // Trainable parameters are forward nodes too (op NONE): never copied.
+        let recomputed =
+            |t: &Tensor<'ctx>| forward.contains(&t.raw()) && !kept.contains(&t.raw()) && t.op().0 != sys::GGML_OP_NONE;
+        let mut copies: HashMap<*mut sys::ggml_tensor, Tensor<'ctx>> = HashMap::new();
+        // The copy of forward node `t`, made after the copies of its sources (an explicit stack:
+        // a chain between kept values can be long).
+        let mut copy_of = |t: Tensor<'ctx>| -> Result<Tensor<'ctx>, Error> {
+            let mut stack = vec![t];
+            while let Some(&top) = stack.last() {
+                if copies.contains_key(&top.raw()) {
+                    stack.pop();
+                    continue;
+                }
+                let inputs: Vec<Tensor<'ctx>> = (0..10).filter_map(|i| top.src(i)).chain(top.view_src()).collect();
+                let pending: Vec<Tensor<'ctx>> =
+                    inputs.into_iter().filter(|s| recomputed(s) && !copies.contains_key(&s.raw())).collect();
+                if !pending.is_empty() {
+                    stack.extend(pending);
+                    continue;
+                }
+                let (op, _) = top.op();
+                if top.view_src().is_some() && !VIEW_OPS.contains(&op) {
+                    return Err(Error::InPlaceRecompute);
+                }
+                let map = |s: Tensor<'ctx>| copies.get(&s.raw()).copied().unwrap_or(s);
+                let srcs: Vec<Option<Tensor<'ctx>>> = (0..10).map(|i| top.src(i).map(map)).collect();
+                let copy = ctx.clone_node(top, &srcs, top.view_src().map(map))?;
+                copies.insert(top.raw(), copy);
+                stack.pop();
+            }
+            Ok(copies[&t.raw()])
+        };
+        for node in &nodes[n_forward..] {
+            for i in 0..10 {
+                if let Some(src) = node.src(i).filter(|s| recomputed(s)) {
+                    node.set_src(i, copy_of(src)?);
+                }
+            }
+            if let Some(view_src) = node.view_src().filter(|s| recomputed(s)) {
+                node.set_view_src(copy_of(view_src)?);
+            }
+        }
+        let mut graph = Graph::new(ctx, size)?;
+        for node in nodes {
+            graph.build_forward_expand(node)?;
+        }
+        graph.n_forward = Some(n_forward);
         Ok(graph)
     }
 

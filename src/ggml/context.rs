@@ -92,6 +92,45 @@ impl Context {
         self.wrap("new_tensor", t)
     }
 
+    /// A new node computed exactly as `node` (same type, shape, strides, op and op parameters)
+    /// from `srcs` instead of its sources and, for a view, viewing `view_src` at the same offset:
+    /// the copy a recomputation adds to a graph. It carries no flags (not an input, output,
+    /// parameter or loss) and no data.
+    pub(super) fn clone_node<'c>(
+        &'c self,
+        node: Tensor<'c>,
+        srcs: &[Option<Tensor<'c>>],
+        view_src: Option<Tensor<'c>>,
+    ) -> Result<Tensor<'c>, Error> {
+        let inner = node.inner();
+        if srcs.len() > inner.src.len() || view_src.is_some() != !inner.view_src.is_null() {
+            return Err(Error::TensorData { what: "clone_node: sources do not match the node's" });
+        }
+        self.room("clone_node")?;
+        // SAFETY: live context with room for one more tensor (checked); the node's type id and
+        // dimensions are those of a live tensor.
+        let t = unsafe { sys::ggml_new_tensor(self.raw(), inner.type_, 4, inner.ne.as_ptr()) };
+        let t = self.wrap("clone_node", t)?;
+        // SAFETY: a fresh tensor of this context, not in any graph yet, without data; the fields
+        // copied describe the same computation as `node`, and every source is a live tensor of
+        // this context.
+        unsafe {
+            let c = &mut *t.raw();
+            c.nb = inner.nb;
+            c.op = inner.op;
+            c.op_params = inner.op_params;
+            c.flags = 0;
+            c.src = [std::ptr::null_mut(); 10];
+            for (dst, src) in c.src.iter_mut().zip(srcs) {
+                *dst = src.map_or(std::ptr::null_mut(), |s| s.raw());
+            }
+            c.view_src = view_src.map_or(std::ptr::null_mut(), |v| v.raw());
+            c.view_offs = inner.view_offs;
+            c.name = inner.name;
+        }
+        Ok(t)
+    }
+
     /// `ggml_mul_mat(a, b)`: `a` is `[k, m, ...]`, `b` is `[k, n, ...]`, the result `[m, n, ...]`
     /// (f32). Mirrors `ggml_can_mul_mat` (same `k`, `b`'s batch dims multiples of `a`'s) and
     /// `!ggml_is_transposed(a)`.
@@ -271,6 +310,20 @@ impl Context {
             }
         };
         self.wrap("reshape", t)
+    }
+
+    /// Columns `first..first + n` of the contiguous 2-d tensor `a` (`[ne0, ne1]`) as a
+    /// `[ne0, n]` view (`ggml_view_2d`), sharing `a`'s memory.
+    pub fn columns<'c>(&'c self, a: Tensor<'c>, first: i64, n: i64) -> Result<Tensor<'c>, Error> {
+        let [ne0, ne1, ne2, ne3] = a.ne();
+        if !a.is_contiguous() || ne2 != 1 || ne3 != 1 || first < 0 || n < 1 || first + n > ne1 {
+            return Err(Error::BadShape { op: "columns", ne: vec![first.max(0) as u64, n.max(0) as u64] });
+        }
+        self.room("columns")?;
+        let nb1 = a.inner().nb[1];
+        // SAFETY: live context and tensor; the view lies inside `a` (checked), with `a`'s row stride.
+        let t = unsafe { sys::ggml_view_2d(self.raw(), a.raw(), ne0, n, nb1, first as usize * nb1) };
+        self.wrap("columns", t)
     }
 
     /// `ggml_permute(a, axes)`: dimension `i` of `a` becomes dimension `axes[i]`.
@@ -462,6 +515,25 @@ impl<'ctx> Tensor<'ctx> {
     /// Source `i` of the op that computes the tensor.
     pub(super) fn src(&self, i: usize) -> Option<Tensor<'ctx>> {
         self.inner().src.get(i).and_then(|&p| Tensor::from_raw(p))
+    }
+
+    /// The tensor this one is a view of (its data lives in that tensor's memory).
+    pub(super) fn view_src(&self) -> Option<Tensor<'ctx>> {
+        Tensor::from_raw(self.inner().view_src)
+    }
+
+    /// Points source `i` of this node at `src`; the caller keeps the op's shape rules (it only
+    /// swaps a tensor for one computed the same way).
+    pub(super) fn set_src(self, i: usize, src: Tensor<'ctx>) {
+        // SAFETY: live tensor of a context that is not being computed (see make_mul_mat);
+        // i < GGML_MAX_SRC is checked by the slice index.
+        unsafe { (*self.raw()).src[i] = src.raw() };
+    }
+
+    /// Points this view node at `view_src` (same offset); see [`Tensor::set_src`].
+    pub(super) fn set_view_src(self, view_src: Tensor<'ctx>) {
+        // SAFETY: as in set_src.
+        unsafe { (*self.raw()).view_src = view_src.raw() };
     }
 
     /// Turns this `ggml_out_prod` node into `ggml_mul_mat(a, b)` in place; the caller checked

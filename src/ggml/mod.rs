@@ -85,6 +85,10 @@ pub enum Error {
     NoBackward { op: String },
     #[error("build_backward_expand: the graph needs a trainable parameter and a loss")]
     NothingToTrain,
+    #[error("recomputation needs a graph with its backward pass (build_backward_expand first)")]
+    NotDifferentiated,
+    #[error("recomputation: the forward pass has an in-place op, whose copy could overwrite a kept value")]
+    InPlaceRecompute,
     #[error("ggml backend '{name}' could not be started")]
     BackendInit { name: &'static str },
     #[error("the graph could not be allocated (out of memory?)")]

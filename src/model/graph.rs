@@ -152,6 +152,20 @@ pub struct LossInputs<'c> {
     position_mask: Tensor<'c>,
     scale: Tensor<'c>,
     n_vocab: u64,
+    /// Positions per cross-entropy chunk ([`loss_chunk`]).
+    chunk: u64,
+}
+
+/// Largest size of one chunk's logits, `[n_vocab, chunk]` f32: the loss is computed over chunks
+/// of positions, so that with recomputed activations one chunk's logits (and their gradient)
+/// exist at a time instead of the whole batch's, often the largest buffers of a step.
+const LOGITS_CHUNK_BYTES: u64 = 64 << 20;
+
+/// Positions per cross-entropy chunk for `n` positions over `n_vocab`: the largest divisor of `n`
+/// whose logits fit [`LOGITS_CHUNK_BYTES`] (one position when none does).
+pub fn loss_chunk(n: u64, n_vocab: u64) -> u64 {
+    let fits = LOGITS_CHUNK_BYTES / (4 * n_vocab.max(1));
+    (1..=n.min(fits)).rev().find(|c| n % c == 0).unwrap_or(1)
 }
 
 impl<'c> LossInputs<'c> {
@@ -162,6 +176,7 @@ impl<'c> LossInputs<'c> {
             position_mask: ctx.new_tensor(GgmlType::F32, &[1, n])?.set_name("loss_positions").set_input(),
             scale: ctx.new_tensor(GgmlType::F32, &[1])?.set_name("loss_scale").set_input(),
             n_vocab,
+            chunk: loss_chunk(n, n_vocab),
         })
     }
 
@@ -182,7 +197,9 @@ impl<'c> LossInputs<'c> {
         }
         graph.set_f32(self.position_mask, &mask)?;
         let n_targets = batch.n_targets();
-        graph.set_f32(self.scale, &[mask.len() as f32 / n_targets.max(1) as f32])?;
+        // Each chunk's cross-entropy is the mean over its positions: the sum over chunks times
+        // chunk / n_targets is the mean over the positions with loss.
+        graph.set_f32(self.scale, &[self.chunk as f32 / n_targets.max(1) as f32])?;
         Ok(n_targets)
     }
 }
@@ -210,13 +227,15 @@ fn lora_mm<'c>(
 }
 
 /// The final hidden state `[n_embd, n_tokens]` (after the output norm) of the forward pass,
-/// with `lora` applied if given.
+/// with `lora` applied if given. The residual stream entering each layer, and leaving the last
+/// one, is appended to `layer_inputs`.
 fn hidden<'c>(
     ctx: &'c Context,
     h: &HParams,
     w: &Weights<'c>,
     inp: &Inputs<'c>,
     lora: Option<&LoraParams<'c>>,
+    layer_inputs: &mut Vec<Tensor<'c>>,
 ) -> Result<Tensor<'c>, ModelError> {
     let (len, n_seq) = (inp.seq_len as i64, inp.n_seq as i64);
     let n = len * n_seq;
@@ -234,6 +253,7 @@ fn hidden<'c>(
     let kq_scale = 1.0 / (h.head_dim as f32).sqrt();
     let mut x = ctx.get_rows(w.token_embd, inp.tokens)?;
     for (il, l) in (0u32..).zip(&w.layers) {
+        layer_inputs.push(x);
         let mm = |kind, w, b, x| lora_mm(ctx, lora, il, kind, w, b, x);
         // Attention runs on 3-d tensors with the heads of every row side by side
         // ([.., heads · n_seq]): ggml's backward of a broadcasting mul_mat (grouped-query
@@ -263,6 +283,7 @@ fn hidden<'c>(
         let up = mm(TensorKind::FfnUp, l.ffn_up, None, cur)?;
         x = ctx.add(mm(TensorKind::FfnDown, l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?;
     }
+    layer_inputs.push(x);
     Ok(ctx.mul(ctx.rms_norm(x, h.rms_eps)?, w.output_norm)?)
 }
 
@@ -274,8 +295,18 @@ pub fn forward<'c>(
     inp: &Inputs<'c>,
     lora: Option<&LoraParams<'c>>,
 ) -> Result<Tensor<'c>, ModelError> {
-    let cur = hidden(ctx, h, w, inp, lora)?;
+    let cur = hidden(ctx, h, w, inp, lora, &mut Vec::new())?;
     Ok(ctx.mul_mat(w.output, cur)?.set_name("result_output").set_output())
+}
+
+/// A training graph's loss, and the values a backward pass with recomputation keeps.
+#[derive(Clone, Debug)]
+pub struct TrainingLoss<'c> {
+    /// The scalar loss, marked as the graph's loss.
+    pub loss: Tensor<'c>,
+    /// The residual stream entering each layer and leaving the last: each layer can be computed
+    /// again from its input (see [`crate::ggml::Graph::with_recomputation`]).
+    pub layer_inputs: Vec<Tensor<'c>>,
 }
 
 /// The mean cross-entropy over the positions with loss (a scalar marked as the graph's loss).
@@ -288,10 +319,20 @@ pub fn masked_loss<'c>(
     inp: &Inputs<'c>,
     loss_inputs: &LossInputs<'c>,
     lora: Option<&LoraParams<'c>>,
-) -> Result<Tensor<'c>, ModelError> {
-    let cur = ctx.mul(hidden(ctx, h, w, inp, lora)?, loss_inputs.position_mask)?;
-    let logits = ctx.mul_mat(w.output, cur)?;
-    let mean_over_all = ctx.cross_entropy_loss(logits, loss_inputs.labels)?;
-    let loss = ctx.mul(mean_over_all, loss_inputs.scale)?;
-    Ok(loss.set_name("loss").set_output().set_loss()?)
+) -> Result<TrainingLoss<'c>, ModelError> {
+    let mut layer_inputs = Vec::with_capacity(w.layers.len() + 1);
+    let cur = ctx.mul(hidden(ctx, h, w, inp, lora, &mut layer_inputs)?, loss_inputs.position_mask)?;
+    let (n, chunk) = (cur.ne()[1], loss_inputs.chunk as i64);
+    let mut sum_of_means: Option<Tensor<'c>> = None;
+    for first in (0..n).step_by(chunk as usize) {
+        let logits = ctx.mul_mat(w.output, ctx.columns(cur, first, chunk)?)?;
+        let mean = ctx.cross_entropy_loss(logits, ctx.columns(loss_inputs.labels, first, chunk)?)?;
+        sum_of_means = Some(match sum_of_means {
+            Some(sum) => ctx.add(sum, mean)?,
+            None => mean,
+        });
+    }
+    let sum_of_means = sum_of_means.ok_or(ModelError::Inconsistent { what: "a loss over no positions".into() })?;
+    let loss = ctx.mul(sum_of_means, loss_inputs.scale)?;
+    Ok(TrainingLoss { loss: loss.set_name("loss").set_output().set_loss()?, layer_inputs })
 }

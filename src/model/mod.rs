@@ -10,7 +10,7 @@ mod lora;
 use std::path::Path;
 
 pub use batch::{Batch, BatchOverflow};
-pub use graph::{masked_loss, Inputs, LossInputs, Weights};
+pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss, Weights};
 pub use hparams::{Arch, HParams};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 

@@ -10,7 +10,7 @@ mod source;
 
 use crate::gguf::{Gguf, GgufPlan, GgufWriteError};
 use crate::model::{lora_layout, LoraConfig, Model, ModelError};
-use crate::train::{measure_session, BatchShape, SessionMemory, TrainError};
+use crate::train::{measure_session, Activations, BatchShape, SessionMemory, TrainError};
 
 pub use source::{open_source, ModelSource, PlannedModel, SourceKind};
 
@@ -48,6 +48,8 @@ pub struct RunShape {
     pub lora: LoraConfig,
     /// Micro-batch: `n_seq` rows of `seq_len` tokens.
     pub shape: BatchShape,
+    /// Whether the backward pass keeps or recomputes the layers' activations.
+    pub activations: Activations,
     /// CPU threads (the backend's scratch buffer grows with them).
     pub threads: usize,
 }
@@ -95,14 +97,14 @@ impl MemoryPlan {
 /// Plans the memory of training LoRA `run` on `model`, whose file is `file_bytes` long.
 pub fn training_memory(model: &Model, file_bytes: u64, run: &RunShape) -> Result<MemoryPlan, PlanError> {
     let h = model.hparams();
-    let session = measure_session(model, &run.lora, run.shape, run.threads)?;
+    let session = measure_session(model, &run.lora, run.shape, run.activations, run.threads)?;
     let lora_params: u64 = lora_layout(h, &run.lora)?.iter().map(|s| run.lora.rank * (s.n_in + s.n_out)).sum();
     let gguf = model.gguf()?;
     let base_params = gguf.tensors.iter().map(|t| t.n_elements()).sum();
     let activations_per_layer = if h.n_layer >= 2 {
         let compute = |layers: u64| -> Result<u64, PlanError> {
             let small = Model::planned(&layer_slice(&gguf, layers)?)?;
-            Ok(measure_session(&small, &run.lora, run.shape, run.threads)?.compute_bytes as u64)
+            Ok(measure_session(&small, &run.lora, run.shape, run.activations, run.threads)?.compute_bytes as u64)
         };
         compute(2)?.saturating_sub(compute(1)?)
     } else {

@@ -20,7 +20,7 @@ use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
 pub use batches::{pack_examples, split_validation, Sequence};
 pub use examples::{build_example, build_examples, BuiltExample, ExampleError, ExampleStats};
 pub use schedule::Schedule;
-pub use session::{measure_session, with_session, BatchShape, OptimizerState, Session, SessionMemory};
+pub use session::{measure_session, with_session, Activations, BatchShape, OptimizerState, Session, SessionMemory};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).
@@ -124,6 +124,8 @@ pub struct TrainConfig {
     pub adamw: AdamWConfig,
     /// Every micro-batch: `n_seq` sequences of `seq_len` tokens.
     pub shape: BatchShape,
+    /// Whether the backward pass keeps or recomputes the layers' activations.
+    pub activations: Activations,
     /// Micro-batches per optimizer step (gradients averaged over them).
     pub grad_accum: usize,
     /// Passes over the training sequences.
@@ -233,7 +235,7 @@ pub fn train(
     let per_epoch = cfg.steps_per_epoch(data.train.len());
     let total = cfg.total_steps(data.train.len());
     let per_step = cfg.shape.n_seq * cfg.grad_accum.max(1);
-    with_session(model, &cfg.lora, cfg.shape, cfg.threads, |session| {
+    with_session(model, &cfg.lora, cfg.shape, cfg.activations, cfg.threads, |session| {
         session.set_state(state)?;
         let mut last_eval = None;
         let mut order: Option<(u64, Vec<usize>)> = None;
@@ -309,18 +311,20 @@ fn validate(session: &mut Session<'_>, data: &TrainData<'_>) -> Result<EvalRepor
 }
 
 /// The masked loss of `tokens` (one sequence) with the LoRA tensors `values`, and its gradient
-/// for each of them, from ggml's backward pass: the computation one training step starts with.
+/// for each of them, from ggml's backward pass (keeping or recomputing `activations`): the
+/// computation one training step starts with.
 pub fn loss_and_grads(
     model: &Model,
     cfg: &LoraConfig,
     values: &[Vec<f32>],
     tokens: &[i32],
     targets: &[Option<i32>],
+    activations: Activations,
     threads: usize,
 ) -> Result<(f32, Vec<Vec<f32>>), TrainError> {
     model.check_tokens(tokens)?;
     let shape = BatchShape { seq_len: tokens.len(), n_seq: 1 };
-    with_session(model, cfg, shape, threads, |session| {
+    with_session(model, cfg, shape, activations, threads, |session| {
         session.set_state(&OptimizerState::new(values.to_vec()))?;
         let (loss, _) = session.accumulate(&Batch::single(tokens, targets), true)?;
         Ok((loss, session.grads()?))

@@ -16,6 +16,19 @@ use crate::model::{lora_layout, Batch, Inputs, LoraConfig, LoraParams, LossInput
 
 use super::{AdamWConfig, TrainError};
 
+/// What the backward pass keeps of the forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// Every value the backward pass reads: the fastest, and the compute buffer grows with
+    /// layers × tokens.
+    #[default]
+    Keep,
+    /// Only each layer's input: the backward pass of a layer first computes the layer's forward
+    /// pass again ([`crate::ggml::Graph::with_recomputation`]). One layer's activations are in
+    /// memory at a time, for a second forward pass per step. The gradients are the same.
+    Recompute,
+}
+
 /// The fixed shape of every micro-batch: `n_seq` rows of `seq_len` tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchShape {
@@ -70,9 +83,10 @@ pub fn measure_session(
     model: &Model,
     lora: &LoraConfig,
     shape: BatchShape,
+    activations: Activations,
     threads: usize,
 ) -> Result<SessionMemory, TrainError> {
-    with_session(model, lora, shape, threads, |session| session.planned_memory())
+    with_session(model, lora, shape, activations, threads, |session| session.planned_memory())
 }
 
 /// One training run's ggml objects; see the module docs. Made by [`with_session`].
@@ -106,12 +120,13 @@ struct TrainableTensor<'c> {
     v: Tensor<'c>,
 }
 
-/// Builds the session for `model` with LoRA `lora`, micro-batches of `shape`, on the CPU with
-/// `threads` threads, and runs `f` with it.
+/// Builds the session for `model` with LoRA `lora`, micro-batches of `shape`, keeping or
+/// recomputing `activations`, on the CPU with `threads` threads, and runs `f` with it.
 pub fn with_session<R>(
     model: &Model,
     lora: &LoraConfig,
     shape: BatchShape,
+    activations: Activations,
     threads: usize,
     f: impl FnOnce(&mut Session<'_>) -> Result<R, TrainError>,
 ) -> Result<R, TrainError> {
@@ -150,11 +165,13 @@ pub fn with_session<R>(
     let params = ParamBuffer::alloc(&param_ctx, &backend)?;
 
     let graph_size = model.graph_size();
-    // Room for three graphs: validation, training with gradients, and its rewrite.
-    model.with_bound_weights(6, |ctx, weights| {
+    // Room for the graphs: validation, training with gradients (twice the size), and its two
+    // rewrites (twice the size each).
+    model.with_bound_weights(8, |ctx, weights| {
         let inputs = Inputs::new(ctx, shape.seq_len as u64, shape.n_seq as u64)?;
         let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
-        let loss = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
+        let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
+        let loss = training.loss;
         let mut eval_graph = Graph::new(ctx, graph_size)?;
         eval_graph.build_forward_expand(loss)?;
         let mut differentiated = Graph::with_grads(ctx, graph_size)?;
@@ -163,6 +180,10 @@ pub fn with_session<R>(
         accs.push((loss, loss_grad));
         differentiated.build_backward_expand(ctx, &accs)?;
         let train_graph = differentiated.with_fast_frozen_backward(ctx, 2 * graph_size)?;
+        let train_graph = match activations {
+            Activations::Keep => train_graph,
+            Activations::Recompute => train_graph.with_recomputation(ctx, &training.layer_inputs, 2 * graph_size)?,
+        };
 
         // Nodes: the norm graph has sqr, sum and add per tensor; the step graph the parameter, mul
         // and the AdamW step per tensor. Tensors: the five of them made here per trainable tensor.

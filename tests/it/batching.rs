@@ -4,7 +4,7 @@
 
 use gguftune::model::{Batch, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{with_session, BatchShape, OptimizerState, TrainError};
+use gguftune::train::{with_session, Activations, BatchShape, OptimizerState, TrainError};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
 use crate::common::temp_dir;
@@ -27,7 +27,7 @@ fn eval(
     shape: BatchShape,
     place: &dyn Fn(&mut Batch),
 ) -> Result<(f32, usize, Vec<Vec<f32>>), TrainError> {
-    with_session(model, cfg, shape, 2, |s| {
+    with_session(model, cfg, shape, Activations::Keep, 2, |s| {
         s.set_state(&OptimizerState::new(values.to_vec()))?;
         let mut batch = Batch::new(shape.seq_len, shape.n_seq);
         place(&mut batch);

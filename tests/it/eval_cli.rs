@@ -8,7 +8,7 @@ use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{build_examples, loss_and_grads, Example};
+use gguftune::train::{build_examples, loss_and_grads, Activations, Example};
 use serde_json::{json, Value};
 
 use crate::common::fixtures::{
@@ -82,7 +82,7 @@ fn a_trained_adapter_beats_its_base_and_eval_loss_is_the_training_loss() {
     let (mut sum, mut count) = (0f64, 0usize);
     for e in &val {
         let n = e.targets.iter().flatten().count();
-        let (loss, _) = loss_and_grads(&model, &cfg, &values, &e.tokens, &e.targets, 1).unwrap();
+        let (loss, _) = loss_and_grads(&model, &cfg, &values, &e.tokens, &e.targets, Activations::Keep, 1).unwrap();
         sum += f64::from(loss) * n as f64;
         count += n;
     }

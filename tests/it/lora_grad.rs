@@ -3,6 +3,7 @@
 
 use gguftune::model::{LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
+use gguftune::train::{loss_and_grads, Activations};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
 use crate::common::temp_dir;
@@ -17,17 +18,36 @@ const RELATIVE_TOLERANCE: f32 = 0.02;
 
 #[test]
 fn lora_gradients_equal_finite_differences() {
+    let spec = TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
+    check_gradients_by_finite_differences(&spec, 10, 14);
+}
+
+#[test]
+fn lora_gradients_equal_finite_differences_with_the_loss_in_chunks() {
+    // A vocabulary of 65536 and 272 positions: the loss is computed in two chunks of 136
+    // positions (64 MiB of logits at most per chunk), whose sum must be the mean over all.
+    let spec = TinyLlamaSpec {
+        hidden: 32,
+        ffn: 64,
+        heads: 4,
+        kv_heads: 2,
+        vocab_size: Some(65536),
+        ..TinyLlamaSpec::default()
+    };
+    assert_eq!(gguftune::model::loss_chunk(272, 65536), 136);
+    // Only the last layer's down projection (A and B): each evaluation costs 18M logits.
+    check_gradients_by_finite_differences(&spec, 272, 0);
+}
+
+/// Checks the 3 largest gradients of LoRA tensors of a model of `spec` against central finite
+/// differences, on `n_tokens` tokens with loss on the second half but the last position: the
+/// first `first_tensors` tensors (14: every projection of layer 0) and A and B of the last
+/// layer's down projection.
+fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, first_tensors: usize) {
     let root = temp_dir();
     let dir = root.path().join("m");
     std::fs::create_dir(&dir).unwrap();
-    tiny_llama(
-        &dir,
-        &TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() },
-        Dtype::F32,
-        Shards::One,
-        3,
-    )
-    .unwrap();
+    tiny_llama(&dir, spec, Dtype::F32, Shards::One, 3).unwrap();
     let path = root.path().join("m.gguf");
     crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
     let model = Model::open(&path).unwrap();
@@ -44,18 +64,17 @@ fn lora_gradients_equal_finite_differences() {
             values.push((0..cfg.rank * n_out).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
         }
     }
-    let tokens: Vec<i32> = (0..10).map(|i| (i * 41 + 3) % 512).collect();
-    // Loss only on the last 5 positions, predicting the next token.
-    let targets: Vec<Option<i32>> = (0..10).map(|i| (4..9).contains(&i).then(|| tokens[i + 1])).collect();
+    let tokens: Vec<i32> = (0..n_tokens).map(|i| (i as i32 * 41 + 3) % 512).collect();
+    // Loss only on the second half of the positions, predicting the next token.
+    let targets: Vec<Option<i32>> =
+        (0..n_tokens).map(|i| (n_tokens / 2 - 1..n_tokens - 1).contains(&i).then(|| tokens[i + 1])).collect();
 
-    let (loss, grads) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &targets, 2).unwrap();
+    let (loss, grads) = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     assert_eq!(grads.len(), values.len());
 
-    // Check the 3 largest-gradient elements of a spread of tensors (every projection of layer 0,
-    // and A and B of the last layer's down projection).
     let n = values.len();
-    let checked: Vec<usize> = (0..14).chain([n - 2, n - 1]).collect();
+    let checked: Vec<usize> = (0..first_tensors).chain([n - 2, n - 1]).collect();
     let mut worst = 0f32;
     for &ti in &checked {
         let g = &grads[ti];
@@ -68,8 +87,8 @@ fn lora_gradients_equal_finite_differences() {
             plus[ti][k] += STEP;
             let mut minus = values.clone();
             minus[ti][k] -= STEP;
-            let (lp, _) = gguftune::train::loss_and_grads(&model, &cfg, &plus, &tokens, &targets, 2).unwrap();
-            let (lm, _) = gguftune::train::loss_and_grads(&model, &cfg, &minus, &tokens, &targets, 2).unwrap();
+            let (lp, _) = loss_and_grads(&model, &cfg, &plus, &tokens, &targets, Activations::Keep, 2).unwrap();
+            let (lm, _) = loss_and_grads(&model, &cfg, &minus, &tokens, &targets, Activations::Keep, 2).unwrap();
             let fd = (lp - lm) / (2.0 * STEP);
             let err = (fd - g[k]).abs();
             worst = worst.max(err / scale);
@@ -111,13 +130,13 @@ fn masked_positions_contribute_no_gradient() {
     let mut other_tokens = tokens.clone();
     other_tokens[3] = 100;
     other_tokens[5] = 200;
-    let (la, ga) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &a, 1).unwrap();
-    let (lb, gb) = gguftune::train::loss_and_grads(&model, &cfg, &values, &other_tokens, &a, 1).unwrap();
+    let (la, ga) = loss_and_grads(&model, &cfg, &values, &tokens, &a, Activations::Keep, 1).unwrap();
+    let (lb, gb) = loss_and_grads(&model, &cfg, &values, &other_tokens, &a, Activations::Keep, 1).unwrap();
     assert_eq!(la, lb);
     assert_eq!(ga, gb);
     // And an unmasked target does change the loss.
     let c: Vec<Option<i32>> = vec![Some(5), Some(9), None, None, None, Some(3)];
-    let (lc, _) = gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &c, 1).unwrap();
+    let (lc, _) = loss_and_grads(&model, &cfg, &values, &tokens, &c, Activations::Keep, 1).unwrap();
     assert_ne!(la, lc);
 }
 
@@ -152,7 +171,7 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
             .into_iter()
             .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
             .collect();
-        results.push(gguftune::train::loss_and_grads(&model, &cfg, &values, &tokens, &targets, 2).unwrap());
+        results.push(loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap());
     }
     let (loss32, grads32) = &results[0];
     for (name, (loss, grads)) in ["f16", "bf16"].iter().zip(&results[1..]) {
@@ -161,6 +180,41 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
             let scale = g32.iter().fold(0f32, |m, v| m.max(v.abs()));
             let worst = g.iter().zip(g32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(worst <= HALF_PRECISION_TOLERANCE * scale, "{name}: tensor {i}: error {worst} of {scale}");
+        }
+    }
+}
+
+#[test]
+fn recomputed_activations_give_the_same_loss_and_gradients() {
+    // The backward pass with recomputation runs copies of the same forward ops on the same values
+    // in the same order, so the loss and every gradient must be bit-identical on the CPU: any
+    // difference is a copy that reads the wrong source. Two layers, so a recomputed layer reads
+    // a kept input made by another; q4_k_m and f32 weights, so both backward paths (the
+    // transposed-copy rewrite and ggml's own) are covered.
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let spec = TinyLlamaSpec { hidden: 256, ffn: 512, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
+    tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 9).unwrap();
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let tokens: Vec<i32> = (0..16).map(|i| (i * 29 + 7) % 512).collect();
+    let targets: Vec<Option<i32>> = (0..16).map(|i| (2..15).contains(&i).then(|| tokens[i + 1])).collect();
+    for ty in [FileType::F32, FileType::Q4_K_M] {
+        let path = root.path().join(format!("{ty:?}.gguf"));
+        crate::common::convert_to(&dir, ty, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        let mut rng = Rng::new(4);
+        let values: Vec<Vec<f32>> = gguftune::train::init_lora(&model, &cfg, 3)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
+            .collect();
+        let kept = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 1).unwrap();
+        let recomputed = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Recompute, 1).unwrap();
+        assert_eq!(kept.0, recomputed.0, "{ty:?}: loss");
+        for (i, (a, b)) in kept.1.iter().zip(&recomputed.1).enumerate() {
+            assert!(a.iter().any(|v| *v != 0.0), "{ty:?}: tensor {i} has an all-zero gradient");
+            assert_eq!(a, b, "{ty:?}: gradient of tensor {i}");
         }
     }
 }

@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 
 use gguftune::model::{LoraConfig, Model};
 use gguftune::train::{
-    init_lora, pack_examples, train, AdamWConfig, BatchShape, EvalReport, Example, OptimizerState, Schedule,
-    StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
+    init_lora, pack_examples, train, Activations, AdamWConfig, BatchShape, EvalReport, Example, OptimizerState,
+    Schedule, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
 /// Trains `cfg` on every example (unpacked, `n_seq` per step, constant learning rate `lr`, no
@@ -27,6 +27,7 @@ pub fn train_lora(
         lora: cfg.clone(),
         adamw: AdamWConfig { lr, ..AdamWConfig::default() },
         shape: BatchShape { seq_len: examples.iter().map(|e| e.tokens.len()).max().unwrap(), n_seq },
+        activations: Activations::Keep,
         grad_accum: 1,
         epochs,
         max_steps: None,
