@@ -12,7 +12,9 @@ use std::path::PathBuf;
 
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use config::{Arch, ConfigError, LlamaConfig, RopeScaling};
-pub use safetensors_file::{SafetensorsFile, TensorEntry};
+pub use safetensors_file::{
+    header_len, parse_header, Header, SafetensorsFile, TensorEntry, HEADER_LEN_BYTES, MAX_HEADER_BYTES,
+};
 pub use sentencepiece::{
     parse_model_proto, ModelProto, NormalizerSpec, Piece, PieceType, SpmError, SpmErrorKind, SpmField, SpmMember,
     SpmMessage, SpmModelType, TrainerSpec, WireType, ADDED_TOKENS_FILE, MAX_MODEL_FILE_BYTES, SPM_FILE,
