@@ -148,6 +148,18 @@ pub enum HubError {
         /// The index file.
         path: PathBuf,
     },
+    /// A downloaded file's sha256 is not the one its etag gives; the file was removed.
+    #[error("{repo} '{file}': sha256 of the download is {found}, expected {expected} (the hub's etag); the file was removed (hint: run again to download it anew)")]
+    Sha256Mismatch {
+        /// The repository.
+        repo: RepoId,
+        /// The file.
+        file: String,
+        /// The sha256 the hub's etag gives, in hex.
+        expected: Box<str>,
+        /// The sha256 of the bytes that arrived, in hex.
+        found: Box<str>,
+    },
     /// `--offline` and the cache has no complete snapshot of the repository.
     #[error("{repo}: not in the hub cache at {} (hint: run once without --offline to download it)", cache.display())]
     NotCached {
@@ -173,17 +185,23 @@ fn found_note(found: &[String]) -> String {
 impl HubError {
     /// Turns hf-hub's error into the hub's reason: the status and its one-line message.
     pub(super) fn from_api(err: ApiError, repo: &RepoId, options: &HubOptions, file: Option<&str>) -> HubError {
-        let repo = repo.clone();
-        let file = file.map(str::to_owned);
+        let download = |source| HubError::Download { repo: repo.clone(), file: file.map(str::to_owned), source };
         let inner = match err {
             ApiError::RequestError(inner) => *inner,
             ApiError::TooManyRetries(inner) => match *inner {
                 ApiError::RequestError(inner) => *inner,
-                other => return HubError::Download { repo, file, source: ApiError::TooManyRetries(Box::new(other)) },
+                other => return download(ApiError::TooManyRetries(Box::new(other))),
             },
-            other => return HubError::Download { repo, file, source: other },
+            other => return download(other),
         };
-        match inner {
+        HubError::from_ureq(inner, repo, options, file)
+    }
+
+    /// Turns the HTTP client's error into the hub's reason: the status and its one-line message.
+    pub(super) fn from_ureq(err: ureq::Error, repo: &RepoId, options: &HubOptions, file: Option<&str>) -> HubError {
+        let repo = repo.clone();
+        let file = file.map(str::to_owned);
+        match err {
             ureq::Error::Status(status, response) => {
                 let reason = reason_of(response);
                 match status {
@@ -208,6 +226,7 @@ impl HubError {
                 | HubError::NotCached { .. }
                 | HubError::NoCacheDir
                 | HubError::Status { .. }
+                | HubError::Sha256Mismatch { .. }
         )
     }
 }

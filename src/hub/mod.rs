@@ -14,7 +14,8 @@
 //! What hf-hub gives and what it does not:
 //! - an interrupted download stays in `blobs/<etag>.part` and the next attempt (a retry in the
 //!   same run, or the next run) asks for the rest with a `Range` request;
-//! - hf-hub does not check the downloaded bytes against the sha256 in the etag;
+//! - hf-hub does not check the downloaded bytes against the sha256 in the etag, so we do, for
+//!   every `.safetensors` file (see [`verify`]);
 //! - hf-hub reads neither `HF_HUB_CACHE` nor `HF_TOKEN` nor `HF_HUB_OFFLINE` itself, so
 //!   [`HubOptions::from_env`] resolves them and hands them to it.
 //!
@@ -23,6 +24,7 @@
 mod error;
 mod repo_id;
 mod select;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -115,6 +117,34 @@ pub fn fetch_checkpoint(
     if options.offline {
         return cached_snapshot(repo, &options.cache_dir);
     }
+    let listing = list_repo(repo, options)?;
+    for file in select_files(repo, &listing.siblings)? {
+        listing.download(repo, options, &file, progress)?;
+        // The shards are named inside the index, so they come once it is on disk.
+        if file == INDEX_FILE {
+            for shard in select::shards_of_index(repo, &listing.snapshot.join(INDEX_FILE), &listing.siblings)? {
+                listing.download(repo, options, &shard, progress)?;
+            }
+        }
+    }
+    listing.pin_revision(repo, options)?;
+    Ok(listing.snapshot)
+}
+
+/// A repository at one commit, as the hub lists it.
+struct Listing {
+    /// hf-hub's client, set up from the options.
+    api: Api,
+    /// The commit the revision resolved to.
+    commit: String,
+    /// Every file of the repository at that commit.
+    siblings: Vec<String>,
+    /// The snapshot folder of that commit in the cache.
+    snapshot: PathBuf,
+}
+
+/// Asks the hub which commit `repo`'s revision is at and which files it has.
+fn list_repo(repo: &RepoId, options: &HubOptions) -> Result<Listing, HubError> {
     let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone()))
         .with_endpoint(options.endpoint.clone())
         .with_token(options.token.clone())
@@ -132,53 +162,58 @@ pub fn fetch_checkpoint(
     }
     let siblings: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let snapshot = snapshot_dir(&options.cache_dir, repo, &commit);
-    for file in select_files(repo, &siblings)? {
-        download(&api, repo, options, &commit, &snapshot, &file, progress)?;
-        // The shards are named inside the index, so they come once it is on disk.
-        if file == INDEX_FILE {
-            for shard in select::shards_of_index(repo, &snapshot.join(INDEX_FILE), &siblings)? {
-                download(&api, repo, options, &commit, &snapshot, &shard, progress)?;
-            }
+    Ok(Listing { api, commit, siblings, snapshot })
+}
+
+impl Listing {
+    /// Downloads `file` at the listing's commit unless the snapshot already has it, and checks
+    /// a `.safetensors` file against the sha256 in its etag.
+    fn download(
+        &self,
+        repo: &RepoId,
+        options: &HubOptions,
+        file: &str,
+        progress: &mut dyn FnMut(FetchEvent<'_>),
+    ) -> Result<(), HubError> {
+        let target = self.snapshot.join(file);
+        if target.is_file() {
+            return Ok(());
         }
+        // Asking by commit keeps every file of one snapshot, even if the branch moves meanwhile.
+        let pinned = self.api.repo(Repo::with_revision(repo.id(), RepoType::Model, self.commit.clone()));
+        let sink = ProgressSink { file, done_bytes: 0, sink: &mut *progress };
+        let path =
+            pinned.download_with_progress(file, sink).map_err(|e| HubError::from_api(e, repo, options, Some(file)))?;
+        if path != target {
+            return Err(HubError::CommitMoved {
+                repo: repo.clone(),
+                file: file.to_owned(),
+                expected: self.commit.clone(),
+            });
+        }
+        if file.ends_with(".safetensors") {
+            verify::check_blob(repo, file, &target)?;
+        }
+        Ok(())
     }
-    if repo.revision() != commit {
-        Cache::new(options.cache_dir.clone())
-            .repo(Repo::with_revision(repo.id(), RepoType::Model, repo.revision().to_owned()))
-            .create_ref(&commit)
-            .map_err(|source| HubError::Cache { path: options.cache_dir.clone(), source })?;
+
+    /// Points `refs/<revision>` at the listing's commit, as huggingface_hub does, so that
+    /// `--offline` finds the snapshot by the revision asked for.
+    fn pin_revision(&self, repo: &RepoId, options: &HubOptions) -> Result<(), HubError> {
+        if repo.revision() != self.commit {
+            Cache::new(options.cache_dir.clone())
+                .repo(Repo::with_revision(repo.id(), RepoType::Model, repo.revision().to_owned()))
+                .create_ref(&self.commit)
+                .map_err(|source| HubError::Cache { path: options.cache_dir.clone(), source })?;
+        }
+        Ok(())
     }
-    Ok(snapshot)
 }
 
 /// The snapshot folder of `repo` at `commit` in the hub cache at `cache_dir`.
 fn snapshot_dir(cache_dir: &Path, repo: &RepoId, commit: &str) -> PathBuf {
     let folder = Repo::model(repo.id()).folder_name();
     cache_dir.join(folder).join("snapshots").join(commit)
-}
-
-/// Downloads `file` at `commit` unless the snapshot already has it.
-fn download(
-    api: &Api,
-    repo: &RepoId,
-    options: &HubOptions,
-    commit: &str,
-    snapshot: &Path,
-    file: &str,
-    progress: &mut dyn FnMut(FetchEvent<'_>),
-) -> Result<(), HubError> {
-    let target = snapshot.join(file);
-    if target.is_file() {
-        return Ok(());
-    }
-    // Asking by commit keeps every file of one snapshot, even if the branch moves meanwhile.
-    let pinned = api.repo(Repo::with_revision(repo.id(), RepoType::Model, commit.to_owned()));
-    let sink = ProgressSink { file, done_bytes: 0, sink: &mut *progress };
-    let path =
-        pinned.download_with_progress(file, sink).map_err(|e| HubError::from_api(e, repo, options, Some(file)))?;
-    if path != target {
-        return Err(HubError::CommitMoved { repo: repo.clone(), file: file.to_owned(), expected: commit.to_owned() });
-    }
-    Ok(())
 }
 
 /// The snapshot that `refs/<revision>` (or a commit hash given as the revision) names in the

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyLlamaSpec};
-use crate::common::hub_server::{FixtureRepo, HubServer};
+use crate::common::hub_server::{sha256_hex, FixtureRepo, HubServer};
 use crate::common::{gguftune, temp_dir};
 
 /// Runs the CLI with the hub at `endpoint` and its cache under `hf_home`, and nothing else of
@@ -27,11 +27,17 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A tiny checkpoint in `root/name`, and its conversion to q8_0 by the CLI from the folder.
-fn local_model(root: &Path, name: &str, shards: Shards) -> (PathBuf, Vec<u8>) {
+/// A tiny checkpoint in `root/name`.
+fn tiny_folder(root: &Path, name: &str, shards: Shards) -> PathBuf {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
     tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, shards, 23).unwrap();
+    dir
+}
+
+/// A tiny checkpoint in `root/name`, and its conversion to q8_0 by the CLI from the folder.
+fn local_model(root: &Path, name: &str, shards: Shards) -> (PathBuf, Vec<u8>) {
+    let dir = tiny_folder(root, name, shards);
     let out = root.join(format!("{name}-local.gguf"));
     let run = gguftune(root, &["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "q8_0"]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -193,4 +199,39 @@ fn download_cut_mid_file_resumes_from_where_it_stopped() {
     let mut cached = Vec::new();
     files_under(&hf_home, &mut cached);
     assert!(!cached.iter().any(|p| p.extension().is_some_and(|e| e == "part")), "{cached:?}");
+}
+
+#[test]
+fn corrupted_download_fails_the_sha256_check_and_leaves_no_blob() {
+    let root = temp_dir();
+    let (dir, local) = local_model(root.path(), "corrupt", Shards::One);
+    let repo = FixtureRepo::from_dir("fixtures/corrupt", 0x88, &dir, &[]);
+    let bytes = repo.files.iter().find(|(n, _)| n == "model.safetensors").unwrap().1.clone();
+    let expected = sha256_hex(&bytes);
+    let mut corrupted = bytes.clone();
+    *corrupted.last_mut().unwrap() ^= 0xff;
+    let found = sha256_hex(&corrupted);
+    let server = HubServer::start(vec![repo]);
+    server.corrupt("model.safetensors");
+    let hf_home = root.path().join("hf");
+    let args = ["convert", "fixtures/corrupt", "-o", "c.gguf", "--type", "q8_0"];
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &args);
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(err.contains("'model.safetensors'") && err.contains("sha256"), "{err}");
+    assert!(err.contains(&expected) && err.contains(&found), "{err}");
+    assert!(!root.path().join("c.gguf").exists());
+    let mut cached = Vec::new();
+    files_under(&hf_home, &mut cached);
+    assert!(!cached.iter().any(|p| p.ends_with(&expected) || p.ends_with(&found)), "{cached:?}");
+    assert!(!cached.iter().any(|p| p.extension().is_some_and(|e| e == "part")), "{cached:?}");
+    let link = hf_home.join("hub/models--fixtures--corrupt/snapshots").join("88".repeat(20)).join("model.safetensors");
+    assert!(fs::symlink_metadata(&link).is_err(), "the snapshot's link is gone too");
+
+    // Served intact, the next run downloads it again and converts.
+    server.repair();
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(root.path().join("c.gguf")).unwrap() == local);
 }

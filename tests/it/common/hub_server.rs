@@ -2,10 +2,12 @@
 //! layout with the headers hf-hub reads, so the real download code runs without the network.
 //!
 //! - `GET /api/models/{owner}/{name}/revision/{rev}`: `{"id", "sha", "siblings": [{"rfilename"}]}`.
-//! - `GET /{owner}/{name}/resolve/{rev}/{file}`: small files answer directly with `etag`,
-//!   `x-repo-commit` and `content-range` (hf-hub's first request is `Range: bytes=0-0`);
-//!   `*.safetensors` files answer 302 with `x-linked-etag`, `x-linked-size` and `x-repo-commit`
-//!   and a `Location` on `/lfs/{etag}`, as the hub sends large files to its CDN.
+//! - `GET /{owner}/{name}/resolve/{rev}/{file}`: small files answer directly with `etag` (a
+//!   40-digit stand-in for the git blob sha1 the hub sends), `x-repo-commit` and, for a `Range`
+//!   request, 206 with `content-range` (hf-hub's first request is `Range: bytes=0-0`);
+//!   `*.safetensors` files (Git LFS on the hub) answer 302 with `x-linked-etag` (the sha256 of
+//!   the bytes, as the hub gives), `x-linked-size` and `x-repo-commit` and a `Location` on
+//!   `/lfs/{sha256}`, as the hub sends large files to its CDN, which answers ranges with 206.
 //! - 401 with `X-Error-Code: GatedRepo` for a gated repository without its token, 404 with
 //!   `X-Error-Code: RepoNotFound` / `EntryNotFound` for what does not exist.
 //!
@@ -15,6 +17,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 /// A repository the server knows.
 pub struct FixtureRepo {
@@ -61,6 +65,8 @@ struct State {
     log: Vec<Logged>,
     /// A file whose next full download is cut after this many bytes.
     cut: Option<(String, usize)>,
+    /// Files whose every download has its last byte changed, so it no longer matches its etag.
+    corrupt: Vec<String>,
 }
 
 /// The running server; it stops accepting when dropped.
@@ -93,6 +99,17 @@ impl HubServer {
     /// Cuts the connection of the next full download of `file` after `after_bytes` bytes.
     pub fn cut_next_download(&self, file: &str, after_bytes: usize) {
         self.state.lock().unwrap().cut = Some((file.to_owned(), after_bytes));
+    }
+
+    /// Changes the last byte of every download of `file` (its etag stays that of the true
+    /// bytes), until [`HubServer::repair`].
+    pub fn corrupt(&self, file: &str) {
+        self.state.lock().unwrap().corrupt.push(file.to_owned());
+    }
+
+    /// Serves every file as it is again.
+    pub fn repair(&self) {
+        self.state.lock().unwrap().corrupt.clear();
     }
 
     /// Every request so far.
@@ -181,22 +198,20 @@ fn write_response(mut stream: TcpStream, r: Response) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// A stand-in for a content hash: 64 hex digits derived from the bytes (FNV-1a, four seeds).
-pub fn etag_of(bytes: &[u8]) -> String {
-    (0u64..4)
-        .map(|seed| {
-            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            for b in bytes {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-            }
-            format!("{h:016x}")
-        })
-        .collect()
+/// The sha256 of `bytes` in hex: the hub's etag of a Git LFS file.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stand-in for the git blob sha1 the hub gives as the etag of a small file: 40 hex digits
+/// derived from the bytes (not a sha256, so nothing checks the bytes against it).
+fn git_etag_of(bytes: &[u8]) -> String {
+    sha256_hex(bytes)[..40].to_owned()
 }
 
 fn route(state: &mut State, req: &Logged, base: &str) -> Response {
     if let Some(etag) = req.path.strip_prefix("/lfs/") {
-        let found = state.repos.iter().flat_map(|r| &r.files).find(|(_, b)| etag_of(b) == etag);
+        let found = state.repos.iter().flat_map(|r| &r.files).find(|(_, b)| sha256_hex(b) == etag);
         let Some((name, bytes)) = found.cloned() else { return Response::error(404, "EntryNotFound", "no such blob") };
         return ranged(state, &name, bytes, req.range.as_deref(), Vec::new());
     }
@@ -236,17 +251,17 @@ fn route(state: &mut State, req: &Logged, base: &str) -> Response {
         return Response::error(404, "EntryNotFound", &format!("{file} does not exist on \"{rev}\""));
     };
     let commit = vec![("X-Repo-Commit".to_owned(), repo.sha.clone())];
-    let etag = etag_of(&bytes);
     if name.ends_with(".safetensors") {
+        let etag = sha256_hex(&bytes);
         let mut headers = commit;
-        headers.push(("ETag".into(), format!("\"{}\"", &etag[..40])));
+        headers.push(("ETag".into(), format!("\"{}\"", git_etag_of(&bytes))));
         headers.push(("X-Linked-ETag".into(), format!("\"{etag}\"")));
         headers.push(("X-Linked-Size".into(), bytes.len().to_string()));
         headers.push(("Location".into(), format!("{base}/lfs/{etag}")));
         return Response { status: 302, headers, body: Vec::new(), cut_after: None };
     }
     let mut headers = commit;
-    headers.push(("ETag".into(), format!("\"{etag}\"")));
+    headers.push(("ETag".into(), format!("\"{}\"", git_etag_of(&bytes))));
     ranged(state, &name, bytes, req.range.as_deref(), headers)
 }
 
@@ -254,10 +269,15 @@ fn route(state: &mut State, req: &Logged, base: &str) -> Response {
 fn ranged(
     state: &mut State,
     name: &str,
-    bytes: Vec<u8>,
+    mut bytes: Vec<u8>,
     range: Option<&str>,
     mut headers: Vec<(String, String)>,
 ) -> Response {
+    if state.corrupt.iter().any(|c| c == name) {
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0xff;
+        }
+    }
     headers.push(("Accept-Ranges".into(), "bytes".into()));
     let total = bytes.len();
     let Some(spec) = range.and_then(|r| r.strip_prefix("bytes=")) else {
