@@ -1,5 +1,6 @@
-//! What `gguftune inspect` reports about a GGUF file, a safetensors file or a Hugging Face model
-//! folder. The report is data (and serialisable for `--json`); rendering is the CLI's job.
+//! What `gguftune inspect` reports about a GGUF file, a safetensors file, a Hugging Face model
+//! folder, or a checkpoint on the hub read by its headers. The report is data (and serialisable
+//! for `--json`); rendering is the CLI's job.
 
 use std::path::Path;
 
@@ -7,7 +8,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::gguf::{GgufFile, Value};
-use crate::hf::{Checkpoint, SafetensorsFile};
+use crate::hf::{Checkpoint, SafetensorsFile, TensorEntry};
+use crate::hub::RemoteCheckpoint;
 use crate::Error;
 
 /// Arrays longer than this are summarised: their length, type and first elements.
@@ -16,7 +18,7 @@ pub const ARRAY_HEAD: usize = 8;
 /// A report on one input.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// `gguf`, `safetensors` or `hf-folder`.
+    /// `gguf`, `safetensors`, `hf-folder`, or `hf-hub` (a hub repository read by its headers).
     pub format: &'static str,
     /// The path inspected.
     pub path: String,
@@ -157,12 +159,44 @@ fn inspect_folder(dir: &Path) -> Result<Report, Error> {
     let checkpoint = Checkpoint::open(dir)?;
     let sharded = checkpoint.shards.len() > 1;
     let mut tensors = Vec::new();
+    for (t, shard) in checkpoint.tensors()? {
+        let file = sharded.then(|| shard.path().file_name().unwrap_or_default().to_string_lossy().into_owned());
+        tensors.push((t, file));
+    }
+    let file_bytes = checkpoint.shards.iter().map(|s| std::fs::metadata(s.path()).map(|m| m.len()).unwrap_or(0)).sum();
+    Ok(checkpoint_report("hf-folder", dir.display().to_string(), &checkpoint.config, tensors, file_bytes))
+}
+
+/// Reports on a checkpoint on the hub from its config and safetensors headers alone
+/// ([`crate::hub::fetch_headers`]): the same metadata and tensor table as for the folder it would
+/// download into, with `owner/name@commit` as the path.
+pub fn inspect_hub(remote: &RemoteCheckpoint) -> Report {
+    let sharded = remote.files.len() > 1;
+    let tensors = remote
+        .files
+        .iter()
+        .flat_map(|f| f.header.tensors.iter().map(move |t| (t.clone(), sharded.then(|| f.name.clone()))))
+        .collect();
+    let file_bytes = remote.files.iter().map(|f| f.size).sum();
+    let path = format!("{}@{}", remote.repo.id(), remote.commit);
+    checkpoint_report("hf-hub", path, &remote.config, tensors, file_bytes)
+}
+
+/// A report on a Hugging Face checkpoint: config.json as metadata, and its tensors in order,
+/// each with its shard's name when there are several.
+fn checkpoint_report(
+    format: &'static str,
+    path: String,
+    config: &serde_json::Value,
+    entries: Vec<(TensorEntry, Option<String>)>,
+    file_bytes: u64,
+) -> Report {
+    let mut tensors = Vec::new();
     let mut parameter_count = 0u64;
     let mut dtypes = Vec::new();
-    for (t, shard) in checkpoint.tensors()? {
+    for (t, file) in entries {
         parameter_count += t.shape.iter().map(|&d| d as u64).product::<u64>();
         dtypes.push(t.dtype);
-        let file = sharded.then(|| shard.path().file_name().unwrap_or_default().to_string_lossy().into_owned());
         tensors.push(TensorRow {
             name: t.name,
             ty: format!("{:?}", t.dtype),
@@ -171,17 +205,16 @@ fn inspect_folder(dir: &Path) -> Result<Report, Error> {
             file,
         });
     }
-    let file_bytes = checkpoint.shards.iter().map(|s| std::fs::metadata(s.path()).map(|m| m.len()).unwrap_or(0)).sum();
-    let config = checkpoint.config.as_object().cloned().unwrap_or_default();
+    let config = config.as_object().cloned().unwrap_or_default();
     let metadata = config
         .iter()
         .map(|(k, v)| MetadataEntry { key: k.clone(), value_type: json_type(v).to_owned(), value: v.clone() })
         .collect();
     let architecture = config.get("model_type").and_then(|v| v.as_str()).map(str::to_owned);
     let name = config.get("architectures").and_then(|a| a.get(0)).and_then(|v| v.as_str()).map(str::to_owned);
-    Ok(Report {
-        format: "hf-folder",
-        path: dir.display().to_string(),
+    Report {
+        format,
+        path,
         kind: "model".to_owned(),
         architecture,
         name,
@@ -191,7 +224,7 @@ fn inspect_folder(dir: &Path) -> Result<Report, Error> {
         file_bytes,
         metadata,
         tensors,
-    })
+    }
 }
 
 fn dtype_summary(dtypes: impl Iterator<Item = safetensors::Dtype>) -> Option<String> {

@@ -1,4 +1,5 @@
-//! `gguftune inspect`: what is in a GGUF file, a safetensors file or a model folder.
+//! `gguftune inspect`: what is in a GGUF file, a safetensors file, a model folder or a hub
+//! repository.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,17 +7,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::hub::inspect_repo;
 use super::output::{escape, human_bytes, human_count};
 use gguftune::inspect::{inspect, Report};
 
 /// Show a model's or adapter's metadata and tensors.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json"
+    after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json\n  gguftune inspect TinyLlama/TinyLlama-1.1B-Chat-v1.0 --tensors"
 )]
 pub struct Args {
-    /// A .gguf file, a .safetensors file, or a Hugging Face model folder (config.json + shards).
+    /// A .gguf file, a .safetensors file, a Hugging Face model folder (config.json + shards), or a
+    /// hub repository id `owner/name[@revision]`, read from its safetensors headers without
+    /// downloading the weights.
     path: PathBuf,
+    /// For a hub repository id: inspect the Hugging Face cache's snapshot, never the network.
+    #[arg(long)]
+    offline: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -26,7 +33,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let report = inspect(&args.path).with_context(|| format!("inspecting {}", args.path.display()))?;
+    let from_hub = match args.path.to_str() {
+        Some(input) => inspect_repo(input, args.offline)?,
+        None => None,
+    };
+    let report = match from_hub {
+        Some(report) => report,
+        None => inspect(&args.path).with_context(|| format!("inspecting {}", args.path.display()))?,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {

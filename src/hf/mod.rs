@@ -10,6 +10,7 @@ mod tokenizer;
 
 use std::path::PathBuf;
 
+pub(crate) use checkpoint::read_json;
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use config::{Arch, ConfigError, LlamaConfig, RopeScaling};
 pub use safetensors_file::{

@@ -160,6 +160,46 @@ pub enum HubError {
         /// The sha256 of the bytes that arrived, in hex.
         found: Box<str>,
     },
+    /// A safetensors header is longer than any reader accepts, so it was not requested.
+    #[error("{repo} '{file}': the safetensors header is {found} bytes, expected at most {max}")]
+    HeaderTooLarge {
+        /// The repository.
+        repo: RepoId,
+        /// The safetensors file.
+        file: String,
+        /// The length its first 8 bytes give.
+        found: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A safetensors header read from the hub is not valid.
+    #[error("{repo} '{file}': not a valid safetensors header")]
+    Header {
+        /// The repository.
+        repo: RepoId,
+        /// The safetensors file.
+        file: String,
+        /// What the header parser found.
+        source: safetensors::SafeTensorError,
+    },
+    /// A range request was not answered with the bytes asked for.
+    #[error("{repo} '{file}': asked for bytes {first}-{last}, the hub answered {found}")]
+    BadRange {
+        /// The repository.
+        repo: RepoId,
+        /// The file.
+        file: String,
+        /// The first byte asked for.
+        first: u64,
+        /// The last byte asked for.
+        last: u64,
+        /// What came back instead.
+        found: String,
+    },
+    /// A file fetched from the hub is not what it should be (config.json that is not a JSON
+    /// object, an index naming a tensor that its shard lacks).
+    #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
     /// `--offline` and the cache has no complete snapshot of the repository.
     #[error("{repo}: not in the hub cache at {} (hint: run once without --offline to download it)", cache.display())]
     NotCached {
@@ -227,6 +267,8 @@ impl HubError {
                 | HubError::NoCacheDir
                 | HubError::Status { .. }
                 | HubError::Sha256Mismatch { .. }
+                | HubError::BadRange { .. }
+                | HubError::Hf(crate::hf::HfError::Io { .. })
         )
     }
 }

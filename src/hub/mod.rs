@@ -19,9 +19,13 @@
 //! - hf-hub reads neither `HF_HUB_CACHE` nor `HF_TOKEN` nor `HF_HUB_OFFLINE` itself, so
 //!   [`HubOptions::from_env`] resolves them and hands them to it.
 //!
+//! [`fetch_headers`] lists a checkpoint without its weights: config.json and the shard index are
+//! downloaded, and of each safetensors file only the header is read, by range requests.
+//!
 //! This module does not print: progress comes out as [`FetchEvent`]s.
 
 mod error;
+mod headers;
 mod repo_id;
 mod select;
 mod verify;
@@ -32,6 +36,7 @@ use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 
 pub use error::HubError;
+pub use headers::{fetch_headers, RemoteCheckpoint, RemoteFile};
 pub use repo_id::RepoId;
 pub use select::{select_files, INDEX_FILE, OPTIONAL_FILES, SINGLE_FILE};
 
@@ -226,9 +231,19 @@ fn cached_snapshot(repo: &RepoId, cache_dir: &Path) -> Result<PathBuf, HubError>
         Err(_) => return Err(HubError::NotCached { repo: repo.clone(), cache: cache_dir.to_owned() }),
     };
     let snapshot = repo_dir.join("snapshots").join(&commit);
-    let has_weights = snapshot.join(SINGLE_FILE).is_file() || snapshot.join(INDEX_FILE).is_file();
-    if !is_commit_hash(&commit) || !snapshot.join("config.json").is_file() || !has_weights {
-        return Err(HubError::NotCached { repo: repo.clone(), cache: cache_dir.to_owned() });
+    let not_cached = || HubError::NotCached { repo: repo.clone(), cache: cache_dir.to_owned() };
+    if !is_commit_hash(&commit) || !snapshot.join("config.json").is_file() {
+        return Err(not_cached());
+    }
+    // `inspect` caches config.json and the index without the weights: that is not a checkpoint.
+    let index = snapshot.join(INDEX_FILE);
+    let has_weights = if index.is_file() {
+        select::index_shards(repo, &index)?.iter().all(|shard| snapshot.join(shard).is_file())
+    } else {
+        snapshot.join(SINGLE_FILE).is_file()
+    };
+    if !has_weights {
+        return Err(not_cached());
     }
     Ok(snapshot)
 }

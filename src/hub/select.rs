@@ -56,6 +56,20 @@ pub fn select_files(repo: &RepoId, siblings: &[String]) -> Result<Vec<String>, H
 /// The shards `index` (a downloaded `model.safetensors.index.json`) routes tensors to, each
 /// once, in order of first use; every one must be a plain file name the repository lists.
 pub fn shards_of_index(repo: &RepoId, index: &Path, siblings: &[String]) -> Result<Vec<String>, HubError> {
+    let shards = index_shards(repo, index)?;
+    if let Some(shard) = shards.iter().find(|shard| !siblings.contains(shard)) {
+        return Err(HubError::BadShard {
+            repo: repo.clone(),
+            shard: shard.clone(),
+            why: "which the repository does not have",
+        });
+    }
+    Ok(shards)
+}
+
+/// The shards `index` routes tensors to, each once, in order of first use; every one must be
+/// a plain file name.
+pub fn index_shards(repo: &RepoId, index: &Path) -> Result<Vec<String>, HubError> {
     let bad_index = || HubError::BadIndex { path: index.to_owned() };
     let text = std::fs::read_to_string(index).map_err(|source| HubError::Cache { path: index.to_owned(), source })?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad_index())?;
@@ -66,12 +80,12 @@ pub fn shards_of_index(repo: &RepoId, index: &Path, siblings: &[String]) -> Resu
         if shards.iter().any(|s| s == shard) {
             continue;
         }
-        let bad = |why| HubError::BadShard { repo: repo.clone(), shard: shard.to_owned(), why };
         if shard.contains(['/', '\\']) || shard == "." || shard == ".." || shard.is_empty() {
-            return Err(bad("which is not a plain file name"));
-        }
-        if !siblings.iter().any(|s| s == shard) {
-            return Err(bad("which the repository does not have"));
+            return Err(HubError::BadShard {
+                repo: repo.clone(),
+                shard: shard.to_owned(),
+                why: "which is not a plain file name",
+            });
         }
         shards.push(shard.to_owned());
     }

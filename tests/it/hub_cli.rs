@@ -1,5 +1,6 @@
-//! `gguftune convert owner/name`: the real hf-hub download code against a stand-in hub on
-//! 127.0.0.1 (`common::hub_server`), pointed at through `HF_ENDPOINT` and `HF_HOME`.
+//! `gguftune convert owner/name` and `gguftune inspect owner/name`: the real hf-hub download
+//! code and the range requests for safetensors headers against a stand-in hub on 127.0.0.1
+//! (`common::hub_server`), pointed at through `HF_ENDPOINT` and `HF_HOME`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -199,6 +200,164 @@ fn download_cut_mid_file_resumes_from_where_it_stopped() {
     let mut cached = Vec::new();
     files_under(&hf_home, &mut cached);
     assert!(!cached.iter().any(|p| p.extension().is_some_and(|e| e == "part")), "{cached:?}");
+}
+
+/// The bytes a header-only read of `repo` needs: each safetensors file's 8-byte length and its
+/// header, and the total size of the weights.
+fn header_and_weight_bytes(repo: &FixtureRepo) -> (usize, usize) {
+    let weights = repo.files.iter().filter(|(n, _)| n.ends_with(".safetensors"));
+    let header = weights.clone().map(|(_, b)| 8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize).sum();
+    (header, weights.map(|(_, b)| b.len()).sum())
+}
+
+/// The report without its first line, which names the input.
+fn after_first_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `inspect owner/name` against the server: the same table as `inspect` of the folder, with no
+/// more of the weights fetched than their headers.
+fn inspect_matches_the_local_folder(shards: Shards) {
+    let root = temp_dir();
+    let dir = tiny_folder(root.path(), "tiny", shards);
+    let repo = FixtureRepo::from_dir("fixtures/tiny", 0x44, &dir, &[("README.md", b"# tiny")]);
+    let (header_bytes, weight_bytes) = header_and_weight_bytes(&repo);
+    let small_bytes: usize = repo
+        .files
+        .iter()
+        .filter(|(n, _)| n == "config.json" || n == "model.safetensors.index.json")
+        .map(|(_, b)| b.len())
+        .sum();
+    let sha = repo.sha.clone();
+    let server = HubServer::start(vec![repo]);
+    let hf_home = root.path().join("hf");
+    let local_dir = dir.to_str().unwrap();
+
+    let remote = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["inspect", "fixtures/tiny", "--tensors"]);
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    let local = gguftune(root.path(), &["inspect", local_dir, "--tensors"]);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let first_line = String::from_utf8_lossy(&remote.stdout).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(first_line, format!("fixtures/tiny@{sha}: hf-hub model"));
+    assert_eq!(after_first_line(&remote), after_first_line(&local));
+    assert!(after_first_line(&local).contains("model.layers.1.mlp.down_proj.weight"));
+
+    // Of the weights, exactly the length prefixes and headers were sent; over all, little more
+    // than the headers, config.json and the index (the file listing and hf-hub's one-byte probes).
+    let log = server.log();
+    let from_weights: usize =
+        log.iter().filter(|l| l.path.starts_with("/lfs/") || l.path.ends_with(".safetensors")).map(|l| l.served).sum();
+    assert_eq!(from_weights, header_bytes, "{log:?}");
+    let served = server.bytes_served();
+    assert!(served < header_bytes + small_bytes + 4096, "{served} bytes served: {log:?}");
+    assert!(served < weight_bytes, "{served} bytes served, the weights are {weight_bytes}");
+    let mut cached = Vec::new();
+    files_under(&hf_home, &mut cached);
+    assert!(!cached.iter().any(|p| p.to_string_lossy().ends_with(".safetensors")), "{cached:?}");
+
+    // --json gives the same data as for the folder.
+    let args = ["inspect", "fixtures/tiny", "--json", "--tensors"];
+    let remote = json_of(&hub_cli(root.path(), &server.endpoint, &hf_home, None, &args));
+    let local = json_of(&gguftune(root.path(), &["inspect", local_dir, "--json", "--tensors"]));
+    assert_eq!(remote["format"], "hf-hub");
+    for key in ["tensors", "metadata", "parameter_count", "file_bytes", "file_type", "architecture", "name"] {
+        assert_eq!(remote[key], local[key], "{key}");
+    }
+}
+
+#[test]
+fn hub_inspect_reads_only_the_safetensors_header_and_prints_the_local_table() {
+    inspect_matches_the_local_folder(Shards::One);
+}
+
+#[test]
+fn hub_inspect_of_a_sharded_repo_reads_each_shards_header() {
+    inspect_matches_the_local_folder(Shards::Two);
+}
+
+#[test]
+fn hub_inspect_offline_uses_the_cached_snapshot_only_when_it_has_the_weights() {
+    let root = temp_dir();
+    let dir = tiny_folder(root.path(), "tiny", Shards::Two);
+    let server = HubServer::start(vec![FixtureRepo::from_dir("fixtures/tiny", 0x55, &dir, &[])]);
+    let hf_home = root.path().join("hf");
+    let offline = ["inspect", "fixtures/tiny", "--offline", "--tensors"];
+
+    // An online inspect caches config.json and the index, not a checkpoint.
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["inspect", "fixtures/tiny"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let run = hub_cli(root.path(), "http://127.0.0.1:9", &hf_home, None, &offline);
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("not in the hub cache"), "{}", stderr(&run));
+    let convert = ["convert", "fixtures/tiny", "--offline", "-o", "x.gguf", "--type", "q8_0"];
+    let run = hub_cli(root.path(), "http://127.0.0.1:9", &hf_home, None, &convert);
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+
+    // Once a conversion has downloaded the weights, --offline inspects the snapshot folder.
+    let convert = ["convert", "fixtures/tiny", "-o", "x.gguf", "--type", "q8_0"];
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &convert);
+    assert!(run.status.success(), "{}", stderr(&run));
+    drop(server);
+    let run = hub_cli(root.path(), "http://127.0.0.1:9", &hf_home, None, &offline);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let local = gguftune(root.path(), &["inspect", dir.to_str().unwrap(), "--tensors"]);
+    assert_eq!(after_first_line(&run), after_first_line(&local));
+}
+
+#[test]
+fn hub_inspect_refuses_a_header_length_over_the_cap_before_requesting_it() {
+    let root = temp_dir();
+    let repo_dir = root.path().join("huge");
+    fs::create_dir_all(&repo_dir).unwrap();
+    fs::write(repo_dir.join("config.json"), r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}"#)
+        .unwrap();
+    let mut weights = 200_000_000u64.to_le_bytes().to_vec();
+    weights.extend_from_slice(b"{\"a\": 1}");
+    fs::write(repo_dir.join("model.safetensors"), weights).unwrap();
+    let server = HubServer::start(vec![FixtureRepo::from_dir("fixtures/huge", 0x66, &repo_dir, &[])]);
+    let hf_home = root.path().join("hf");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["inspect", "fixtures/huge"]);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(err.contains("'model.safetensors'") && err.contains("200000000") && err.contains("100000000"), "{err}");
+    let ranges: Vec<_> =
+        server.log().into_iter().filter(|l| l.path.starts_with("/lfs/")).filter_map(|l| l.range).collect();
+    assert_eq!(ranges, ["bytes=0-7"], "only the length was asked for");
+}
+
+#[test]
+fn hub_inspect_of_gated_and_missing_repos_answers_as_convert_does() {
+    let root = temp_dir();
+    let dir = tiny_folder(root.path(), "gated", Shards::One);
+    let mut repo = FixtureRepo::from_dir("meta/gated", 0x77, &dir, &[]);
+    repo.token = Some("hf_secret".to_owned());
+    let server = HubServer::start(vec![repo]);
+    let hf_home = root.path().join("hf");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["inspect", "meta/gated"]);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert_eq!(err.lines().count(), 1, "one line, not a stack of HTTP errors: {err}");
+    assert!(err.contains("401") && err.contains("Access to model meta/gated is restricted"), "{err}");
+    assert!(err.contains("HF_TOKEN"), "{err}");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, Some("hf_secret"), &["inspect", "meta/gated"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let resolves: Vec<_> = server.log().into_iter().filter(|l| l.path.contains("/resolve/")).collect();
+    assert!(resolves.iter().any(|l| l.range.as_deref() == Some("bytes=0-7")), "{resolves:?}");
+    assert!(resolves.iter().all(|l| l.authorization.as_deref() == Some("Bearer hf_secret")), "{resolves:?}");
+
+    let run = hub_cli(root.path(), &server.endpoint, &hf_home, None, &["inspect", "nobody/nothing"]);
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(err.contains("nobody/nothing") && err.contains("404") && err.contains("Repository not found"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! - 401 with `X-Error-Code: GatedRepo` for a gated repository without its token, 404 with
 //!   `X-Error-Code: RepoNotFound` / `EntryNotFound` for what does not exist.
 //!
-//! One request per connection (`Connection: close`); every request is logged for assertions.
+//! One request per connection (`Connection: close`); every request is logged, with the body
+//! bytes it was sent, for assertions.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -57,6 +58,8 @@ pub struct Logged {
     pub range: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// Body bytes sent in answer.
+    pub served: usize,
 }
 
 #[derive(Default)]
@@ -116,6 +119,11 @@ impl HubServer {
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
     }
+
+    /// Body bytes sent so far, in answer to every request.
+    pub fn bytes_served(&self) -> usize {
+        self.state.lock().unwrap().log.iter().map(|l| l.served).sum()
+    }
 }
 
 impl Drop for HubServer {
@@ -165,11 +173,14 @@ fn handle(stream: TcpStream, state: &Mutex<State>, base: &str) {
     }
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let logged = Logged { path: path.clone(), range: header("range"), authorization: header("authorization") };
+    let mut logged =
+        Logged { path: path.clone(), range: header("range"), authorization: header("authorization"), served: 0 };
     let response = {
         let mut state = state.lock().unwrap();
-        state.log.push(logged.clone());
-        route(&mut state, &logged, base)
+        let response = route(&mut state, &logged, base);
+        logged.served = response.cut_after.unwrap_or(response.body.len());
+        state.log.push(logged);
+        response
     };
     write_response(stream, response);
 }
