@@ -5,8 +5,9 @@
 //!
 //! For a hub repository: 3 when the hub answers that the repository, revision or file does not
 //! exist or is gated (401, 403, 404), or when it holds nothing convertible (pickle-only weights,
-//! no config.json); 4 when the hub cannot be reached, a download breaks, the cache cannot be
-//! written, or `--offline` finds the repository missing from the cache.
+//! no config.json, a malformed or oversized safetensors header); 4 when the hub cannot be
+//! reached, a download breaks or fails its sha256 check, the cache cannot be written, or
+//! `--offline` finds the repository missing from the cache.
 
 mod convert;
 mod eval;
