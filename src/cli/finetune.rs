@@ -177,6 +177,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             format!("output path '{}' is a directory (expected the adapter file to write)", args.output.display());
         return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, message).into());
     }
+    // A read-only or missing output folder fails now, not after the training.
+    gguftune::io::probe_writable(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
     if args.device != "cpu" {
         bail!("--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)", args.device);
     }
@@ -415,7 +417,10 @@ impl TrainObserver for Observer<'_> {
             self.settings,
             self.metrics,
         )
-        .map_err(|e| TrainError::Observer(e.into()))?;
+        .map_err(|e| {
+            let e = anyhow::Error::new(e).context(format!("saving a checkpoint in {}", self.checkpoints.display()));
+            TrainError::Observer(e.into())
+        })?;
         self.last_checkpoint = Some(dir);
         self.last = Instant::now();
         Ok(())

@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.set_length(total);
         bar.set_position(done);
     })
-    .with_context(|| format!("merging into {}", args.base.display()))?;
+    .with_context(|| format!("merging into {}, writing {}", args.base.display(), args.output.display()))?;
     bar.finish_and_clear();
     let type_name = args.file_type.map_or("base types", FileType::name);
     if args.json {

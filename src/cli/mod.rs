@@ -89,7 +89,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// 4 for an I/O error, 3 for a bad-input error of the library, `None` for anything else.
 fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    use gguftune::adapter::{AdapterReadError, MergeError, PeftError};
+    use gguftune::adapter::{AdapterError, AdapterReadError, MergeError, PeftError};
     use gguftune::convert::ConvertError;
     use gguftune::data::DataError;
     use gguftune::eval::EvalError;
@@ -148,10 +148,19 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             cause.downcast_ref::<MergeError>(),
             Some(MergeError::Base(GgufFileError::Io { .. }) | MergeError::Write(GgufWriteError::Io(_)))
         )
-        || matches!(cause.downcast_ref::<PeftError>(), Some(PeftError::Io { .. }))
+        || matches!(
+            cause.downcast_ref::<PeftError>(),
+            Some(PeftError::Io { .. } | PeftError::Write(AdapterError::Write(GgufWriteError::Io(_))))
+        )
+        || matches!(cause.downcast_ref::<AdapterError>(), Some(AdapterError::Write(GgufWriteError::Io(_))))
         || matches!(
             cause.downcast_ref::<CheckpointError>(),
-            Some(CheckpointError::Io { .. } | CheckpointError::File(GgufFileError::Io { .. }))
+            Some(
+                CheckpointError::Io { .. }
+                    | CheckpointError::File(GgufFileError::Io { .. })
+                    | CheckpointError::Write(GgufWriteError::Io(_))
+                    | CheckpointError::Adapter(AdapterError::Write(GgufWriteError::Io(_)))
+            )
         )
         || matches!(cause.downcast_ref::<GenerateError>(), Some(GenerateError::Output(_)))
         || matches!(

@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     };
-    write(&output, &modelfile).with_context(|| format!("writing {}", output.display()))?;
+    write(&output, &modelfile).context("writing the Modelfile")?;
     let origin = match modelfile.family_source {
         FamilySource::Detected => "recognised in the model",
         FamilySource::Chosen => "chosen",

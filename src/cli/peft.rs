@@ -50,13 +50,13 @@ pub struct ExportArgs {
 
 pub fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let summary = import_peft(&args.input, &args.base, &args.output)
-        .with_context(|| format!("importing {}", args.input.display()))?;
+        .with_context(|| format!("importing {} to {}", args.input.display(), args.output.display()))?;
     report(args.json, &args.output, &summary)
 }
 
 pub fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let summary = export_peft(&args.input, &args.output, args.base.as_deref())
-        .with_context(|| format!("exporting {}", args.input.display()))?;
+        .with_context(|| format!("exporting {} to {}", args.input.display(), args.output.display()))?;
     report(args.json, &args.output, &summary)
 }
 

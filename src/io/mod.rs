@@ -8,14 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A file written under a temporary name in its destination folder, then fsynced and renamed over
-/// the destination by [`AtomicFile::commit`]. Dropped without a commit, the temporary file is
-/// removed, so the destination is always either absent, its previous complete content, or the new
-/// complete content.
+/// the destination by [`AtomicFile::commit`]. Dropped without a commit, or when the commit fails
+/// (a full disk often shows only when the buffer is flushed or the file synced), the temporary
+/// file is removed, so the destination is always either absent, its previous complete content,
+/// or the new complete content.
 #[derive(Debug)]
 pub struct AtomicFile {
     dest: PathBuf,
     temp: PathBuf,
     writer: Option<BufWriter<File>>,
+    /// Set once the temporary file has been renamed over the destination.
+    renamed: bool,
 }
 
 impl AtomicFile {
@@ -40,7 +43,12 @@ impl AtomicFile {
         temp_name.push(format!("{}-{n}", std::process::id()));
         let temp = dest.with_file_name(temp_name);
         let file = File::create(&temp)?;
-        Ok(AtomicFile { dest: dest.to_owned(), temp, writer: Some(BufWriter::with_capacity(1 << 20, file)) })
+        Ok(AtomicFile {
+            dest: dest.to_owned(),
+            temp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            renamed: false,
+        })
     }
 
     /// The final path.
@@ -55,6 +63,7 @@ impl AtomicFile {
         file.sync_all()?;
         drop(file);
         fs::rename(&self.temp, &self.dest)?;
+        self.renamed = true;
         if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Make the rename itself durable; not every file system supports syncing a folder.
             if let Ok(d) = File::open(dir) {
@@ -106,10 +115,21 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
+        if let Some(writer) = self.writer.take() {
+            // Close the file without flushing what is buffered: it is about to be removed.
+            drop(writer.into_parts());
+        }
+        if !self.renamed {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Checks, before long work, that `dest` can be written: creates its temporary file (as
+/// [`AtomicFile`] does) and removes it again. Fails as writing would: a folder at `dest`, a missing
+/// or read-only folder, no permission.
+pub fn probe_writable(dest: &Path) -> io::Result<()> {
+    AtomicFile::create(dest).map(drop)
 }
 
 /// Writes `bytes` to `dest` atomically (see [`AtomicFile`]).

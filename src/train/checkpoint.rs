@@ -81,9 +81,17 @@ pub fn write_checkpoint(
         fs::remove_dir_all(&temp).map_err(io_err(&temp))?;
     }
     fs::create_dir(&temp).map_err(io_err(&temp))?;
-    write_lora_gguf(&temp.join(ADAPTER), arch, alpha, &pairs_from_values(slots, rank, &state.params))?;
-    write_optimizer(&temp.join(OPTIMIZER), slots, state, settings)?;
-    crate::io::write_atomic(&temp.join(METRICS), metrics).map_err(io_err(&temp.join(METRICS)))?;
+    let assembled = (|| {
+        write_lora_gguf(&temp.join(ADAPTER), arch, alpha, &pairs_from_values(slots, rank, &state.params))?;
+        write_optimizer(&temp.join(OPTIMIZER), slots, state, settings)?;
+        crate::io::write_atomic(&temp.join(METRICS), metrics).map_err(io_err(&temp.join(METRICS)))
+    })();
+    if let Err(e) = assembled {
+        // A full disk, say: leave nothing behind, not even an empty checkpoint folder.
+        let _ = fs::remove_dir_all(&temp);
+        let _ = fs::remove_dir(root);
+        return Err(e);
+    }
     if dest.exists() {
         remove_checkpoint(root, &dest).map_err(io_err(&dest))?;
     }
