@@ -1,6 +1,6 @@
-//! Environment faults (issue 7): a full disk and a read-only output folder. Each ends with one
-//! error line that names the file, a non-zero exit code, no panic, and nothing left behind: no
-//! temporary file, and a previous complete output untouched.
+//! Environment faults (issue 7): a full disk, a read-only output folder, missing and unreadable
+//! inputs. Each ends with one error line that names the file, a non-zero exit code, no panic,
+//! and nothing left behind: no temporary file, and a previous complete output untouched.
 //!
 //! The full and read-only file systems are tmpfs mounts made by the test. As root it mounts them
 //! itself; otherwise it runs again inside a user and mount namespace (`unshare -rm`), where it may;
@@ -9,6 +9,8 @@
 
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -321,6 +323,103 @@ fn a_read_only_output_folder_fails_each_write_in_one_line_and_changes_nothing() 
             problems.push(format!("{}: the folder changed: {:?}", writer.name, names_in(&dir.join("ro"))));
         }
         drop(folder);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ----- Missing and unreadable inputs ----------------------------------------------------------
+
+/// Runs `gguftune args` in `dir` as a user that file permissions apply to: as root (who reads any
+/// file), as the unprivileged user 65534.
+fn run_unprivileged(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gguftune"));
+    command.args(args).current_dir(dir);
+    if fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        command.uid(65534).gid(65534);
+    }
+    command.output().expect("the gguftune binary runs")
+}
+
+/// Copies the folder `from` to `to` (files only, one level).
+fn copy_folder(from: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_missing_or_unreadable_input_is_named_in_one_line_with_exit_code_4() {
+    let fx = fixture();
+    let dir = fx.path();
+    // Unreadable copies of every kind of input.
+    fs::copy(dir.join("base.gguf"), dir.join("locked.gguf")).unwrap();
+    fs::copy(dir.join("adapter.gguf"), dir.join("locked-adapter.gguf")).unwrap();
+    fs::copy(dir.join("train.jsonl"), dir.join("locked.jsonl")).unwrap();
+    copy_folder(&dir.join("hf"), &dir.join("locked-hf"));
+    copy_folder(&dir.join("peft"), &dir.join("locked-peft"));
+    for locked in [
+        "locked.gguf",
+        "locked-adapter.gguf",
+        "locked.jsonl",
+        "locked-hf/model.safetensors",
+        "locked-peft/adapter_model.safetensors",
+    ] {
+        fs::set_permissions(dir.join(locked), fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    // The unprivileged user writes its outputs here (the test's folder is private to its owner).
+    for folder in [dir, &dir.join("locked-hf"), &dir.join("locked-peft")] {
+        fs::set_permissions(folder, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let finetune = |model: &'static str, data: &'static str| {
+        vec!["finetune", model, "--data", data, "-o", "out.gguf", "--threads", "1", "--max-steps", "1"]
+    };
+    // `inspect missing.gguf` is tests/it/inspect_cli.rs's.
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["inspect", "locked.gguf"], "locked.gguf"),
+        (vec!["convert", "missing-hf", "-o", "out.gguf"], "missing-hf"),
+        (vec!["convert", "locked-hf", "-o", "out.gguf"], "locked-hf/model.safetensors"),
+        (vec!["quantize", "missing.gguf", "out.gguf", "q8_0"], "missing.gguf"),
+        (vec!["quantize", "locked.gguf", "out.gguf", "q8_0"], "locked.gguf"),
+        (finetune("missing.gguf", "train.jsonl"), "missing.gguf"),
+        (finetune("locked.gguf", "train.jsonl"), "locked.gguf"),
+        (finetune("base.gguf", "missing.jsonl"), "missing.jsonl"),
+        (finetune("base.gguf", "locked.jsonl"), "locked.jsonl"),
+        ([finetune("base.gguf", "train.jsonl"), vec!["--resume", "missing-checkpoint"]].concat(), "missing-checkpoint"),
+        (vec!["merge", "missing.gguf", "adapter.gguf", "-o", "out.gguf"], "missing.gguf"),
+        (vec!["merge", "base.gguf", "locked-adapter.gguf", "-o", "out.gguf"], "locked-adapter.gguf"),
+        (
+            vec!["modelfile", "--model", "missing.gguf", "--adapter", "adapter.gguf", "-o", "out.Modelfile"],
+            "missing.gguf",
+        ),
+        (
+            vec!["modelfile", "--model", "base.gguf", "--adapter", "locked-adapter.gguf", "-o", "out.Modelfile"],
+            "locked-adapter.gguf",
+        ),
+        (vec!["generate", "missing.gguf", "-p", "hi", "-n", "1"], "missing.gguf"),
+        (vec!["generate", "locked.gguf", "-p", "hi", "-n", "1"], "locked.gguf"),
+        (vec!["eval", "missing.gguf", "--data", "train.jsonl"], "missing.gguf"),
+        (vec!["eval", "base.gguf", "--data", "locked.jsonl"], "locked.jsonl"),
+        (vec!["import-peft", "missing-peft", "--base", "base.gguf", "-o", "out.gguf"], "missing-peft"),
+        (
+            vec!["import-peft", "locked-peft", "--base", "base.gguf", "-o", "out.gguf"],
+            "locked-peft/adapter_model.safetensors",
+        ),
+        (vec!["export-peft", "missing.gguf", "-o", "out-peft"], "missing.gguf"),
+        (vec!["export-peft", "locked-adapter.gguf", "-o", "out-peft"], "locked-adapter.gguf"),
+        (vec!["plan", "missing.gguf"], "missing.gguf"),
+        (vec!["plan", "locked.gguf"], "locked.gguf"),
+    ];
+    let before = names_in(dir);
+    let mut problems = Vec::new();
+    for (args, named) in &cases {
+        let out = run_unprivileged(dir, args);
+        let reason = if named.contains("missing") { "no such file or directory" } else { "permission denied" };
+        problems.extend(one_line_error(&args.join(" "), &out, 4, named, reason));
+        if names_in(dir) != before {
+            problems.push(format!("{}: left behind: {:?}", args.join(" "), names_in(dir)));
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
