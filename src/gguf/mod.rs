@@ -26,7 +26,7 @@ pub use types::{GgmlType, ValueType};
 pub use value::{ArrayIter, ArrayRef, MetaArray, MetaValue, Value};
 pub use write::{GgufPlan, GgufWriter, PlannedTensor};
 
-use crate::io::mmap::{map_readonly, Mmap};
+use crate::io::mmap::{map_readonly, ReadOnlyMap};
 
 /// An error opening a GGUF file: which file, and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum GgufFileError {
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: ReadOnlyMap,
     /// A plan's stand-in ([`GgufFile::planned`]), not a file: its pages must never be released.
     planned: bool,
 }
@@ -52,7 +52,7 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<GgufFile, GgufFileError> {
         let io_err = |source| GgufFileError::Io { path: path.to_owned(), source };
         let file = File::open(path).map_err(io_err)?;
-        let map = map_readonly(&file).map_err(io_err)?;
+        let map = map_readonly(&file, path).map_err(io_err)?;
         let gguf_file = GgufFile { path: path.to_owned(), map, planned: false };
         gguf_file.gguf()?;
         Ok(gguf_file)
@@ -81,7 +81,7 @@ impl GgufFile {
     /// Lets the pages of `data`, a slice of this file (a tensor's data), leave memory once used.
     pub fn release(&self, data: &[u8]) {
         if !self.planned {
-            crate::io::mmap::release(&self.map, data);
+            self.map.release(data);
         }
     }
 

@@ -11,7 +11,7 @@ use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::HfError;
-use crate::io::mmap::{map_readonly, Mmap};
+use crate::io::mmap::{map_readonly, ReadOnlyMap};
 
 /// A tensor's entry in a safetensors header. `shape` is outermost first (PyTorch order).
 #[derive(Clone, Debug, PartialEq)]
@@ -97,7 +97,7 @@ pub fn parse_header(json: &[u8], file_len: u64) -> Result<Header, SafeTensorErro
 #[derive(Debug)]
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Mmap,
+    map: ReadOnlyMap,
 }
 
 impl SafetensorsFile {
@@ -105,7 +105,7 @@ impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<SafetensorsFile, HfError> {
         let io_err = |source| HfError::Io { path: path.to_owned(), source };
         let file = File::open(path).map_err(io_err)?;
-        let map = map_readonly(&file).map_err(io_err)?;
+        let map = map_readonly(&file, path).map_err(io_err)?;
         let st = SafetensorsFile { path: path.to_owned(), map };
         st.view()?;
         Ok(st)
@@ -143,9 +143,9 @@ impl SafetensorsFile {
     }
 
     /// Lets the pages of `data` (a slice of this file's view) leave memory: see
-    /// [`crate::io::mmap::release`]. Converters call it once a tensor is done.
+    /// [`crate::io::mmap::ReadOnlyMap::release`]. Converters call it once a tensor is done.
     pub fn release(&self, data: &[u8]) {
-        crate::io::mmap::release(&self.map, data);
+        self.map.release(data);
     }
 
     /// The `__metadata__` map of the header, sorted by key (empty if there is none).

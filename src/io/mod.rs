@@ -19,6 +19,8 @@ pub struct AtomicFile {
     writer: Option<BufWriter<File>>,
     /// Set once the temporary file has been renamed over the destination.
     renamed: bool,
+    /// Removes the temporary file if the process is ended by an input truncated while mapped.
+    _on_fault: mmap::RemoveOnFault,
 }
 
 impl AtomicFile {
@@ -42,12 +44,14 @@ impl AtomicFile {
         let mut temp_name = prefix;
         temp_name.push(format!("{}-{n}", std::process::id()));
         let temp = dest.with_file_name(temp_name);
+        let on_fault = mmap::remove_on_fault(&temp);
         let file = File::create(&temp)?;
         Ok(AtomicFile {
             dest: dest.to_owned(),
             temp,
             writer: Some(BufWriter::with_capacity(1 << 20, file)),
             renamed: false,
+            _on_fault: on_fault,
         })
     }
 

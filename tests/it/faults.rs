@@ -1,6 +1,7 @@
 //! Environment faults (issue 7): a full disk, a read-only output folder, missing and unreadable
-//! inputs. Each ends with one error line that names the file, a non-zero exit code, no panic,
-//! and nothing left behind: no temporary file, and a previous complete output untouched.
+//! inputs, an input truncated while it is mapped. Each ends with one error line that names the
+//! file, a non-zero exit code, no panic, and nothing left behind: no temporary file, and a
+//! previous complete output untouched.
 //!
 //! The full and read-only file systems are tmpfs mounts made by the test. As root it mounts them
 //! itself; otherwise it runs again inside a user and mount namespace (`unshare -rm`), where it may;
@@ -12,7 +13,8 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -420,6 +422,103 @@ fn a_missing_or_unreadable_input_is_named_in_one_line_with_exit_code_4() {
         if names_in(dir) != before {
             problems.push(format!("{}: left behind: {:?}", args.join(" "), names_in(dir)));
         }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ----- An input truncated while mapped --------------------------------------------------------
+
+/// A run whose input is cut short once it is mapped.
+struct Truncation {
+    args: &'static [&'static str],
+    /// Files that must all be mapped before any is cut (a checkpoint maps every shard up front).
+    mapped: &'static [&'static str],
+    /// The files cut, each with the length it is cut to.
+    shrink: Vec<(PathBuf, u64)>,
+}
+
+/// Runs `t.args` in `dir`; as soon as every file of `t.mapped` shows in its memory maps, stops it
+/// (SIGSTOP), truncates the files of `t.shrink`, and lets it continue.
+fn run_truncating_when_mapped(dir: &Path, t: &Truncation) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
+        .args(t.args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let maps = PathBuf::from(format!("/proc/{pid}/maps"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = fs::read_to_string(&maps).unwrap_or_default();
+        if t.mapped.iter().all(|m| text.contains(m)) {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{:?} ended or hung before mapping {:?}: {}",
+                t.args,
+                t.mapped,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let signal = |name: &str| assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
+    signal("-STOP");
+    for (path, len) in &t.shrink {
+        fs::OpenOptions::new().write(true).open(dir.join(path)).unwrap().set_len(*len).unwrap();
+    }
+    signal("-CONT");
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_input_truncated_while_mapped_ends_in_one_line_naming_it_and_leaves_no_temp_file() {
+    let root = temp_dir();
+    let dir = root.path();
+    // 50 MB of f32 weights in two shards: converting them takes far longer than stopping the
+    // process once it has mapped them.
+    let spec = TinyLlamaSpec { hidden: 512, ffn: 1536, layers: 4, heads: 8, kv_heads: 4, ..TinyLlamaSpec::default() };
+    fs::create_dir(dir.join("hf")).unwrap();
+    tiny_llama(&dir.join("hf"), &spec, Dtype::F32, Shards::Two, 3).unwrap();
+    let out = gguftune(dir, &["convert", "hf", "-o", "f32.gguf", "--type", "f32"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f32_len = fs::metadata(dir.join("f32.gguf")).unwrap().len();
+    fs::create_dir(dir.join("out")).unwrap();
+    for name in ["model.gguf", "q.gguf"] {
+        fs::write(dir.join("out").join(name), PREVIOUS).unwrap();
+    }
+    const SHARDS: &[&str] = &["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let cases = [
+        Truncation {
+            args: &["convert", "hf", "-o", "out/model.gguf", "--type", "q8_0"],
+            mapped: SHARDS,
+            shrink: SHARDS.iter().map(|s| (Path::new("hf").join(s), 4096)).collect(),
+        },
+        Truncation {
+            args: &["quantize", "f32.gguf", "out/q.gguf", "q4_k_m"],
+            mapped: &["f32.gguf"],
+            shrink: vec![("f32.gguf".into(), f32_len / 2)],
+        },
+    ];
+    let mut problems = Vec::new();
+    for t in &cases {
+        let what = t.args.join(" ");
+        let out = run_truncating_when_mapped(dir, t);
+        problems.extend(one_line_error(&what, &out, 3, "", "shrank while it was being read"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !t.mapped.iter().any(|m| stderr.contains(&format!("{m}: the file shrank"))) {
+            problems.push(format!("{what}: the truncated file is not named: {stderr}"));
+        }
+        if names_in(&dir.join("out")) != ["model.gguf", "q.gguf"] {
+            problems.push(format!("{what}: left behind: {:?}", names_in(&dir.join("out"))));
+        }
+    }
+    for name in ["model.gguf", "q.gguf"] {
+        assert_eq!(fs::read(dir.join("out").join(name)).unwrap(), PREVIOUS, "out/{name} changed");
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
