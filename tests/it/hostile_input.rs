@@ -204,3 +204,34 @@ fn inspect_escapes_control_characters_in_keys_values_and_tensor_names() {
         assert!(text.contains(escaped), "{escaped} missing from {text}");
     }
 }
+
+#[test]
+fn inspect_escapes_bidi_overrides_and_invisible_characters() {
+    let dir = temp_dir();
+    let mut raw = RawGguf::valid();
+    // "Trojan Source": a right-to-left override makes the value read "safe.gguf" on screen, a
+    // zero-width space splits a key that looks like another, isolates and marks reorder a name.
+    raw.kvs.push(kv("general.name", STRING, crate::common::gguf_bytes::string("evil\u{202e}fugg.efas".as_bytes())));
+    raw.kvs.push(kv(
+        "general.\u{200b}type",
+        STRING,
+        crate::common::gguf_bytes::string("model\u{2066}\u{200f}".as_bytes()),
+    ));
+    raw.tensors[0].name = "blk.0.\u{2067}attn_q\u{2069}.weight\u{feff}".as_bytes().to_vec();
+    std::fs::write(dir.path().join("bidi.gguf"), raw.to_bytes()).unwrap();
+    gguf::parse(&raw.to_bytes()).expect("the file is valid: these are legal UTF-8");
+    let out = gguftune(dir.path(), &["inspect", "bidi.gguf", "--tensors"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for hidden in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{200f}', '\u{2067}', '\u{2069}', '\u{feff}'] {
+        assert!(!text.contains(hidden), "U+{:04X} reaches the terminal: {text:?}", u32::from(hidden));
+    }
+    for escaped in [
+        "evil\\u{202e}fugg.efas",
+        "general.\\u{200b}type",
+        "model\\u{2066}\\u{200f}",
+        "blk.0.\\u{2067}attn_q\\u{2069}.weight\\u{feff}",
+    ] {
+        assert!(text.contains(escaped), "{escaped} missing from {text}");
+    }
+}
