@@ -1,7 +1,8 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
 //!
-//! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file, 4 I/O
-//! failure (reading or writing files), 130 `finetune` stopped by Ctrl-C after saving a checkpoint.
+//! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file (also one
+//! truncated while it was mapped: `io::mmap`'s SIGBUS handler exits with 3 itself), 4 I/O failure
+//! (reading or writing files), 130 `finetune` stopped by Ctrl-C after saving a checkpoint.
 //!
 //! For a hub repository: 3 when the hub answers that the repository, revision or file does not
 //! exist or is gated (401, 403, 404), or when it holds nothing convertible (pickle-only weights,
