@@ -247,6 +247,10 @@ fn suggestions(
     limit: u64,
 ) -> anyhow::Result<Vec<Suggestion>> {
     let mut out = Vec::new();
+    if run.activations == Activations::Keep {
+        let recompute = RunShape { activations: Activations::Recompute, ..run.clone() };
+        out.push(Suggestion { change: "--recompute".into(), peak: peak_with(planned, &recompute)? });
+    }
     // Smaller micro-batches with more accumulation: the same effective batch.
     let mut batch = run.shape.n_seq;
     while batch > 1 {
@@ -580,8 +584,9 @@ impl Report<'_> {
                 "  logits, loss and the rest".into(),
                 (s.compute_bytes as u64).saturating_sub(plan.activations_per_layer * plan.n_layer),
                 format!(
-                    "one logits tensor: {} x {} tokens x 4 B = {}",
+                    "logits of one loss chunk: {} x {} of {} positions x 4 B = {}",
                     h.n_vocab,
+                    plan.loss_chunk,
                     run.shape.seq_len * run.shape.n_seq,
                     hb(plan.logits_bytes)
                 ),

@@ -229,6 +229,7 @@ impl<'ctx> Graph<'ctx> {
     /// and the product runs on ggml's fast matrix kernels.
     pub fn with_fast_frozen_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
         let nodes = self.nodes();
+        let mut copies: HashMap<*mut sys::ggml_tensor, Tensor<'ctx>> = HashMap::new();
         for node in &nodes {
             if node.op().0 != sys::GGML_OP_OUT_PROD {
                 continue;
@@ -246,8 +247,16 @@ impl<'ctx> Graph<'ctx> {
             if wn[2] != 1 || wn[3] != 1 || dn[0] != wn[1] || nn != [wn[0], dn[1], dn[2], dn[3]] || !dy.is_contiguous() {
                 continue;
             }
-            let dequantized = ctx.cast_f32(w)?;
-            let transposed = ctx.cont(ctx.transpose(dequantized)?)?;
+            // One copy per weight: a weight read several times (the output projection, once per
+            // loss chunk) is copied once.
+            let transposed = match copies.get(&w.raw()) {
+                Some(&copy) => copy,
+                None => {
+                    let copy = ctx.cont(ctx.transpose(ctx.cast_f32(w)?)?)?;
+                    copies.insert(w.raw(), copy);
+                    copy
+                }
+            };
             node.make_mul_mat(transposed, dy);
         }
         let mut graph = Graph::new(ctx, size)?;

@@ -72,9 +72,12 @@ pub struct MemoryPlan {
     pub activations_per_layer: u64,
     /// Layers.
     pub n_layer: u64,
-    /// One f32 logits tensor of the micro-batch (`n_vocab × seq_len × n_seq × 4`); the loss and
-    /// its backward pass hold a few of these in the compute buffer.
+    /// The f32 logits of one loss chunk (`n_vocab × chunk × 4`, [`crate::model::loss_chunk`]
+    /// positions); the loss and its backward pass hold a few of these in the compute buffer, and
+    /// all of them when activations are kept.
     pub logits_bytes: u64,
+    /// Positions per loss chunk.
+    pub loss_chunk: u64,
     /// The LoRA tensors and both AdamW moments copied on the host (the resumable state).
     pub host_state_bytes: u64,
     /// [`RUNTIME_OVERHEAD_BYTES`].
@@ -122,7 +125,8 @@ pub fn training_memory(model: &Model, file_bytes: u64, run: &RunShape) -> Result
         session,
         activations_per_layer,
         n_layer: h.n_layer,
-        logits_bytes: 4 * h.n_vocab * tokens,
+        logits_bytes: 4 * h.n_vocab * crate::model::loss_chunk(tokens, h.n_vocab),
+        loss_chunk: crate::model::loss_chunk(tokens, h.n_vocab),
         host_state_bytes: 3 * 4 * lora_params,
         runtime_bytes: RUNTIME_OVERHEAD_BYTES,
     })
