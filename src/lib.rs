@@ -19,6 +19,7 @@
 //! - [`eval`]: loss, perplexity and task metrics of a model and its adapters on held-out data.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`hub`]: a hub repository id fetched (hf-hub) into the Hugging Face cache, as a local folder.
+//! - [`ollama`]: `ollama:NAME[:TAG]`, a model in Ollama's store, as its GGUF blob and template.
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
 //! - [`plot`]: the loss curve of a training run as a self-contained SVG.
@@ -45,6 +46,7 @@ pub mod io;
 pub mod model;
 pub mod modelfile;
 pub mod names;
+pub mod ollama;
 pub mod plan;
 pub mod plot;
 pub mod quant;
