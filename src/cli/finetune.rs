@@ -517,7 +517,7 @@ pub(super) fn prepare_data(model: &Path, data: &Path, options: &DataOptions) -> 
     let vocab = LlamaModel::load_vocab(Runtime::get(), model).context("loading the vocabulary with llama.cpp")?;
     let template = chat_template(model, &vocab)?;
     let dataset = read_jsonl(data)?;
-    let render = RenderOptions { train_on_prompt: options.train_on_prompt };
+    let render = RenderOptions { train_on_prompt: options.train_on_prompt, ..RenderOptions::default() };
     let (examples, stats) =
         build_examples(&dataset, template.as_ref(), &vocab, &render, options.ctx, options.skip_overlong)?;
     let (train_idx, val_idx) = split_validation(examples.len(), options.val_split, options.seed);

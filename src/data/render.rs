@@ -33,10 +33,19 @@ pub const ALPACA_PREAMBLE_NO_INPUT: &str =
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n";
 
 /// How records are turned into segments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderOptions {
     /// Train on the whole text, prompts included (`--train-on-prompt`).
     pub train_on_prompt: bool,
+    /// A system prompt for records that have none: a system message put before a conversation
+    /// that does not open with one, and the preamble of an Alpaca prompt. Ollama does this with
+    /// a model's SYSTEM (server/routes.go, `ChatHandler`), so training on an Ollama model sees
+    /// the conversations Ollama serves.
+    pub system: Option<String>,
+    /// Merge consecutive messages of one role (tool messages excepted) into one, their contents
+    /// joined by a blank line, before the template sees them, as Ollama does for its Go
+    /// templates (template/template.go, `collate`).
+    pub merge_roles: bool,
 }
 
 /// A piece of an example's text and whether the loss is computed on it.
@@ -158,11 +167,11 @@ pub fn render(
             Ok(plain(vec![Segment::new(prompt.as_str(), false), Segment::new(completion.as_str(), true)], options))
         }
         (Record::Alpaca { instruction, input, output, system }, None) => {
-            let prompt = alpaca_prompt(instruction, input, system.as_deref());
+            let prompt = alpaca_prompt(instruction, input, system.as_deref().or(options.system.as_deref()));
             Ok(plain(vec![Segment::new(prompt, false), Segment::new(output.as_str(), true)], options))
         }
         (Record::Dolly { instruction, context, response }, None) => {
-            let prompt = alpaca_prompt(instruction, context, None);
+            let prompt = alpaca_prompt(instruction, context, options.system.as_deref());
             Ok(plain(vec![Segment::new(prompt, false), Segment::new(response.as_str(), true)], options))
         }
         (Record::Alpaca { instruction, input, output, system }, Some(template)) => {
@@ -196,6 +205,13 @@ fn plain(segments: Vec<Segment>, options: &RenderOptions) -> Rendered {
 
 /// Renders a conversation and marks its assistant turns trainable.
 fn chat(template: &ChatTemplate, messages: &[Message], options: &RenderOptions) -> Result<Rendered, RenderError> {
+    let prepared: Vec<Message>;
+    let messages = if options.system.is_some() || options.merge_roles {
+        prepared = prepare(messages, options);
+        &prepared[..]
+    } else {
+        messages
+    };
     let full = template.render(messages, false)?;
     let bos = template.bos_token();
     let bos_in_text = !bos.is_empty() && full.starts_with(bos);
@@ -247,6 +263,24 @@ fn chat(template: &ChatTemplate, messages: &[Message], options: &RenderOptions) 
     Ok(Rendered { segments: tidy(segments, options), bos_in_text, append_eos: false })
 }
 
+/// The conversation the template sees: with [`RenderOptions::system`] first when it has no
+/// system message, and with [`RenderOptions::merge_roles`] applied.
+fn prepare(messages: &[Message], options: &RenderOptions) -> Vec<Message> {
+    let system = options.system.as_deref().filter(|_| messages.first().is_none_or(|m| m.role != "system"));
+    let all = system.map(|s| Message::new("system", s)).into_iter().chain(messages.iter().cloned());
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 1);
+    for message in all {
+        match out.last_mut() {
+            Some(last) if options.merge_roles && last.role == message.role && message.role != "tool" => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&message.content);
+            }
+            _ => out.push(message),
+        }
+    }
+    out
+}
+
 /// Drops empty segments, applies `train_on_prompt` and merges neighbours of the same kind.
 fn tidy(segments: Vec<Segment>, options: &RenderOptions) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
@@ -285,7 +319,7 @@ mod tests {
         assert!(rendered.append_eos && !rendered.bos_in_text);
         let record = Record::PromptCompletion { prompt: "2+2=".into(), completion: "4".into() };
         assert_eq!(parts(&render(&record, None, &opts).unwrap()), [("2+2=", false), ("4", true)]);
-        let all = RenderOptions { train_on_prompt: true };
+        let all = RenderOptions { train_on_prompt: true, ..RenderOptions::default() };
         assert_eq!(parts(&render(&record, None, &all).unwrap()), [("2+2=4", true)]);
         // A template, if given, is not used for them.
         let template = ChatTemplate::new(CHATML, "", "").unwrap();
@@ -318,6 +352,53 @@ mod tests {
         assert!(rendered.append_eos);
         let record = Record::Dolly { instruction: "Add.".into(), context: "2 3".into(), response: "5".into() };
         assert_eq!(render(&record, None, &opts).unwrap(), rendered);
+    }
+
+    #[test]
+    fn a_default_system_goes_to_records_without_one_as_ollama_puts_its_system() {
+        let template = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        let opts = RenderOptions { system: Some("Be brief.".into()), ..RenderOptions::default() };
+        let chat = chat_record(&[("user", "Hi"), ("assistant", "Hello")]);
+        let rendered = render(&chat, Some(&template), &opts).unwrap();
+        assert!(rendered.text().starts_with("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi"));
+        assert_eq!(rendered.segments[1].text, "Hello<|im_end|>\n");
+        // A conversation with its own system message keeps it alone.
+        let own = chat_record(&[("system", "Be kind."), ("user", "Hi"), ("assistant", "Hello")]);
+        let rendered = render(&own, Some(&template), &opts).unwrap();
+        assert!(rendered.text().starts_with("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user"));
+        assert!(!rendered.text().contains("Be brief."));
+        // Without a template: the Alpaca preamble, unless the record has a system of its own.
+        let dolly = Record::Dolly { instruction: "Add.".into(), context: String::new(), response: "5".into() };
+        let rendered = render(&dolly, None, &opts).unwrap();
+        assert_eq!(rendered.segments[0].text, alpaca_prompt("Add.", "", Some("Be brief.")));
+        let alpaca = Record::Alpaca {
+            instruction: "Add.".into(),
+            input: String::new(),
+            output: "5".into(),
+            system: Some("Be kind.".into()),
+        };
+        assert_eq!(render(&alpaca, None, &opts).unwrap().segments[0].text, alpaca_prompt("Add.", "", Some("Be kind.")));
+    }
+
+    #[test]
+    fn merge_roles_joins_consecutive_messages_of_one_role_as_ollama_does() {
+        let template = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        let opts = RenderOptions { system: Some("S".into()), merge_roles: true, ..RenderOptions::default() };
+        let chat = chat_record(&[
+            ("user", "a"),
+            ("user", "b"),
+            ("assistant", "c"),
+            ("tool", "t1"),
+            ("tool", "t2"),
+            ("assistant", "d"),
+            ("assistant", "e"),
+        ]);
+        let rendered = render(&chat, Some(&template), &opts).unwrap();
+        let expected = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na\n\nb<|im_end|>\n<|im_start|>assistant\nc<|im_end|>\n\
+                        <|im_start|>tool\nt1<|im_end|>\n<|im_start|>tool\nt2<|im_end|>\n<|im_start|>assistant\nd\n\ne<|im_end|>\n";
+        assert_eq!(rendered.text(), expected);
+        let trained: Vec<&str> = rendered.segments.iter().filter(|s| s.trainable).map(|s| s.text.as_str()).collect();
+        assert_eq!(trained, ["c<|im_end|>\n", "d\n\ne<|im_end|>\n"]);
     }
 
     #[test]
@@ -363,7 +444,9 @@ mod tests {
                 )
                 .unwrap()
         );
-        let all = render(&record, Some(&template), &RenderOptions { train_on_prompt: true }).unwrap();
+        let all =
+            render(&record, Some(&template), &RenderOptions { train_on_prompt: true, ..RenderOptions::default() })
+                .unwrap();
         assert_eq!(all.segments.len(), 1);
         assert!(all.segments[0].trainable);
         assert_eq!(all.text(), rendered.text());
@@ -449,7 +532,8 @@ mod tests {
             "the chat template is not prefix-stable at message 1 (role 'assistant'): the messages up to it"
         ));
         // With train_on_prompt nothing is cut, so it renders.
-        assert!(render(&record, Some(&template), &RenderOptions { train_on_prompt: true }).is_ok());
+        assert!(render(&record, Some(&template), &RenderOptions { train_on_prompt: true, ..RenderOptions::default() })
+            .is_ok());
 
         // A generation prompt that differs from the assistant header of the full rendering.
         let source = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<bot>{% endif %}";
