@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         FamilySource::Detected => "recognised in the model",
         FamilySource::Chosen => "chosen",
         FamilySource::NoTemplate => "the model has no chat template",
+        FamilySource::Ollama => "Ollama's own, kept",
     };
     eprintln!(
         "wrote {}: {} template ({origin}), {} stop sequences{}\n  next: ollama create NAME -f {}",

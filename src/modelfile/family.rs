@@ -95,6 +95,26 @@ impl TemplateFamily {
         }
     }
 
+    /// A Jinja chat template (as [`crate::data::ChatTemplate`] renders it) that writes what the
+    /// family's Go template makes Ollama write: the same text for any conversation whose
+    /// consecutive messages have different roles (Ollama merges those of one role first), with
+    /// the generation prompt when the conversation ends with a user turn, and the BOS token's
+    /// text first where the Go template writes it or the runner adds the token. `None` for
+    /// Alpaca, whose format `finetune` writes without a template.
+    ///
+    /// Unlike the models' own templates these do not trim message contents, and they write
+    /// every system message, joined by a blank line, where the Go template writes `.System`,
+    /// because Ollama's templates do.
+    pub fn jinja(self) -> Option<&'static str> {
+        match self {
+            TemplateFamily::Llama2 => Some(LLAMA2_JINJA),
+            TemplateFamily::Llama3 => Some(LLAMA3_JINJA),
+            TemplateFamily::ChatMl => Some(CHATML_JINJA),
+            TemplateFamily::Mistral => Some(MISTRAL_JINJA),
+            TemplateFamily::Alpaca => None,
+        }
+    }
+
     /// The stop sequences: the texts that begin or end a turn in this format.
     pub fn stop(self, tokens: &SpecialTokens) -> Vec<String> {
         let fixed: &[&str] = match self {
@@ -266,6 +286,45 @@ const ALPACA: &str = concat!(
     "\n",
     "{{ end }}\n",
     "{{- end }}",
+);
+
+// The Jinja twins of the Go templates above. Text goes through `{{ '...' }}` so that the
+// trim_blocks / lstrip_blocks of the chat template environment cannot touch a line break.
+
+const LLAMA3_JINJA: &str = concat!(
+    "{{ bos_token }}{% for message in messages %}",
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}",
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+);
+
+const CHATML_JINJA: &str = concat!(
+    "{% for message in messages %}",
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}",
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+);
+
+/// `.System` (`ns.system`) is every system message, joined by blank lines; it opens the first
+/// user message.
+const LLAMA2_JINJA: &str = concat!(
+    "{{ bos_token }}",
+    "{% set ns = namespace(system=messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join('\\n\\n'), started=false) %}",
+    "{% for message in messages %}{% if message['role'] == 'user' %}",
+    "{% if ns.started %}{{ bos_token }}{% endif %}{{ '[INST] ' }}",
+    "{% if ns.system %}{{ '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' }}{% endif %}",
+    "{{ message['content'] + ' [/INST]' }}{% set ns.system = '' %}{% set ns.started = true %}",
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token }}",
+    "{% endif %}{% endfor %}",
+);
+
+/// `.System` as in Llama 2, written before the first user message and a blank line.
+const MISTRAL_JINJA: &str = concat!(
+    "{{ bos_token }}",
+    "{% set ns = namespace(system=messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join('\\n\\n'), started=false) %}",
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' }}",
+    "{% if ns.system %}{{ ns.system + '\\n\\n' }}{% endif %}",
+    "{{ message['content'] + ' [/INST]' }}{% set ns.system = '' %}",
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}",
+    "{% endif %}{% endfor %}",
 );
 
 /// The special tokens a template writes, from the model's vocabulary.

@@ -52,6 +52,8 @@
 //!   folder holding the Modelfile and its files can be moved as one. Ollama takes a FROM path
 //!   that does not exist for the name of a model to pull, so no path is written that does not
 //!   name the file read here.
+//! - **Ollama's models.** For a model in Ollama's store (`ollama:NAME`), FROM is its name and
+//!   what Ollama already serves it with is kept ([`plan_ollama`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,8 +63,10 @@ use crate::data::ALPACA_PREAMBLE_NO_INPUT;
 use crate::gguf::{Gguf, GgufFile, GgufFileError, TensorInfo};
 
 mod family;
+mod ollama;
 
 pub use family::{LlamaCppFormat, SpecialTokens, TemplateFamily, Unrecognized, LLAMA_CPP_FORMATS};
+pub use ollama::{for_ollama_adapter, plan_ollama};
 
 const KEY_TYPE: &str = "general.type";
 const KEY_ARCHITECTURE: &str = "general.architecture";
@@ -78,6 +82,9 @@ pub enum FamilySource {
     Chosen,
     /// The model has no chat template (Alpaca).
     NoTemplate,
+    /// FROM names a model in Ollama's store whose own TEMPLATE is this family's: it is kept,
+    /// with its SYSTEM and parameters, so none of them is written.
+    Ollama,
 }
 
 /// A Modelfile's contents, before they are written as text.
@@ -110,6 +117,14 @@ impl Modelfile {
             FamilySource::Detected => "recognised in the model's tokenizer.chat_template",
             FamilySource::Chosen => "chosen with --template-family",
             FamilySource::NoTemplate => "the model has no tokenizer.chat_template",
+            FamilySource::Ollama => {
+                // `ollama create` copies the FROM model's template, system and parameter layers.
+                out.push_str(&format!(
+                    "# chat format: {} (the TEMPLATE of {}, kept with its SYSTEM and parameters)\n",
+                    self.family, self.from
+                ));
+                return Ok(out);
+            }
         };
         out.push_str(&format!("# chat format: {} ({origin})\n", self.family));
         command(&mut out, "TEMPLATE", &self.template, true)?;
@@ -215,8 +230,30 @@ pub fn plan(model: &Path, adapter: &Path, dir: Option<&Path>, options: &Options)
     let adapter_file = GgufFile::open(adapter)?;
     let adapter_gguf = adapter_file.gguf()?;
     check_pair(model, &model_gguf, adapter, &adapter_gguf)?;
+    let format = chat_lines(model, &model_gguf, options)?;
+    Ok(Modelfile {
+        from: path_text(model, dir)?,
+        adapter: path_text(adapter, dir)?,
+        family: format.family,
+        family_source: format.family_source,
+        template: format.template,
+        system: format.system,
+        stop: format.stop,
+    })
+}
 
-    let tokens = SpecialTokens::from_gguf(&model_gguf);
+/// The chat format lines of a Modelfile: TEMPLATE, SYSTEM and the stop parameters.
+struct ChatLines {
+    family: TemplateFamily,
+    family_source: FamilySource,
+    template: String,
+    system: Option<String>,
+    stop: Vec<String>,
+}
+
+/// The chat format of the model at `model`: chosen, or recognised in its chat template.
+fn chat_lines(model: &Path, model_gguf: &Gguf<'_>, options: &Options) -> Result<ChatLines, ModelfileError> {
+    let tokens = SpecialTokens::from_gguf(model_gguf);
     let source = match model_gguf.get(KEY_CHAT_TEMPLATE) {
         None => None,
         Some(value) => Some(value.as_str().ok_or_else(|| ModelfileError::ChatTemplateNotString {
@@ -245,15 +282,7 @@ pub fn plan(model: &Path, adapter: &Path, dir: Option<&Path>, options: &Options)
         (None, TemplateFamily::Alpaca) => Some(ALPACA_PREAMBLE_NO_INPUT.trim_end().to_owned()),
         (None, _) => own.default,
     };
-    Ok(Modelfile {
-        from: path_text(model, dir)?,
-        adapter: path_text(adapter, dir)?,
-        family,
-        family_source,
-        template,
-        system,
-        stop: family.stop(&tokens),
-    })
+    Ok(ChatLines { family, family_source, template, system, stop: family.stop(&tokens) })
 }
 
 /// Writes `modelfile` to `path` atomically (see [`crate::io::write_atomic`]).

@@ -29,8 +29,12 @@
 //! Every file read here is capped ([`MAX_MANIFEST_BYTES`], [`MAX_TEXT_LAYER_BYTES`]) before it is
 //! read; the GGUF blob itself is only named, and read by whoever opens it (mapped, bounded by the
 //! GGUF reader). Nothing here writes to the store.
+//!
+//! How Ollama renders a chat for the model, and so how `finetune` renders training data for it,
+//! is decided in [`ChatFormat`].
 
 mod error;
+mod format;
 mod manifest;
 mod name;
 
@@ -39,6 +43,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use error::OllamaError;
+pub use format::{ChatFormat, GgufTemplateReason};
 pub use name::{ModelName, DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG};
 
 use manifest::Manifest;

@@ -2,7 +2,7 @@
 //! renders a conversation exactly as the model's Jinja template does, the adapter checks agree
 //! with llama.cpp, and `gguftune modelfile` as a user runs it.
 
-mod ollama;
+pub mod ollama;
 
 use std::fs;
 use std::path::Path;
@@ -105,6 +105,42 @@ fn mistral_writes_a_system_prompt_before_the_first_instruction() {
     let (system, first) = (conversation[0].1, conversation[1].1);
     assert_eq!(got, without_system.replacen(&format!("[INST] {first}"), &format!("[INST] {system}\n\n{first}"), 1));
     assert_eq!(got.matches(system).count(), 1);
+}
+
+#[test]
+fn each_familys_jinja_twin_writes_what_ollama_writes_with_its_go_template() {
+    // Contents with white space at their ends (which the published templates trim and Ollama
+    // does not), template syntax, two system messages (Ollama joins them into .System), and
+    // Ollama's SYSTEM put before a conversation without one.
+    let turns = [("user", "  What is 2+2? {{ .Content }}\n"), ("assistant", "\tFour.\n\n"), ("user", "And 3+3? ✓ ")];
+    let two_systems = [("system", "Be terse."), ("system", " One line.\n")];
+    let conversations: Vec<Vec<(&str, &str)>> =
+        vec![turns.to_vec(), turns[..1].to_vec(), two_systems.into_iter().chain(turns).collect()];
+    for family in TemplateFamily::ALL {
+        let Some(source) = family.jinja() else {
+            assert_eq!(family, TemplateFamily::Alpaca, "only Alpaca is written without a template");
+            continue;
+        };
+        for (bos, eos) in [("<s>", "</s>"), ("<|begin_of_text|>", "<|eot_id|>")] {
+            for add_bos in [true, false] {
+                let go = family.go_template(&SpecialTokens { bos: bos.into(), eos: eos.into(), add_bos });
+                for conversation in &conversations {
+                    for system in [None, Some("You are Ollama's SYSTEM.")] {
+                        let expected = ollama::render(&go, conversation, system).unwrap();
+                        // The twin sees the messages as Go templates see them (SYSTEM first,
+                        // roles merged), as finetune prepares them for it.
+                        let (_, prepared) = ollama::prepare(conversation, system);
+                        let prepared: Vec<(&str, &str)> =
+                            prepared.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+                        let got = jinja(source, bos, eos, &prepared);
+                        // A runner that adds BOS is given the text after the template's own BOS.
+                        let got = if add_bos { got.strip_prefix(bos).unwrap_or(&got) } else { &got };
+                        assert_eq!(got, expected, "{family}, add_bos {add_bos}, {conversation:?}, SYSTEM {system:?}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -478,7 +514,7 @@ fn modelfile_command_refuses_an_adapter_of_another_architecture_and_unknown_temp
 
 /// A model GGUF with metadata only (no weights to speak of): `arch`, a small vocabulary with `<s>`
 /// and `</s>`, `template`, and one 8 x 8 tensor per projection of block 0.
-fn write_model(path: &Path, arch: &str, template: Option<&str>) {
+pub fn write_model(path: &Path, arch: &str, template: Option<&str>) {
     let mut plan = GgufPlan::new();
     plan.add_kv("general.architecture", arch).unwrap();
     plan.add_kv("general.type", "model").unwrap();
@@ -501,7 +537,7 @@ fn write_model(path: &Path, arch: &str, template: Option<&str>) {
 }
 
 /// A LoRA adapter of rank 2 for base tensors `(name, n_in, n_out)`, written by the crate's writer.
-fn write_adapter(path: &Path, arch: &str, bases: &[(&str, u64, u64)]) {
+pub fn write_adapter(path: &Path, arch: &str, bases: &[(&str, u64, u64)]) {
     let pairs: Vec<LoraTensorPair> = bases
         .iter()
         .map(|&(base, n_in, n_out)| LoraTensorPair {

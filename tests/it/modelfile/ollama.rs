@@ -482,11 +482,10 @@ pub fn execute(template: &str, data: &Value) -> Result<String, String> {
     Ok(out)
 }
 
-/// What Ollama's runner receives for a chat request with `messages`, given the Modelfile's
-/// `template` and SYSTEM: SYSTEM is put first when the request has no system message; then
-/// consecutive messages of one role are merged, `.System` is the system messages joined by blank
-/// lines, and the template runs with `.Messages`.
-pub fn render(template: &str, messages: &[(&str, &str)], system: Option<&str>) -> Result<String, String> {
+/// The messages a template sees for a chat request with `messages` and the Modelfile's SYSTEM:
+/// SYSTEM first when the request has no system message, then consecutive messages of one role
+/// (not tool messages) merged, their contents joined by a blank line; and the system messages.
+pub fn prepare(messages: &[(&str, &str)], system: Option<&str>) -> (Vec<String>, Vec<(String, String)>) {
     let mut msgs: Vec<(String, String)> = messages.iter().map(|(r, c)| (r.to_string(), c.to_string())).collect();
     if let Some(system) = system.filter(|s| !s.is_empty()) {
         if msgs.first().is_none_or(|(r, _)| r != "system") {
@@ -507,6 +506,15 @@ pub fn render(template: &str, messages: &[(&str, &str)], system: Option<&str>) -
             _ => collated.push((role, content)),
         }
     }
+    (systems, collated)
+}
+
+/// What Ollama's runner receives for a chat request with `messages`, given the Modelfile's
+/// `template` and SYSTEM: SYSTEM is put first when the request has no system message; then
+/// consecutive messages of one role are merged, `.System` is the system messages joined by blank
+/// lines, and the template runs with `.Messages`.
+pub fn render(template: &str, messages: &[(&str, &str)], system: Option<&str>) -> Result<String, String> {
+    let (systems, collated) = prepare(messages, system);
     let message = |(role, content): (String, String)| {
         Value::Map(BTreeMap::from([("Role".into(), Value::Str(role)), ("Content".into(), Value::Str(content))]))
     };
