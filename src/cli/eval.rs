@@ -8,25 +8,27 @@ use std::time::Instant;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use gguftune::data::read_jsonl;
+use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::eval::{evaluate, EvalSet, Scores, TaskChoice};
 use gguftune::generate::LoraSpec;
 use gguftune::ggml::{LlamaAdapter, LlamaContext};
 
-use super::llama::{chat_template, load_adapters, load_model};
+use super::llama::{chat_setup, load_adapters, load_model};
+use super::source::ModelArg;
 
 /// Evaluate a model and its adapters on held-out data: completion loss, perplexity, task metric.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   gguftune eval model.gguf --lora adapter.gguf --data val.jsonl --compare
   gguftune eval model.gguf --lora adapter.gguf --data entities.jsonl --task extract --max-new 128 --json
+  gguftune eval ollama:llama3.2:1b --lora adapter.gguf --data val.jsonl --compare
 
 The data is any format finetune reads; loss covers the completion tokens finetune trains on. Records
 with a reference answer (completion, output, response, last assistant message) are also answered
 greedily and scored: accuracy (classify), entity precision/recall/F1 on JSON (extract) or ROUGE-L
 (summarize); --task auto picks one from the references.")]
 pub struct Args {
-    /// The base model (GGUF).
+    /// The base model: a GGUF file, or ollama:NAME[:TAG] for a model in Ollama's store.
     model: PathBuf,
     /// A LoRA adapter to apply, PATH or PATH:SCALE (repeatable; all are applied together).
     #[arg(long, value_name = "PATH[:SCALE]")]
@@ -67,10 +69,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let specs: Vec<LoraSpec> = args.lora.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     let dataset = read_jsonl(&args.data)?;
-    let model = load_model(&args.model)?;
+    let source = ModelArg::resolve(&args.model)?;
+    let model = load_model(&source.path)?;
     let adapters = load_adapters(&model, &specs)?;
-    let template = chat_template(&args.model, &model)?;
-    let set = EvalSet::prepare(&dataset, template.as_ref(), &model, args.ctx, args.overlong == "skip", args.task)?;
+    let chat = chat_setup(&source, &model)?;
+    let render = RenderOptions { train_on_prompt: false, system: chat.system, merge_roles: chat.merge_roles };
+    let set = EvalSet::prepare(
+        &dataset,
+        chat.template.as_ref(),
+        &model,
+        &render,
+        args.ctx,
+        args.overlong == "skip",
+        args.task,
+    )?;
     let n_ctx = u32::try_from(set.max_tokens() + args.max_new).context("--ctx plus --max-new is too large")?;
     let mut ctx =
         LlamaContext::with_precision(&model, n_ctx, threads, true).context("creating the llama.cpp context")?;

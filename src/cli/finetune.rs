@@ -25,22 +25,30 @@ use gguftune::train::{
 
 use gguftune::plan::{training_memory, RunShape};
 
-use super::llama::chat_template;
+use super::llama::chat_setup;
 use super::output::{human_bytes, peak_rss_bytes};
+use super::source::ModelArg;
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:
+#[command(after_help = "Examples:
   gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3
+  gguftune finetune ollama:llama3.2:1b --data chat.jsonl -o adapter.gguf --threads 8
 
 Datasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},
 Dolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on
 completions / assistant turns only unless --train-on-prompt.
 
-Next to the adapter: <name>.metrics.jsonl (one line per step and per validation) and, with
---checkpoint-every, <name>.checkpoints/step-NNNNNN/ folders that --resume continues from exactly.")]
+Next to the adapter: <name>.Modelfile for `ollama create`, <name>.metrics.jsonl (one line per step
+and per validation) and, with --checkpoint-every, <name>.checkpoints/step-NNNNNN/ folders that
+--resume continues from exactly.
+
+A model in Ollama's store (ollama:NAME[:TAG]; OLLAMA_MODELS, else ~/.ollama/models) is trained on
+the GGUF Ollama runs, with conversations rendered as Ollama renders them (its TEMPLATE when it is
+one of gguftune's chat families, else the GGUF's chat template) and its SYSTEM; the Modelfile then
+says FROM NAME:TAG.")]
 pub struct Args {
-    /// The base model (GGUF).
+    /// The base model: a GGUF file, or ollama:NAME[:TAG] for a model in Ollama's store.
     model: PathBuf,
     /// Training data (JSONL).
     #[arg(long)]
@@ -183,9 +191,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)", args.device);
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let model = Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let source = ModelArg::resolve(&args.model)?;
+    let model = Model::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len } = prepare_data(
-        &args.model,
+        &source,
         &args.data,
         &DataOptions {
             ctx: args.ctx,
@@ -225,9 +234,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let run_shape = RunShape { lora: lora.clone(), shape: cfg.shape, activations: cfg.activations, threads };
     let planned = training_memory(&model, model.file_bytes(), &run_shape).context("planning the run's memory")?;
-    let arch = GgufFile::open(&args.model)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
+    let arch = GgufFile::open(&source.path)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
     let slots = lora_layout(model.hparams(), &lora)?;
-    let settings = settings_fingerprint(&args, &cfg, &examples, total_steps);
+    let settings = settings_fingerprint(&args, &source.path, &cfg, &examples, total_steps);
     let (mut state, mut metrics) = match &args.resume {
         Some(dir) => {
             let checkpoint = read_checkpoint(dir, &slots, lora.rank, &settings)?;
@@ -292,7 +301,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The adapter is complete without a Modelfile (a model whose chat format Ollama's templates
     // do not cover gets none), so a failure here is a warning.
     let modelfile_path = sibling(&args.output, "Modelfile");
-    let modelfile = match gguftune::modelfile::for_adapter(&args.model, &args.output, &modelfile_path, None) {
+    let written = match &source.ollama {
+        Some(ollama) => gguftune::modelfile::for_ollama_adapter(ollama, &args.output, &modelfile_path),
+        None => gguftune::modelfile::for_adapter(&source.path, &args.output, &modelfile_path, None),
+    };
+    let modelfile = match written {
         Ok(_) => Some(modelfile_path),
         Err(e) => {
             eprintln!("warning: no Ollama Modelfile written: {e} (see `gguftune modelfile --help`)");
@@ -304,7 +317,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", metrics_path.display()))?;
 
     let (train_curve, val_curve) = curves(&metrics);
-    let title = format!("{} on {}", file_name(&args.output), file_name(&args.model));
+    let title = format!("{} on {}", file_name(&args.output), source.label());
     let plot_path = sibling(&args.output, "loss.svg");
     gguftune::io::write_atomic(&plot_path, loss_curve_svg(&train_curve, &val_curve, &title).as_bytes())
         .with_context(|| format!("writing {}", plot_path.display()))?;
@@ -429,7 +442,13 @@ impl TrainObserver for Observer<'_> {
 
 /// The settings a resumed run must share with the run that wrote the checkpoint: everything
 /// that changes which data goes into which step or what a step computes.
-fn settings_fingerprint(args: &Args, cfg: &TrainConfig, examples: &[Example], total_steps: u64) -> serde_json::Value {
+fn settings_fingerprint(
+    args: &Args,
+    model: &Path,
+    cfg: &TrainConfig,
+    examples: &[Example],
+    total_steps: u64,
+) -> serde_json::Value {
     // FNV-1a over every example's tokens and targets: a different dataset, tokenization or
     // loss mask changes it.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -443,7 +462,7 @@ fn settings_fingerprint(args: &Args, cfg: &TrainConfig, examples: &[Example], to
         ex.tokens.iter().for_each(|&t| eat(i64::from(t)));
         ex.targets.iter().for_each(|t| eat(t.map_or(-1, i64::from)));
     }
-    let model_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    let model_bytes = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
     serde_json::json!({
         "model_bytes": model_bytes, "data": format!("{hash:016x}"), "examples": examples.len(),
         "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": args.targets,
@@ -511,15 +530,17 @@ pub(super) struct PreparedData {
     pub seq_len: usize,
 }
 
-/// Reads `data`, tokenizes it with `model`'s vocabulary (llama.cpp's), splits off the validation
-/// examples and packs both sets into sequences.
-pub(super) fn prepare_data(model: &Path, data: &Path, options: &DataOptions) -> anyhow::Result<PreparedData> {
-    let vocab = LlamaModel::load_vocab(Runtime::get(), model).context("loading the vocabulary with llama.cpp")?;
-    let template = chat_template(model, &vocab)?;
+/// Reads `data`, renders it as the model is served (see [`chat_setup`]), tokenizes it with
+/// `model`'s vocabulary (llama.cpp's), splits off the validation examples and packs both sets
+/// into sequences.
+pub(super) fn prepare_data(model: &ModelArg, data: &Path, options: &DataOptions) -> anyhow::Result<PreparedData> {
+    let vocab = LlamaModel::load_vocab(Runtime::get(), &model.path).context("loading the vocabulary with llama.cpp")?;
+    let chat = chat_setup(model, &vocab)?;
     let dataset = read_jsonl(data)?;
-    let render = RenderOptions { train_on_prompt: options.train_on_prompt, ..RenderOptions::default() };
+    let render =
+        RenderOptions { train_on_prompt: options.train_on_prompt, system: chat.system, merge_roles: chat.merge_roles };
     let (examples, stats) =
-        build_examples(&dataset, template.as_ref(), &vocab, &render, options.ctx, options.skip_overlong)?;
+        build_examples(&dataset, chat.template.as_ref(), &vocab, &render, options.ctx, options.skip_overlong)?;
     let (train_idx, val_idx) = split_validation(examples.len(), options.val_split, options.seed);
     let train_seqs = pack_examples(&examples, &train_idx, options.ctx, options.pack);
     let val_seqs = pack_examples(&examples, &val_idx, options.ctx, options.pack);

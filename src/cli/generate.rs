@@ -9,17 +9,19 @@ use anyhow::Context as _;
 use gguftune::generate::{generate, prompt_tokens, GenerateOptions, LoraSpec, Prompt};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, SamplerParams};
 
-use super::llama::{chat_template, load_adapters, load_model};
+use super::llama::{chat_setup, load_adapters, load_model};
+use super::source::ModelArg;
 
 /// Generate text with llama.cpp (as llama.cpp and Ollama run the model), with LoRA adapters.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   gguftune generate model.gguf --lora adapter.gguf -p $'Review: The food was great.\\nSentiment:' --temp 0
   gguftune generate model.gguf --lora adapter.gguf:0.5 --chat --system \"Be brief.\" -p \"Name a colour.\" --json
+  gguftune generate ollama:llama3.2:1b --lora adapter.gguf --chat -p \"Name a colour.\"
 
 The text streams to stdout; prompt and generation statistics go to stderr (--json: one object on stdout).")]
 pub struct Args {
-    /// The model (GGUF).
+    /// The model: a GGUF file, or ollama:NAME[:TAG] for a model in Ollama's store.
     model: PathBuf,
     /// A LoRA adapter to apply, PATH or PATH:SCALE (repeatable).
     #[arg(long, value_name = "PATH[:SCALE]")]
@@ -30,7 +32,7 @@ pub struct Args {
     /// Render the prompt as a user message with the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// A system message before the prompt (with --chat).
+    /// A system message before the prompt (with --chat; default: an Ollama model's SYSTEM).
     #[arg(long, requires = "chat")]
     system: Option<String>,
     /// Most tokens to generate.
@@ -63,14 +65,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let specs: Vec<LoraSpec> = args.lora.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     let seed = args.seed.unwrap_or_else(random_seed);
-    let model = load_model(&args.model)?;
+    let source = ModelArg::resolve(&args.model)?;
+    let model = load_model(&source.path)?;
     let adapters = load_adapters(&model, &specs)?;
-    let template = if args.chat { chat_template(&args.model, &model)? } else { None };
+    let chat = if args.chat { Some(chat_setup(&source, &model)?) } else { None };
+    let template = chat.as_ref().and_then(|c| c.template.as_ref());
+    // Without --system, an Ollama model's SYSTEM, as Ollama puts it before a chat.
+    let system = args.system.as_deref().or(chat.as_ref().and_then(|c| c.system.as_deref()));
     let prompt = match args.chat {
-        true => Prompt::Chat { system: args.system.as_deref(), user: &args.prompt },
+        true => Prompt::Chat { system, user: &args.prompt },
         false => Prompt::Raw(&args.prompt),
     };
-    let (prompt_text, tokens) = prompt_tokens(&model, template.as_ref(), prompt)?;
+    let (prompt_text, tokens) = prompt_tokens(&model, template, prompt)?;
     let mut ctx = LlamaContext::new(&model, args.ctx, threads).context("creating the llama.cpp context")?;
     let scaled: Vec<(&LlamaAdapter<'_>, f32)> = adapters.iter().zip(&specs).map(|(a, s)| (a, s.scale)).collect();
     ctx.set_adapters(&scaled)?;

@@ -9,17 +9,20 @@ use anyhow::Context;
 
 use super::hub::inspect_repo;
 use super::output::{escape, human_bytes, human_count};
+use super::source::ModelArg;
 use gguftune::inspect::{inspect, Report};
+use gguftune::ollama::OllamaModel;
 
 /// Show a model's or adapter's metadata and tensors.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json\n  gguftune inspect TinyLlama/TinyLlama-1.1B-Chat-v1.0 --tensors"
+    after_help = "Examples:\n  gguftune inspect model.gguf\n  gguftune inspect adapter.gguf --tensors\n  gguftune inspect ./TinyLlama-1.1B --json\n  gguftune inspect TinyLlama/TinyLlama-1.1B-Chat-v1.0 --tensors\n  gguftune inspect ollama:llama3.2:1b"
 )]
 pub struct Args {
-    /// A .gguf file, a .safetensors file, a Hugging Face model folder (config.json + shards), or a
-    /// hub repository id `owner/name[@revision]`, read from its safetensors headers without
-    /// downloading the weights.
+    /// A .gguf file, a .safetensors file, a Hugging Face model folder (config.json + shards), a
+    /// hub repository id `owner/name[@revision]` (read from its safetensors headers without
+    /// downloading the weights), or ollama:NAME[:TAG] for a model in Ollama's store (its GGUF,
+    /// template, system prompt and parameters).
     path: PathBuf,
     /// For a hub repository id: inspect the Hugging Face cache's snapshot, never the network.
     #[arg(long)]
@@ -33,13 +36,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let from_hub = match args.path.to_str() {
-        Some(input) => inspect_repo(input, args.offline)?,
-        None => None,
+    let source = ModelArg::resolve(&args.path)?;
+    let from_hub = match (&source.ollama, args.path.to_str()) {
+        (None, Some(input)) => inspect_repo(input, args.offline)?,
+        _ => None,
     };
     let report = match from_hub {
         Some(report) => report,
-        None => inspect(&args.path).with_context(|| format!("inspecting {}", args.path.display()))?,
+        None => inspect(&source.path).with_context(|| format!("inspecting {}", args.path.display()))?,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -51,9 +55,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 obj.remove("tensors");
             }
         }
+        if let (Some(ollama), Some(obj)) = (&source.ollama, value.as_object_mut()) {
+            obj.insert("ollama".into(), serde_json::to_value(ollama)?);
+        }
         serde_json::to_writer_pretty(&mut out, &value)?;
         writeln!(out)?;
     } else {
+        if let Some(ollama) = &source.ollama {
+            render_ollama(&mut out, ollama)?;
+        }
         render(&mut out, &report, args.tensors)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -104,6 +114,24 @@ fn render(out: &mut impl Write, r: &Report, with_tensors: bool) -> std::io::Resu
                 file
             )?;
         }
+    }
+    Ok(())
+}
+
+/// What Ollama serves the model with.
+fn render_ollama(out: &mut impl Write, m: &OllamaModel) -> std::io::Result<()> {
+    writeln!(out, "ollama:{}: {}", escape(&m.name.to_string()), escape(&m.manifest.display().to_string()))?;
+    let text = |s: &Option<String>| {
+        s.as_deref().map_or_else(|| "none".into(), |s| format!("\"{}\"", escape(&truncate(s, 100))))
+    };
+    writeln!(out, "  template:     {}", text(&m.template))?;
+    writeln!(out, "  system:       {}", text(&m.system))?;
+    writeln!(out, "  parameters:   {}", escape(&serde_json::Value::Object(m.parameters.clone()).to_string()))?;
+    if let Some(renderer) = &m.renderer {
+        writeln!(out, "  renderer:     {}", escape(renderer))?;
+    }
+    if !m.adapters.is_empty() || !m.projectors.is_empty() {
+        writeln!(out, "  adapters:     {}, projectors: {}", m.adapters.len(), m.projectors.len())?;
     }
     Ok(())
 }

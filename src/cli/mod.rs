@@ -9,6 +9,10 @@
 //! no config.json, a malformed or oversized safetensors header); 4 when the hub cannot be
 //! reached, a download breaks or fails its sha256 check, the cache cannot be written, or
 //! `--offline` finds the repository missing from the cache.
+//!
+//! For an `ollama:` model: 3 when the name is not valid or no store has it, or its manifest is
+//! malformed, names a missing blob or stores the model in a layout other than one GGUF; 4 when a
+//! file of the store cannot be read. `ollama-create` exits 1 when `ollama create` fails.
 
 mod convert;
 mod eval;
@@ -19,10 +23,12 @@ mod inspect;
 mod llama;
 mod merge;
 mod modelfile;
+mod ollama_create;
 mod output;
 mod peft;
 mod plan;
 mod quantize;
+mod source;
 
 use std::process::ExitCode;
 
@@ -54,6 +60,7 @@ enum Command {
     ImportPeft(peft::ImportArgs),
     ExportPeft(peft::ExportArgs),
     Modelfile(modelfile::Args),
+    OllamaCreate(ollama_create::Args),
     Plan(plan::Args),
     Quantize(quantize::Args),
 }
@@ -70,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportPeft(args) => peft::run_import(args),
         Command::ExportPeft(args) => peft::run_export(args),
         Command::Modelfile(args) => modelfile::run(args),
+        Command::OllamaCreate(args) => ollama_create::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Quantize(args) => quantize::run(args),
     }
@@ -117,6 +125,9 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         };
     }
     if let Some(e) = cause.downcast_ref::<gguftune::hub::HubError>() {
+        return Some(if e.is_io() { 4 } else { 3 });
+    }
+    if let Some(e) = cause.downcast_ref::<gguftune::ollama::OllamaError>() {
         return Some(if e.is_io() { 4 } else { 3 });
     }
     let io = cause.is::<std::io::Error>()

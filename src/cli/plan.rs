@@ -19,6 +19,7 @@ use gguftune::train::{
 use super::convert::parse_file_type;
 use super::finetune::{parse_targets, prepare_data, DataOptions, PreparedData};
 use super::output::{human_bytes, human_count};
+use super::source::ModelArg;
 
 /// Plan a LoRA fine-tuning run: its peak memory from the graph it will run, whether it fits,
 /// and what would make it fit.
@@ -27,11 +28,12 @@ use super::output::{human_bytes, human_count};
   gguftune plan model-q4_k_m.gguf --ctx 512 --batch 8
   gguftune plan ./Llama-2-7b-hf --type q4_k_m --memory 16GiB
   gguftune plan config.json --type q8_0 --json
+  gguftune plan ollama:llama3.2:1b --data chat.jsonl
 
-The model may be a GGUF, a Hugging Face folder (its safetensors need not be downloaded) or a bare
-config.json; --type says what `convert` (or `quantize`, for a GGUF) would make of it.")]
+The model may be a GGUF, ollama:NAME[:TAG] (a model in Ollama's store), a Hugging Face folder (its
+safetensors need not be downloaded) or a bare config.json; --type says what `convert` (or `quantize`, for a GGUF) would make of it.")]
 pub struct Args {
-    /// A GGUF model, a Hugging Face folder, or a config.json.
+    /// A GGUF model, ollama:NAME[:TAG], a Hugging Face folder, or a config.json.
     model: PathBuf,
     /// Plan for the file `convert` / `quantize` would write at this type (default: a GGUF's own
     /// types; f16 for a Hugging Face model).
@@ -192,13 +194,14 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let source = ModelSource::detect(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model_arg = ModelArg::resolve(&args.model)?;
+    let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
     let lora = LoraConfig { rank: args.rank, alpha: 2.0 * args.rank as f32, targets: parse_targets(&args.targets)? };
     let activations = if args.recompute { Activations::Recompute } else { Activations::Keep };
     let mut run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, activations, threads };
     let data = match &args.data {
-        Some(path) => Some(DataPlan::read(&args, &source, path)?),
+        Some(path) => Some(DataPlan::read(&args, &source, &model_arg, path)?),
         None => None,
     };
     if let Some(d) = data.as_ref().and_then(|d| d.prepared.as_ref()) {
@@ -305,8 +308,8 @@ struct DataPlan {
 const BYTES_PER_TOKEN: u64 = 4;
 
 impl DataPlan {
-    fn read(args: &Args, source: &ModelSource, path: &std::path::Path) -> anyhow::Result<DataPlan> {
-        if let ModelSource::Gguf(model) = source {
+    fn read(args: &Args, source: &ModelSource, model: &ModelArg, path: &std::path::Path) -> anyhow::Result<DataPlan> {
+        if let ModelSource::Gguf(_) = source {
             let options = DataOptions {
                 ctx: args.ctx,
                 pack: args.pack,

@@ -177,20 +177,20 @@ pub struct EvalSet {
 }
 
 impl EvalSet {
-    /// Tokenizes `dataset` as finetune does (`ctx`, `skip_overlong`, prompts masked) and decides
-    /// the task.
+    /// Tokenizes `dataset` as finetune does (`render`, `ctx`, `skip_overlong`) and decides the
+    /// task.
     pub fn prepare(
         dataset: &Dataset,
         template: Option<&ChatTemplate>,
         vocab: &LlamaModel,
+        render: &RenderOptions,
         ctx: usize,
         skip_overlong: bool,
         task: TaskChoice,
     ) -> Result<EvalSet, EvalError> {
-        let options = RenderOptions::default();
         let (mut items, mut skipped, mut truncated, mut overlong) = (Vec::new(), 0, 0, 0);
         for entry in dataset.entries() {
-            let built = build_example(dataset, entry, template, vocab, &options, ctx, skip_overlong)?;
+            let built = build_example(dataset, entry, template, vocab, render, ctx, skip_overlong)?;
             overlong += usize::from(built.overlong);
             truncated += usize::from(built.overlong && !skip_overlong);
             let Some(example) = built.example else {

@@ -24,6 +24,7 @@ mod kill;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
+mod ollama_cli;
 mod plan;
 mod source_audit;
 mod spm_tokenizer;
