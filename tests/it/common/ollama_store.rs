@@ -2,15 +2,15 @@
 //! `manifests/<host>/<namespace>/<model>/<tag>` (JSON, schemaVersion 2) and
 //! `blobs/sha256-<digest>`, as Ollama's manifest/ package writes them.
 //!
-//! Digests are 64 hex digits derived from the bytes ([`etag_of`]), standing in for SHA-256:
-//! neither Ollama nor gguftune hashes a blob when it reads a model.
+//! Digests are the blobs' SHA-256 ([`sha256_hex`]), as Ollama names them (neither Ollama nor
+//! gguftune hashes a blob when it reads a model).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::hub_server::etag_of;
+use super::hub_server::sha256_hex;
 
 /// Media types of the layers (Ollama's server/images.go).
 pub const MODEL: &str = "application/vnd.ollama.image.model";
@@ -57,7 +57,7 @@ impl OllamaStore {
 
     /// Writes a blob; returns its digest `sha256:<hex>`.
     pub fn blob(&self, bytes: &[u8]) -> String {
-        let hex = etag_of(bytes);
+        let hex = sha256_hex(bytes);
         fs::write(self.blob_path(&hex), bytes).unwrap();
         format!("sha256:{hex}")
     }
