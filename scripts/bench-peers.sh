@@ -172,11 +172,16 @@ if [[ " ${rows[*]} " == *" train "* ]]; then
     --batch "$batch" --ctx "$ctx" --threads "$threads"
   peer_tps=$(tail -n 1 "$work/last.log" | python3 -c 'import json, sys; print(json.load(sys.stdin)["tokens_per_second"])')
   peer_kb=$run_kb
-  printf '%-15s %9s %9s %7s %9s %9s %7s  %s\n' row ours_tok/s peer_tok/s ratio "ours_MB" "peer_MB" ratio "target: holds?"
-  for ty in q4_k_m q8_0 f16; do
-    adapter="$work/adapter-$ty.gguf"
+  printf '%-23s %9s %9s %7s %9s %9s %7s  %s\n' row ours_tok/s peer_tok/s ratio "ours_MB" "peer_MB" ratio "target: holds?"
+  # Each base as finetune runs by default (every activation kept for the backward pass), and
+  # q4_k_m with --recompute (each layer's input kept, the rest computed again).
+  for run in q4_k_m q4_k_m+recompute q8_0 f16; do
+    ty=${run%+recompute}
+    flags=()
+    [ "$run" = "$ty" ] || flags=(--recompute)
+    adapter="$work/adapter-$run.gguf"
     timed "" "$gguftune" finetune "$inputs/model-$ty.gguf" --data "$data" -o "$adapter" --ctx "$ctx" --batch "$batch" \
-      --epochs 1 --rank 16 --alpha 32 --targets q,k,v,o,gate,up,down --threads "$threads" --val-split 0
+      --epochs 1 --rank 16 --alpha 32 --targets q,k,v,o,gate,up,down --threads "$threads" --val-split 0 "${flags[@]}"
     ours_tps=$(python3 -c '
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_second" in l][1:]
@@ -184,7 +189,7 @@ print(sum(s["tokens"] for s in steps) / sum(s["tokens"] / s["tokens_per_second"]
     t=$(ratio "$ours_tps" "$peer_tps") m=$(ratio "$run_kb" "$peer_kb")
     target="report"
     [ "$ty" != q4_k_m ] || target="tokens/s >= 2x: $(holds "$t >= 2"), RSS <= 0.3x: $(holds "$m <= 0.3")"
-    printf '%-15s %9.1f %9.1f %7s %9d %9d %7s  %s\n' "train-$ty" "$ours_tps" "$peer_tps" "$t" "$(mb "$run_kb")" \
+    printf '%-23s %9.1f %9.1f %7s %9d %9d %7s  %s\n' "train-$run" "$ours_tps" "$peer_tps" "$t" "$(mb "$run_kb")" \
       "$(mb "$peer_kb")" "$m" "$target"
   done
 fi
