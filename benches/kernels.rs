@@ -129,7 +129,10 @@ fn backward_kernels(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20);
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
     targets = convert_kernels, backward_kernels
 }
 criterion_main!(benches);
