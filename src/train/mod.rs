@@ -1,11 +1,11 @@
 //! LoRA training: initialisation, the order of the data, and the loop of optimizer steps.
 //!
-//! The ggml side ([`session`]) is built once for a fixed micro-batch shape: the forward graph,
-//! its backward pass, and AdamW as ggml ops on the device. This module decides what goes into
-//! each micro-batch (sequences of one or several packed examples, shuffled per epoch from the
-//! seed), schedules the learning rate, clips gradients, validates and reports. Everything is a
-//! function of the configuration and the optimizer state, so a run resumed from a checkpoint
-//! continues exactly as the uninterrupted run.
+//! The ggml side ([`Session`], made by [`with_session`]) is built once for a fixed micro-batch
+//! shape: the forward graph, its backward pass, and AdamW as ggml ops on the device. This module
+//! decides what goes into each micro-batch (sequences of one or several packed examples, shuffled
+//! per epoch from the seed), schedules the learning rate, clips gradients, validates and reports.
+//! Everything is a function of the configuration and the optimizer state, so a run resumed from a
+//! checkpoint continues exactly as the uninterrupted run.
 
 mod batches;
 pub mod checkpoint;
