@@ -165,12 +165,7 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
         let path = root.path().join(format!("{ty:?}.gguf"));
         crate::common::convert_to(&dir, ty, &path).unwrap();
         let model = Model::open(&path).unwrap();
-        let mut rng = Rng::new(2);
-        let values: Vec<Vec<f32>> = gguftune::train::init_lora(&model, &cfg, 3)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
-            .collect();
+        let values = random_lora_values(&model, &cfg, 2);
         results.push(loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap());
     }
     let (loss32, grads32) = &results[0];
@@ -203,12 +198,7 @@ fn recomputed_activations_give_the_same_loss_and_gradients() {
         let path = root.path().join(format!("{ty:?}.gguf"));
         crate::common::convert_to(&dir, ty, &path).unwrap();
         let model = Model::open(&path).unwrap();
-        let mut rng = Rng::new(4);
-        let values: Vec<Vec<f32>> = gguftune::train::init_lora(&model, &cfg, 3)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
-            .collect();
+        let values = random_lora_values(&model, &cfg, 4);
         let kept = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 1).unwrap();
         let recomputed = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Recompute, 1).unwrap();
         assert_eq!(kept.0, recomputed.0, "{ty:?}: loss");
@@ -217,4 +207,15 @@ fn recomputed_activations_give_the_same_loss_and_gradients() {
             assert_eq!(a, b, "{ty:?}: gradient of tensor {i}");
         }
     }
+}
+
+/// LoRA tensors of `cfg`'s shapes on `model`, every value uniform in ±0.3 from `seed` (B not zero,
+/// as it is at the start of training, so that every gradient is non-zero).
+fn random_lora_values(model: &Model, cfg: &LoraConfig, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    gguftune::train::init_lora(model, cfg, 3)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.into_iter().map(|_| rng.uniform(0.3)).collect())
+        .collect()
 }
