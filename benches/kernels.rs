@@ -5,7 +5,8 @@
 //! - training: the transposed f32 copy of a frozen weight that the fast backward makes
 //!   (`cont(transpose(cast(W)))` in a ggml graph) and the product `Wᵀ · dy` it feeds, on one
 //!   576 × 1536 FFN weight of the SmolLM-135M shape with 1024 tokens (ctx 256 × batch 4), plus the
-//!   row dequantization (`dequantize_rows`) the copy is made of.
+//!   row dequantization (`dequantize_rows`) the copy is made of, and the forward product `W · x`
+//!   (ggml's quantized GEMM) it is measured against.
 
 use std::hint::black_box;
 
@@ -124,6 +125,17 @@ fn backward_kernels(c: &mut Criterion) {
         product.set_f32(dy, &values(n_out * tokens)).unwrap();
         group.throughput(Throughput::Elements((n_in * n_out * tokens) as u64));
         group.bench_function(format!("copy_and_product_{ty}"), |b| b.iter(|| backend.compute(&product).unwrap()));
+
+        // The forward product `W · x` on the same weight: ggml's quantized (or f16) GEMM, the
+        // speed the backward product is measured against.
+        let x = ctx.new_tensor(GgmlType::F32, &[n_in as u64, tokens as u64]).unwrap().set_input();
+        let y = ctx.mul_mat(w, x).unwrap();
+        let mut forward_graph = Graph::new(&ctx, 16).unwrap();
+        forward_graph.build_forward_expand(y).unwrap();
+        let mut forward_alloc = Allocator::new(&backend).unwrap();
+        let forward = forward_alloc.alloc_graph(&forward_graph).unwrap();
+        forward.set_f32(x, &values(n_in * tokens)).unwrap();
+        group.bench_function(format!("forward_product_{ty}"), |b| b.iter(|| backend.compute(&forward).unwrap()));
     }
     group.finish();
 }
