@@ -435,22 +435,6 @@ impl Allocated<'_, '_> {
     pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>, Error> {
         get_f32(t)
     }
-
-    /// Sets every byte of tensor `t` to zero.
-    pub fn fill_zero(&self, t: Tensor<'_>) -> Result<(), Error> {
-        fill_zero(t)
-    }
-
-    /// Sets element `index` (counted over the whole tensor) of the contiguous F32 tensor `t`.
-    pub fn set_f32_at(&self, t: Tensor<'_>, index: usize, value: f32) -> Result<(), Error> {
-        let in_range = index.checked_mul(4).and_then(|o| o.checked_add(4)).is_some_and(|end| end <= t.nbytes());
-        if !t.has_data() || t.ty() != Some(crate::gguf::GgmlType::F32) || !in_range || !t.is_contiguous() {
-            return Err(Error::TensorData { what: "writing an element outside an f32 tensor, or one without memory" });
-        }
-        // SAFETY: the tensor has memory, and [4 index, 4 index + 4) lies inside it (checked).
-        unsafe { sys::ggml_backend_tensor_set(t.raw(), (&value as *const f32).cast(), index * 4, 4) };
-        Ok(())
-    }
 }
 
 fn get_f32(t: Tensor<'_>) -> Result<Vec<f32>, Error> {

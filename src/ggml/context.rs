@@ -103,7 +103,7 @@ impl Context {
         view_src: Option<Tensor<'c>>,
     ) -> Result<Tensor<'c>, Error> {
         let inner = node.inner();
-        if srcs.len() > inner.src.len() || view_src.is_some() != !inner.view_src.is_null() {
+        if srcs.len() > inner.src.len() || view_src.is_some() == inner.view_src.is_null() {
             return Err(Error::TensorData { what: "clone_node: sources do not match the node's" });
         }
         self.room("clone_node")?;
@@ -196,6 +196,13 @@ impl Context {
         self.wrap("scale", unsafe { sys::ggml_scale(self.raw(), a.raw(), s) })
     }
 
+    /// `ggml_scale_bias(a, s, b)`: `a * s + b`, element-wise.
+    pub fn scale_bias<'c>(&'c self, a: Tensor<'c>, s: f32, b: f32) -> Result<Tensor<'c>, Error> {
+        self.room("scale_bias")?;
+        // SAFETY: live context and tensor.
+        self.wrap("scale_bias", unsafe { sys::ggml_scale_bias(self.raw(), a.raw(), s, b) })
+    }
+
     /// `ggml_get_rows(a, rows)`: rows of `a` picked by the I32 vector `rows`.
     pub fn get_rows<'c>(&'c self, a: Tensor<'c>, rows: Tensor<'c>) -> Result<Tensor<'c>, Error> {
         let (x, y) = (a.ne(), rows.ne());
@@ -234,18 +241,6 @@ impl Context {
         self.room("sqr")?;
         // SAFETY: live context and tensor.
         self.wrap("sqr", unsafe { sys::ggml_sqr(self.raw(), a.raw()) })
-    }
-
-    /// `ggml_cross_entropy_loss(logits, labels)`: `-Σ labels · log_softmax(logits) / rows`, a
-    /// scalar. Both f32 and of the same shape (ggml's asserts).
-    pub fn cross_entropy_loss<'c>(&'c self, logits: Tensor<'c>, labels: Tensor<'c>) -> Result<Tensor<'c>, Error> {
-        let (x, y) = (logits.ne(), labels.ne());
-        if x != y || logits.ty() != Some(GgmlType::F32) || labels.ty() != Some(GgmlType::F32) {
-            return Err(Error::ShapeMismatch { op: "cross_entropy_loss", a: x, b: y });
-        }
-        self.room("cross_entropy_loss")?;
-        // SAFETY: live context and tensors; same shape and f32 (the asserts) checked above.
-        self.wrap("cross_entropy_loss", unsafe { sys::ggml_cross_entropy_loss(self.raw(), logits.raw(), labels.raw()) })
     }
 
     /// `ggml_opt_step_adamw(param, grad, m, v, hparams)`: one AdamW step applied in place to the

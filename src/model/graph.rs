@@ -143,16 +143,17 @@ impl<'c> Inputs<'c> {
     }
 }
 
-/// The inputs of the masked loss: one-hot labels of the target tokens, a 0/1 mask of the
-/// positions with loss, and the factor that turns ggml's mean over all positions into the mean
-/// over the positions with loss.
+/// The inputs of the masked loss: for each position, where its target token's probability is
+/// in its chunk's flattened probabilities, and the weight of its loss (`1 / n_targets` for the
+/// positions with a target, 0 for the others).
 #[derive(Clone, Copy, Debug)]
 pub struct LossInputs<'c> {
-    labels: Tensor<'c>,
-    position_mask: Tensor<'c>,
-    scale: Tensor<'c>,
+    /// I32 `[chunk, n / chunk]`: column `k` indexes chunk `k`'s `[1, n_vocab × chunk]` view.
+    target_index: Tensor<'c>,
+    /// F32 `[1, n]`.
+    weights: Tensor<'c>,
     n_vocab: u64,
-    /// Positions per cross-entropy chunk ([`loss_chunk`]).
+    /// Positions per loss chunk ([`loss_chunk`]).
     chunk: u64,
 }
 
@@ -171,38 +172,45 @@ pub fn loss_chunk(n: u64, n_vocab: u64) -> u64 {
 impl<'c> LossInputs<'c> {
     /// Loss inputs for `n` positions over a vocabulary of `n_vocab`.
     pub fn new(ctx: &'c Context, n_vocab: u64, n: u64) -> Result<LossInputs<'c>, ModelError> {
+        let chunk = loss_chunk(n, n_vocab);
         Ok(LossInputs {
-            labels: ctx.new_tensor(GgmlType::F32, &[n_vocab, n])?.set_name("labels").set_input(),
-            position_mask: ctx.new_tensor(GgmlType::F32, &[1, n])?.set_name("loss_positions").set_input(),
-            scale: ctx.new_tensor(GgmlType::F32, &[1])?.set_name("loss_scale").set_input(),
+            target_index: ctx.new_tensor(GgmlType::I32, &[chunk, n / chunk])?.set_name("target_index").set_input(),
+            weights: ctx.new_tensor(GgmlType::F32, &[1, n])?.set_name("loss_weights").set_input(),
             n_vocab,
-            chunk: loss_chunk(n, n_vocab),
+            chunk,
         })
     }
 
     /// Fills the inputs from `batch`'s targets; returns how many positions carry loss.
     pub fn set(&self, graph: &Allocated<'_, '_>, batch: &Batch) -> Result<usize, ModelError> {
-        let vocab = usize::try_from(self.n_vocab).unwrap_or(usize::MAX);
-        graph.fill_zero(self.labels)?;
-        let mut mask = vec![0f32; batch.targets.len()];
-        for (i, target) in batch.targets.iter().enumerate() {
-            if let Some(t) = *target {
-                let t = usize::try_from(t)
-                    .ok()
-                    .filter(|&t| t < vocab)
-                    .ok_or(ModelError::TokenOutOfRange { token: t, n_vocab: self.n_vocab })?;
-                graph.set_f32_at(self.labels, i * vocab + t, 1.0)?;
-                mask[i] = 1.0;
-            }
-        }
-        graph.set_f32(self.position_mask, &mask)?;
         let n_targets = batch.n_targets();
-        // Each chunk's cross-entropy is the mean over its positions: the sum over chunks times
-        // chunk / n_targets is the mean over the positions with loss.
-        graph.set_f32(self.scale, &[self.chunk as f32 / n_targets.max(1) as f32])?;
+        let weight = 1.0 / n_targets.max(1) as f32;
+        let mut index = vec![0i32; batch.targets.len()];
+        let mut weights = vec![0f32; batch.targets.len()];
+        for (i, target) in batch.targets.iter().enumerate() {
+            // Positions without a target point at their first logit, with weight 0.
+            let token = match *target {
+                Some(t) => {
+                    weights[i] = weight;
+                    u64::try_from(t)
+                        .ok()
+                        .filter(|&t| t < self.n_vocab)
+                        .ok_or(ModelError::TokenOutOfRange { token: t, n_vocab: self.n_vocab })?
+                }
+                None => 0,
+            };
+            // Below `chunk × n_vocab`, which `loss_chunk` keeps under 2^24.
+            index[i] = ((i as u64 % self.chunk) * self.n_vocab + token) as i32;
+        }
+        graph.set_i32(self.target_index, &index)?;
+        graph.set_f32(self.weights, &weights)?;
         Ok(n_targets)
     }
 }
+
+/// Smallest probability the loss takes the logarithm of: a target whose softmax probability
+/// underflows to 0 adds ln(1e30) ≈ 69 to the loss instead of infinity.
+const MIN_PROBABILITY: f32 = 1e-30;
 
 /// The one place where adapters enter the graph (llama.cpp's `build_lora_mm`):
 /// `W x + scale · B (A x) (+ bias)`.
@@ -309,9 +317,10 @@ pub struct TrainingLoss<'c> {
     pub layer_inputs: Vec<Tensor<'c>>,
 }
 
-/// The mean cross-entropy over the positions with loss (a scalar marked as the graph's loss).
-/// The hidden state of every other position is zeroed before the output projection, so those
-/// positions add neither loss nor gradient.
+/// The mean cross-entropy over the positions with loss (a scalar marked as the graph's loss):
+/// `-Σ w_i ln p_i(target_i)` with the weights of [`LossInputs`], over chunks of positions so that
+/// the logits of one chunk need exist at a time. Positions of weight 0 add neither loss nor
+/// gradient.
 pub fn masked_loss<'c>(
     ctx: &'c Context,
     h: &HParams,
@@ -321,18 +330,24 @@ pub fn masked_loss<'c>(
     lora: Option<&LoraParams<'c>>,
 ) -> Result<TrainingLoss<'c>, ModelError> {
     let mut layer_inputs = Vec::with_capacity(w.layers.len() + 1);
-    let cur = ctx.mul(hidden(ctx, h, w, inp, lora, &mut layer_inputs)?, loss_inputs.position_mask)?;
+    let cur = hidden(ctx, h, w, inp, lora, &mut layer_inputs)?;
     let (n, chunk) = (cur.ne()[1], loss_inputs.chunk as i64);
-    let mut sum_of_means: Option<Tensor<'c>> = None;
-    for first in (0..n).step_by(chunk as usize) {
+    let n_vocab = i64::try_from(loss_inputs.n_vocab).unwrap_or(i64::MAX);
+    let mut log_likelihood: Option<Tensor<'c>> = None;
+    for (k, first) in (0..n).step_by(chunk as usize).enumerate() {
         let logits = ctx.mul_mat(w.output, ctx.columns(cur, first, chunk)?)?;
-        let mean = ctx.cross_entropy_loss(logits, ctx.columns(loss_inputs.labels, first, chunk)?)?;
-        sum_of_means = Some(match sum_of_means {
-            Some(sum) => ctx.add(sum, mean)?,
-            None => mean,
+        // The target's probability picked out of the chunk's flattened softmax, then its log,
+        // weighted: token ids instead of a one-hot `[n_vocab, n]` matrix of labels.
+        let probabilities = ctx.reshape(ctx.soft_max(logits)?, &[1, n_vocab * chunk])?;
+        let picked = ctx.get_rows(probabilities, ctx.columns(loss_inputs.target_index, k as i64, 1)?)?;
+        let log_p = ctx.log(ctx.scale_bias(picked, 1.0, MIN_PROBABILITY)?)?;
+        let weighted = ctx.sum(ctx.mul(log_p, ctx.columns(loss_inputs.weights, first, chunk)?)?)?;
+        log_likelihood = Some(match log_likelihood {
+            Some(sum) => ctx.add(sum, weighted)?,
+            None => weighted,
         });
     }
-    let sum_of_means = sum_of_means.ok_or(ModelError::Inconsistent { what: "a loss over no positions".into() })?;
-    let loss = ctx.mul(sum_of_means, loss_inputs.scale)?;
+    let log_likelihood = log_likelihood.ok_or(ModelError::Inconsistent { what: "a loss over no positions".into() })?;
+    let loss = ctx.scale(log_likelihood, -1.0)?;
     Ok(TrainingLoss { loss: loss.set_name("loss").set_output().set_loss()?, layer_inputs })
 }

@@ -136,8 +136,8 @@ pub fn with_session<R>(
         return Err(ModelError::Inconsistent { what: "a batch needs at least one row of one token".into() }.into());
     }
     let n_tokens = (shape.seq_len * shape.n_seq) as u64;
-    // One-hot labels are indexed as i32 by ggml's loss kernels' row arithmetic; keep the
-    // logits well inside what every backend addresses.
+    // ggml's kernels index rows as i32: keep the logits well inside what every backend
+    // addresses.
     if h.n_vocab.saturating_mul(n_tokens) > i32::MAX as u64 {
         return Err(ModelError::Unsupported {
             what: format!(

@@ -209,6 +209,48 @@ fn recomputed_activations_give_the_same_loss_and_gradients() {
     }
 }
 
+/// Relative difference allowed between the training loss and the cross-entropy computed here from
+/// the forward logits: both come from the same f32 logits (one graph keeps them per chunk, the
+/// other returns them), and the softmax, log and sums in f32 agree with the f64 ones here to
+/// about 1e-6 relative; a wrong target, weight or chunk offset moves the loss by far more.
+const LOSS_TOLERANCE: f64 = 1e-4;
+
+#[test]
+fn the_training_loss_is_the_mean_cross_entropy_of_the_scored_positions() {
+    // Once in one chunk (vocabulary 512), once in two (65536 tokens over 272 positions, as in
+    // the chunked finite-difference test), with scored positions in both chunks.
+    for (vocab_size, n_tokens) in [(None, 24usize), (Some(65536), 272)] {
+        let root = temp_dir();
+        let dir = root.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        let spec = TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, vocab_size, ..TinyLlamaSpec::default() };
+        tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 6).unwrap();
+        let path = root.path().join("m.gguf");
+        crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+        let values = random_lora_values(&model, &cfg, 8);
+        let tokens: Vec<i32> = (0..n_tokens).map(|i| (i as i32 * 37 + 5) % 512).collect();
+        // Every third position scored, with a target that is not the next token.
+        let targets: Vec<Option<i32>> =
+            (0..n_tokens).map(|i| (i % 3 == 1).then(|| (i as i32 * 13 + 2) % 500)).collect();
+
+        let (loss, _) = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
+        let logits = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
+        let (mut sum, mut count) = (0f64, 0usize);
+        for (row, target) in logits.iter().zip(&targets) {
+            let Some(t) = *target else { continue };
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let log_sum_exp = max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+            sum += log_sum_exp - f64::from(row[t as usize]);
+            count += 1;
+        }
+        let expected = sum / count as f64;
+        let error = (f64::from(loss) - expected).abs() / expected;
+        assert!(error < LOSS_TOLERANCE, "vocabulary {vocab_size:?}: loss {loss} vs cross-entropy {expected}");
+    }
+}
+
 /// LoRA tensors of `cfg`'s shapes on `model`, every value uniform in ±0.3 from `seed` (B not zero,
 /// as it is at the start of training, so that every gradient is non-zero).
 fn random_lora_values(model: &Model, cfg: &LoraConfig, seed: u64) -> Vec<Vec<f32>> {
