@@ -14,19 +14,19 @@ use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model, TARGETS};
+use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model};
 use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
-    build_examples, init_lora, pack_examples, split_validation, train, Activations, AdamWConfig, BatchShape,
-    EvalReport, Example, ExampleStats, OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData,
-    TrainError, TrainObserver,
+    build_examples, init_lora, pack_examples, split_validation, train, AdamWConfig, EvalReport, Example, ExampleStats,
+    OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
 use gguftune::plan::{training_memory, RunShape};
 
 use super::llama::chat_setup;
 use super::output::{human_bytes, peak_rss_bytes};
+use super::run_args::RunArgs;
 use super::source::ModelArg;
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
@@ -56,29 +56,11 @@ pub struct Args {
     /// The adapter to write (GGUF).
     #[arg(short, long)]
     output: PathBuf,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 16)]
-    rank: u64,
+    #[command(flatten)]
+    run: RunArgs,
     /// LoRA alpha (the adapter's scale is alpha / rank).
     #[arg(long, default_value_t = 32.0)]
     alpha: f32,
-    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
-    #[arg(long, default_value = "q,k,v,o,gate,up,down")]
-    targets: String,
-    /// Tokens per sequence: longer examples are cut (or skipped, --overlong skip).
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Micro-batches per optimizer step (gradients averaged over them).
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Keep only each layer's input for the backward pass and compute the rest of the layer
-    /// again there: a fraction of the activation memory, for a second forward pass per step
-    /// (see `gguftune plan` for both figures).
-    #[arg(long)]
-    recompute: bool,
     /// Passes over the training data.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
@@ -118,12 +100,6 @@ pub struct Args {
     /// Seed of the adapter's initialisation, the validation split and the data order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Where to train: cpu (CUDA and Metal builds are not wired to training yet).
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Also train on prompts and user turns.
     #[arg(long)]
     train_on_prompt: bool,
@@ -148,16 +124,6 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
     Schedule::from_name(s).ok_or_else(|| format!("unknown schedule '{s}' (expected constant, linear or cosine)"))
 }
 
-pub fn parse_targets(s: &str) -> anyhow::Result<Vec<gguftune::names::TensorKind>> {
-    s.split(',')
-        .map(|t| {
-            TARGETS.iter().find(|(n, _)| *n == t.trim()).map(|(_, k)| *k).with_context(|| {
-                format!("unknown target '{t}' (expected some of: {})", TARGETS.map(|(n, _)| n).join(","))
-            })
-        })
-        .collect()
-}
-
 /// Set by Ctrl-C (or SIGTERM): the run stops after the current step and saves a checkpoint.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -173,9 +139,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     })
     .context("installing the Ctrl-C handler")?;
-    let targets = parse_targets(&args.targets)?;
-    if args.batch == 0 || args.epochs == 0 || args.grad_accum == 0 || args.ctx < 2 {
-        bail!("--batch, --grad-accum and --epochs must be at least 1 and --ctx at least 2");
+    args.run.check()?;
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1");
     }
     if !(0.0..1.0).contains(&args.val_split) {
         bail!("--val-split must be in [0, 1), found {}", args.val_split);
@@ -187,17 +153,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // A read-only or missing output folder fails now, not after the training.
     gguftune::io::probe_writable(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
-    if args.device != "cpu" {
-        bail!("--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)", args.device);
-    }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.run.threads();
     let source = ModelArg::resolve(&args.model)?;
     let model = Model::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len } = prepare_data(
         &source,
         &args.data,
         &DataOptions {
-            ctx: args.ctx,
+            ctx: args.run.ctx,
             pack: args.pack,
             val_split: args.val_split,
             seed: args.seed,
@@ -206,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )?;
 
-    let lora = LoraConfig { rank: args.rank, alpha: args.alpha, targets };
+    let lora = args.run.lora(args.alpha)?;
     let mut cfg = TrainConfig {
         lora: lora.clone(),
         adamw: AdamWConfig {
@@ -216,9 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             weight_decay: args.weight_decay,
             ..AdamWConfig::default()
         },
-        shape: BatchShape { seq_len, n_seq: args.batch.min(train_seqs.len()).max(1) },
-        activations: if args.recompute { Activations::Recompute } else { Activations::Keep },
-        grad_accum: args.grad_accum,
+        shape: args.run.batch_shape(seq_len, train_seqs.len()),
+        activations: args.run.activations(),
+        grad_accum: args.run.grad_accum,
         epochs: args.epochs,
         max_steps: args.max_steps,
         schedule: args.schedule,
@@ -465,7 +428,7 @@ fn settings_fingerprint(
     let model_bytes = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
     serde_json::json!({
         "model_bytes": model_bytes, "data": format!("{hash:016x}"), "examples": examples.len(),
-        "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": args.targets,
+        "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": args.run.targets,
         "seq_len": cfg.shape.seq_len, "batch": cfg.shape.n_seq, "grad_accum": cfg.grad_accum,
         "epochs": cfg.epochs, "total_steps": total_steps, "lr": cfg.adamw.lr, "beta1": cfg.adamw.beta1,
         "beta2": cfg.adamw.beta2, "weight_decay": cfg.adamw.weight_decay, "schedule": args.schedule.name(),

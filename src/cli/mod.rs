@@ -28,6 +28,7 @@ mod output;
 mod peft;
 mod plan;
 mod quantize;
+mod run_args;
 mod source;
 
 use std::process::ExitCode;

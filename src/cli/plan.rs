@@ -17,8 +17,9 @@ use gguftune::train::{
 };
 
 use super::convert::parse_file_type;
-use super::finetune::{parse_targets, prepare_data, DataOptions, PreparedData};
+use super::finetune::{prepare_data, DataOptions, PreparedData};
 use super::output::{human_bytes, human_count};
+use super::run_args::{parse_targets, RunArgs};
 use super::source::ModelArg;
 
 /// Plan a LoRA fine-tuning run: its peak memory from the graph it will run, whether it fits,
@@ -39,31 +40,8 @@ pub struct Args {
     /// types; f16 for a Hugging Face model).
     #[arg(long = "type", value_parser = parse_file_type)]
     file_type: Option<FileType>,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 16)]
-    rank: u64,
-    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
-    #[arg(long, default_value = "q,k,v,o,gate,up,down")]
-    targets: String,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Micro-batches per optimizer step (no effect on memory; kept with the batch in suggestions).
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Plan for `finetune --recompute`: each layer's activations computed again in the backward
-    /// pass instead of kept.
-    #[arg(long)]
-    recompute: bool,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Where the run would train: cpu.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    run: RunArgs,
     /// Memory available, such as 16GiB or 8000MB (default: this machine's).
     #[arg(long, value_parser = parse_size)]
     memory: Option<u64>,
@@ -181,39 +159,35 @@ fn run_in_child() -> anyhow::Result<ExitCode> {
 }
 
 fn plan(args: Args) -> anyhow::Result<ExitCode> {
-    if args.device != "cpu" {
-        bail!("--device {}: plans are for the CPU in this version, where finetune trains", args.device);
-    }
+    args.run.check()?;
     if args.calibrate && args.data.is_none() {
         bail!("--calibrate trains a few steps on your data: give --data");
     }
     if !(0.0..1.0).contains(&args.val_split) || args.epochs == 0 {
         bail!("--val-split must be in [0, 1) and --epochs at least 1");
     }
-    if args.batch == 0 || args.grad_accum == 0 || args.ctx < 2 || args.rank == 0 {
-        bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
-    }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.run.threads();
     let model_arg = ModelArg::resolve(&args.model)?;
     let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
-    let lora = LoraConfig { rank: args.rank, alpha: 2.0 * args.rank as f32, targets: parse_targets(&args.targets)? };
-    let activations = if args.recompute { Activations::Recompute } else { Activations::Keep };
-    let mut run = RunShape { lora, shape: BatchShape { seq_len: args.ctx, n_seq: args.batch }, activations, threads };
+    // Alpha scales the adapter and changes nothing planned here.
+    let lora = args.run.lora(2.0 * args.run.rank as f32)?;
+    let shape = BatchShape { seq_len: args.run.ctx, n_seq: args.run.batch };
+    let mut run = RunShape { lora, shape, activations: args.run.activations(), threads };
     let data = match &args.data {
         Some(path) => Some(DataPlan::read(&args, &source, &model_arg, path)?),
         None => None,
     };
     if let Some(d) = data.as_ref().and_then(|d| d.prepared.as_ref()) {
         // finetune's micro-batch: rows of the longest sequence, no more rows than sequences.
-        run.shape = BatchShape { seq_len: d.seq_len, n_seq: args.batch.min(d.train_seqs.len()).max(1) };
+        run.shape = args.run.batch_shape(d.seq_len, d.train_seqs.len());
     }
     let time = time_plan(&args, &planned, &run, data.as_ref())?;
     let plan = training_memory(&planned.model, planned.file_bytes, &run)?;
     let limit = args.memory.or_else(machine_memory);
     let fits = limit.map(|l| plan.peak_bytes() <= l);
     let suggestions = match (fits, limit) {
-        (Some(false), Some(l)) => suggestions(&source, &planned, &run, args.grad_accum, l)?,
+        (Some(false), Some(l)) => suggestions(&source, &planned, &run, args.run.grad_accum, l)?,
         _ => Vec::new(),
     };
     let alternatives = alternatives(&source, &planned, &run, &plan)?;
@@ -311,7 +285,7 @@ impl DataPlan {
     fn read(args: &Args, source: &ModelSource, model: &ModelArg, path: &std::path::Path) -> anyhow::Result<DataPlan> {
         if let ModelSource::Gguf(_) = source {
             let options = DataOptions {
-                ctx: args.ctx,
+                ctx: args.run.ctx,
                 pack: args.pack,
                 val_split: args.val_split,
                 seed: 42,
@@ -365,7 +339,7 @@ fn time_plan(
             seconds: None,
         }));
     };
-    let per_step = (run.shape.n_seq * args.grad_accum) as u64;
+    let per_step = (run.shape.n_seq * args.run.grad_accum) as u64;
     let steps = data.sequences.div_ceil(per_step.max(1)) * args.epochs as u64;
     let tokens = data.tokens_per_epoch * args.epochs as u64;
     let (speed, seconds) = match (args.calibrate, args.tokens_per_second) {
@@ -412,7 +386,7 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         adamw: AdamWConfig::default(),
         shape: run.shape,
         activations: run.activations,
-        grad_accum: args.grad_accum,
+        grad_accum: args.run.grad_accum,
         epochs: 1,
         max_steps: Some(steps),
         schedule: Schedule::Constant,

@@ -1,0 +1,92 @@
+//! The LoRA and batch settings that `finetune` trains with and `plan` plans for: one definition,
+//! so that the two commands take the same flags with the same defaults.
+
+use anyhow::{bail, Context};
+
+use gguftune::model::{LoraConfig, TARGETS};
+use gguftune::names::TensorKind;
+use gguftune::train::{Activations, BatchShape};
+
+/// The settings of a LoRA run that decide its graph and memory.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    pub rank: u64,
+    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
+    #[arg(long, default_value = "q,k,v,o,gate,up,down")]
+    pub targets: String,
+    /// Tokens per sequence: longer examples are cut (or skipped, with finetune's --overlong skip).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Micro-batches per optimizer step (gradients averaged over them; no effect on memory).
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Keep only each layer's input for the backward pass and compute the rest of the layer
+    /// again there: a fraction of the activation memory, for a second forward pass per step
+    /// (see `gguftune plan` for both figures).
+    #[arg(long)]
+    pub recompute: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where to train: cpu (CUDA and Metal builds are not wired to training yet).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl RunArgs {
+    /// Refuses settings no run can have: empty batches, rank 0, a context under two tokens, a
+    /// device training does not run on.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.batch == 0 || self.grad_accum == 0 || self.rank == 0 || self.ctx < 2 {
+            bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
+        }
+        if self.device != "cpu" {
+            bail!(
+                "--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)",
+                self.device
+            );
+        }
+        Ok(())
+    }
+
+    /// `--threads`, or every core.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Whether the backward pass keeps or recomputes activations.
+    pub fn activations(&self) -> Activations {
+        if self.recompute {
+            Activations::Recompute
+        } else {
+            Activations::Keep
+        }
+    }
+
+    /// The LoRA settings with `alpha` (which scales the adapter and changes nothing else).
+    pub fn lora(&self, alpha: f32) -> anyhow::Result<LoraConfig> {
+        Ok(LoraConfig { rank: self.rank, alpha, targets: parse_targets(&self.targets)? })
+    }
+
+    /// The micro-batch: rows of `seq_len` tokens, `--batch` of them but no more than `n_seqs`,
+    /// the sequences there are to train on.
+    pub fn batch_shape(&self, seq_len: usize, n_seqs: usize) -> BatchShape {
+        BatchShape { seq_len, n_seq: self.batch.min(n_seqs).max(1) }
+    }
+}
+
+/// Parses `--targets`: projection names (q,k,v,o,gate,up,down), comma-separated.
+pub fn parse_targets(s: &str) -> anyhow::Result<Vec<TensorKind>> {
+    s.split(',')
+        .map(|t| {
+            TARGETS.iter().find(|(n, _)| *n == t.trim()).map(|(_, k)| *k).with_context(|| {
+                format!("unknown target '{t}' (expected some of: {})", TARGETS.map(|(n, _)| n).join(","))
+            })
+        })
+        .collect()
+}
