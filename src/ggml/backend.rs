@@ -259,10 +259,7 @@ impl<'ctx> Graph<'ctx> {
             };
             node.make_mul_mat(transposed, dy);
         }
-        let mut graph = Graph::new(ctx, size)?;
-        for node in nodes {
-            graph.build_forward_expand(node)?;
-        }
+        let mut graph = Graph::rebuilt(ctx, &nodes, size)?;
         // The new nodes are backward nodes: the forward pass keeps its place at the front.
         graph.n_forward = self.n_forward;
         Ok(graph)
@@ -333,11 +330,44 @@ impl<'ctx> Graph<'ctx> {
                 node.set_view_src(copy_of(view_src)?);
             }
         }
+        let mut graph = Graph::rebuilt(ctx, &nodes, size)?;
+        graph.n_forward = Some(n_forward);
+        Ok(graph)
+    }
+
+    /// A graph of up to `size` nodes computing `nodes` in their order, without the views that a
+    /// rewrite left unread. Those must go: ggml's allocator frees a tensor only once every view
+    /// of it in the graph has been read, so one unread view keeps its source (a gradient, an
+    /// activation) in memory to the end of the step.
+    fn rebuilt(ctx: &'ctx Context, nodes: &[Tensor<'ctx>], size: usize) -> Result<Graph<'ctx>, Error> {
+        let mut dropped: HashSet<*mut sys::ggml_tensor> = HashSet::new();
+        // Dropping a view can leave the view it was made from unread: repeat until none is left.
+        loop {
+            let read: HashSet<*mut sys::ggml_tensor> = nodes
+                .iter()
+                .filter(|n| !dropped.contains(&n.raw()))
+                .flat_map(|n| (0..10).filter_map(|i| n.src(i)).chain(n.view_src()))
+                .map(|t| t.raw())
+                .collect();
+            let unread_views: Vec<*mut sys::ggml_tensor> = nodes
+                .iter()
+                .filter(|n| {
+                    VIEW_OPS.contains(&n.op().0)
+                        && n.flags() & sys::GGML_TENSOR_FLAG_OUTPUT as i32 == 0
+                        && !read.contains(&n.raw())
+                        && !dropped.contains(&n.raw())
+                })
+                .map(|n| n.raw())
+                .collect();
+            if unread_views.is_empty() {
+                break;
+            }
+            dropped.extend(unread_views);
+        }
         let mut graph = Graph::new(ctx, size)?;
-        for node in nodes {
+        for &node in nodes.iter().filter(|n| !dropped.contains(&n.raw())) {
             graph.build_forward_expand(node)?;
         }
-        graph.n_forward = Some(n_forward);
         Ok(graph)
     }
 

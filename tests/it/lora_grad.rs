@@ -3,7 +3,7 @@
 
 use gguftune::model::{LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{loss_and_grads, Activations};
+use gguftune::train::{loss_and_grads, measure_session, Activations, BatchShape};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
 use crate::common::temp_dir;
@@ -249,6 +249,32 @@ fn the_training_loss_is_the_mean_cross_entropy_of_the_scored_positions() {
         let error = (f64::from(loss) - expected).abs() / expected;
         assert!(error < LOSS_TOLERANCE, "vocabulary {vocab_size:?}: loss {loss} vs cross-entropy {expected}");
     }
+}
+
+#[test]
+fn with_recomputation_each_layer_adds_little_more_than_its_kept_input() {
+    // With recomputation the backward pass holds each layer's input (one residual of
+    // `hidden × tokens` f32) and one layer's values at a time: the compute buffer of a 6-layer
+    // model exceeds a 2-layer one's by about 4 residuals. A value the allocator cannot free (a
+    // rewrite leaving a view of a gradient unread kept every frozen weight's input gradient, 8
+    // residuals' worth per layer here) shows as many times that.
+    let root = temp_dir();
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let shape = BatchShape { seq_len: 64, n_seq: 2 };
+    let compute_bytes = |layers: usize| {
+        let dir = root.path().join(format!("m{layers}"));
+        std::fs::create_dir(&dir).unwrap();
+        let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, layers, ..TinyLlamaSpec::default() };
+        tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 2).unwrap();
+        // Q8_0: the frozen weights take the rewritten backward pass.
+        let path = root.path().join(format!("m{layers}.gguf"));
+        crate::common::convert_to(&dir, FileType::Q8_0, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        measure_session(&model, &cfg, shape, Activations::Recompute, 1).unwrap().compute_bytes
+    };
+    let residual = 64 * shape.seq_len * shape.n_seq * 4;
+    let per_layer = (compute_bytes(6) - compute_bytes(2)) / 4;
+    assert!(per_layer <= 2 * residual, "{per_layer} bytes per layer, a residual is {residual}");
 }
 
 /// LoRA tensors of `cfg`'s shapes on `model`, every value uniform in ±0.3 from `seed` (B not zero,
