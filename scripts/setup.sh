@@ -11,7 +11,9 @@ done
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 have_libclang=
-for pattern in '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/*-linux-gnu/libclang*.so*'; do
+# libclang itself (libclang.so.N or libclang-N.so.N), not libclang-cpp, which bindgen cannot use.
+for pattern in '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' \
+  '/usr/lib/*-linux-gnu/libclang.so*' '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*'; do
   compgen -G "$pattern" >/dev/null && have_libclang=yes
 done
 [ -n "$have_libclang" ] || [ -n "${LIBCLANG_PATH:-}" ] || missing+=(libclang-dev)
