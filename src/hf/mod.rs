@@ -11,10 +11,10 @@ mod tokenizer;
 use std::path::PathBuf;
 
 pub(crate) use checkpoint::read_json;
-pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
+pub use checkpoint::{Checkpoint, ShardIndex, INDEX_FILE, SINGLE_FILE};
 pub use config::{Arch, ConfigError, LlamaConfig, RopeScaling};
 pub use safetensors_file::{
-    header_len, parse_header, Header, SafetensorsFile, TensorEntry, HEADER_LEN_BYTES, MAX_HEADER_BYTES,
+    header_len, parse_header, read_header, Header, SafetensorsFile, TensorEntry, HEADER_LEN_BYTES, MAX_HEADER_BYTES,
 };
 pub use sentencepiece::{
     parse_model_proto, ModelProto, NormalizerSpec, Piece, PieceType, SpmError, SpmErrorKind, SpmField, SpmMember,

@@ -93,6 +93,20 @@ pub fn parse_header(json: &[u8], file_len: u64) -> Result<Header, SafeTensorErro
     Ok(Header { tensors: entries, metadata })
 }
 
+/// The header of `file`, the whole bytes of a safetensors file: its length prefix through
+/// [`header_len`], then [`parse_header`]. Accepts exactly the files `SafeTensors::deserialize`
+/// accepts.
+pub fn read_header(file: &[u8]) -> Result<Header, SafeTensorError> {
+    let prefix: [u8; HEADER_LEN_BYTES] =
+        file.get(..HEADER_LEN_BYTES).and_then(|p| p.try_into().ok()).ok_or(SafeTensorError::HeaderTooSmall)?;
+    let n = header_len(prefix)?;
+    let json = usize::try_from(n)
+        .ok()
+        .and_then(|n| file.get(HEADER_LEN_BYTES..HEADER_LEN_BYTES.checked_add(n)?))
+        .ok_or(SafeTensorError::InvalidHeaderLength)?;
+    parse_header(json, file.len() as u64)
+}
+
 /// A safetensors file mapped into memory.
 #[derive(Debug)]
 pub struct SafetensorsFile {
@@ -121,20 +135,9 @@ impl SafetensorsFile {
         SafeTensors::deserialize(&self.map).map_err(|source| HfError::Safetensors { path: self.path.clone(), source })
     }
 
-    /// The header, parsed from the mapped bytes by [`parse_header`].
+    /// The header, parsed from the mapped bytes by [`read_header`].
     pub fn header(&self) -> Result<Header, HfError> {
-        let bad = |source| HfError::Safetensors { path: self.path.clone(), source };
-        let prefix: [u8; HEADER_LEN_BYTES] = self
-            .map
-            .get(..HEADER_LEN_BYTES)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| bad(SafeTensorError::HeaderTooSmall))?;
-        let n = header_len(prefix).map_err(bad)?;
-        let json = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.map.get(HEADER_LEN_BYTES..HEADER_LEN_BYTES.checked_add(n)?))
-            .ok_or_else(|| bad(SafeTensorError::InvalidHeaderLength))?;
-        parse_header(json, self.map.len() as u64).map_err(bad)
+        read_header(&self.map).map_err(|source| HfError::Safetensors { path: self.path.clone(), source })
     }
 
     /// The tensors, sorted by data offset (the order they are stored in).
@@ -166,17 +169,11 @@ mod tests {
         bytes
     }
 
-    /// Parses `file` as a reader of its header alone would.
-    fn parse(file: &[u8]) -> Result<Header, SafeTensorError> {
-        let n = header_len(file[..HEADER_LEN_BYTES].try_into().unwrap())? as usize;
-        parse_header(&file[HEADER_LEN_BYTES..HEADER_LEN_BYTES + n], file.len() as u64)
-    }
-
     #[test]
     fn parses_a_header_in_data_order_like_the_crate() {
         let json = r#"{"__metadata__": {"format": "pt"}, "b": {"dtype": "F32", "shape": [2, 3], "data_offsets": [4, 28]}, "a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}"#;
         let file = file_of(json, 28);
-        let header = parse(&file).unwrap();
+        let header = read_header(&file).unwrap();
         let names: Vec<&str> = header.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(
@@ -215,13 +212,13 @@ mod tests {
         ];
         for (json, data_len, is_expected) in cases {
             let file = file_of(json, *data_len);
-            let err = parse(&file).unwrap_err();
+            let err = read_header(&file).unwrap_err();
             assert!(is_expected(&err), "{json}: {err:?}");
             assert!(SafeTensors::deserialize(&file).is_err(), "the crate accepts {json}");
         }
         let mut bad_utf8 = file_of("{}", 0);
         bad_utf8[HEADER_LEN_BYTES] = 0xff;
-        assert!(matches!(parse(&bad_utf8), Err(SafeTensorError::InvalidHeader)));
+        assert!(matches!(read_header(&bad_utf8), Err(SafeTensorError::InvalidHeader)));
     }
 
     #[test]
