@@ -30,8 +30,8 @@ FUZZ_RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 
 [ -d "$FUZZ/corpus/${TARGETS[0]}" ] || "$ROOT/scripts/fuzz-seeds.sh"
 
-# safetensors_checkpoint and hf_config_tokenizer write each input into a temporary folder, as
-# convert reads one: on a tmpfs they run about five times faster than on a disk.
+# hf_config_tokenizer writes each input into a temporary folder, as convert reads one: on a tmpfs
+# it runs about five times faster than on a disk.
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 
 mkdir -p "$FUZZ/artifacts" "$FUZZ/logs"
