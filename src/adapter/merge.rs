@@ -165,7 +165,7 @@ pub fn merge(
                 add_delta(&mut rows_f32, pair, *scale, first_row);
             }
             out.resize(rows * out_row, 0);
-            crate::ggml::quantize_rows(ty, &rows_f32, row_len, &mut out).map_err(ggml_err)?;
+            crate::quant::encode_rows(ty, &rows_f32, row_len, &mut out).map_err(ggml_err)?;
             writer.write_chunk(t.name, &out)?;
             file.release(block);
             done += block.len() as u64;

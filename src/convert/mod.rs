@@ -410,7 +410,7 @@ pub fn execute(
                     None => &staged,
                 };
                 out.resize(rows * out_row_bytes, 0);
-                crate::ggml::quantize_rows(t.ty, rows_f32, row_len, &mut out)?;
+                crate::quant::encode_rows(t.ty, rows_f32, row_len, &mut out)?;
                 writer.write_chunk(&t.gguf_name, &out)?;
             }
             // These rows are done: their input pages need not stay resident.

@@ -1,5 +1,7 @@
 //! Little-endian F32, F16 and BF16 bytes to f32: the one decoder `convert` and `quantize` share.
 
+use rayon::prelude::*;
+
 use crate::gguf::GgmlType;
 
 /// Why bytes could not be decoded.
@@ -12,7 +14,11 @@ pub enum DecodeError {
     SizeMismatch { expected: usize, found: usize },
 }
 
-/// Decodes `bytes` of type `ty` into `out` (same element count). Conversions are exact.
+/// Values decoded per parallel task.
+const CHUNK: usize = 8192;
+
+/// Decodes `bytes` of type `ty` into `out` (same element count), in parallel. Conversions are
+/// exact.
 pub fn decode_to_f32(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), DecodeError> {
     let width = match ty {
         GgmlType::F32 => 4,
@@ -23,23 +29,22 @@ pub fn decode_to_f32(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), 
         return Err(DecodeError::SizeMismatch { expected: out.len() * width, found: bytes.len() });
     }
     match ty {
-        GgmlType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        _ => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
+        GgmlType::F32 => decode_in_parallel(bytes, out, f32::from_le_bytes),
+        GgmlType::F16 => decode_in_parallel(bytes, out, |b| half::f16::from_le_bytes(b).to_f32()),
+        _ => decode_in_parallel(bytes, out, |b| half::bf16::from_le_bytes(b).to_f32()),
     }
     Ok(())
+}
+
+/// `out[i] = value(bytes of element i)` for elements of `W` bytes, in tasks of [`CHUNK`] values.
+fn decode_in_parallel<const W: usize>(bytes: &[u8], out: &mut [f32], value: impl Fn([u8; W]) -> f32 + Sync) {
+    out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * W)).for_each(|(out, bytes)| {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(W)) {
+            let mut element = [0u8; W];
+            element.copy_from_slice(c);
+            *o = value(element);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub fn requantize(
             decode_to_f32(t.ty, block, &mut staged)
                 .map_err(|source| QuantizeError::Decode { tensor: t.name.to_owned(), source })?;
             out.resize(n / row_len.max(1) * out_row, 0);
-            crate::ggml::quantize_rows(ty, &staged, row_len, &mut out)?;
+            super::encode_rows(ty, &staged, row_len, &mut out)?;
             writer.write_chunk(t.name, &out)?;
             file.release(block);
             done += block.len() as u64;
