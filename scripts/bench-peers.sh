@@ -15,6 +15,12 @@
 #   BENCH_THREADS (default 2)   threads for every tool (torch.set_num_threads, --threads, nthread)
 #   BENCH_STEPS (default 8)     optimizer steps of each training run (the first is warm-up and
 #                               excluded from tokens/s on both sides)
+#   BENCH_REPEAT (default 1)   runs of each command; the fastest counts (on a shared machine the
+#                               slowest runs measure the neighbours)
+#   BENCH_OUTPUT_DIR (default target/bench-peers)   where the convert rows write their GGUF files;
+#                               a tmpfs (/dev/shm) takes the disk out of the comparison (both sides
+#                               sync their output inside the timing, so a slow disk adds the same
+#                               seconds to both and pulls the ratio towards 1)
 #   TINYLLAMA_LAYERS (22), SMOLLM_LAYERS (30)   shallower models of the same layer shapes, for quick
 #                               runs of the script itself (the targets are for the full depths)
 #
@@ -34,9 +40,10 @@ LLAMA_CPP_PYTHON_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2
 
 threads="${BENCH_THREADS:-2}"
 steps="${BENCH_STEPS:-8}"
+repeat="${BENCH_REPEAT:-1}"
 tinyllama_layers="${TINYLLAMA_LAYERS:-22}"
 smollm_layers="${SMOLLM_LAYERS:-30}"
-for v in threads steps tinyllama_layers smollm_layers; do
+for v in threads steps repeat tinyllama_layers smollm_layers; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench-peers: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 [ "$steps" -ge 2 ] || { echo "bench-peers: BENCH_STEPS must be at least 2 (the first step is warm-up)" >&2; exit 2; }
@@ -48,7 +55,8 @@ done
 
 peers=target/peers
 work=target/bench-peers
-mkdir -p "$peers" "$work"
+out="${BENCH_OUTPUT_DIR:-$work}"
+mkdir -p "$peers" "$work" "$out"
 py="$peers/py/bin/python"
 
 # --- the peers ---------------------------------------------------------------------------------
@@ -99,20 +107,26 @@ gguftune=./target/release/gguftune
 
 now() { date +%s.%N; }
 # timed OUTPUT CMD...: runs CMD under /usr/bin/time and syncs OUTPUT (when not empty) inside the
-# timing, since gguftune fsyncs what it writes and the Python writer does not. Sets run_s, run_kb.
+# timing, since gguftune fsyncs what it writes and the Python writer does not; BENCH_REPEAT times,
+# keeping the fastest run and the largest peak RSS. Sets run_s, run_kb.
 timed() {
-  local output="$1" t0 t1
+  local output="$1" t0 t1 s kb i
   shift
-  t0=$(now)
-  if ! /usr/bin/time -f %M -o "$work/rss" "$@" > "$work/last.log" 2>&1; then
-    echo "bench-peers: failed: $*; the end of its output:" >&2
-    tail -n 20 "$work/last.log" >&2
-    exit 1
-  fi
-  [ -z "$output" ] || sync "$output"
-  t1=$(now)
-  run_s=$(echo "$t1 - $t0" | bc -l)
-  run_kb=$(tail -n 1 "$work/rss")
+  run_s='' run_kb=0
+  for ((i = 0; i < repeat; i++)); do
+    t0=$(now)
+    if ! /usr/bin/time -f %M -o "$work/rss" "$@" > "$work/last.log" 2>&1; then
+      echo "bench-peers: failed: $*; the end of its output:" >&2
+      tail -n 20 "$work/last.log" >&2
+      exit 1
+    fi
+    [ -z "$output" ] || sync "$output"
+    t1=$(now)
+    s=$(echo "$t1 - $t0" | bc -l)
+    kb=$(tail -n 1 "$work/rss")
+    if [ -z "$run_s" ] || [ "$(echo "$s < $run_s" | bc -l)" = 1 ]; then run_s=$s; fi
+    if [ "$kb" -gt "$run_kb" ]; then run_kb=$kb; fi
+  done
 }
 mb() { echo "$1 / 1024" | bc; }
 ratio() { echo "scale=3; $1 / $2" | bc -l | sed 's/^\./0./'; }
@@ -126,30 +140,30 @@ if [[ " ${rows[*]} " == *" convert "* ]]; then
   [ -f "$inputs/hf-model/config.json" ] || ./target/release/examples/demo_inputs "$inputs" tinyllama 1 "$tinyllama_layers"
   echo
   echo "convert: 1.1B Llama shape (hidden 2048, $tinyllama_layers layers, 32/4 heads, ffn 5632, vocab 32000), BF16 in two shards;"
-  echo "         $threads threads; times in seconds (page cache warm, the output synced), peak RSS in MB"
+  echo "         $threads threads; times in seconds (page cache warm, the output synced, written to $out), peak RSS in MB"
   header
   cat "$inputs"/hf-model/*.safetensors > /dev/null
   export OMP_NUM_THREADS="$threads"
-  timed "$work/ours-f16.gguf" env RAYON_NUM_THREADS="$threads" "$gguftune" convert "$inputs/hf-model" -o "$work/ours-f16.gguf" --type f16
+  timed "$out/ours-f16.gguf" env RAYON_NUM_THREADS="$threads" "$gguftune" convert "$inputs/hf-model" -o "$out/ours-f16.gguf" --type f16
   ours_s=$run_s ours_kb=$run_kb
-  timed "$work/peer-f16.gguf" "$py" "$converter" "$inputs/hf-model" --outfile "$work/peer-f16.gguf" --outtype f16
+  timed "$out/peer-f16.gguf" "$py" "$converter" "$inputs/hf-model" --outfile "$out/peer-f16.gguf" --outtype f16
   peer_f16_s=$run_s peer_f16_kb=$run_kb
   t=$(ratio "$ours_s" "$peer_f16_s")
   printf '%-15s %9.1f %9.1f %7s %9d %9d %7s  time <= 0.33x: %s, RSS <= 0.3 GB: %s\n' convert-f16 "$ours_s" "$peer_f16_s" "$t" \
     "$(mb "$ours_kb")" "$(mb "$peer_f16_kb")" "$(ratio "$ours_kb" "$peer_f16_kb")" \
     "$(holds "$t <= 0.33")" "$(holds "$ours_kb * 1024 <= 300000000")"
-  rm -f "$work/ours-f16.gguf"
+  rm -f "$out/ours-f16.gguf"
 
-  timed "$work/ours-q4_k_m.gguf" env RAYON_NUM_THREADS="$threads" "$gguftune" convert "$inputs/hf-model" -o "$work/ours-q4_k_m.gguf" --type q4_k_m
+  timed "$out/ours-q4_k_m.gguf" env RAYON_NUM_THREADS="$threads" "$gguftune" convert "$inputs/hf-model" -o "$out/ours-q4_k_m.gguf" --type q4_k_m
   ours_s=$run_s ours_kb=$run_kb
-  timed "$work/peer-q4_k_m.gguf" "$quantize" "$work/peer-f16.gguf" "$work/peer-q4_k_m.gguf" Q4_K_M "$threads"
+  timed "$out/peer-q4_k_m.gguf" "$quantize" "$out/peer-f16.gguf" "$out/peer-q4_k_m.gguf" Q4_K_M "$threads"
   peer_s=$(echo "$peer_f16_s + $run_s" | bc -l)
   peer_kb=$(( run_kb > peer_f16_kb ? run_kb : peer_f16_kb ))
   t=$(ratio "$ours_s" "$peer_s")
   printf '%-15s %9.1f %9.1f %7s %9d %9d %7s  time <= 0.75x: %s (peer: convert %.1f + quantize %.1f)\n' convert-q4_k_m \
     "$ours_s" "$peer_s" "$t" "$(mb "$ours_kb")" "$(mb "$peer_kb")" "$(ratio "$ours_kb" "$peer_kb")" \
     "$(holds "$t <= 0.75")" "$peer_f16_s" "$run_s"
-  rm -f "$work/ours-q4_k_m.gguf" "$work/peer-q4_k_m.gguf" "$work/peer-f16.gguf"
+  rm -f "$out/ours-q4_k_m.gguf" "$out/peer-q4_k_m.gguf" "$out/peer-f16.gguf"
 fi
 
 if [[ " ${rows[*]} " == *" train "* ]]; then
