@@ -1,7 +1,9 @@
 //! The hot kernels of `convert` and of the training step's backward pass, on the shapes of the
 //! models in `scripts/bench-peers.sh`, so that a regression shows as a throughput change:
 //! - convert: BF16 → f32 decoding, the Q/K row permutation, and f32 → F16 / Q8_0 / Q4_K encoding
-//!   (ggml's own routines), each on one 2048 × 5632 FFN weight of the 1.1B Llama shape;
+//!   (`quant::encode_rows`: F16 on the CPU's conversion instructions, the others through ggml's
+//!   own routines, and F16 through ggml's scalar routine beside it), each on one 2048 × 5632 FFN
+//!   weight of the 1.1B Llama shape;
 //! - training: the transposed f32 copy of a frozen weight that the fast backward makes
 //!   (`cont(transpose(cast(W)))` in a ggml graph) and the product `Wᵀ · dy` it feeds, on one
 //!   576 × 1536 FFN weight of the SmolLM-135M shape with 1024 tokens (ctx 256 × batch 4), plus the
@@ -14,7 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gguftune::convert::permute_rotary_rows;
 use gguftune::ggml::{dequantize_rows, quantize_rows, Allocator, Backend, Context, Graph, MappedBuffer, Runtime};
 use gguftune::gguf::GgmlType;
-use gguftune::quant::decode_to_f32;
+use gguftune::quant::{decode_to_f32, encode_rows};
 
 /// Rows and row length of the convert benchmarks' weight (the 1.1B shape's FFN up projection).
 const CONVERT_SHAPE: (usize, usize) = (5632, 2048);
@@ -63,9 +65,13 @@ fn convert_kernels(c: &mut Criterion) {
     for ty in [GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K] {
         let mut out = encoded(ty, &source, row_len);
         group.bench_function(format!("f32_to_{ty}"), |b| {
-            b.iter(|| quantize_rows(ty, black_box(&source), row_len, &mut out).unwrap())
+            b.iter(|| encode_rows(ty, black_box(&source), row_len, &mut out).unwrap())
         });
     }
+    let mut out = encoded(GgmlType::F16, &source, row_len);
+    group.bench_function("f32_to_F16_ggml", |b| {
+        b.iter(|| quantize_rows(GgmlType::F16, black_box(&source), row_len, &mut out).unwrap())
+    });
     group.finish();
 }
 
