@@ -12,7 +12,9 @@
 //! (registered by [`crate::io::AtomicFile`] through [`remove_on_fault`]), writes that one line to
 //! stderr and exits with code [`EXIT_INPUT_CHANGED`]. Nothing else is possible inside a signal
 //! handler: it may not allocate, take a lock or unwind, so it reads fixed tables of atomics and
-//! calls only `unlink`, `write` and `_exit`, which POSIX lists as async-signal-safe. A fault
+//! calls only `unlink`, `write`, `pause` and `_exit`, which POSIX lists as async-signal-safe.
+//! When several threads fault at once (convert decodes on every core), the first reports and the
+//! others wait for its `_exit`, so the line is printed once. A fault
 //! anywhere else (a map that llama.cpp made itself, for instance) goes to the handler that was
 //! installed before ours.
 
@@ -249,10 +251,13 @@ fn find_map(addr: usize, buf: &mut [u8; TEXT_CAP]) -> Option<usize> {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod handler {
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Once, OnceLock};
 
     use super::{find_map, EXIT_INPUT_CHANGED, TEMPS, TEXT_CAP};
+
+    /// Set by the first thread that reports a fault in one of our maps.
+    static REPORTING: AtomicBool = AtomicBool::new(false);
 
     /// The action for SIGBUS before ours (Rust's runtime installs one to report stack overflows).
     static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
@@ -298,6 +303,18 @@ mod handler {
         let addr = unsafe { (*info).si_addr() } as usize;
         let mut buf = [0u8; TEXT_CAP];
         if let Some(n) = find_map(addr, &mut buf) {
+            // Threads reading the same truncated file fault together: the first one reports and
+            // ends the process, the others wait for that (returning would fault again).
+            if REPORTING.swap(true, Ordering::AcqRel) {
+                loop {
+                    // SAFETY: pause is async-signal-safe and only waits; the reporting thread's
+                    // _exit ends every thread of the process.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libc::pause();
+                    }
+                }
+            }
             remove_temps();
             write_stderr(buf.get(..n).unwrap_or(&[]));
             // SAFETY: _exit is async-signal-safe; it ends the process without running atexit
