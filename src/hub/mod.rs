@@ -15,7 +15,7 @@
 //! - an interrupted download stays in `blobs/<etag>.part` and the next attempt (a retry in the
 //!   same run, or the next run) asks for the rest with a `Range` request;
 //! - hf-hub does not check the downloaded bytes against the sha256 in the etag, so we do, for
-//!   every `.safetensors` file (see [`verify`]);
+//!   every `.safetensors` file (see `hub/verify.rs`);
 //! - hf-hub reads neither `HF_HUB_CACHE` nor `HF_TOKEN` nor `HF_HUB_OFFLINE` itself, so
 //!   [`HubOptions::from_env`] resolves them and hands them to it.
 //!

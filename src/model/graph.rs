@@ -163,7 +163,7 @@ pub struct LossInputs<'c> {
 const LOGITS_CHUNK_BYTES: u64 = 64 << 20;
 
 /// Positions per cross-entropy chunk for `n` positions over `n_vocab`: the largest divisor of `n`
-/// whose logits fit [`LOGITS_CHUNK_BYTES`] (one position when none does).
+/// whose logits fit `LOGITS_CHUNK_BYTES` (one position when none does).
 pub fn loss_chunk(n: u64, n_vocab: u64) -> u64 {
     let fits = LOGITS_CHUNK_BYTES / (4 * n_vocab.max(1));
     (1..=n.min(fits)).rev().find(|c| n % c == 0).unwrap_or(1)
