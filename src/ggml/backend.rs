@@ -227,6 +227,11 @@ impl<'ctx> Graph<'ctx> {
     /// node becomes `mul_mat(Wᵀ, dy)` with `Wᵀ` a transposed f32 copy of the weight made right
     /// before it: the graph allocator frees it after use, so one weight's copy exists at a time,
     /// and the product runs on ggml's fast matrix kernels.
+    ///
+    /// Every other f32 `out_prod` (attention's products and LoRA's, with rows as short as the
+    /// head size or the rank, which ggml's kernel accumulates one row at a time) becomes a custom
+    /// op computing the same product as a blocked matrix multiplication over the operands'
+    /// strides, without copies (`Tensor::make_out_prod_gemm`, with matrixmultiply's `sgemm`).
     pub fn with_fast_frozen_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
         let nodes = self.nodes();
         let mut copies: HashMap<*mut sys::ggml_tensor, Tensor<'ctx>> = HashMap::new();
@@ -238,6 +243,11 @@ impl<'ctx> Graph<'ctx> {
             let frozen = w.ty().is_some_and(|t| t != crate::gguf::GgmlType::F32)
                 && w.flags() & sys::GGML_TENSOR_FLAG_PARAM as i32 == 0
                 && w.src(0).is_none();
+            let f32 = Some(crate::gguf::GgmlType::F32);
+            if !frozen && w.ty() == f32 && dy_t.ty() == f32 && node.ty() == f32 {
+                node.make_out_prod_gemm(ctx)?;
+                continue;
+            }
             if !frozen || dy_t.op().0 != sys::GGML_OP_TRANSPOSE {
                 continue;
             }

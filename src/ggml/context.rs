@@ -560,3 +560,99 @@ impl<'ctx> Tensor<'ctx> {
         !self.inner().data.is_null()
     }
 }
+
+impl<'ctx> Tensor<'ctx> {
+    /// Turns this f32 `ggml_out_prod(a, b)` node into a custom op computing the same product with
+    /// a blocked matrix multiplication over the operands' strides ([`out_prod_gemm`]); the caller
+    /// checked that `a`, `b` and the node are f32.
+    pub(super) fn make_out_prod_gemm(self, ctx: &'ctx Context) -> Result<(), Error> {
+        let (Some(a), Some(b)) = (self.src(0), self.src(1)) else { return Ok(()) };
+        let ne = self.ne();
+        let mut args = [a.raw(), b.raw()];
+        ctx.room("out_prod_gemm")?;
+        // SAFETY: live context and tensors; ggml_custom_4d only records the arguments, the
+        // function and the shape in a new node, which serves as the template copied below.
+        let template = unsafe {
+            sys::ggml_custom_4d(
+                ctx.raw(),
+                sys::GGML_TYPE_F32,
+                ne[0],
+                ne[1],
+                ne[2],
+                ne[3],
+                args.as_mut_ptr(),
+                2,
+                Some(out_prod_gemm),
+                -1, // GGML_N_TASKS_MAX: every thread of the graph
+                std::ptr::null_mut(),
+            )
+        };
+        let template = ctx.wrap("out_prod_gemm", template)?;
+        // SAFETY: as in make_mul_mat; the template was made by ggml for this very op, shape and
+        // sources, so its op, parameters and sources are a valid custom node's.
+        unsafe {
+            let t = &mut *self.raw();
+            let src = &*template.raw();
+            t.op = src.op;
+            t.op_params = src.op_params;
+            t.src = src.src;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel of [`Tensor::make_out_prod_gemm`], run by each of ggml's `nth` threads:
+/// `dst[i0, i1, i2, i3] = Σ_k a[i0, k, i2 / (ne2 / a.ne2), i3 / (ne3 / a.ne3)] · b[i1, k, i2, i3]`,
+/// as `ggml_out_prod` defines it, each thread taking its share of the `i1` columns of every
+/// matrix.
+extern "C" fn out_prod_gemm(
+    dst: *mut sys::ggml_tensor,
+    ith: std::ffi::c_int,
+    nth: std::ffi::c_int,
+    _: *mut std::ffi::c_void,
+) {
+    // SAFETY: ggml calls this with the node made by make_out_prod_gemm, whose sources are the
+    // out_prod's f32 operands, all with memory; strides are in bytes and multiples of 4 for f32.
+    // Threads write disjoint column ranges of `dst`.
+    unsafe {
+        let d = &*dst;
+        let (a, b) = (&*d.src[0], &*d.src[1]);
+        let (ne0, ne1, ne2, ne3) = (d.ne[0] as usize, d.ne[1] as usize, d.ne[2], d.ne[3]);
+        let k = a.ne[1] as usize;
+        let (dps2, dps3) = (ne2 / a.ne[2].max(1), ne3 / a.ne[3].max(1));
+        let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+        let (c0, c1) = (ne1 * ith / nth, ne1 * (ith + 1) / nth);
+        if c0 >= c1 {
+            return;
+        }
+        let f = |nb: usize| (nb / 4) as isize;
+        for i3 in 0..ne3 {
+            for i2 in 0..ne2 {
+                let a_ptr = (a.data as *const u8)
+                    .add((i2 / dps2) as usize * a.nb[2] + (i3 / dps3) as usize * a.nb[3])
+                    .cast::<f32>();
+                let b_ptr = (b.data as *const u8)
+                    .add(i2 as usize * b.nb[2] + i3 as usize * b.nb[3] + c0 * b.nb[0])
+                    .cast::<f32>();
+                let c_ptr =
+                    (d.data as *mut u8).add(i2 as usize * d.nb[2] + i3 as usize * d.nb[3] + c0 * d.nb[1]).cast::<f32>();
+                matrixmultiply::sgemm(
+                    ne0,
+                    k,
+                    c1 - c0,
+                    1.0,
+                    a_ptr,
+                    f(a.nb[0]),
+                    f(a.nb[1]),
+                    b_ptr,
+                    f(b.nb[1]),
+                    f(b.nb[0]),
+                    0.0,
+                    c_ptr,
+                    f(d.nb[0]),
+                    f(d.nb[1]),
+                );
+            }
+        }
+    }
+}

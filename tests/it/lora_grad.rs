@@ -180,6 +180,37 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
 }
 
 #[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    // The backward pass's outer products run as blocked matrix products split by columns across
+    // ggml's threads (`Tensor::make_out_prod_gemm`): 1, 2 and 3 threads (uneven splits, one of
+    // them empty for the rank-2 LoRA matrices) must give the same gradients up to f32 rounding.
+    let root = temp_dir();
+    let dir = root.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
+    tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 8).unwrap();
+    let path = root.path().join("model.gguf");
+    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
+    let model = Model::open(&path).unwrap();
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let tokens: Vec<i32> = (0..13).map(|i| (i * 37 + 5) % 512).collect();
+    let targets: Vec<Option<i32>> = (0..13).map(|i| (2..12).contains(&i).then(|| tokens[i + 1])).collect();
+    let values = random_lora_values(&model, &cfg, 3);
+    let one = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 1).unwrap();
+    for threads in [2, 3] {
+        let (loss, grads) =
+            loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, threads).unwrap();
+        assert!((loss - one.0).abs() <= 1e-5 * one.0.abs(), "{threads} threads: loss {loss} vs {}", one.0);
+        for (i, (g, g1)) in grads.iter().zip(&one.1).enumerate() {
+            let scale = g1.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = g.iter().zip(g1).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // Only the summation order differs: a few f32 roundings of the largest element.
+            assert!(worst <= 1e-4 * scale + 1e-9, "{threads} threads: tensor {i}: difference {worst} of {scale}");
+        }
+    }
+}
+
+#[test]
 fn recomputed_activations_give_the_same_loss_and_gradients() {
     // The backward pass with recomputation runs copies of the same forward ops on the same values
     // in the same order, so the loss and every gradient must be bit-identical on the CPU: any
