@@ -3,11 +3,10 @@
 //! alone (weighted by their positions with loss), and so do the gradients.
 
 use gguftune::model::{Batch, LoraConfig, Model, TARGETS};
-use gguftune::quant::FileType;
 use gguftune::train::{with_session, Activations, BatchShape, OptimizerState, TrainError};
 
-use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
-use crate::common::temp_dir;
+use crate::common::fixtures::{Rng, TinyLlamaSpec};
+use crate::common::{temp_dir, tiny_f32_model};
 
 /// f32 sums in a different order (softmax over a longer padded row, the loss reduction over more
 /// rows): a few ulps of a loss near 6 and of each gradient, far below what a leak of attention
@@ -39,13 +38,8 @@ fn eval(
 #[test]
 fn rows_and_packing_give_the_losses_and_gradients_of_separate_examples() {
     let root = temp_dir();
-    let dir = root.path().join("m");
-    std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
-    tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 3).unwrap();
-    let path = root.path().join("m.gguf");
-    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
-    let model = Model::open(&path).unwrap();
+    let model = tiny_f32_model(root.path(), &spec, 3);
     let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
     let mut rng = Rng::new(5);
     let mut values = gguftune::train::init_lora(&model, &cfg, 1).unwrap();

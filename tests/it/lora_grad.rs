@@ -6,7 +6,7 @@ use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, measure_session, Activations, BatchShape};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
-use crate::common::temp_dir;
+use crate::common::{temp_dir, tiny_f32_model};
 
 /// Step for central differences: the truncation error is O(h²) ≈ 1e-6 relative to the curvature,
 /// and the f32 rounding of a loss near 6 is about 6e-7 / (2h) = 3e-5 in the difference quotient.
@@ -45,12 +45,7 @@ fn lora_gradients_equal_finite_differences_with_the_loss_in_chunks() {
 /// layer's down projection.
 fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, first_tensors: usize) {
     let root = temp_dir();
-    let dir = root.path().join("m");
-    std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, spec, Dtype::F32, Shards::One, 3).unwrap();
-    let path = root.path().join("m.gguf");
-    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
-    let model = Model::open(&path).unwrap();
+    let model = tiny_f32_model(root.path(), spec, 3);
     let h = model.hparams().clone();
 
     let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
@@ -108,13 +103,7 @@ fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, 
 #[test]
 fn masked_positions_contribute_no_gradient() {
     let root = temp_dir();
-    let dir = root.path().join("m");
-    std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, Dtype::F32, Shards::One, 4)
-        .unwrap();
-    let path = root.path().join("m.gguf");
-    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
-    let model = Model::open(&path).unwrap();
+    let model = tiny_f32_model(root.path(), &TinyLlamaSpec { hidden: 32, ffn: 64, ..TinyLlamaSpec::default() }, 4);
     let h = model.hparams().clone();
     let cfg = LoraConfig { rank: 1, alpha: 1.0, targets: vec![TARGETS[0].1] };
     let mut rng = Rng::new(5);
@@ -185,13 +174,8 @@ fn gradients_do_not_depend_on_the_thread_count() {
     // ggml's threads (`Tensor::make_out_prod_gemm`): 1, 2 and 3 threads (uneven splits, one of
     // them empty for the rank-2 LoRA matrices) must give the same gradients up to f32 rounding.
     let root = temp_dir();
-    let dir = root.path().join("m");
-    std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
-    tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 8).unwrap();
-    let path = root.path().join("model.gguf");
-    crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
-    let model = Model::open(&path).unwrap();
+    let model = tiny_f32_model(root.path(), &spec, 8);
     let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
     let tokens: Vec<i32> = (0..13).map(|i| (i * 37 + 5) % 512).collect();
     let targets: Vec<Option<i32>> = (0..13).map(|i| (2..12).contains(&i).then(|| tokens[i + 1])).collect();

@@ -29,6 +29,17 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("gguftune-test-").tempdir().expect("a temp folder can be created")
 }
 
+/// A tiny Llama checkpoint of `spec` (f32 weights from `seed`) made in `root/m` and converted to
+/// `root/m.gguf` as f32, opened. `root` must outlive the model (it maps the file).
+pub fn tiny_f32_model(root: &std::path::Path, spec: &fixtures::TinyLlamaSpec, seed: u64) -> gguftune::model::Model {
+    let dir = root.join("m");
+    std::fs::create_dir(&dir).unwrap();
+    fixtures::tiny_llama(&dir, spec, fixtures::Dtype::F32, fixtures::Shards::One, seed).unwrap();
+    let path = root.join("m.gguf");
+    convert_to(&dir, gguftune::quant::FileType::F32, &path).unwrap();
+    gguftune::model::Model::open(&path).unwrap()
+}
+
 /// The repository root (for tests that read the sources).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
