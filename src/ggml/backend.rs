@@ -218,9 +218,8 @@ impl<'ctx> Graph<'ctx> {
         Ok(())
     }
 
-    /// The graph with the backward pass through every frozen, non-f32 weight rewritten for
-    /// speed, as a new graph of up to `size` nodes (without gradient bookkeeping: clear the
-    /// accumulators yourself).
+    /// The graph with the backward pass's outer products rewritten for speed, as a new graph of
+    /// up to `size` nodes (without gradient bookkeeping: clear the accumulators yourself).
     ///
     /// ggml differentiates `y = W x` with respect to `x` as `out_prod(W, transpose(dy))`, whose
     /// CPU kernel dequantizes all of `W` again for every token (and has no BF16 kernel). Each such
@@ -232,7 +231,7 @@ impl<'ctx> Graph<'ctx> {
     /// head size or the rank, which ggml's kernel accumulates one row at a time) becomes a custom
     /// op computing the same product as a blocked matrix multiplication over the operands'
     /// strides, without copies (`Tensor::make_out_prod_gemm`, with matrixmultiply's `sgemm`).
-    pub fn with_fast_frozen_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+    pub fn with_fast_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
         let nodes = self.nodes();
         let mut copies: HashMap<*mut sys::ggml_tensor, Tensor<'ctx>> = HashMap::new();
         for node in &nodes {

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::VALUES_PER_TASK;
 use crate::gguf::GgmlType;
 
 /// Why bytes could not be decoded.
@@ -13,9 +14,6 @@ pub enum DecodeError {
     #[error("{found} bytes of data, expected {expected}")]
     SizeMismatch { expected: usize, found: usize },
 }
-
-/// Values decoded per parallel task.
-const CHUNK: usize = 8192;
 
 /// Decodes `bytes` of type `ty` into `out` (same element count), in parallel. Conversions are
 /// exact.
@@ -36,9 +34,10 @@ pub fn decode_to_f32(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), 
     Ok(())
 }
 
-/// `out[i] = value(bytes of element i)` for elements of `W` bytes, in tasks of [`CHUNK`] values.
+/// `out[i] = value(bytes of element i)` for elements of `W` bytes, in tasks of
+/// [`VALUES_PER_TASK`] values.
 fn decode_in_parallel<const W: usize>(bytes: &[u8], out: &mut [f32], value: impl Fn([u8; W]) -> f32 + Sync) {
-    out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * W)).for_each(|(out, bytes)| {
+    out.par_chunks_mut(VALUES_PER_TASK).zip(bytes.par_chunks(VALUES_PER_TASK * W)).for_each(|(out, bytes)| {
         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(W)) {
             let mut element = [0u8; W];
             element.copy_from_slice(c);

@@ -10,11 +10,9 @@
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::VALUES_PER_TASK;
 use crate::ggml;
 use crate::gguf::GgmlType;
-
-/// Values converted per task and per buffer on the stack.
-const CHUNK: usize = 8192;
 
 /// Encodes `src`, rows of `n_per_row` f32 values, as `ty` into `dst`, which holds exactly the
 /// encoded rows; in parallel. The bytes equal what ggml's `ggml_quantize_chunk` writes.
@@ -28,8 +26,8 @@ pub fn encode_rows(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8]) 
     if dst.len() != 2 * src.len() {
         return Err(ggml::Error::BufferSize { expected: 2 * src.len(), found: dst.len() });
     }
-    src.par_chunks(CHUNK).zip(dst.par_chunks_mut(2 * CHUNK)).for_each(|(src, dst)| {
-        let mut halves = [half::f16::ZERO; CHUNK];
+    src.par_chunks(VALUES_PER_TASK).zip(dst.par_chunks_mut(2 * VALUES_PER_TASK)).for_each(|(src, dst)| {
+        let mut halves = [half::f16::ZERO; VALUES_PER_TASK];
         let halves = &mut halves[..src.len()];
         halves.convert_from_f32_slice(src);
         for (h, out) in halves.iter().zip(dst.chunks_exact_mut(2)) {

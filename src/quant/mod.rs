@@ -3,6 +3,9 @@
 
 mod decode;
 mod encode;
+
+/// Values per parallel task (and per stack buffer) of the row decoder and encoder.
+const VALUES_PER_TASK: usize = 8192;
 mod policy;
 mod requantize;
 

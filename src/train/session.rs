@@ -179,7 +179,7 @@ pub fn with_session<R>(
         let mut accs = lora_params.grad_accs();
         accs.push((loss, loss_grad));
         differentiated.build_backward_expand(ctx, &accs)?;
-        let train_graph = differentiated.with_fast_frozen_backward(ctx, 2 * graph_size)?;
+        let train_graph = differentiated.with_fast_backward(ctx, 2 * graph_size)?;
         let train_graph = match activations {
             Activations::Keep => train_graph,
             Activations::Recompute => train_graph.with_recomputation(ctx, &training.layer_inputs, 2 * graph_size)?,
