@@ -31,7 +31,7 @@ use super::read::{AdapterReadError, LoraAdapter};
 use super::{write_lora_gguf, AdapterError, LoraTensorPair};
 use crate::convert::{permute_rotary_rows, unpermute_rotary_rows};
 use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError};
-use crate::hf::{HfError, SafetensorsFile};
+use crate::hf::{Arch, HfError, SafetensorsFile};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, DecodeError};
 
@@ -240,7 +240,7 @@ fn parse_peft_name(name: &str) -> Option<(TensorName, bool)> {
     if tail != "weight" && !tail.strip_suffix(".weight").is_some_and(|a| !a.is_empty() && !a.contains('.')) {
         return None;
     }
-    let gguf = TensorName::from_hf(&format!("{module}.weight"))?;
+    let gguf = TensorName::from_hf(&format!("{module}.weight"), Arch::Llama)?;
     (gguf.kind != TensorKind::TokenEmbd).then_some((gguf, is_a))
 }
 
@@ -347,6 +347,14 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
 pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Result<PeftSummary, PeftError> {
     let adapter = LoraAdapter::open(adapter)?;
     let path = || adapter.path().to_owned();
+    if !matches!(adapter.arch(), "llama" | "qwen2") {
+        return Err(PeftError::Unsupported {
+            path: path(),
+            field: "general.architecture",
+            found: adapter.arch().to_owned(),
+            reason: "PEFT export writes the Llama family's module names (llama, qwen2)",
+        });
+    }
     let base_file = base.map(GgufFile::open).transpose()?;
     let base_gguf = base_file.as_ref().map(GgufFile::gguf).transpose()?;
     let (mut permutation, mut base_name) = (None, None);
@@ -386,7 +394,8 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
                 b = unpermuted;
             }
         }
-        let module = name.to_hf();
+        let module =
+            name.to_hf().ok_or_else(|| PeftError::UnknownTensor { path: path(), tensor: info.base.clone() })?;
         let module = module.strip_suffix(".weight").unwrap_or(&module);
         let (n_in, n_out, r) = (info.n_in as usize, info.n_out as usize, rank as usize);
         tensors.push((format!("{PEFT_PREFIX}{module}.lora_A.weight"), vec![r, n_in], super::f32_bytes(&pair.a)));
@@ -401,10 +410,10 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
         .iter()
         .chain(&[TensorKind::Output])
         .filter(|k| modules.contains(k))
-        .map(|&kind| {
-            let hf = TensorName { kind, layer: None, suffix: "weight".into() }.to_hf();
+        .filter_map(|&kind| {
+            let hf = TensorName { kind, layer: None, suffix: "weight".into() }.to_hf()?;
             let module = hf.strip_suffix(".weight").unwrap_or(&hf);
-            module.rsplit('.').next().unwrap_or(module).to_owned()
+            Some(module.rsplit('.').next().unwrap_or(module).to_owned())
         })
         .collect();
     let config = json!({

@@ -1,4 +1,4 @@
-//! `convert`: a Hugging Face Llama-family checkpoint to a GGUF llama.cpp loads.
+//! `convert`: a Hugging Face Llama-family or Falcon checkpoint to a GGUF llama.cpp loads.
 //!
 //! [`plan`] decides everything first (names, types, shapes, metadata, the output's size) and can be
 //! printed (`--dry-run`); [`execute`] then streams tensor by tensor, a block of rows at a time, from
@@ -13,11 +13,11 @@ use std::time::Instant;
 use safetensors::Dtype;
 
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
-use crate::hf::{Arch, Checkpoint, HfError, LlamaConfig, RopeScaling};
+use crate::hf::{Arch, Checkpoint, HfError, ModelConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
-pub use transform::{permute_rotary_rows, unpermute_rotary_rows};
+pub use transform::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows};
 
 /// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
 const ROWS_PER_BLOCK: usize = 512;
@@ -59,18 +59,31 @@ pub struct TensorPlan {
     pub ty: GgmlType,
     /// GGUF dims, innermost first (the Hugging Face shape reversed).
     pub ne: Vec<u64>,
-    /// Rows are reordered for ggml's rope with this head size (Llama Q and K).
-    pub permute_head_dim: Option<usize>,
+    /// How the rows are reordered on the way.
+    pub row_order: RowOrder,
     /// Bytes in the checkpoint.
     pub src_bytes: u64,
     /// Bytes in the output.
     pub out_bytes: u64,
 }
 
+/// How a tensor's rows are reordered between the checkpoint and the GGUF, as llama.cpp's
+/// converter reorders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOrder {
+    /// As stored.
+    AsIs,
+    /// Llama's Q and K: each head's rows interleaved for ggml's rope ([`permute_rotary_rows`]).
+    RotaryHeads { head_dim: usize },
+    /// Falcon's fused QKV: all query heads, then all key heads, then all value heads
+    /// ([`falcon_qkv_source_row`]).
+    FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
+}
+
 /// Everything a conversion will do.
 #[derive(Debug)]
 pub struct ConvertPlan {
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub file_type: FileType,
     pub tensors: Vec<TensorPlan>,
     pub gguf: GgufPlan,
@@ -91,12 +104,12 @@ impl ConvertPlan {
 /// Plans converting the checkpoint in `dir` to `file_type`.
 pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan, ConvertError> {
     let dir = checkpoint.dir();
-    let config = LlamaConfig::load(dir)?;
+    let config = ModelConfig::load(dir)?;
     let tokenizer = crate::hf::load_tokenizer(dir, usize::try_from(config.vocab_size).ok())?;
 
     let mut sources = Vec::new();
     for (entry, _) in checkpoint.tensors()? {
-        let Some(name) = TensorName::from_hf(&entry.name) else {
+        let Some(name) = TensorName::from_hf(&entry.name, config.arch) else {
             if entry.name.ends_with("rotary_emb.inv_freq") {
                 continue;
             }
@@ -117,9 +130,16 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
     let mut tensors = Vec::new();
     for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors()) {
-        let permute_head_dim = match (config.arch, name.kind) {
-            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => Some(config.head_dim as usize),
-            _ => None,
+        let row_order = match (config.arch, name.kind) {
+            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => {
+                RowOrder::RotaryHeads { head_dim: config.head_dim as usize }
+            }
+            (Arch::Falcon, TensorKind::AttnQkv) => RowOrder::FalconQkv {
+                n_head: config.num_heads as usize,
+                n_head_kv: config.num_kv_heads as usize,
+                head_dim: config.head_dim as usize,
+            },
+            _ => RowOrder::AsIs,
         };
         tensors.push(TensorPlan {
             hf_name: entry.name.clone(),
@@ -127,7 +147,7 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             src_type: source_type(&entry)?,
             ty: planned.ty,
             ne: planned.ne.clone(),
-            permute_head_dim,
+            row_order,
             src_bytes: entry.n_bytes as u64,
             out_bytes: planned.n_bytes,
         });
@@ -150,7 +170,7 @@ pub enum TokenizerSource {
 /// metadata, tensor table and per-tensor types as [`plan`], with every tensor the config implies.
 /// The tokenizer comes from `dir` when its files are there.
 pub fn plan_without_weights(
-    config: &LlamaConfig,
+    config: &ModelConfig,
     dir: &Path,
     file_type: FileType,
 ) -> Result<(GgufPlan, TokenizerSource), ConvertError> {
@@ -180,7 +200,7 @@ fn estimated_tokenizer(vocab: usize) -> Vec<(String, MetaValue)> {
 /// The metadata and tensor table of the GGUF for `config` with tensors `table` (GGUF name, `ne`,
 /// in llama.cpp's order), each tensor at the type llama-quantize chooses for `file_type`.
 fn gguf_plan(
-    config: &LlamaConfig,
+    config: &ModelConfig,
     tokenizer: Vec<(String, MetaValue)>,
     file_type: FileType,
     dir: &Path,
@@ -227,7 +247,7 @@ fn order_key(n: &TensorName) -> (u32, u32, u8) {
 }
 
 /// The Hugging Face shape of tensor `name` in a checkpoint of `c`.
-fn expected_shape(c: &LlamaConfig, name: &TensorName) -> Vec<usize> {
+fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
     let (h, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
     let q = (c.num_heads * c.head_dim) as usize;
     let kv = (c.num_kv_heads * c.head_dim) as usize;
@@ -235,8 +255,9 @@ fn expected_shape(c: &LlamaConfig, name: &TensorName) -> Vec<usize> {
     let w = |out: usize, inp: usize| if bias { vec![out] } else { vec![out, inp] };
     match name.kind {
         TensorKind::TokenEmbd | TensorKind::Output => vec![v, h],
-        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => vec![h],
+        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::AttnNorm2 | TensorKind::FfnNorm => vec![h],
         TensorKind::AttnQ => w(q, h),
+        TensorKind::AttnQkv => w(q + 2 * kv, h),
         TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
         TensorKind::AttnOutput => w(h, q),
         TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
@@ -244,40 +265,63 @@ fn expected_shape(c: &LlamaConfig, name: &TensorName) -> Vec<usize> {
     }
 }
 
-/// The tensors a checkpoint of `c` must have, in llama.cpp's order.
-fn required_tensors(c: &LlamaConfig) -> Vec<TensorName> {
-    let top = |kind| TensorName { kind, layer: None, suffix: "weight".into() };
-    let mut required = vec![top(TensorKind::TokenEmbd)];
-    for layer in 0..c.num_layers as u32 {
-        for kind in TensorKind::PER_LAYER {
-            required.push(TensorName { kind, layer: Some(layer), suffix: "weight".into() });
+/// The tensors of one layer of a checkpoint of `c`: kind and suffix.
+fn layer_tensors(c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
+    use TensorKind::*;
+    match c.arch {
+        Arch::Llama | Arch::Qwen2 => {
+            let mut t: Vec<_> = [AttnNorm, AttnQ, AttnK, AttnV, AttnOutput, FfnNorm, FfnGate, FfnUp, FfnDown]
+                .into_iter()
+                .map(|k| (k, "weight"))
+                .collect();
+            if c.arch == Arch::Qwen2 {
+                t.extend([(AttnQ, "bias"), (AttnK, "bias"), (AttnV, "bias")]);
+            }
+            t
+        }
+        Arch::Falcon => {
+            let mut t = vec![(AttnNorm, "weight"), (AttnNorm, "bias")];
+            if c.attn_norm_2 {
+                t.extend([(AttnNorm2, "weight"), (AttnNorm2, "bias")]);
+            }
+            t.extend([(AttnQkv, "weight"), (AttnOutput, "weight"), (FfnUp, "weight"), (FfnDown, "weight")]);
+            t
         }
     }
-    required.push(top(TensorKind::OutputNorm));
-    if !c.tie_word_embeddings {
-        required.push(top(TensorKind::Output));
+}
+
+/// The tensors a checkpoint of `c` must have, in llama.cpp's order. Falcon's `lm_head.weight`
+/// is written when present and never required: llama.cpp reads the token embeddings in its place.
+fn required_tensors(c: &ModelConfig) -> Vec<TensorName> {
+    let top = |kind, suffix: &str| TensorName { kind, layer: None, suffix: suffix.into() };
+    let mut required = vec![top(TensorKind::TokenEmbd, "weight")];
+    for layer in 0..c.num_layers as u32 {
+        for (kind, suffix) in layer_tensors(c) {
+            required.push(TensorName { kind, layer: Some(layer), suffix: suffix.into() });
+        }
     }
+    required.push(top(TensorKind::OutputNorm, "weight"));
+    if c.arch == Arch::Falcon {
+        required.push(top(TensorKind::OutputNorm, "bias"));
+    } else if !c.tie_word_embeddings {
+        required.push(top(TensorKind::Output, "weight"));
+    }
+    required.sort_by_key(order_key);
     required
 }
 
-/// Every tensor a checkpoint of `c` holds (Qwen2's attention biases included) with its Hugging
-/// Face shape, in llama.cpp's order.
-fn expected_tensors(c: &LlamaConfig) -> Vec<(TensorName, Vec<usize>)> {
+/// Every tensor a checkpoint of `c` holds with its Hugging Face shape, in llama.cpp's order.
+fn expected_tensors(c: &ModelConfig) -> Vec<(TensorName, Vec<usize>)> {
     let mut names = required_tensors(c);
-    if c.arch == Arch::Qwen2 {
-        for layer in 0..c.num_layers as u32 {
-            for kind in [TensorKind::AttnQ, TensorKind::AttnK, TensorKind::AttnV] {
-                names.push(TensorName { kind, layer: Some(layer), suffix: "bias".into() });
-            }
-        }
-        names.sort_by_key(order_key);
+    if c.arch == Arch::Falcon && !c.tie_word_embeddings {
+        names.push(TensorName { kind: TensorKind::Output, layer: None, suffix: "weight".into() });
     }
     names.into_iter().map(|n| (n.clone(), expected_shape(c, &n))).collect()
 }
 
 fn check_shapes(
     dir: &Path,
-    c: &LlamaConfig,
+    c: &ModelConfig,
     sources: &[(TensorName, crate::hf::TensorEntry)],
 ) -> Result<(), ConvertError> {
     for (name, entry) in sources {
@@ -313,7 +357,7 @@ fn model_name_of_dir(dir: &Path) -> Option<String> {
     }
 }
 
-fn model_metadata(c: &LlamaConfig, ft: FileType, dir: &Path) -> Result<Vec<(String, MetaValue)>, ConvertError> {
+fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(String, MetaValue)>, ConvertError> {
     let a = c.arch.name();
     let name = dir.canonicalize().ok().and_then(|p| model_name_of_dir(&p)).unwrap_or_else(|| c.hf_architecture.clone());
     let u32_of = |v: u64| MetaValue::U32(u32::try_from(v).unwrap_or(u32::MAX));
@@ -329,11 +373,15 @@ fn model_metadata(c: &LlamaConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
         (format!("{a}.feed_forward_length"), u32_of(c.intermediate_size)),
         (format!("{a}.attention.head_count"), u32_of(c.num_heads)),
         (format!("{a}.attention.head_count_kv"), u32_of(c.num_kv_heads)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), MetaValue::F32(c.rms_norm_eps)),
         (format!("{a}.rope.freq_base"), MetaValue::F32(c.rope_theta)),
         (format!("{a}.rope.dimension_count"), u32_of(c.head_dim)),
         (format!("{a}.vocab_size"), u32_of(c.vocab_size)),
     ];
+    let norm_eps_key = match c.arch {
+        Arch::Llama | Arch::Qwen2 => "layer_norm_rms_epsilon",
+        Arch::Falcon => "layer_norm_epsilon",
+    };
+    kv.push((format!("{a}.attention.{norm_eps_key}"), MetaValue::F32(c.norm_eps)));
     if c.head_dim * c.num_heads != c.hidden_size {
         kv.push((format!("{a}.attention.key_length"), u32_of(c.head_dim)));
         kv.push((format!("{a}.attention.value_length"), u32_of(c.head_dim)));
@@ -374,6 +422,7 @@ pub fn execute(
     let mut writer = GgufWriter::create(output, plan.gguf)?;
     let mut staged: Vec<f32> = Vec::new();
     let mut permuted: Vec<f32> = Vec::new();
+    let mut gathered: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     for t in &tensors {
         let view = find(&t.hf_name).ok_or_else(|| ConvertError::MissingTensor {
@@ -384,40 +433,57 @@ pub fn execute(
         let row_len = t.ne[0] as usize;
         let n_rows = (t.ne.iter().product::<u64>() / t.ne[0]) as usize;
         let src_width = data.len() / (row_len * n_rows).max(1);
-        let same_encoding = t.permute_head_dim.is_none() && t.src_type == t.ty;
+        let src_row_bytes = row_len * src_width;
+        let same_encoding = !matches!(t.row_order, RowOrder::RotaryHeads { .. }) && t.src_type == t.ty;
         // Blocks of whole heads for permuted tensors, else of ROWS_PER_BLOCK rows.
-        let rows_per_block = match t.permute_head_dim {
-            Some(hd) => (ROWS_PER_BLOCK / hd).max(1) * hd,
-            None => ROWS_PER_BLOCK,
+        let rows_per_block = match t.row_order {
+            RowOrder::RotaryHeads { head_dim } => (ROWS_PER_BLOCK / head_dim).max(1) * head_dim,
+            _ => ROWS_PER_BLOCK,
         };
         let out_row_bytes = t.ty.row_bytes(t.ne[0]).unwrap_or(0) as usize;
         let mut row = 0;
         while row < n_rows {
             let rows = rows_per_block.min(n_rows - row);
-            let src = &data[row * row_len * src_width..(row + rows) * row_len * src_width];
+            let src = match t.row_order {
+                RowOrder::FalconQkv { n_head, n_head_kv, head_dim } => {
+                    gathered.clear();
+                    for out_row in row..row + rows {
+                        let from = falcon_qkv_source_row(out_row, n_head, n_head_kv, head_dim) * src_row_bytes;
+                        gathered.extend_from_slice(&data[from..from + src_row_bytes]);
+                    }
+                    &gathered[..]
+                }
+                _ => &data[row * src_row_bytes..(row + rows) * src_row_bytes],
+            };
             if same_encoding {
                 writer.write_chunk(&t.gguf_name, src)?;
             } else {
                 staged.resize(rows * row_len, 0.0);
                 decode_to_f32(t.src_type, src, &mut staged)
                     .map_err(|source| ConvertError::Decode { tensor: t.hf_name.clone(), source })?;
-                let rows_f32 = match t.permute_head_dim {
-                    Some(hd) => {
+                let rows_f32 = match t.row_order {
+                    RowOrder::RotaryHeads { head_dim } => {
                         permuted.resize(staged.len(), 0.0);
-                        permute_rotary_rows(&staged, &mut permuted, hd, row_len);
+                        permute_rotary_rows(&staged, &mut permuted, head_dim, row_len);
                         &permuted
                     }
-                    None => &staged,
+                    _ => &staged,
                 };
                 out.resize(rows * out_row_bytes, 0);
                 crate::quant::encode_rows(t.ty, rows_f32, row_len, &mut out)?;
                 writer.write_chunk(&t.gguf_name, &out)?;
             }
-            // These rows are done: their input pages need not stay resident.
-            checkpoint.release(src);
+            // These rows are done: their input pages need not stay resident (a gathered tensor's
+            // are released whole at its end).
+            if !matches!(t.row_order, RowOrder::FalconQkv { .. }) {
+                checkpoint.release(src);
+            }
             done += src.len() as u64;
             progress(done, total);
             row += rows;
+        }
+        if matches!(t.row_order, RowOrder::FalconQkv { .. }) {
+            checkpoint.release(data);
         }
         if n_rows == 0 {
             writer.write_tensor(&t.gguf_name, &[])?;

@@ -34,6 +34,23 @@ pub fn unpermute_rotary_rows(src: &[f32], dst: &mut [f32], head_dim: usize, row_
     }
 }
 
+/// The row of Falcon's fused `query_key_value` weight that becomes row `row` of llama.cpp's
+/// `attn_qkv` (its converter's "jploski" layout). The checkpoint stores, per key/value head, that
+/// group's `n_head / n_head_kv` query heads then its key head then its value head; llama.cpp wants
+/// every query head, then every key head, then every value head, each `head_dim` rows.
+pub fn falcon_qkv_source_row(row: usize, n_head: usize, n_head_kv: usize, head_dim: usize) -> usize {
+    let per_group = n_head / n_head_kv;
+    let (head, r) = (row / head_dim, row % head_dim);
+    let (group, slot) = if head < n_head {
+        (head / per_group, head % per_group)
+    } else if head < n_head + n_head_kv {
+        (head - n_head, per_group)
+    } else {
+        (head - n_head - n_head_kv, per_group + 1)
+    };
+    (group * (per_group + 2) + slot) * head_dim + r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +65,30 @@ mod tests {
         let mut back = [0.0; 8];
         unpermute_rotary_rows(&dst, &mut back, 4, 1);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn falcon_qkv_rows_follow_llama_cpp_converters_view() {
+        // convert_hf_to_gguf.py: view(n_head_kv, n_head // n_head_kv + 2, head_dim, -1), then
+        // qkv[:, :-2], qkv[:, [-2]], qkv[:, [-1]] concatenated: all queries, all keys, all values.
+        for (n_head, n_head_kv, head_dim) in [(4, 1, 2), (4, 2, 3), (6, 3, 2), (2, 2, 1)] {
+            let per_group = n_head / n_head_kv;
+            let index = |g: usize, s: usize, r: usize| (g * (per_group + 2) + s) * head_dim + r;
+            let mut want = Vec::new();
+            for g in 0..n_head_kv {
+                for s in 0..per_group {
+                    want.extend((0..head_dim).map(|r| index(g, s, r)));
+                }
+            }
+            for slot in [per_group, per_group + 1] {
+                for g in 0..n_head_kv {
+                    want.extend((0..head_dim).map(|r| index(g, slot, r)));
+                }
+            }
+            let got: Vec<usize> = (0..(n_head + 2 * n_head_kv) * head_dim)
+                .map(|row| falcon_qkv_source_row(row, n_head, n_head_kv, head_dim))
+                .collect();
+            assert_eq!(got, want, "n_head {n_head}, n_head_kv {n_head_kv}, head_dim {head_dim}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `config.json` of a Llama-family checkpoint, resolved into the hyper-parameters conversion needs.
+//! `config.json` of a Llama-family or Falcon checkpoint, resolved into the hyper-parameters
+//! conversion needs.
 //!
 //! config.json varies with the transformers version that wrote it: `rope_theta` at the top level
 //! or inside `rope_parameters`, `torch_dtype` or `dtype`, `head_dim` explicit or derived,
@@ -18,6 +19,9 @@ pub enum Arch {
     Llama,
     /// Qwen2 (q/k/v biases, NEOX-style rope).
     Qwen2,
+    /// Falcon 7B/40B/180B and Falcon2 11B: one fused QKV projection, layer norms with biases,
+    /// attention and MLP in parallel on the same input, a GELU MLP, NEOX-style rope.
+    Falcon,
 }
 
 impl Arch {
@@ -26,12 +30,19 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Falcon => "falcon",
         }
     }
 
     /// The Hugging Face architectures each maps from.
-    pub const SUPPORTED: &'static [(&'static str, Arch)] =
-        &[("LlamaForCausalLM", Arch::Llama), ("MistralForCausalLM", Arch::Llama), ("Qwen2ForCausalLM", Arch::Qwen2)];
+    pub const SUPPORTED: &'static [(&'static str, Arch)] = &[
+        ("LlamaForCausalLM", Arch::Llama),
+        ("MistralForCausalLM", Arch::Llama),
+        ("Qwen2ForCausalLM", Arch::Qwen2),
+        ("FalconForCausalLM", Arch::Falcon),
+        // The name of Falcon's remote code before transformers had the model.
+        ("RWForCausalLM", Arch::Falcon),
+    ];
 }
 
 /// Rope scaling from config.json's `rope_scaling`, as llama.cpp keys express it.
@@ -45,9 +56,9 @@ pub enum RopeScaling {
     Llama3,
 }
 
-/// The resolved hyper-parameters of a Llama-family checkpoint.
+/// The resolved hyper-parameters of a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LlamaConfig {
+pub struct ModelConfig {
     pub arch: Arch,
     /// `architectures[0]` as written (for messages and `general.name` fallback).
     pub hf_architecture: String,
@@ -58,11 +69,19 @@ pub struct LlamaConfig {
     pub num_kv_heads: u64,
     pub head_dim: u64,
     pub context_length: u64,
-    pub rms_norm_eps: f32,
+    /// `rms_norm_eps` (Llama, Qwen2) or `layer_norm_epsilon` (Falcon's layer norms).
+    pub norm_eps: f32,
     pub rope_theta: f32,
     pub rope_scaling: Option<RopeScaling>,
     pub vocab_size: u64,
+    /// Whether the checkpoint leaves `lm_head.weight` out. Falcon's configs seldom say, and the
+    /// Falcon checkpoints on the hub store `lm_head.weight`, so a Falcon config without the key
+    /// reads as false; `convert` writes `output.weight` only when the checkpoint has it, as
+    /// llama.cpp's converter does.
     pub tie_word_embeddings: bool,
+    /// Falcon-40B's layout: attention reads its own layer norm (`ln_attn`, llama.cpp's
+    /// `attn_norm_2`) and the MLP another (`ln_mlp`, `attn_norm`); false: one norm feeds both.
+    pub attn_norm_2: bool,
     /// `torch_dtype` / `dtype`, when given.
     pub dtype: Option<String>,
 }
@@ -81,6 +100,8 @@ pub enum ConfigError {
     Inconsistent { path: PathBuf, what: String },
     #[error("{}: rope_scaling type '{kind}' is not supported yet (supported: linear, yarn)", path.display())]
     UnsupportedRopeScaling { path: PathBuf, kind: String },
+    #[error("{}: '{key}' is {found}; llama.cpp's {arch} needs {expected}", path.display())]
+    UnsupportedValue { path: PathBuf, arch: &'static str, key: &'static str, found: String, expected: &'static str },
 }
 
 fn supported_list() -> String {
@@ -113,6 +134,77 @@ impl Reader<'_> {
         self.u64_opt(key)?.ok_or(ConfigError::Missing { path: self.path.to_owned(), key, expected: "an integer" })
     }
 
+    fn bool_opt(&self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| ConfigError::WrongType {
+                path: self.path.to_owned(),
+                key,
+                expected: "true or false",
+                found: v.to_string(),
+            }),
+        }
+    }
+
+    /// The first of `keys` present (configs renamed keys over time), as an integer.
+    fn u64_any(&self, keys: &[&'static str]) -> Result<u64, ConfigError> {
+        for key in keys {
+            if let Some(v) = self.u64_opt(key)? {
+                return Ok(v);
+            }
+        }
+        Err(ConfigError::Missing { path: self.path.to_owned(), key: keys[0], expected: "an integer" })
+    }
+
+    fn inconsistent(&self, what: String) -> ConfigError {
+        ConfigError::Inconsistent { path: self.path.to_owned(), what }
+    }
+
+    /// `head_dim`, given or derived, checked against the head counts.
+    fn head_dim(&self, hidden_size: u64, num_heads: u64, num_kv_heads: u64) -> Result<u64, ConfigError> {
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(self.inconsistent(format!(
+                "num_attention_heads {num_heads} is not a positive multiple of the key/value heads {num_kv_heads}"
+            )));
+        }
+        let head_dim = match self.u64_opt("head_dim")? {
+            Some(d) => d,
+            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
+            None => {
+                return Err(self.inconsistent(format!(
+                    "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads} and no head_dim is given"
+                )))
+            }
+        };
+        if head_dim % 2 != 0 {
+            return Err(
+                self.inconsistent(format!("head_dim {head_dim} is odd; rotary embeddings need an even head size"))
+            );
+        }
+        Ok(head_dim)
+    }
+
+    /// `rope_theta` (top level or in `rope_parameters`, 10000 when absent) and the rope scaling.
+    fn rope(&self) -> Result<(f32, Option<RopeScaling>), ConfigError> {
+        let rope_parameters = Reader { path: self.path, json: self.get("rope_parameters").unwrap_or(&Value::Null) };
+        let rope_theta = match self.f32_opt("rope_theta")? {
+            Some(t) => t,
+            None => rope_parameters.f32_opt("rope_theta")?.unwrap_or(10_000.0),
+        };
+        let scaling_json = self.get("rope_scaling").or_else(|| {
+            rope_parameters.get("rope_type").filter(|t| t.as_str() != Some("default")).map(|_| rope_parameters.json)
+        });
+        let rope_scaling = match scaling_json {
+            None => None,
+            Some(s) => Some(parse_rope_scaling(self.path, s)?),
+        };
+        Ok((rope_theta, rope_scaling))
+    }
+
+    fn dtype(&self) -> Option<String> {
+        self.get("torch_dtype").or_else(|| self.get("dtype")).and_then(Value::as_str).map(str::to_owned)
+    }
+
     fn f32_opt(&self, key: &'static str) -> Result<Option<f32>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
@@ -126,9 +218,9 @@ impl Reader<'_> {
     }
 }
 
-impl LlamaConfig {
+impl ModelConfig {
     /// Resolves a parsed config.json (`path` is only for messages).
-    pub fn from_json(path: &Path, json: &Value) -> Result<LlamaConfig, ConfigError> {
+    pub fn from_json(path: &Path, json: &Value) -> Result<ModelConfig, ConfigError> {
         let r = Reader { path, json };
         let hf_architecture = match r.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str) {
             Some(a) => a.to_owned(),
@@ -136,6 +228,7 @@ impl LlamaConfig {
                 Some("llama") => "LlamaForCausalLM".to_owned(),
                 Some("mistral") => "MistralForCausalLM".to_owned(),
                 Some("qwen2") => "Qwen2ForCausalLM".to_owned(),
+                Some("falcon") => "FalconForCausalLM".to_owned(),
                 Some(other) => other.to_owned(),
                 None => {
                     return Err(ConfigError::Missing {
@@ -151,41 +244,15 @@ impl LlamaConfig {
                 ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() }
             })?;
 
+        if arch == Arch::Falcon {
+            return falcon_config(&r, hf_architecture);
+        }
         let hidden_size = r.u64("hidden_size")?;
         let num_heads = r.u64("num_attention_heads")?;
         let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
-        let inconsistent = |what: String| ConfigError::Inconsistent { path: path.to_owned(), what };
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(inconsistent(format!(
-                "num_attention_heads {num_heads} is not a positive multiple of num_key_value_heads {num_kv_heads}"
-            )));
-        }
-        let head_dim = match r.u64_opt("head_dim")? {
-            Some(d) => d,
-            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
-            None => {
-                return Err(inconsistent(format!(
-                    "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads} and no head_dim is given"
-                )))
-            }
-        };
-        if head_dim % 2 != 0 {
-            return Err(inconsistent(format!("head_dim {head_dim} is odd; rotary embeddings need an even head size")));
-        }
-        let rope_parameters = Reader { path, json: r.get("rope_parameters").unwrap_or(&Value::Null) };
-        let rope_theta = match r.f32_opt("rope_theta")? {
-            Some(t) => t,
-            None => rope_parameters.f32_opt("rope_theta")?.unwrap_or(10_000.0),
-        };
-        let scaling_json = r.get("rope_scaling").or_else(|| {
-            rope_parameters.get("rope_type").filter(|t| t.as_str() != Some("default")).map(|_| rope_parameters.json)
-        });
-        let rope_scaling = match scaling_json {
-            None => None,
-            Some(s) => Some(parse_rope_scaling(path, s)?),
-        };
-        let dtype = r.get("torch_dtype").or_else(|| r.get("dtype")).and_then(Value::as_str).map(str::to_owned);
-        Ok(LlamaConfig {
+        let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
+        let (rope_theta, rope_scaling) = r.rope()?;
+        Ok(ModelConfig {
             arch,
             hf_architecture,
             hidden_size,
@@ -195,25 +262,88 @@ impl LlamaConfig {
             num_kv_heads,
             head_dim,
             context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
-            rms_norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
+            norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
             vocab_size: r.u64("vocab_size")?,
             tie_word_embeddings: r.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
-            dtype,
+            attn_norm_2: false,
+            dtype: r.dtype(),
         })
     }
 
     /// Reads and resolves `dir/config.json`.
-    pub fn load(dir: &Path) -> Result<LlamaConfig, HfError> {
+    pub fn load(dir: &Path) -> Result<ModelConfig, HfError> {
         Self::load_file(&dir.join("config.json"))
     }
 
     /// Reads and resolves the config.json at `path`.
-    pub fn load_file(path: &Path) -> Result<LlamaConfig, HfError> {
+    pub fn load_file(path: &Path) -> Result<ModelConfig, HfError> {
         let json = super::checkpoint::read_json(path)?;
-        LlamaConfig::from_json(path, &json).map_err(HfError::Config)
+        ModelConfig::from_json(path, &json).map_err(HfError::Config)
     }
+}
+
+/// A Falcon config (transformers' `FalconConfig`, or the older `RWConfig` key names), with
+/// transformers' defaults: `multi_query` true, `parallel_attn` true, `num_kv_heads` the head count
+/// (used only with `new_decoder_architecture` or without `multi_query`), `ffn_hidden_size` four
+/// times the hidden size, and two layer norms per layer with the new architecture
+/// (`num_ln_in_parallel_attn`, Falcon2 11B has one).
+fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+    let unsupported = |key, found: &str, expected| ConfigError::UnsupportedValue {
+        path: r.path.to_owned(),
+        arch: "falcon",
+        key,
+        found: found.to_owned(),
+        expected,
+    };
+    // The layouts llama.cpp's Falcon graph runs: no ALiBi, no linear biases, attention and MLP in
+    // parallel (Falcon-RW's sequential blocks with ALiBi are another architecture there).
+    if r.bool_opt("alibi")? == Some(true) {
+        return Err(unsupported("alibi", "true", "false (rotary position embeddings)"));
+    }
+    if r.bool_opt("bias")? == Some(true) {
+        return Err(unsupported("bias", "true", "false (projections without biases)"));
+    }
+    if r.bool_opt("parallel_attn")? == Some(false) {
+        return Err(unsupported("parallel_attn", "false", "true (attention and MLP in parallel)"));
+    }
+    if let Some(activation) = r.get("activation").and_then(Value::as_str).filter(|a| *a != "gelu") {
+        return Err(unsupported("activation", activation, "gelu"));
+    }
+    let new_architecture = r.bool_opt("new_decoder_architecture")?.unwrap_or(false);
+    let hidden_size = r.u64("hidden_size")?;
+    let num_heads = r.u64_any(&["num_attention_heads", "n_head"])?;
+    let multi_query = r.bool_opt("multi_query")?.unwrap_or(true);
+    let num_kv_heads = if new_architecture || !multi_query {
+        match r.u64_opt("num_kv_heads")? {
+            Some(n) => n,
+            None => r.u64_opt("n_head_kv")?.unwrap_or(num_heads),
+        }
+    } else {
+        1
+    };
+    let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
+    let (rope_theta, rope_scaling) = r.rope()?;
+    let norms = if new_architecture { r.u64_opt("num_ln_in_parallel_attn")?.unwrap_or(2) } else { 1 };
+    Ok(ModelConfig {
+        arch: Arch::Falcon,
+        hf_architecture,
+        hidden_size,
+        intermediate_size: r.u64_opt("ffn_hidden_size")?.unwrap_or(4 * hidden_size),
+        num_layers: r.u64_any(&["num_hidden_layers", "n_layer"])?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
+        norm_eps: r.f32_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
+        rope_theta,
+        rope_scaling,
+        vocab_size: r.u64_opt("vocab_size")?.unwrap_or(65024),
+        tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+        attn_norm_2: norms == 2,
+        dtype: r.dtype(),
+    })
 }
 
 fn parse_rope_scaling(path: &Path, s: &Value) -> Result<RopeScaling, ConfigError> {
@@ -246,7 +376,7 @@ mod tests {
 
     #[test]
     fn resolves_every_config_layout() {
-        let c = LlamaConfig::from_json(Path::new("config.json"), &base()).unwrap();
+        let c = ModelConfig::from_json(Path::new("config.json"), &base()).unwrap();
         assert_eq!((c.head_dim, c.num_kv_heads, c.rope_theta), (16, 2, 10000.0));
         let mut newer = base();
         newer.as_object_mut().unwrap().remove("rope_theta");
@@ -254,7 +384,7 @@ mod tests {
         newer["dtype"] = json!("float16");
         newer["rope_parameters"] = json!({"rope_theta": 500000.0, "rope_type": "default"});
         newer["head_dim"] = json!(32);
-        let c = LlamaConfig::from_json(Path::new("config.json"), &newer).unwrap();
+        let c = ModelConfig::from_json(Path::new("config.json"), &newer).unwrap();
         assert_eq!(
             (c.rope_theta, c.head_dim, c.dtype.as_deref(), c.rope_scaling),
             (500000.0, 32, Some("float16"), None)
@@ -262,7 +392,7 @@ mod tests {
         let mut no_kv = base();
         no_kv.as_object_mut().unwrap().remove("num_key_value_heads");
         no_kv["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
-        let c = LlamaConfig::from_json(Path::new("config.json"), &no_kv).unwrap();
+        let c = ModelConfig::from_json(Path::new("config.json"), &no_kv).unwrap();
         assert_eq!((c.num_kv_heads, c.rope_scaling), (4, Some(RopeScaling::Linear { factor: 2.0 })));
     }
 
@@ -270,18 +400,78 @@ mod tests {
     fn refuses_inconsistent_or_unsupported_configs_by_name() {
         let mut bad = base();
         bad["num_key_value_heads"] = json!(3);
-        let err = LlamaConfig::from_json(Path::new("config.json"), &bad).unwrap_err().to_string();
-        assert!(err.contains("num_attention_heads 4 is not a positive multiple of num_key_value_heads 3"), "{err}");
+        let err = ModelConfig::from_json(Path::new("config.json"), &bad).unwrap_err().to_string();
+        assert!(err.contains("num_attention_heads 4 is not a positive multiple of the key/value heads 3"), "{err}");
         let mut gpt = base();
         gpt["architectures"] = json!(["GPTNeoXForCausalLM"]);
-        let err = LlamaConfig::from_json(Path::new("config.json"), &gpt).unwrap_err().to_string();
+        let err = ModelConfig::from_json(Path::new("config.json"), &gpt).unwrap_err().to_string();
         assert!(err.contains("'GPTNeoXForCausalLM' is not supported (supported: LlamaForCausalLM"), "{err}");
         let mut missing = base();
         missing.as_object_mut().unwrap().remove("hidden_size");
-        let err = LlamaConfig::from_json(Path::new("config.json"), &missing).unwrap_err().to_string();
+        let err = ModelConfig::from_json(Path::new("config.json"), &missing).unwrap_err().to_string();
         assert!(err.contains("missing key 'hidden_size'"), "{err}");
         let mut wrong = base();
         wrong["num_hidden_layers"] = json!("2");
-        assert!(matches!(LlamaConfig::from_json(Path::new("c"), &wrong), Err(ConfigError::WrongType { .. })));
+        assert!(matches!(ModelConfig::from_json(Path::new("c"), &wrong), Err(ConfigError::WrongType { .. })));
+    }
+
+    /// tiiuae/falcon-7b's config.json as published (transformers' port of the model).
+    fn falcon_7b() -> Value {
+        json!({
+            "alibi": false, "apply_residual_connection_post_layernorm": false,
+            "architectures": ["FalconForCausalLM"], "attention_dropout": 0.0, "bias": false,
+            "bos_token_id": 11, "eos_token_id": 11, "hidden_dropout": 0.0, "hidden_size": 4544,
+            "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "falcon",
+            "multi_query": true, "new_decoder_architecture": false, "num_attention_heads": 71,
+            "num_hidden_layers": 32, "parallel_attn": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.27.4", "use_cache": true, "vocab_size": 65024
+        })
+    }
+
+    #[test]
+    fn resolves_falcon_configs_with_transformers_defaults() {
+        let c = ModelConfig::from_json(Path::new("config.json"), &falcon_7b()).unwrap();
+        assert_eq!(c.arch, Arch::Falcon);
+        assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (71, 1, 64), "multi-query: one key/value head");
+        assert_eq!((c.intermediate_size, c.context_length, c.norm_eps), (4 * 4544, 2048, 1e-5));
+        assert!(!c.tie_word_embeddings && !c.attn_norm_2, "the hub's checkpoints store lm_head; one norm");
+
+        // Falcon-40B: the new decoder architecture, 8 key/value heads, two norms per layer.
+        let mut f40 = falcon_7b();
+        let o = f40.as_object_mut().unwrap();
+        o.remove("multi_query");
+        o.insert("new_decoder_architecture".into(), json!(true));
+        o.insert("hidden_size".into(), json!(8192));
+        o.insert("num_attention_heads".into(), json!(128));
+        o.insert("num_kv_heads".into(), json!(8));
+        let c = ModelConfig::from_json(Path::new("config.json"), &f40).unwrap();
+        assert_eq!((c.num_kv_heads, c.head_dim, c.attn_norm_2), (8, 64, true));
+        f40["num_ln_in_parallel_attn"] = json!(1);
+        f40["ffn_hidden_size"] = json!(16384);
+        let c = ModelConfig::from_json(Path::new("config.json"), &f40).unwrap();
+        assert_eq!((c.attn_norm_2, c.intermediate_size), (false, 16384), "Falcon2 11B's single norm");
+
+        // The remote-code RWConfig's key names.
+        let rw = json!({
+            "architectures": ["RWForCausalLM"], "hidden_size": 64, "n_head": 4, "n_layer": 2,
+            "n_head_kv": 2, "new_decoder_architecture": true, "vocab_size": 512
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &rw).unwrap();
+        assert_eq!((c.num_heads, c.num_layers, c.num_kv_heads), (4, 2, 2));
+    }
+
+    #[test]
+    fn refuses_falcon_layouts_llama_cpp_does_not_run_by_key() {
+        for (key, value, expected) in [
+            ("alibi", json!(true), "false (rotary"),
+            ("bias", json!(true), "false (projections"),
+            ("parallel_attn", json!(false), "true (attention and MLP"),
+            ("activation", json!("relu"), "gelu"),
+        ] {
+            let mut c = falcon_7b();
+            c[key] = value;
+            let err = ModelConfig::from_json(Path::new("config.json"), &c).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{key}' is")) && err.contains(expected), "{err}");
+        }
     }
 }

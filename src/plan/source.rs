@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{plan_without_weights, TokenizerSource};
 use crate::gguf::GgufFile;
-use crate::hf::{Checkpoint, HfError, LlamaConfig};
+use crate::hf::{Checkpoint, HfError, ModelConfig};
 use crate::model::Model;
 use crate::quant::{requantized_plan, FileType};
 
@@ -93,7 +93,7 @@ pub fn open_source(source: &ModelSource, file_type: Option<FileType>) -> Result<
             match Checkpoint::open(dir) {
                 Ok(checkpoint) => (crate::convert::plan(&checkpoint, ft)?.gguf, SourceKind::Converted),
                 Err(HfError::NoWeights { .. }) => {
-                    let (plan, tokenizer) = plan_without_weights(&LlamaConfig::load(dir)?, dir, ft)?;
+                    let (plan, tokenizer) = plan_without_weights(&ModelConfig::load(dir)?, dir, ft)?;
                     (plan, SourceKind::FromConfig(tokenizer))
                 }
                 Err(e) => return Err(e.into()),
@@ -101,7 +101,7 @@ pub fn open_source(source: &ModelSource, file_type: Option<FileType>) -> Result<
         }
         ModelSource::Config(path) => {
             let ft = file_type.unwrap_or(FileType::F16);
-            let config = LlamaConfig::load_file(path)?;
+            let config = ModelConfig::load_file(path)?;
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let (plan, tokenizer) = plan_without_weights(&config, dir, ft)?;
             (plan, SourceKind::FromConfig(tokenizer))

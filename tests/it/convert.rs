@@ -14,7 +14,7 @@ use crate::common::fixtures::{
     TOKENIZER_SAMPLES,
 };
 use crate::common::reference::{max_relative_error, nmse, HfWeights};
-use crate::common::{convert_to, gguftune, temp_dir};
+use crate::common::{convert_to, falcon_checkpoint, gguftune, temp_dir};
 
 /// f32 GGUF logits vs the reference: both compute in f32, but in different orders (ggml's
 /// blocked dot products and fused softmax); 1e-3 of the largest logit is far above that rounding
@@ -127,6 +127,47 @@ fn quantized_bytes_equal_llama_model_quantize() {
                 assert_eq!((ta.ty, &ta.ne), (tb.ty, &tb.ne), "{name} {}: type of {}", ft.name(), tb.name);
                 assert!(a.tensor_data(ta) == b.tensor_data(tb), "{name} {}: bytes of {}", ft.name(), tb.name);
             }
+        }
+    }
+}
+
+/// transformers' Falcon against llama.cpp on our conversion: both f32 on the same bf16-rounded
+/// weights. Besides kernel and rope differences (see [`F32_RELATIVE_TOLERANCE`]), transformers'
+/// "gelu" is the exact erf GELU and ggml's the tanh approximation, which differ by up to 3e-4 per
+/// activation; 1e-3 of the largest logit still separates that from a wrong QKV layout or norm
+/// (errors near 1).
+const FALCON_RELATIVE_TOLERANCE: f32 = 1e-3;
+
+/// Falcon checkpoints made by transformers, in Falcon-7B's multi-query layout (tied embeddings)
+/// and Falcon-40B's grouped layout with two norms per layer (untied), convert to GGUFs whose
+/// logits in llama.cpp are transformers' logits, and whose quantized tensors are byte for byte
+/// what llama-quantize makes of our f32 conversion (the fallback types of rows that are not a
+/// multiple of 256 included).
+#[test]
+fn falcon_checkpoints_made_by_transformers_run_in_llama_cpp_as_in_pytorch() {
+    let root = temp_dir();
+    for variant in ["mqa", "gqa"] {
+        let (dir, tokens, want) = falcon_checkpoint(root.path(), variant);
+        let f32_path = root.path().join(format!("falcon-{variant}-f32.gguf"));
+        convert_to(&dir, FileType::F32, &f32_path).unwrap();
+        let err = max_relative_error(&llama_logits(&f32_path, &tokens), &want);
+        assert!(err < FALCON_RELATIVE_TOLERANCE, "{variant}: llama.cpp vs transformers: relative error {err}");
+        eprintln!("falcon {variant}: llama.cpp vs transformers: max relative error {err:.2e}");
+        for ft in [FileType::Q8_0, FileType::Q4_K_M] {
+            let ours = root.path().join(format!("falcon-{variant}-{}.gguf", ft.name()));
+            let theirs = root.path().join(format!("falcon-{variant}-{}-llama.gguf", ft.name()));
+            convert_to(&dir, ft, &ours).unwrap();
+            ggml::llama_model_quantize(Runtime::get(), &f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
+            let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
+            let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
+            assert_eq!(a.tensors.len(), b.tensors.len());
+            for tb in &b.tensors {
+                let ta = a.tensor(tb.name).unwrap_or_else(|| panic!("{variant} {}: {} missing", ft.name(), tb.name));
+                assert_eq!((ta.ty, &ta.ne), (tb.ty, &tb.ne), "{variant} {}: type of {}", ft.name(), tb.name);
+                assert!(a.tensor_data(ta) == b.tensor_data(tb), "{variant} {}: bytes of {}", ft.name(), tb.name);
+            }
+            let e = nmse(&llama_logits(&ours, &tokens), &want);
+            assert!(e < 0.05, "{variant} {}: nmse {e}", ft.name());
         }
     }
 }

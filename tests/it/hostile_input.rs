@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gguftune::data::{read_jsonl_from, ChatTemplate, DataError, Format, Message, TemplateError};
 use gguftune::gguf::{self, GgufErrorKind, MAX_ARRAY_NESTING};
-use gguftune::hf::{load_tokenizer, Checkpoint, LlamaConfig, INDEX_FILE, TOKENIZER_FILE};
+use gguftune::hf::{load_tokenizer, Checkpoint, ModelConfig, INDEX_FILE, TOKENIZER_FILE};
 
 use crate::common::gguf_bytes::{array, kv, RawGguf};
 use crate::common::peak_alloc::largest_request_during;
@@ -113,7 +113,7 @@ fn deeply_nested_config_json_is_an_error_not_a_stack_overflow() {
     let dir = temp_dir();
     for text in [deep_json(100_000), deep_json_field("rope_scaling", 100_000)] {
         std::fs::write(dir.path().join("config.json"), &text).unwrap();
-        let err = LlamaConfig::load(dir.path()).unwrap_err();
+        let err = ModelConfig::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("recursion limit"), "{err}");
         assert!(Checkpoint::open(dir.path()).is_err());
     }

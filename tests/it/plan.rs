@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use gguftune::convert::plan_without_weights;
-use gguftune::hf::LlamaConfig;
+use gguftune::hf::ModelConfig;
 use gguftune::plan::{open_source, ModelSource, SourceKind};
 use gguftune::quant::FileType;
 
@@ -94,10 +94,10 @@ fn predicted_file_size_is_the_size_convert_writes() {
 }
 
 /// A config.json with the published hyper-parameters of a model family.
-fn published_config(dir: &Path, name: &str, config: Value) -> LlamaConfig {
+fn published_config(dir: &Path, name: &str, config: Value) -> ModelConfig {
     let path = dir.join(format!("{name}.json"));
     fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    LlamaConfig::load_file(&path).unwrap()
+    ModelConfig::load_file(&path).unwrap()
 }
 
 fn llama2(hidden: u64, layers: u64, heads: u64, kv_heads: u64, ffn: u64) -> Value {

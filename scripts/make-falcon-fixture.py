@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/falcon/{mqa,gqa}/: two tiny random FalconForCausalLM checkpoints (transformers)
+and the logits PyTorch computes for them, the references our Rust tests convert to GGUF and compare
+llama.cpp against.
+
+    mqa  the Falcon-7B layout: multi_query (one shared K/V head), parallel attention with a single
+         input_layernorm, tied embeddings (so no lm_head in the safetensors)
+    gqa  the Falcon-40B layout: new_decoder_architecture, num_kv_heads=2 K/V groups, two layer norms
+         per layer (ln_attn, ln_mlp), untied lm_head
+
+Run with a Python that has torch, transformers and safetensors:
+    target/peers/py/bin/python scripts/make-falcon-fixture.py
+
+Files per variant (kept small: the tokenizer is not stored, the test writes the fixture tokenizer of
+tests/it/common/fixtures.rs, whose vocabulary of 512 the models' matches):
+    config.json        exactly as transformers' save_pretrained wrote it
+    model.safetensors  weights, bf16
+    reference.json     tokens, shape, the FalconConfig values that matter, how query_key_value splits,
+                       library versions
+    logits.bin         the model's logits for the tokens, f32 little-endian, [n_tokens, vocab]
+
+The weights are random but larger than transformers' init (std 0.02 gives nearly uniform logits):
+Linear weights uniform in +-1/sqrt(fan_in), embeddings +-0.5, LayerNorm weights 1 +- 0.1 and biases
++-0.1, then rounded to bf16 (what is stored); the logits are computed in f32 from exactly those values.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+
+import safetensors
+import torch
+import transformers
+from safetensors import safe_open
+from transformers import FalconConfig, FalconForCausalLM
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "falcon")
+COMMON = dict(
+    vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, parallel_attn=True,
+    bias=False, alibi=False, layer_norm_epsilon=1e-5, max_position_embeddings=128, rope_theta=10000.0,
+)
+VARIANTS = {
+    # Falcon-7B: multi-query attention, one LayerNorm shared by attention and MLP, tied embeddings.
+    "mqa": dict(COMMON, multi_query=True, new_decoder_architecture=False, tie_word_embeddings=True),
+    # Falcon-40B: grouped K/V heads in kv-group-interleaved query_key_value, ln_attn + ln_mlp, own lm_head.
+    "gqa": dict(COMMON, num_kv_heads=2, new_decoder_architecture=True, num_ln_in_parallel_attn=2,
+                tie_word_embeddings=False),
+}
+# The FalconConfig attributes (after __post_init__) recorded in reference.json.
+RECORDED = [
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_kv_heads", "head_dim",
+    "multi_query", "new_decoder_architecture", "parallel_attn", "num_ln_in_parallel_attn", "bias", "alibi",
+    "layer_norm_epsilon", "max_position_embeddings", "rope_parameters", "ffn_hidden_size", "activation",
+    "tie_word_embeddings",
+]
+QKV_LAYOUT = {
+    "mqa": "multi_query and not new_decoder_architecture: the fused output of (num_heads + 2) * head_dim "
+           "rows is viewed as [num_heads + 2, head_dim]; the first num_heads heads are the queries, head "
+           "num_heads is the single key and head num_heads + 1 the single value, shared by all query heads "
+           "(num_kv_heads in config.json is ignored, the attention uses 1 K/V head).",
+    "gqa": "new_decoder_architecture: the fused output of (num_attention_heads + 2 * num_kv_heads) * head_dim "
+           "rows is viewed as [num_kv_heads groups, num_attention_heads / num_kv_heads + 2, head_dim]; in "
+           "each group the first num_attention_heads / num_kv_heads heads are that group's queries, then one "
+           "key and one value, which are broadcast to the group's query heads (so rows go q0 q1 k0 v0 q2 q3 "
+           "k1 v1 here, each head_dim=16 rows).",
+}
+TOKENS = [1, 34, 63, 92, 121, 150, 179, 208]
+
+
+def reinit(model):
+    """Weights with magnitudes that make the logits vary; a tied lm_head keeps the embedding's values."""
+    seen = set()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.uniform_(-0.5, 0.5)
+                seen.add(id(module.weight))
+            elif isinstance(module, torch.nn.Linear):
+                if id(module.weight) not in seen:
+                    bound = 1.0 / math.sqrt(module.in_features)
+                    module.weight.uniform_(-bound, bound)
+                    seen.add(id(module.weight))
+                if module.bias is not None:
+                    module.bias.uniform_(-0.1, 0.1)
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.9, 1.1)
+                if module.bias is not None:
+                    module.bias.uniform_(-0.1, 0.1)
+        for p in model.parameters():
+            # Round the weights to bf16 (what is stored), and compute with exactly those values in f32.
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+
+
+def make(variant, config_kwargs):
+    out = os.path.join(OUT, variant)
+    torch.manual_seed(1234)
+    config = FalconConfig(**config_kwargs, attn_implementation="eager")
+    model = FalconForCausalLM(config).eval()
+    reinit(model)
+    with torch.no_grad():
+        logits = model(torch.tensor([TOKENS])).logits[0].to(torch.float32).contiguous()
+        # The logits with the decoder layers skipped, to show that the layers matter (not only the embeddings).
+        t = model.transformer
+        skipped = model.lm_head(t.ln_f(t.word_embeddings(torch.tensor(TOKENS))))
+    moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+
+    # Saved only now: casting the model to bf16 also rounds the rotary inv_freq buffer, which casting back
+    # to f32 does not undo, so logits computed after a bf16 round trip would carry bf16 RoPE frequencies.
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "hf-tmp")
+    model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+    for keep in ["config.json", "model.safetensors"]:
+        os.replace(os.path.join(tmp, keep), os.path.join(out, keep))
+    shutil.rmtree(tmp)  # generation_config.json and anything else
+    os.chmod(os.path.join(out, "model.safetensors"), 0o644)  # safetensors writes it 0600
+    logits.numpy().astype("<f4").tofile(os.path.join(out, "logits.bin"))
+    with open(os.path.join(out, "reference.json"), "w") as f:
+        json.dump(
+            {
+                "tokens": TOKENS, "shape": list(logits.shape), "config_kwargs": config_kwargs,
+                "config": {k: getattr(model.config, k) for k in RECORDED},
+                "qkv_layout": QKV_LAYOUT[variant], "layers_nmse_vs_embeddings_only": moved,
+                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                             "safetensors": safetensors.__version__, "python": sys.version.split()[0]},
+            },
+            f, indent=2,
+        )
+        f.write("\n")
+    print(f"wrote {out}: logits {tuple(logits.shape)}, std {logits.std().item():.3f}, "
+          f"layers move them by nmse {moved:.3f}, argmax {logits.argmax(-1).tolist()}")
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as st:
+        for name in sorted(st.keys()):
+            t = st.get_slice(name)
+            print(f"  {name} {t.get_dtype()} {t.get_shape()}")
+
+
+def main():
+    for variant, config_kwargs in VARIANTS.items():
+        make(variant, config_kwargs)
+
+
+if __name__ == "__main__":
+    main()
