@@ -18,12 +18,12 @@
 //!   `add_space_prefix` comes from the normalizer (`Prepend("▁")`) or the `Metaspace`
 //!   pre-tokenizer's prepend scheme, overridden by `add_prefix_space` in `tokenizer_config.json`
 //!   as convert_hf_to_gguf.py does.
-//! - **Byte-level BPE** (GPT-2, Llama 3, Qwen 2): `tokenizer.ggml.model = "gpt2"`, with merges.
-//!   convert_hf_to_gguf.py picks `tokenizer.ggml.pre` by hashing the tokens of a test string; here
-//!   it comes from the pre-tokenizer's split regexes and the model's `ignore_merges`, looked up in
-//!   a table of the pre-tokenizers llama.cpp implements ([`PRE_TOKENIZERS`], keep in sync with
-//!   llama-cpp-sys-2's `llm_tokenizer_bpe` in src/llama-vocab.cpp). An unknown regex is an error,
-//!   never a guess.
+//! - **Byte-level BPE** (GPT-2, Llama 3, Qwen 2, Falcon): `tokenizer.ggml.model = "gpt2"`, with
+//!   merges. convert_hf_to_gguf.py picks `tokenizer.ggml.pre` by hashing the tokens of a test
+//!   string; here it comes from the pre-tokenizer's split regexes and the model's `ignore_merges`,
+//!   looked up in a table of the pre-tokenizers llama.cpp implements ([`PRE_TOKENIZERS`], keep in
+//!   sync with llama-cpp-sys-2's `llm_tokenizer_bpe` in src/llama-vocab.cpp). An unknown regex is
+//!   an error, never a guess.
 //!
 //! Anything llama.cpp cannot reproduce (other normalizers, WordPiece or Unigram models, BPE
 //! dropout, a byte-level pre-tokenizer that adds a prefix space, missing byte tokens) is refused
@@ -213,6 +213,32 @@ const DEEPSEEK_LLM: &[&str] = &[
     "\\p{N}+",
 ];
 const DEEPSEEK_CODER: &[&str] = &["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"];
+/// llama.cpp's regex for tokenizers' `Punctuation` pre-tokenizer with `Contiguous` behavior. Its
+/// `is_punc` is ASCII punctuation or a Unicode `P*` character: `\p{P}` plus the ASCII symbols
+/// `$`, `+`, `<`, `=`, `>`, `^`, `~`, `|` and the backtick.
+const PUNCTUATION_REGEX: &str = "[\\p{P}\\$\\+<=>\\^~\\|`]+";
+/// The one `Split` accepted after `ByteLevel` (Falcon's): groups of three ASCII digits, which the
+/// byte-level mapping leaves as they are.
+const DIGIT_GROUPS_REGEX: &str = "[0-9][0-9][0-9]";
+/// Falcon (tiiuae/falcon-7b, falcon-40b): `Punctuation` (Contiguous), `ByteLevel` (GPT-2's
+/// regex), `Digits` (individual_digits false), `Split("[0-9][0-9][0-9]", Isolated)`.
+///
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_FALCON` splits with [`PUNCTUATION_REGEX`], GPT-2's regex and
+/// `[0-9][0-9][0-9]`: it has no `Digits` step (the `\p{N}+` here), which tokenizers runs on the
+/// byte-level characters, after `ByteLevel`. So llama.cpp's pieces differ from the Hugging Face
+/// ones in two cases:
+/// - a space before a run of one or two digits (`" 42"`): `Digits` splits the space off,
+///   llama.cpp keeps `" 42"` one piece (longer runs agree: `[0-9][0-9][0-9]` isolates their first
+///   three digits from the space either way);
+/// - the bytes 0xB2, 0xB3, 0xB9 and 0xBC..=0xBE are the numeric byte-level characters '²', '³',
+///   '¹', '¼', '½' and '¾', so `Digits` splits text whose UTF-8 has one of them ("ü" is C3 BC,
+///   "ó" C3 B3) between its bytes; llama.cpp does not.
+///
+/// The tokens differ only where a merge joins across such a split (`Ġ 4`, `Ã ¼`), which a BPE
+/// trained with this pre-tokenizer never learns. convert_hf_to_gguf.py writes "falcon" for
+/// tiiuae/falcon-7b all the same (`get_vocab_base_pre`, chkhsh `8aeee386…`), and llama.cpp sets
+/// no flag for it (`ignore_merges` stays false).
+const FALCON: &[&str] = &[PUNCTUATION_REGEX, GPT2_REGEX, "\\p{N}+", DIGIT_GROUPS_REGEX];
 const DEEPSEEK_V3: &[&str] = &[
     "\\p{N}{1,3}",
     "[一-龥぀-ゟ゠-ヿ]+",
@@ -225,8 +251,8 @@ pub struct PreTokenizer {
     /// The value of `tokenizer.ggml.pre`.
     pub pre: &'static str,
     /// The split regexes, applied one after the other as a `Sequence` of `Split(..., "Isolated")`
-    /// pre-tokenizers does (`Digits` is `\p{N}` or `\p{N}+`; a `ByteLevel` with `use_regex`
-    /// appends GPT-2's regex).
+    /// pre-tokenizers does (`Digits` is `\p{N}` or `\p{N}+`, a `Contiguous` `Punctuation` is
+    /// llama.cpp's Falcon punctuation regex; a `ByteLevel` with `use_regex` appends GPT-2's regex).
     pub regexes: &'static [&'static str],
     /// Whether llama.cpp sets `ignore_merges` for this pre-tokenizer; it must equal the model's.
     pub ignore_merges: bool,
@@ -246,12 +272,14 @@ pub const PRE_TOKENIZERS: &[PreTokenizer] = &[
     PreTokenizer { pre: "deepseek-llm", regexes: DEEPSEEK_LLM, ignore_merges: false },
     PreTokenizer { pre: "deepseek-coder", regexes: DEEPSEEK_CODER, ignore_merges: false },
     PreTokenizer { pre: "deepseek-v3", regexes: DEEPSEEK_V3, ignore_merges: false },
+    PreTokenizer { pre: "falcon", regexes: FALCON, ignore_merges: false },
 ];
 
 /// [`PRE_TOKENIZERS`] in words, for error messages.
 const SUPPORTED_PRE: &str = "'llama-bpe' (Llama 3 regex with ignore_merges), 'dbrx' (Llama 3 regex without), \
 'qwen2', 'qwen35', 'gpt-2' (ByteLevel's own regex), 'starcoder' (individual Digits then ByteLevel's regex), \
-'tekken', 'gpt-4o', 'deepseek-llm', 'deepseek-coder', 'deepseek-v3'";
+'tekken', 'gpt-4o', 'deepseek-llm', 'deepseek-coder', 'deepseek-v3', \
+'falcon' (Contiguous Punctuation, ByteLevel's regex, then Digits and Split [0-9][0-9][0-9])";
 
 /// A regex in one spelling: literal CR, LF and TAB characters (JSON `"\r"`) as their regex escapes
 /// (JSON `"\\r"`), which match the same text.
@@ -613,35 +641,32 @@ fn check_byte_level_normalizers(j: &Json<'_>, normalizers: &[Component<'_>]) -> 
 /// The split regexes of a byte-level pre-tokenizer, in order.
 fn byte_level_regexes(j: &Json<'_>, items: &[Component<'_>]) -> Result<Vec<String>, HfError> {
     let mut regexes = Vec::new();
-    let mut byte_level_seen = false;
+    // How many components followed ByteLevel so far; None before it.
+    let mut after_byte_level: Option<usize> = None;
     for (field, obj) in items {
         let kind = j.type_of(obj, field)?;
-        if byte_level_seen {
-            return Err(j.unsupported(&join(field, "type"), kind, "ByteLevel last in the pre-tokenizer sequence"));
+        if let Some(index) = after_byte_level {
+            regexes.push(after_byte_level_regex(j, index, field, obj, kind)?.to_owned());
+            after_byte_level = Some(index + 1);
+            continue;
         }
         match kind {
-            "Split" => {
-                let pattern_field = join(field, "pattern");
-                let pattern = obj.get("pattern").and_then(Value::as_object);
-                let regex = match pattern.and_then(|p| p.get("Regex")).and_then(Value::as_str) {
-                    Some(regex) => regex,
-                    None => match pattern.and_then(|p| p.get("String")).and_then(Value::as_str) {
-                        Some(s) => return Err(j.unsupported(&join(&pattern_field, "String"), s, "a Regex pattern")),
-                        None => return Err(j.field_error(&pattern_field, "{\"Regex\": \"...\"}")),
-                    },
-                };
-                let behavior = j.opt_str(obj, "behavior", field)?.unwrap_or("Isolated");
-                if behavior != "Isolated" {
-                    return Err(j.unsupported(&join(field, "behavior"), behavior, "Isolated, as llama.cpp splits"));
-                }
-                if j.opt_bool(obj, "invert", field)?.unwrap_or(false) {
-                    return Err(j.unsupported(&join(field, "invert"), "true", "false"));
-                }
-                regexes.push(regex.to_owned());
-            }
+            "Split" => regexes.push(split_regex(j, field, obj)?.to_owned()),
             "Digits" => {
                 let individual = j.opt_bool(obj, "individual_digits", field)?.unwrap_or(false);
                 regexes.push(if individual { "\\p{N}" } else { "\\p{N}+" }.to_owned());
+            }
+            "Punctuation" => {
+                // tokenizers' default behavior is Isolated, which splits "?!" into two pieces.
+                let behavior = j.opt_str(obj, "behavior", field)?.unwrap_or("Isolated");
+                if behavior != "Contiguous" {
+                    return Err(j.unsupported(
+                        &join(field, "behavior"),
+                        behavior,
+                        "Contiguous, as llama.cpp's Falcon pre-tokenizer splits punctuation",
+                    ));
+                }
+                regexes.push(PUNCTUATION_REGEX.to_owned());
             }
             "ByteLevel" => {
                 // tokenizers' defaults: add_prefix_space and use_regex are true when absent.
@@ -655,12 +680,71 @@ fn byte_level_regexes(j: &Json<'_>, items: &[Component<'_>]) -> Result<Vec<Strin
                 if j.opt_bool(obj, "use_regex", field)?.unwrap_or(true) {
                     regexes.push(GPT2_REGEX.to_owned());
                 }
-                byte_level_seen = true;
+                after_byte_level = Some(0);
             }
-            other => return Err(j.unsupported(&join(field, "type"), other, "Split, Digits or ByteLevel")),
+            other => return Err(j.unsupported(&join(field, "type"), other, "Split, Digits, Punctuation or ByteLevel")),
         }
     }
     Ok(regexes)
+}
+
+/// The regex of a `Split` pre-tokenizer, which must isolate its matches as llama.cpp does.
+fn split_regex<'v>(j: &Json<'_>, field: &str, obj: &'v Map<String, Value>) -> Result<&'v str, HfError> {
+    let pattern_field = join(field, "pattern");
+    let pattern = obj.get("pattern").and_then(Value::as_object);
+    let regex = match pattern.and_then(|p| p.get("Regex")).and_then(Value::as_str) {
+        Some(regex) => regex,
+        None => match pattern.and_then(|p| p.get("String")).and_then(Value::as_str) {
+            Some(s) => return Err(j.unsupported(&join(&pattern_field, "String"), s, "a Regex pattern")),
+            None => return Err(j.field_error(&pattern_field, "{\"Regex\": \"...\"}")),
+        },
+    };
+    let behavior = j.opt_str(obj, "behavior", field)?.unwrap_or("Isolated");
+    if behavior != "Isolated" {
+        return Err(j.unsupported(&join(field, "behavior"), behavior, "Isolated, as llama.cpp splits"));
+    }
+    if j.opt_bool(obj, "invert", field)?.unwrap_or(false) {
+        return Err(j.unsupported(&join(field, "invert"), "true", "false"));
+    }
+    Ok(regex)
+}
+
+/// The regex of the pre-tokenizer `index` places after `ByteLevel`. tokenizers runs it on
+/// byte-level characters, llama.cpp on the text, so only Falcon's tail is accepted there:
+/// `Digits` (individual_digits false), then `Split("[0-9][0-9][0-9]")` (see [`FALCON`]).
+fn after_byte_level_regex(
+    j: &Json<'_>,
+    index: usize,
+    field: &str,
+    obj: &Map<String, Value>,
+    kind: &str,
+) -> Result<&'static str, HfError> {
+    match (index, kind) {
+        (0, "Digits") => {
+            if j.opt_bool(obj, "individual_digits", field)?.unwrap_or(false) {
+                return Err(j.unsupported(
+                    &join(field, "individual_digits"),
+                    "true",
+                    "false after ByteLevel, as in Falcon's pre-tokenizer",
+                ));
+            }
+            Ok("\\p{N}+")
+        }
+        (1, "Split") => match split_regex(j, field, obj)? {
+            DIGIT_GROUPS_REGEX => Ok(DIGIT_GROUPS_REGEX),
+            other => Err(j.unsupported(
+                &join(&join(field, "pattern"), "Regex"),
+                other,
+                "[0-9][0-9][0-9] after ByteLevel, as in Falcon's pre-tokenizer",
+            )),
+        },
+        _ => Err(j.unsupported(
+            &join(field, "type"),
+            kind,
+            "ByteLevel last in the pre-tokenizer sequence, or followed by exactly Digits (individual_digits \
+             false) then Split [0-9][0-9][0-9], as in Falcon's",
+        )),
+    }
 }
 
 /// `add_space_prefix` of a SentencePiece-style tokenizer, checking that spaces become `▁` as
@@ -1496,6 +1580,80 @@ mod tests {
             json!({ "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true });
         let err = load(&files(&tok, &bpe_config()), None).unwrap_err().to_string();
         assert!(err.contains("pre_tokenizer.add_prefix_space 'true' is not supported"), "{err}");
+    }
+
+    /// tiiuae/falcon-7b's tokenizer.json in miniature: Falcon's pre-tokenizer sequence, its
+    /// first added tokens (`>>TITLE<<` .. `<|endoftext|>`), no normalizer or post-processor.
+    fn falcon_json() -> Value {
+        let special = |id: u32, content: &str| {
+            json!({ "id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": true })
+        };
+        let mut tok = bpe_json("", false);
+        tok["added_tokens"] = json!([special(5, ">>TITLE<<"), special(6, ">>ABSTRACT<<"), special(7, "<|endoftext|>")]);
+        tok["pre_tokenizer"] = json!({ "type": "Sequence", "pretokenizers": [
+            { "type": "Punctuation", "behavior": "Contiguous" },
+            { "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true },
+            { "type": "Digits", "individual_digits": false },
+            { "type": "Split", "pattern": { "Regex": "[0-9][0-9][0-9]" }, "behavior": "Isolated", "invert": false },
+        ]});
+        tok["post_processor"] = Value::Null;
+        tok["decoder"] =
+            json!({ "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true });
+        tok["model"].as_object_mut().unwrap().remove("ignore_merges");
+        tok
+    }
+
+    #[test]
+    fn falcon_pre_tokenizer_is_falcon() {
+        let config = json!({ "add_prefix_space": false, "eos_token": "<|endoftext|>", "model_max_length": 2048,
+                             "tokenizer_class": "PreTrainedTokenizerFast" });
+        let t = load(&files(&falcon_json(), &config), None).unwrap();
+        assert_eq!((t.model, t.pre.as_deref()), (TokenizerModel::Gpt2, Some("falcon")));
+        assert_eq!(&t.tokens[5..], [">>TITLE<<", ">>ABSTRACT<<", "<|endoftext|>"]);
+        assert_eq!((t.bos_id, t.eos_id, t.add_bos, t.add_space_prefix), (None, Some(7), None, None));
+        // A ByteLevel post-processor (the other spelling of Falcon's files) changes nothing.
+        let mut tok = falcon_json();
+        tok["post_processor"] =
+            json!({ "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true });
+        assert_eq!(load(&files(&tok, &config), None).unwrap(), t);
+    }
+
+    #[test]
+    fn only_falcons_sequence_may_follow_byte_level() {
+        let err = |edit: &dyn Fn(&mut Value)| {
+            let mut tok = falcon_json();
+            edit(&mut tok["pre_tokenizer"]["pretokenizers"]);
+            load(&files(&tok, &bpe_config()), None).unwrap_err()
+        };
+        let msg = err(&|p| p.as_array_mut().unwrap().push(json!({ "type": "Whitespace" }))).to_string();
+        assert!(
+            msg.ends_with(
+                "tokenizer.json: pre_tokenizer.pretokenizers[4].type 'Whitespace' is not supported (expected \
+                 ByteLevel last in the pre-tokenizer sequence, or followed by exactly Digits (individual_digits \
+                 false) then Split [0-9][0-9][0-9], as in Falcon's)"
+            ),
+            "{msg}"
+        );
+        let msg = err(&|p| p[2] = json!({ "type": "Whitespace" })).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[2].type 'Whitespace' is not supported"), "{msg}");
+        let msg = err(&|p| p[3]["pattern"]["Regex"] = json!("\\d{1,3}")).to_string();
+        assert!(msg.contains(r"pre_tokenizer.pretokenizers[3].pattern.Regex '\d{1,3}' is not supported"), "{msg}");
+        let msg = err(&|p| p[3]["behavior"] = json!("Removed")).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[3].behavior 'Removed' is not supported"), "{msg}");
+        let msg = err(&|p| p[2]["individual_digits"] = json!(true)).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[2].individual_digits 'true' is not supported"), "{msg}");
+        // Split and Digits swapped: the Split is not where Falcon has it.
+        let msg = err(&|p| p.as_array_mut().unwrap().swap(2, 3)).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[2].type 'Split' is not supported"), "{msg}");
+        // Punctuation must be Contiguous; tokenizers' default is Isolated.
+        let msg = err(&|p| p[0]["behavior"] = json!("Isolated")).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[0].behavior 'Isolated' is not supported"), "{msg}");
+        let msg = err(&|p| _ = p[0].as_object_mut().unwrap().remove("behavior")).to_string();
+        assert!(msg.contains("pre_tokenizer.pretokenizers[0].behavior 'Isolated' is not supported"), "{msg}");
+        // Part of Falcon's sequence is no llama.cpp pre-tokenizer.
+        assert!(matches!(err(&|p| _ = p.as_array_mut().unwrap().pop()), HfError::UnknownPreTokenizer { .. }));
+        assert!(matches!(err(&|p| _ = p.as_array_mut().unwrap().remove(0)), HfError::UnknownPreTokenizer { .. }));
     }
 
     #[test]

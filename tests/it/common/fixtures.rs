@@ -772,3 +772,53 @@ pub fn chat_rows(n: usize, seed: u64) -> Vec<Value> {
         json!({ "messages": [system, user, { "role": "assistant", "content": e.label }] })
     })
 }
+
+// ----- Falcon-style tokenizer -----------------------------------------------------------------
+
+/// The added tokens of tiiuae/falcon-7b's tokenizer.json, at ids 0..=11 (`<|endoftext|>`, the
+/// EOS, is id 11).
+pub const FALCON_SPECIAL_TOKENS: [&str; 12] = [
+    ">>TITLE<<",
+    ">>ABSTRACT<<",
+    ">>INTRODUCTION<<",
+    ">>SUMMARY<<",
+    ">>COMMENT<<",
+    ">>ANSWER<<",
+    ">>QUESTION<<",
+    ">>DOMAIN<<",
+    ">>PREFIX<<",
+    ">>SUFFIX<<",
+    ">>MIDDLE<<",
+    "<|endoftext|>",
+];
+/// Total vocabulary of [`tiny_falcon_tokenizer`].
+pub const FALCON_VOCAB_SIZE: usize = 512;
+
+/// A tiiuae/falcon-7b style byte-level BPE tokenizer ([`FALCON_VOCAB_SIZE`] tokens): the
+/// [`FALCON_SPECIAL_TOKENS`] as added special tokens at ids 0..=11, then the 256 byte-level
+/// characters and the learned tokens. No normalizer; Falcon's pre-tokenizer sequence
+/// `Punctuation(Contiguous)` + `ByteLevel(add_prefix_space=false, trim_offsets=true,
+/// use_regex=true)` + `Digits(individual_digits=false)` + `Split("[0-9][0-9][0-9]", Isolated)`;
+/// a `ByteLevel` decoder and no post-processor.
+pub fn tiny_falcon_tokenizer() -> Tokenizer {
+    let model = BPE::builder().build().expect("empty BPE builds");
+    let groups = SplitPattern::Regex("[0-9][0-9][0-9]".into());
+    let groups = Split::new(groups, SplitDelimiterBehavior::Isolated, false).expect("valid digit-group regex");
+    let pre_tokenizer = pre_tokenizers::sequence::Sequence::new(vec![
+        pre_tokenizers::punctuation::Punctuation::new(SplitDelimiterBehavior::Contiguous).into(),
+        ByteLevel::new(false, true, true).into(),
+        pre_tokenizers::digits::Digits::new(false).into(),
+        groups.into(),
+    ]);
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+    tokenizer.with_decoder(Some(ByteLevel::new(true, true, true)));
+    let reserved = FALCON_SPECIAL_TOKENS.map(|t| AddedToken::from(t, true)).to_vec();
+    let mut trainer = bpe_trainer(FALCON_VOCAB_SIZE, reserved);
+    trainer.initial_alphabet = ByteLevel::alphabet();
+    let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+    tokenizer.train(&mut trainer, tokenizer_corpus().into_iter()).expect("BPE training succeeds");
+    let tokenizer = reload(&tokenizer);
+    assert_eq!(tokenizer.get_vocab_size(true), FALCON_VOCAB_SIZE, "corpus too small for the vocab");
+    tokenizer
+}
