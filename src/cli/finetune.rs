@@ -169,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )?;
 
-    let lora = args.run.lora(args.alpha)?;
+    let lora = args.run.lora(args.alpha, model.hparams().arch)?;
     let mut cfg = TrainConfig {
         lora: lora.clone(),
         adamw: AdamWConfig {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gguftune::model::{LoraConfig, Model};
+use gguftune::model::{Arch, LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
 use gguftune::train::{
@@ -171,7 +171,7 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
     let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
     // Alpha scales the adapter and changes nothing planned here.
-    let lora = args.run.lora(2.0 * args.run.rank as f32)?;
+    let lora = args.run.lora(2.0 * args.run.rank as f32, planned.model.hparams().arch)?;
     let shape = BatchShape { seq_len: args.run.ctx, n_seq: args.run.batch };
     let mut run = RunShape { lora, shape, activations: args.run.activations(), threads };
     let data = match &args.data {
@@ -256,8 +256,14 @@ fn suggestions(
             out.push(Suggestion { change: format!("--type {}", ft.name()), peak: peak_with(&smaller, run)? });
         }
     }
-    for (targets, kinds) in [("q,k,v,o", "q,k,v,o"), ("q,v", "q,v")] {
-        let fewer = RunShape { lora: LoraConfig { targets: parse_targets(kinds)?, ..run.lora.clone() }, ..run.clone() };
+    let arch = planned.model.hparams().arch;
+    let fewer_targets: &[&str] = match arch {
+        Arch::Llama | Arch::Qwen2 => &["q,k,v,o", "q,v"],
+        Arch::Falcon => &["qkv,o", "qkv"],
+    };
+    for &targets in fewer_targets {
+        let fewer =
+            RunShape { lora: LoraConfig { targets: parse_targets(targets, arch)?, ..run.lora.clone() }, ..run.clone() };
         if fewer.lora.targets.len() < run.lora.targets.len() {
             out.push(Suggestion { change: format!("--targets {targets}"), peak: peak_with(planned, &fewer)? });
         }

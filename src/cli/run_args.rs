@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 
-use gguftune::model::{LoraConfig, TARGETS};
+use gguftune::model::{Arch, LoraConfig, TARGETS};
 use gguftune::names::TensorKind;
 use gguftune::train::{Activations, BatchShape};
 
@@ -13,8 +13,9 @@ pub struct RunArgs {
     /// LoRA rank.
     #[arg(long, default_value_t = 16)]
     pub rank: u64,
-    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down.
-    #[arg(long, default_value = "q,k,v,o,gate,up,down")]
+    /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down (Llama family) or
+    /// qkv,o,up,down (Falcon); `all`: every projection of the model.
+    #[arg(long, default_value = "all")]
     pub targets: String,
     /// Tokens per sequence: longer examples are cut (or skipped, with finetune's --overlong skip).
     #[arg(long, default_value_t = 512)]
@@ -68,9 +69,10 @@ impl RunArgs {
         }
     }
 
-    /// The LoRA settings with `alpha` (which scales the adapter and changes nothing else).
-    pub fn lora(&self, alpha: f32) -> anyhow::Result<LoraConfig> {
-        Ok(LoraConfig { rank: self.rank, alpha, targets: parse_targets(&self.targets)? })
+    /// The LoRA settings for a model of `arch`, with `alpha` (which scales the adapter and
+    /// changes nothing else).
+    pub fn lora(&self, alpha: f32, arch: Arch) -> anyhow::Result<LoraConfig> {
+        Ok(LoraConfig { rank: self.rank, alpha, targets: parse_targets(&self.targets, arch)? })
     }
 
     /// The micro-batch: rows of `seq_len` tokens, `--batch` of them but no more than `n_seqs`,
@@ -80,13 +82,25 @@ impl RunArgs {
     }
 }
 
-/// Parses `--targets`: projection names (q,k,v,o,gate,up,down), comma-separated.
-pub fn parse_targets(s: &str) -> anyhow::Result<Vec<TensorKind>> {
+/// Parses `--targets` for a model of `arch`: names of its projections, comma-separated, or `all`.
+pub fn parse_targets(s: &str, arch: Arch) -> anyhow::Result<Vec<TensorKind>> {
+    if s.trim() == "all" {
+        return Ok(arch.projections().to_vec());
+    }
+    let names: Vec<&str> = TARGETS.iter().filter(|(_, k)| arch.projections().contains(k)).map(|(n, _)| *n).collect();
     s.split(',')
         .map(|t| {
-            TARGETS.iter().find(|(n, _)| *n == t.trim()).map(|(_, k)| *k).with_context(|| {
-                format!("unknown target '{t}' (expected some of: {})", TARGETS.map(|(n, _)| n).join(","))
-            })
+            TARGETS
+                .iter()
+                .find(|(n, k)| *n == t.trim() && arch.projections().contains(k))
+                .map(|(_, k)| *k)
+                .with_context(|| {
+                    format!(
+                        "--targets: '{t}' is not a projection of {} models (expected all, or some of: {})",
+                        arch.name(),
+                        names.join(",")
+                    )
+                })
         })
         .collect()
 }

@@ -189,6 +189,27 @@ impl Context {
         self.wrap("silu", unsafe { sys::ggml_silu(self.raw(), a.raw()) })
     }
 
+    /// `ggml_softplus(a)`: `ln(1 + e^a)`, element-wise.
+    pub fn softplus<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("softplus")?;
+        // SAFETY: live context and tensor.
+        self.wrap("softplus", unsafe { sys::ggml_softplus(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_exp(a)`, element-wise.
+    pub fn exp<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("exp")?;
+        // SAFETY: live context and tensor.
+        self.wrap("exp", unsafe { sys::ggml_exp(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_sum_rows(a)`: `[1, ne1, ne2, ne3]`, each row summed.
+    pub fn sum_rows<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("sum_rows")?;
+        // SAFETY: live context and tensor; sum_rows accepts any tensor.
+        self.wrap("sum_rows", unsafe { sys::ggml_sum_rows(self.raw(), a.raw()) })
+    }
+
     /// `ggml_scale(a, s)`.
     pub fn scale<'c>(&'c self, a: Tensor<'c>, s: f32) -> Result<Tensor<'c>, Error> {
         self.room("scale")?;

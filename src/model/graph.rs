@@ -1,6 +1,7 @@
-//! The forward graph of the Llama family (llama.cpp's `llm_build_llama` / `llm_build_qwen2`),
-//! written with ops that all have a backward pass in ggml: attention is `mul_mat` + masked
-//! `soft_max_ext` + `mul_mat`, never flash attention.
+//! The forward graph of the Llama family and Falcon (llama.cpp's `llm_build_llama`,
+//! `llm_build_qwen2`, `llm_build_falcon`), written with ops that all have a backward pass in ggml:
+//! attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash attention; Falcon's
+//! layer norm and GELU, which ggml cannot differentiate as single ops, are composed of ops it can.
 
 use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor};
 use crate::gguf::{GgmlType, Gguf};
@@ -10,19 +11,28 @@ use super::batch::Batch;
 use super::lora::LoraParams;
 use super::{Arch, HParams, ModelError};
 
-/// One layer's weights.
+/// One layer's weights. Falcon's fused QKV weight is bound as three row views, one per
+/// projection, so attention reads the same `wq`, `wk`, `wv` in both families.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerWeights<'c> {
     pub attn_norm: Tensor<'c>,
+    /// Falcon's layer-norm bias.
+    pub attn_norm_b: Option<Tensor<'c>>,
+    /// Falcon-40B's second norm (weight, bias), the one attention reads.
+    pub attn_norm_2: Option<(Tensor<'c>, Tensor<'c>)>,
     pub wq: Tensor<'c>,
     pub wk: Tensor<'c>,
     pub wv: Tensor<'c>,
+    /// Whether `wq`, `wk`, `wv` are views of one `attn_qkv` weight (Falcon).
+    pub fused_qkv: bool,
     pub wo: Tensor<'c>,
     pub bq: Option<Tensor<'c>>,
     pub bk: Option<Tensor<'c>>,
     pub bv: Option<Tensor<'c>>,
-    pub ffn_norm: Tensor<'c>,
-    pub ffn_gate: Tensor<'c>,
+    /// The Llama family's norm before the MLP (Falcon's MLP reads `attn_norm`).
+    pub ffn_norm: Option<Tensor<'c>>,
+    /// The Llama family's gate projection (Falcon's MLP is ungated).
+    pub ffn_gate: Option<Tensor<'c>>,
     pub ffn_up: Tensor<'c>,
     pub ffn_down: Tensor<'c>,
 }
@@ -32,6 +42,8 @@ pub struct LayerWeights<'c> {
 pub struct Weights<'c> {
     pub token_embd: Tensor<'c>,
     pub output_norm: Tensor<'c>,
+    /// Falcon's output norm bias.
+    pub output_norm_b: Option<Tensor<'c>>,
     /// `output.weight`, or `token_embd` when the embeddings are tied.
     pub output: Tensor<'c>,
     pub layers: Vec<LayerWeights<'c>>,
@@ -70,32 +82,67 @@ impl<'c> Weights<'c> {
             let full = name.to_string();
             get(&name, expected)?.ok_or(ModelError::MissingTensor { name: full })
         };
-        let top = |kind| TensorName { kind, layer: None, suffix: "weight".into() };
+        let top = |kind, suffix: &str| TensorName { kind, layer: None, suffix: suffix.into() };
         let (e, v, f) = (h.n_embd, h.n_vocab, h.n_ff);
         let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
-        let token_embd = need(top(TensorKind::TokenEmbd), &[e, v])?;
-        let output_norm = need(top(TensorKind::OutputNorm), &[e])?;
-        let output = get(&top(TensorKind::Output), &[e, v])?.unwrap_or(token_embd);
+        let falcon = h.arch == Arch::Falcon;
+        let token_embd = need(top(TensorKind::TokenEmbd, "weight"), &[e, v])?;
+        let output_norm = need(top(TensorKind::OutputNorm, "weight"), &[e])?;
+        let output_norm_b = if falcon { Some(need(top(TensorKind::OutputNorm, "bias"), &[e])?) } else { None };
+        let output = get(&top(TensorKind::Output, "weight"), &[e, v])?.unwrap_or(token_embd);
         let mut layers = Vec::new();
         for il in 0..u32::try_from(h.n_layer).unwrap_or(0) {
             let w = |kind| TensorName { kind, layer: Some(il), suffix: "weight".into() };
             let b = |kind| TensorName { kind, layer: Some(il), suffix: "bias".into() };
-            layers.push(LayerWeights {
-                attn_norm: need(w(TensorKind::AttnNorm), &[e])?,
-                wq: need(w(TensorKind::AttnQ), &[e, q])?,
-                wk: need(w(TensorKind::AttnK), &[e, kv])?,
-                wv: need(w(TensorKind::AttnV), &[e, kv])?,
-                wo: need(w(TensorKind::AttnOutput), &[q, e])?,
-                bq: get(&b(TensorKind::AttnQ), &[q])?,
-                bk: get(&b(TensorKind::AttnK), &[kv])?,
-                bv: get(&b(TensorKind::AttnV), &[kv])?,
-                ffn_norm: need(w(TensorKind::FfnNorm), &[e])?,
-                ffn_gate: need(w(TensorKind::FfnGate), &[e, f])?,
-                ffn_up: need(w(TensorKind::FfnUp), &[e, f])?,
-                ffn_down: need(w(TensorKind::FfnDown), &[f, e])?,
+            let attn_norm = need(w(TensorKind::AttnNorm), &[e])?;
+            let wo = need(w(TensorKind::AttnOutput), &[q, e])?;
+            let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
+            let ffn_down = need(w(TensorKind::FfnDown), &[f, e])?;
+            layers.push(if falcon {
+                let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
+                let attn_norm_2 = match get(&w(TensorKind::AttnNorm2), &[e])? {
+                    Some(weight) => Some((weight, need(b(TensorKind::AttnNorm2), &[e])?)),
+                    None => None,
+                };
+                let (q, kv) = (q as i64, kv as i64);
+                LayerWeights {
+                    attn_norm,
+                    attn_norm_b: Some(need(b(TensorKind::AttnNorm), &[e])?),
+                    attn_norm_2,
+                    wq: ctx.columns(wqkv, 0, q)?,
+                    wk: ctx.columns(wqkv, q, kv)?,
+                    wv: ctx.columns(wqkv, q + kv, kv)?,
+                    fused_qkv: true,
+                    wo,
+                    bq: None,
+                    bk: None,
+                    bv: None,
+                    ffn_norm: None,
+                    ffn_gate: None,
+                    ffn_up,
+                    ffn_down,
+                }
+            } else {
+                LayerWeights {
+                    attn_norm,
+                    attn_norm_b: None,
+                    attn_norm_2: None,
+                    wq: need(w(TensorKind::AttnQ), &[e, q])?,
+                    wk: need(w(TensorKind::AttnK), &[e, kv])?,
+                    wv: need(w(TensorKind::AttnV), &[e, kv])?,
+                    fused_qkv: false,
+                    wo,
+                    bq: get(&b(TensorKind::AttnQ), &[q])?,
+                    bk: get(&b(TensorKind::AttnK), &[kv])?,
+                    bv: get(&b(TensorKind::AttnV), &[kv])?,
+                    ffn_norm: Some(need(w(TensorKind::FfnNorm), &[e])?),
+                    ffn_gate: Some(need(w(TensorKind::FfnGate), &[e, f])?),
+                    ffn_up,
+                    ffn_down,
+                }
             });
         }
-        Ok(Weights { token_embd, output_norm, output, layers })
+        Ok(Weights { token_embd, output_norm, output_norm_b, output, layers })
     }
 }
 
@@ -212,26 +259,66 @@ impl<'c> LossInputs<'c> {
 /// underflows to 0 adds ln(1e30) ≈ 69 to the loss instead of infinity.
 const MIN_PROBABILITY: f32 = 1e-30;
 
+/// Which adapter a projection reads: the pair adapting `kind`, and for a view of a fused weight
+/// (Falcon's QKV) the rows of the pair's output it produces (`first`, `n`).
+#[derive(Clone, Copy, Debug)]
+struct AdapterSlot {
+    kind: TensorKind,
+    rows: Option<(i64, i64)>,
+}
+
 /// The one place where adapters enter the graph (llama.cpp's `build_lora_mm`):
-/// `W x + scale · B (A x) (+ bias)`.
+/// `W x + scale · B (A x) (+ bias)`, with `B` narrowed to the slot's rows.
 fn lora_mm<'c>(
     ctx: &'c Context,
     lora: Option<&LoraParams<'c>>,
     layer: u32,
-    kind: TensorKind,
+    slot: AdapterSlot,
     w: Tensor<'c>,
     bias: Option<Tensor<'c>>,
     x: Tensor<'c>,
 ) -> Result<Tensor<'c>, ModelError> {
     let mut y = ctx.mul_mat(w, x)?;
-    if let Some((pair, scale)) = lora.and_then(|l| l.get(layer, kind).map(|p| (p, l.scale))) {
-        let ab = ctx.mul_mat(pair.b, ctx.mul_mat(pair.a, x)?)?;
+    if let Some((pair, scale)) = lora.and_then(|l| l.get(layer, slot.kind).map(|p| (p, l.scale))) {
+        let b = match slot.rows {
+            Some((first, n)) => ctx.columns(pair.b, first, n)?,
+            None => pair.b,
+        };
+        let ab = ctx.mul_mat(b, ctx.mul_mat(pair.a, x)?)?;
         y = ctx.add(y, ctx.scale(ab, scale)?)?;
     }
     Ok(match bias {
         Some(b) => ctx.add(y, b)?,
         None => y,
     })
+}
+
+/// llama.cpp's `LLM_NORM` (`ggml_norm`, then weight and bias) over the rows of `x`, composed of
+/// ops ggml can differentiate: the row mean subtracted, then `rms_norm` (the RMS of a centred row
+/// is its standard deviation).
+fn layer_norm<'c>(
+    ctx: &'c Context,
+    x: Tensor<'c>,
+    weight: Tensor<'c>,
+    bias: Tensor<'c>,
+    eps: f32,
+) -> Result<Tensor<'c>, ModelError> {
+    let minus_mean = ctx.scale(ctx.sum_rows(x)?, -1.0 / x.ne()[0] as f32)?;
+    let centred = ctx.add(x, minus_mean)?;
+    Ok(ctx.add(ctx.mul(ctx.rms_norm(centred, eps)?, weight)?, bias)?)
+}
+
+/// ggml's GELU (the tanh approximation `x/2 · (1 + tanh(z))`, `z = √(2/π) (x + 0.044715 x³)`),
+/// composed of ops ggml can differentiate: `x · σ(2z)` with `σ(u) = exp(-softplus(-u))`, which
+/// neither overflows nor divides by zero for any `x`.
+fn gelu<'c>(ctx: &'c Context, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const CUBIC: f32 = 0.044_715;
+    // -2z = x · (-2√(2/π) · (1 + 0.044715 x²))
+    let factor = ctx.scale_bias(ctx.sqr(x)?, -2.0 * SQRT_2_OVER_PI * CUBIC, -2.0 * SQRT_2_OVER_PI)?;
+    let minus_2z = ctx.mul(x, factor)?;
+    let sigmoid = ctx.exp(ctx.scale(ctx.softplus(minus_2z)?, -1.0)?)?;
+    Ok(ctx.mul(x, sigmoid)?)
 }
 
 /// The final hidden state `[n_embd, n_tokens]` (after the output norm) of the forward pass,
@@ -252,17 +339,26 @@ fn hidden<'c>(
         n_dims: h.rope_dims as i32,
         mode: match h.arch {
             Arch::Llama => RopeMode::Normal,
-            Arch::Qwen2 => RopeMode::Neox,
+            Arch::Qwen2 | Arch::Falcon => RopeMode::Neox,
         },
         n_ctx_orig: h.n_ctx_train as i32,
         freq_base: h.rope_freq_base,
         freq_scale: h.rope_freq_scale,
     };
     let kq_scale = 1.0 / (h.head_dim as f32).sqrt();
+    let eps = h.norm_eps;
+    let own = |kind| AdapterSlot { kind, rows: None };
     let mut x = ctx.get_rows(w.token_embd, inp.tokens)?;
     for (il, l) in (0u32..).zip(&w.layers) {
         layer_inputs.push(x);
-        let mm = |kind, w, b, x| lora_mm(ctx, lora, il, kind, w, b, x);
+        let mm = |slot, w, b, x| lora_mm(ctx, lora, il, slot, w, b, x);
+        let [q_slot, k_slot, v_slot] = if l.fused_qkv {
+            let (q, kv) = (n_head * hd, n_head_kv * hd);
+            let part = |first, n| AdapterSlot { kind: TensorKind::AttnQkv, rows: Some((first, n)) };
+            [part(0, q), part(q, kv), part(q + kv, kv)]
+        } else {
+            [own(TensorKind::AttnQ), own(TensorKind::AttnK), own(TensorKind::AttnV)]
+        };
         // Attention runs on 3-d tensors with the heads of every row side by side
         // ([.., heads · n_seq]): ggml's backward of a broadcasting mul_mat (grouped-query
         // attention) needs ne3 = 1. Query head h of row s then reads key head
@@ -273,10 +369,23 @@ fn hidden<'c>(
             let t = ctx.cont(ctx.permute(ctx.reshape(t, &[hd, n_heads, len, n_seq])?, [0, 2, 1, 3])?)?;
             Ok(ctx.reshape(t, &[hd, len, n_heads * n_seq])?)
         };
-        let cur = ctx.mul(ctx.rms_norm(x, h.rms_eps)?, l.attn_norm)?;
-        let q = heads(mm(TensorKind::AttnQ, l.wq, l.bq, cur)?, n_head)?;
-        let k = heads(mm(TensorKind::AttnK, l.wk, l.bk, cur)?, n_head_kv)?;
-        let v = ctx.reshape(mm(TensorKind::AttnV, l.wv, l.bv, cur)?, &[hd, n_head_kv, len, n_seq])?;
+        // The normed input of attention, and (Falcon) of the MLP running beside it.
+        let (attn_in, mlp_in) = match l.attn_norm_b {
+            Some(bias) => {
+                let normed = layer_norm(ctx, x, l.attn_norm, bias, eps)?;
+                match l.attn_norm_2 {
+                    Some((weight, bias)) => (layer_norm(ctx, x, weight, bias, eps)?, normed),
+                    None => (normed, normed),
+                }
+            }
+            None => {
+                let normed = ctx.mul(ctx.rms_norm(x, eps)?, l.attn_norm)?;
+                (normed, normed)
+            }
+        };
+        let q = heads(mm(q_slot, l.wq, l.bq, attn_in)?, n_head)?;
+        let k = heads(mm(k_slot, l.wk, l.bk, attn_in)?, n_head_kv)?;
+        let v = ctx.reshape(mm(v_slot, l.wv, l.bv, attn_in)?, &[hd, n_head_kv, len, n_seq])?;
         // [keys, queries, heads · n_seq], masked per row as [keys, queries, heads, n_seq].
         let kq = ctx.reshape(ctx.mul_mat(k, q)?, &[len, len, n_head, n_seq])?;
         let kq = ctx.reshape(ctx.soft_max_ext(kq, Some(inp.mask), kq_scale)?, &[len, len, n_head * n_seq])?;
@@ -285,14 +394,29 @@ fn hidden<'c>(
         // [head_dim, queries, heads, n_seq] -> [head_dim, heads, queries, n_seq]
         let kqv = ctx.reshape(ctx.mul_mat(v, kq)?, &[hd, len, n_head, n_seq])?;
         let attn = ctx.reshape(ctx.cont(ctx.permute(kqv, [0, 2, 1, 3])?)?, &[hd * n_head, n])?;
-        let ffn_in = ctx.add(mm(TensorKind::AttnOutput, l.wo, None, attn)?, x)?;
-        let cur = ctx.mul(ctx.rms_norm(ffn_in, h.rms_eps)?, l.ffn_norm)?;
-        let gate = ctx.silu(mm(TensorKind::FfnGate, l.ffn_gate, None, cur)?)?;
-        let up = mm(TensorKind::FfnUp, l.ffn_up, None, cur)?;
-        x = ctx.add(mm(TensorKind::FfnDown, l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?;
+        let attn_out = mm(own(TensorKind::AttnOutput), l.wo, None, attn)?;
+        x = match (l.ffn_norm, l.ffn_gate) {
+            // Llama: attention, then a gated SiLU MLP on the normed sum.
+            (Some(ffn_norm), Some(ffn_gate)) => {
+                let ffn_in = ctx.add(attn_out, x)?;
+                let cur = ctx.mul(ctx.rms_norm(ffn_in, eps)?, ffn_norm)?;
+                let gate = ctx.silu(mm(own(TensorKind::FfnGate), ffn_gate, None, cur)?)?;
+                let up = mm(own(TensorKind::FfnUp), l.ffn_up, None, cur)?;
+                ctx.add(mm(own(TensorKind::FfnDown), l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?
+            }
+            // Falcon: a GELU MLP beside attention, both added to the residual.
+            _ => {
+                let up = gelu(ctx, mm(own(TensorKind::FfnUp), l.ffn_up, None, mlp_in)?)?;
+                let down = mm(own(TensorKind::FfnDown), l.ffn_down, None, up)?;
+                ctx.add(ctx.add(down, attn_out)?, x)?
+            }
+        };
     }
     layer_inputs.push(x);
-    Ok(ctx.mul(ctx.rms_norm(x, h.rms_eps)?, w.output_norm)?)
+    Ok(match w.output_norm_b {
+        Some(bias) => layer_norm(ctx, x, w.output_norm, bias, eps)?,
+        None => ctx.mul(ctx.rms_norm(x, eps)?, w.output_norm)?,
+    })
 }
 
 /// Builds the logits `[n_vocab, n_tokens]` of the forward pass, with `lora` applied if given.

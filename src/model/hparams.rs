@@ -1,6 +1,7 @@
 //! A model's hyper-parameters, read from its GGUF metadata with llama.cpp's keys.
 
 use crate::gguf::Gguf;
+use crate::names::TensorKind;
 
 use super::ModelError;
 
@@ -9,9 +10,30 @@ use super::ModelError;
 pub enum Arch {
     Llama,
     Qwen2,
+    Falcon,
 }
 
-/// Hyper-parameters of a Llama-family model.
+impl Arch {
+    /// The projections of each layer, which LoRA can adapt.
+    pub fn projections(self) -> &'static [TensorKind] {
+        use TensorKind::*;
+        match self {
+            Arch::Llama | Arch::Qwen2 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
+            Arch::Falcon => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
+        }
+    }
+
+    /// llama.cpp's `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Falcon => "falcon",
+        }
+    }
+}
+
+/// Hyper-parameters of a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HParams {
     pub arch: Arch,
@@ -23,7 +45,8 @@ pub struct HParams {
     pub n_ff: u64,
     pub n_vocab: u64,
     pub n_ctx_train: u64,
-    pub rms_eps: f32,
+    /// Epsilon of the RMS norms (Llama, Qwen2) or layer norms (Falcon).
+    pub norm_eps: f32,
     pub rope_freq_base: f32,
     /// 1 / linear rope scaling factor.
     pub rope_freq_scale: f32,
@@ -37,6 +60,7 @@ impl HParams {
         let arch = match arch_name {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "falcon" => Arch::Falcon,
             other => return Err(ModelError::UnsupportedArch { arch: other.to_owned() }),
         };
         let mut missing = Vec::new();
@@ -56,9 +80,13 @@ impl HParams {
         let n_ff = int("feed_forward_length");
         let n_ctx_train = int("context_length");
         let float = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_f64());
-        let rms_eps = float("attention.layer_norm_rms_epsilon");
-        if rms_eps.is_none() {
-            missing.push(format!("{arch_name}.attention.layer_norm_rms_epsilon"));
+        let eps_key = match arch {
+            Arch::Llama | Arch::Qwen2 => "attention.layer_norm_rms_epsilon",
+            Arch::Falcon => "attention.layer_norm_epsilon",
+        };
+        let norm_eps = float(eps_key);
+        if norm_eps.is_none() {
+            missing.push(format!("{arch_name}.{eps_key}"));
         }
         if !missing.is_empty() {
             return Err(ModelError::MissingKeys { keys: missing });
@@ -92,7 +120,7 @@ impl HParams {
             n_ff,
             n_vocab,
             n_ctx_train,
-            rms_eps: rms_eps.unwrap_or(1e-5) as f32,
+            norm_eps: norm_eps.unwrap_or(1e-5) as f32,
             rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0) as f32,
             rope_freq_scale,
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),

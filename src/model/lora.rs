@@ -9,8 +9,9 @@ use crate::names::TensorKind;
 
 use super::{HParams, ModelError};
 
-/// The projections LoRA can adapt, by the names users write (`--targets q,k,v,o,gate,up,down`).
-pub const TARGETS: [(&str, TensorKind); 7] = [
+/// The projections LoRA can adapt, by the names users write (`--targets q,k,v,o,gate,up,down`
+/// for the Llama family, `qkv,o,up,down` for Falcon).
+pub const TARGETS: [(&str, TensorKind); 8] = [
     ("q", TensorKind::AttnQ),
     ("k", TensorKind::AttnK),
     ("v", TensorKind::AttnV),
@@ -18,6 +19,7 @@ pub const TARGETS: [(&str, TensorKind); 7] = [
     ("gate", TensorKind::FfnGate),
     ("up", TensorKind::FfnUp),
     ("down", TensorKind::FfnDown),
+    ("qkv", TensorKind::AttnQkv),
 ];
 
 /// Rank, alpha and the adapted projections.
@@ -67,10 +69,21 @@ pub fn lora_layout(h: &HParams, cfg: &LoraConfig) -> Result<Vec<LoraSlot>, Model
     }
     let (e, f) = (h.n_embd, h.n_ff);
     let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
+    if let Some(missing) = cfg.targets.iter().find(|k| !h.arch.projections().contains(k)) {
+        return Err(ModelError::Unsupported {
+            what: format!(
+                "LoRA on {}: {} models have no such projection (they have {})",
+                missing.gguf_base(),
+                h.arch.name(),
+                h.arch.projections().iter().map(|k| k.gguf_base()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     let mut slots = Vec::new();
     for layer in 0..u32::try_from(h.n_layer).unwrap_or(0) {
         for &kind in &cfg.targets {
             let (n_in, n_out) = match kind {
+                TensorKind::AttnQkv => (e, q + 2 * kv),
                 TensorKind::AttnQ => (e, q),
                 TensorKind::AttnK | TensorKind::AttnV => (e, kv),
                 TensorKind::AttnOutput => (q, e),

@@ -3,7 +3,7 @@
 
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
+use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
@@ -41,7 +41,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         let base = root.path().join(format!("{name}.gguf"));
         convert_to(&dir, ft, &base).unwrap();
         let model = Model::open(&base).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Llama.projections().to_vec() };
         let mut rng = Rng::new(21);
         let slots = lora_layout(model.hparams(), &cfg).unwrap();
         let pairs: Vec<LoraTensorPair> = slots

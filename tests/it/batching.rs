@@ -2,7 +2,7 @@
 //! side in rows of one micro-batch, or packed into one row, equals the loss of each evaluated
 //! alone (weighted by their positions with loss), and so do the gradients.
 
-use gguftune::model::{Batch, LoraConfig, Model, TARGETS};
+use gguftune::model::{Arch, Batch, LoraConfig, Model};
 use gguftune::train::{with_session, Activations, BatchShape, OptimizerState, TrainError};
 
 use crate::common::fixtures::{Rng, TinyLlamaSpec};
@@ -40,7 +40,7 @@ fn rows_and_packing_give_the_losses_and_gradients_of_separate_examples() {
     let root = temp_dir();
     let spec = TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     let model = tiny_f32_model(root.path(), &spec, 3);
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let mut rng = Rng::new(5);
     let mut values = gguftune::train::init_lora(&model, &cfg, 1).unwrap();
     // B random too, so that every gradient is non-zero.

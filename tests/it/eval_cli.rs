@@ -6,7 +6,7 @@ use std::path::Path;
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
-use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
+use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
 use gguftune::quant::FileType;
 use gguftune::train::{build_examples, loss_and_grads, Activations, Example};
 use serde_json::{json, Value};
@@ -48,7 +48,7 @@ fn a_trained_adapter_beats_its_base_and_eval_loss_is_the_training_loss() {
 
     let vocab = LlamaModel::load_vocab(Runtime::get(), &base).unwrap();
     let model = Model::open(&base).unwrap();
-    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: Arch::Llama.projections().to_vec() };
     let (values, losses) = train_lora(&model, &cfg, &examples(&vocab, &root.path().join("train.jsonl")), 8, 20, 3e-3);
     eprintln!("training loss {:.3} -> {:.3}", losses[0], losses.last().unwrap());
     let slots = lora_layout(model.hparams(), &cfg).unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::ggml::{self, LlamaAdapter, LlamaContext, LlamaModel, Runtime, Sampler, SamplerParams};
-use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
+use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
 use serde_json::Value;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec, TinyTokenizer};
@@ -28,7 +28,7 @@ fn base_model(root: &Path, spec: &TinyLlamaSpec) -> PathBuf {
 /// enough to change what the model generates.
 fn random_adapter(base: &Path, out: &Path) {
     let model = Model::open(base).unwrap();
-    let cfg = LoraConfig { rank: 4, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 4, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
     let mut rng = Rng::new(5);
     let values: Vec<Vec<f32>> = slots

@@ -1,7 +1,7 @@
 //! LoRA gradients from ggml's backward pass equal central finite differences of the loss, on a
 //! tiny f32 model with adapters on all seven projections.
 
-use gguftune::model::{LoraConfig, Model, TARGETS};
+use gguftune::model::{Arch, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, measure_session, Activations, BatchShape};
 
@@ -46,25 +46,21 @@ fn lora_gradients_equal_finite_differences_with_the_loss_in_chunks() {
 fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, first_tensors: usize) {
     let root = temp_dir();
     let model = tiny_f32_model(root.path(), spec, 3);
-    let h = model.hparams().clone();
+    check_model_gradients_by_finite_differences(&model, n_tokens, first_tensors);
+}
 
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+/// [`check_gradients_by_finite_differences`] on `model`, with adapters on every projection of its
+/// architecture (the last is the down projection).
+pub fn check_model_gradients_by_finite_differences(model: &Model, n_tokens: usize, first_tensors: usize) {
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: model.hparams().arch.projections().to_vec() };
     // Both A and B random (not B = 0 as at the start of training) so that every gradient is non-zero.
-    let mut rng = Rng::new(11);
-    let mut values = Vec::new();
-    let (e, f, q, kv) = (h.n_embd, h.n_ff, h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
-    for _ in 0..h.n_layer {
-        for &(n_in, n_out) in &[(e, q), (e, kv), (e, kv), (q, e), (e, f), (e, f), (f, e)] {
-            values.push((0..n_in * cfg.rank).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
-            values.push((0..cfg.rank * n_out).map(|_| rng.uniform(0.3)).collect::<Vec<f32>>());
-        }
-    }
+    let values = random_lora_values(model, &cfg, 11);
     let tokens: Vec<i32> = (0..n_tokens).map(|i| (i as i32 * 41 + 3) % 512).collect();
     // Loss only on the second half of the positions, predicting the next token.
     let targets: Vec<Option<i32>> =
         (0..n_tokens).map(|i| (n_tokens / 2 - 1..n_tokens - 1).contains(&i).then(|| tokens[i + 1])).collect();
 
-    let (loss, grads) = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
+    let (loss, grads) = loss_and_grads(model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     assert_eq!(grads.len(), values.len());
 
@@ -82,8 +78,8 @@ fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, 
             plus[ti][k] += STEP;
             let mut minus = values.clone();
             minus[ti][k] -= STEP;
-            let (lp, _) = loss_and_grads(&model, &cfg, &plus, &tokens, &targets, Activations::Keep, 2).unwrap();
-            let (lm, _) = loss_and_grads(&model, &cfg, &minus, &tokens, &targets, Activations::Keep, 2).unwrap();
+            let (lp, _) = loss_and_grads(model, &cfg, &plus, &tokens, &targets, Activations::Keep, 2).unwrap();
+            let (lm, _) = loss_and_grads(model, &cfg, &minus, &tokens, &targets, Activations::Keep, 2).unwrap();
             let fd = (lp - lm) / (2.0 * STEP);
             let err = (fd - g[k]).abs();
             worst = worst.max(err / scale);
@@ -146,7 +142,7 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
     std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 8).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
     let targets: Vec<Option<i32>> = (0..12).map(|i| (3..11).contains(&i).then(|| tokens[i + 1])).collect();
     let mut results = Vec::new();
@@ -176,7 +172,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
     let root = temp_dir();
     let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     let model = tiny_f32_model(root.path(), &spec, 8);
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let tokens: Vec<i32> = (0..13).map(|i| (i * 37 + 5) % 512).collect();
     let targets: Vec<Option<i32>> = (0..13).map(|i| (2..12).contains(&i).then(|| tokens[i + 1])).collect();
     let values = random_lora_values(&model, &cfg, 3);
@@ -206,7 +202,7 @@ fn recomputed_activations_give_the_same_loss_and_gradients() {
     std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 256, ffn: 512, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 9).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let tokens: Vec<i32> = (0..16).map(|i| (i * 29 + 7) % 512).collect();
     let targets: Vec<Option<i32>> = (0..16).map(|i| (2..15).contains(&i).then(|| tokens[i + 1])).collect();
     for ty in [FileType::F32, FileType::Q4_K_M] {
@@ -243,7 +239,7 @@ fn the_training_loss_is_the_mean_cross_entropy_of_the_scored_positions() {
         let path = root.path().join("m.gguf");
         crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
         let model = Model::open(&path).unwrap();
-        let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+        let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
         let values = random_lora_values(&model, &cfg, 8);
         let tokens: Vec<i32> = (0..n_tokens).map(|i| (i as i32 * 37 + 5) % 512).collect();
         // Every third position scored, with a target that is not the next token.
@@ -274,7 +270,7 @@ fn with_recomputation_each_layer_adds_little_more_than_its_kept_input() {
     // rewrite leaving a view of a gradient unread kept every frozen weight's input gradient, 8
     // residuals' worth per layer here) shows as many times that.
     let root = temp_dir();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
     let shape = BatchShape { seq_len: 64, n_seq: 2 };
     let compute_bytes = |layers: usize| {
         let dir = root.path().join(format!("m{layers}"));

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
 use gguftune::data::{render, ChatTemplate, Message, Record, RenderOptions};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, LoraConfig, Model, TARGETS};
+use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
 use gguftune::modelfile::{SpecialTokens, TemplateFamily};
 use gguftune::ollama::{resolve_in, ChatFormat, GgufTemplateReason, ModelName, OllamaError, OllamaModel};
 
@@ -97,7 +97,7 @@ fn stderr(out: &Output) -> String {
 /// A random LoRA adapter for the model at `base`.
 fn adapter_for(base: &Path, out: &Path) {
     let model = Model::open(base).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 2.0, targets: TARGETS.iter().map(|(_, k)| *k).collect() };
+    let cfg = LoraConfig { rank: 2, alpha: 2.0, targets: Arch::Llama.projections().to_vec() };
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
     let values: Vec<Vec<f32>> =
         slots.iter().flat_map(|s| [s.n_in * cfg.rank, cfg.rank * s.n_out]).map(|n| vec![0.01; n as usize]).collect();

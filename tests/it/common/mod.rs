@@ -43,29 +43,33 @@ pub fn tiny_f32_model(root: &std::path::Path, spec: &fixtures::TinyLlamaSpec, se
 /// A Falcon checkpoint that transformers made (scripts/make-falcon-fixture.py): `variant` is `mqa`
 /// (Falcon-7B's layout) or `gqa` (Falcon-40B's), copied into `root/falcon-<variant>` with the
 /// fixture tokenizer of the default [`fixtures::TinyLlamaSpec`] (its vocabulary of 512 is the
-/// checkpoint's). Returns the folder and the logits transformers computed for the tokens.
+/// checkpoint's), once per `root`. Returns the folder, the fixture's tokens and the logits
+/// transformers computed for them.
 pub fn falcon_checkpoint(root: &std::path::Path, variant: &str) -> (PathBuf, Vec<i32>, Vec<Vec<f32>>) {
     let fixture = repo_root().join("tests/fixtures/falcon").join(variant);
+    let dir = root.join(format!("falcon-{variant}"));
     let scratch = root.join(format!("falcon-{variant}-tokenizer"));
     let spec = fixtures::TinyLlamaSpec::default();
-    let info = fixtures::tiny_llama(&scratch, &spec, fixtures::Dtype::F32, fixtures::Shards::One, 1).unwrap();
-    let dir = root.join(format!("falcon-{variant}"));
-    std::fs::create_dir(&dir).unwrap();
-    for file in std::fs::read_dir(&scratch).unwrap() {
-        let path = file.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("tokenizer") || name == "special_tokens_map.json" {
-            std::fs::copy(&path, dir.join(&name)).unwrap();
+    if !dir.exists() {
+        fixtures::tiny_llama(&scratch, &spec, fixtures::Dtype::F32, fixtures::Shards::One, 1).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        for file in std::fs::read_dir(&scratch).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("tokenizer") || name == "special_tokens_map.json" {
+                std::fs::copy(&path, dir.join(&name)).unwrap();
+            }
         }
-    }
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(name), dir.join(name)).unwrap();
+        for name in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture.join(name), dir.join(name)).unwrap();
+        }
     }
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture.join("reference.json")).unwrap()).unwrap();
     let tokens: Vec<i32> = reference["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
     let vocab = reference["shape"][1].as_u64().unwrap() as usize;
-    assert_eq!(info.vocab_size, vocab, "the fixture tokenizer's vocabulary is the checkpoint's");
+    let tokenizer = gguftune::hf::load_tokenizer(&dir, None).unwrap();
+    assert_eq!(tokenizer.tokens.len(), vocab, "the fixture tokenizer's vocabulary is the checkpoint's");
     let bytes = std::fs::read(fixture.join("logits.bin")).unwrap();
     let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     let logits: Vec<Vec<f32>> = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();

@@ -1,0 +1,184 @@
+//! Falcon end to end on the checkpoints transformers made (tests/fixtures/falcon): our forward
+//! graph, the one training differentiates, against llama.cpp's; LoRA gradients against finite
+//! differences; our adapters in llama.cpp; `finetune` and `plan` on a Falcon GGUF.
+
+use std::path::{Path, PathBuf};
+
+use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
+use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
+use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::quant::FileType;
+
+use crate::common::fixtures::{sentiment_examples, write_jsonl, Rng};
+use crate::common::reference::{max_relative_error, nmse};
+use crate::common::{convert_to, falcon_checkpoint, gguftune, temp_dir};
+use crate::lora_grad::check_model_gradients_by_finite_differences;
+
+/// Our graph and llama.cpp's, both f32, differ in one place: llama.cpp's CPU GELU reads a table
+/// of f16 values (`GGML_GELU_FP16`: each activation rounded to f16, 2^-11 relative) where ours
+/// computes the same tanh approximation in f32, as ggml cannot differentiate its GELU op. (With
+/// ggml's GELU in our graph the logits are bit-identical for q8_0 and q4_k_m.) Through two layers
+/// that stays near 1e-4 of the largest logit (seen: below 2.5e-4); a wrong QKV view, norm or
+/// residual is off by the logits' own size.
+const F32_RELATIVE_TOLERANCE: f32 = 2e-3;
+/// With quantized weights ggml rounds each product's input to 8 bits. The f16 rounding above moves
+/// about one in twenty of the down projection's input roundings by a step (2^-11 against steps of
+/// 2^-7 of a block's largest value), which adds noise of the order of that product's own
+/// quantization noise; the other products' inputs are bit-identical. So the graphs differ by less
+/// than quantization itself moves the logits (measured here: llama.cpp's quantized logits against
+/// its f32 ones); seen: 0.41-0.50 of it for q8_0, 0.03 for q4_k_m.
+const SHARE_OF_QUANTIZATION_ERROR: f64 = 1.0;
+
+/// The fixture converted to `ft` next to it.
+fn falcon_gguf(root: &Path, variant: &str, ft: FileType) -> (PathBuf, Vec<i32>) {
+    let (dir, tokens, _) = falcon_checkpoint(root, variant);
+    let path = root.join(format!("falcon-{variant}-{}.gguf", ft.name()));
+    convert_to(&dir, ft, &path).unwrap();
+    (path, tokens)
+}
+
+fn llama_logits(path: &Path, adapter: Option<&Path>, tokens: &[i32]) -> Vec<Vec<f32>> {
+    let llama = LlamaModel::load(Runtime::get(), path).unwrap();
+    let loaded = adapter.map(|a| LlamaAdapter::load(&llama, a).unwrap());
+    let mut ctx = LlamaContext::with_precision(&llama, 64, 2, true).unwrap();
+    if let Some(a) = &loaded {
+        ctx.set_adapters(&[(a, 1.0)]).unwrap();
+    }
+    ctx.logits_all(tokens).unwrap()
+}
+
+#[test]
+fn our_falcon_logits_equal_llama_cpp_logits() {
+    for variant in ["mqa", "gqa"] {
+        let root = temp_dir();
+        let (f32_path, tokens) = falcon_gguf(root.path(), variant, FileType::F32);
+        let llama_f32 = llama_logits(&f32_path, None, &tokens);
+        for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
+            let (path, _) = falcon_gguf(root.path(), variant, ft);
+            let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
+            let theirs = llama_logits(&path, None, &tokens);
+            let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
+            let quantization = nmse(&theirs, &llama_f32);
+            eprintln!(
+                "falcon {variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
+                ft.name()
+            );
+            if ft == FileType::F32 {
+                assert!(err < F32_RELATIVE_TOLERANCE, "{variant} f32: relative error {err}");
+            } else {
+                assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant} {}: nmse {e}", ft.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn falcon_lora_gradients_equal_finite_differences() {
+    for variant in ["mqa", "gqa"] {
+        let root = temp_dir();
+        let (path, _) = falcon_gguf(root.path(), variant, FileType::F32);
+        let model = Model::open(&path).unwrap();
+        assert_eq!(model.hparams().arch, Arch::Falcon);
+        // Layer 0's four projections (qkv, o, up, down): A and B of each.
+        check_model_gradients_by_finite_differences(&model, 10, 8);
+    }
+}
+
+/// An adapter on every Falcon projection (the fused QKV included), written as llama.cpp's LoRA
+/// GGUF, gives in llama.cpp the logits our graph computes with it.
+#[test]
+fn llama_cpp_with_our_falcon_adapter_computes_our_logits() {
+    for (variant, ft) in [("mqa", FileType::F32), ("gqa", FileType::Q8_0)] {
+        let root = temp_dir();
+        let (f32_path, _) = falcon_gguf(root.path(), variant, FileType::F32);
+        let (base, tokens) = falcon_gguf(root.path(), variant, ft);
+        let model = Model::open(&base).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Falcon.projections().to_vec() };
+        let mut rng = Rng::new(21);
+        let pairs: Vec<LoraTensorPair> = lora_layout(model.hparams(), &cfg)
+            .unwrap()
+            .iter()
+            .map(|s| LoraTensorPair {
+                base: s.base.clone(),
+                n_in: s.n_in,
+                n_out: s.n_out,
+                rank: cfg.rank,
+                a: (0..s.n_in * cfg.rank).map(|_| rng.uniform(0.2)).collect(),
+                b: (0..cfg.rank * s.n_out).map(|_| rng.uniform(0.2)).collect(),
+            })
+            .collect();
+        assert!(pairs.iter().any(|p| p.base == "blk.0.attn_qkv.weight"));
+        let adapter = root.path().join("adapter.gguf");
+        write_lora_gguf(&adapter, "falcon", cfg.alpha, &pairs).unwrap();
+        let values: Vec<Vec<f32>> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
+
+        let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
+        let base_logits = model.logits(&tokens, 2).unwrap();
+        let theirs = llama_logits(&base, Some(&adapter), &tokens);
+        assert!(nmse(&ours, &base_logits) > 1e-3, "{variant}: the adapter barely changes the logits");
+        let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
+        let quantization = nmse(&theirs, &llama_logits(&f32_path, Some(&adapter), &tokens));
+        eprintln!(
+            "falcon {variant} {} + adapter: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
+            ft.name()
+        );
+        if ft == FileType::F32 {
+            assert!(err < F32_RELATIVE_TOLERANCE, "{variant}: relative error {err}");
+        } else {
+            assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant}: nmse {e}");
+        }
+    }
+}
+
+/// `finetune` trains a Falcon GGUF with the default targets (every Falcon projection), lowers the
+/// loss, and writes an adapter llama.cpp loads; `plan` refuses a Llama projection for it by name.
+#[test]
+fn finetune_and_plan_run_on_falcon() {
+    let root = temp_dir();
+    let (base, tokens) = falcon_gguf(root.path(), "gqa", FileType::Q8_0);
+    let rows: Vec<serde_json::Value> = sentiment_examples(32, 4)
+        .iter()
+        .map(|e| serde_json::json!({"text": format!("{} {}", e.review, e.label)}))
+        .collect();
+    let data = root.path().join("train.jsonl");
+    write_jsonl(&data, &rows).unwrap();
+    let base_arg = base.to_str().unwrap();
+    let out = gguftune(
+        root.path(),
+        &[
+            "finetune",
+            base_arg,
+            "--data",
+            "train.jsonl",
+            "-o",
+            "adapter.gguf",
+            "--epochs",
+            "3",
+            "--ctx",
+            "32",
+            "--batch",
+            "4",
+            "--lr",
+            "3e-3",
+            "--val-split",
+            "0",
+            "--threads",
+            "2",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "finetune failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (first, last) = (summary["first_loss"].as_f64().unwrap(), summary["final_loss"].as_f64().unwrap());
+    assert!(last < first, "the loss did not fall: {first} -> {last}");
+    let adapter = root.path().join("adapter.gguf");
+    let with = llama_logits(&base, Some(&adapter), &tokens);
+    assert!(nmse(&with, &llama_logits(&base, None, &tokens)) > 1e-6, "the trained adapter changes nothing");
+
+    let out = gguftune(root.path(), &["plan", base_arg, "--targets", "q,v", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("'q' is not a projection of falcon models"), "{stderr}");
+    let out = gguftune(root.path(), &["plan", base_arg, "--ctx", "32", "--batch", "4", "--json"]);
+    assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
+}
