@@ -148,8 +148,10 @@ pub const BACKWARD_OPS: &[&str] = &[
 /// Ops whose result is a view of their source's data, computing nothing.
 const VIEW_OPS: [u32; 4] = [sys::GGML_OP_VIEW, sys::GGML_OP_RESHAPE, sys::GGML_OP_PERMUTE, sys::GGML_OP_TRANSPOSE];
 
-/// Unary ops (`GGML_OP_UNARY`) with a backward pass, by `ggml_unary_op_name`.
-pub const BACKWARD_UNARY_OPS: &[&str] = &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS"];
+/// Unary ops (`GGML_OP_UNARY`) with a backward pass, by `ggml_unary_op_name`: ggml's, and GELU,
+/// whose backward [`Graph::build_backward_expand`] supplies.
+pub const BACKWARD_UNARY_OPS: &[&str] =
+    &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS", "GELU"];
 
 impl<'ctx> Graph<'ctx> {
     fn nodes(&self) -> Vec<Tensor<'ctx>> {
@@ -164,6 +166,11 @@ impl<'ctx> Graph<'ctx> {
     /// parameter and accumulator, both f32 with memory of their own), so gradients never share
     /// memory with the computation. Every op of the forward graph is first checked against
     /// [`BACKWARD_OPS`]: an op without a backward pass is an error here instead of an abort.
+    ///
+    /// ggml has no backward pass for GELU: each GELU is differentiated as a SiLU in its place (an
+    /// element-wise op of one input, whose backward node `silu_back(grad, x)` reads only `x`),
+    /// then turned back into a GELU, and its backward node into `grad · gelu'(x)`
+    /// ([`super::gelu_derivative`]). The activation memory is a SiLU's: `x` alone.
     pub fn build_backward_expand(
         &mut self,
         ctx: &'ctx Context,
@@ -210,10 +217,32 @@ impl<'ctx> Graph<'ctx> {
         if self.size < nodes.len() * 3 + 16 {
             return Err(Error::ContextFull { op: "build_backward_expand" });
         }
+        let gelus: Vec<Tensor<'ctx>> =
+            nodes.iter().copied().filter(|n| n.op().1 == Some(sys::GGML_UNARY_OP_GELU)).collect();
+        let gelu_inputs: HashSet<*mut sys::ggml_tensor> =
+            gelus.iter().filter_map(|n| n.src(0)).map(|x| x.raw()).collect();
+        // A SiLU of a GELU's input would have a backward node like the GELU's own.
+        if nodes.iter().any(|n| {
+            n.op().1 == Some(sys::GGML_UNARY_OP_SILU) && n.src(0).is_some_and(|x| gelu_inputs.contains(&x.raw()))
+        }) {
+            return Err(Error::NoBackward { op: "UNARY(GELU) of a SILU's input".into() });
+        }
+        for gelu in &gelus {
+            gelu.set_unary_op(sys::GGML_UNARY_OP_SILU);
+        }
         // SAFETY: live context and graph (made with grads); the graph has a parameter and a loss
-        // (checked: ggml asserts both); every op has a backward pass (checked); `accs` holds one
-        // entry per forward node, null or an f32 tensor of the node's shape with memory.
+        // (checked: ggml asserts both); every op has a backward pass (checked; GELUs are SiLUs
+        // for now); `accs` holds one entry per forward node, null or an f32 tensor of the node's
+        // shape with memory.
         unsafe { sys::ggml_build_backward_expand(ctx.raw(), self.raw, accs.as_mut_ptr()) };
+        for gelu in &gelus {
+            gelu.set_unary_op(sys::GGML_UNARY_OP_GELU);
+        }
+        for node in self.nodes().into_iter().skip(nodes.len()) {
+            if node.op().0 == sys::GGML_OP_SILU_BACK && node.src(1).is_some_and(|x| gelu_inputs.contains(&x.raw())) {
+                node.make_gelu_back(ctx)?;
+            }
+        }
         self.n_forward = Some(nodes.len());
         Ok(())
     }

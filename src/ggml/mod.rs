@@ -24,7 +24,7 @@ use llama_cpp_sys_2 as sys;
 use crate::gguf::GgmlType;
 
 pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
-pub use context::{Context, RopeMode, RopeParams, Tensor};
+pub use context::{gelu_derivative, Context, RopeMode, RopeParams, Tensor};
 pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
 pub use sampling::{Sampler, SamplerParams};

@@ -1,7 +1,8 @@
 //! The forward graph of the Llama family and Falcon (llama.cpp's `llm_build_llama`,
 //! `llm_build_qwen2`, `llm_build_falcon`), written with ops that all have a backward pass in ggml:
 //! attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash attention; Falcon's
-//! layer norm and GELU, which ggml cannot differentiate as single ops, are composed of ops it can.
+//! layer norm, which ggml cannot differentiate as one op, is composed of ops it can, and its GELU
+//! gets a backward pass from [`crate::ggml::Graph::build_backward_expand`].
 
 use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor};
 use crate::gguf::{GgmlType, Gguf};
@@ -308,19 +309,6 @@ fn layer_norm<'c>(
     Ok(ctx.add(ctx.mul(ctx.rms_norm(centred, eps)?, weight)?, bias)?)
 }
 
-/// ggml's GELU (the tanh approximation `x/2 · (1 + tanh(z))`, `z = √(2/π) (x + 0.044715 x³)`),
-/// composed of ops ggml can differentiate: `x · σ(2z)` with `σ(u) = exp(-softplus(-u))`, which
-/// neither overflows nor divides by zero for any `x`.
-fn gelu<'c>(ctx: &'c Context, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const CUBIC: f32 = 0.044_715;
-    // -2z = x · (-2√(2/π) · (1 + 0.044715 x²))
-    let factor = ctx.scale_bias(ctx.sqr(x)?, -2.0 * SQRT_2_OVER_PI * CUBIC, -2.0 * SQRT_2_OVER_PI)?;
-    let minus_2z = ctx.mul(x, factor)?;
-    let sigmoid = ctx.exp(ctx.scale(ctx.softplus(minus_2z)?, -1.0)?)?;
-    Ok(ctx.mul(x, sigmoid)?)
-}
-
 /// The final hidden state `[n_embd, n_tokens]` (after the output norm) of the forward pass,
 /// with `lora` applied if given. The residual stream entering each layer, and leaving the last
 /// one, is appended to `layer_inputs`.
@@ -406,7 +394,7 @@ fn hidden<'c>(
             }
             // Falcon: a GELU MLP beside attention, both added to the residual.
             _ => {
-                let up = gelu(ctx, mm(own(TensorKind::FfnUp), l.ffn_up, None, mlp_in)?)?;
+                let up = ctx.gelu(mm(own(TensorKind::FfnUp), l.ffn_up, None, mlp_in)?)?;
                 let down = mm(own(TensorKind::FfnDown), l.ffn_down, None, up)?;
                 ctx.add(ctx.add(down, attn_out)?, x)?
             }
