@@ -14,6 +14,7 @@ tests/it/common/fixtures.rs, whose vocabulary of 512 the model's matches):
     reference.json              tokens, shape, library versions
     logits.bin                  PEFT model's logits for the tokens, f32 little-endian, [n_tokens, vocab]
 """
+import copy
 import json
 import os
 import sys
@@ -42,12 +43,13 @@ def main():
             # Round the weights to bf16 (what is stored), and compute with exactly those values in f32.
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
     os.makedirs(OUT, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(os.path.join(OUT, "hf-tmp"), safe_serialization=True)
+    # A bf16 copy is saved: casting the model itself would also round its rotary inv_freq buffer,
+    # which casting back does not undo, and the logits below would use bf16 rope frequencies.
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(os.path.join(OUT, "hf-tmp"), safe_serialization=True)
     os.replace(os.path.join(OUT, "hf-tmp", "model.safetensors"), os.path.join(OUT, "model.safetensors"))
     for f in os.listdir(os.path.join(OUT, "hf-tmp")):
         os.remove(os.path.join(OUT, "hf-tmp", f))
     os.rmdir(os.path.join(OUT, "hf-tmp"))
-    model = model.to(torch.float32)
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM")
