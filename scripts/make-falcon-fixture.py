@@ -8,7 +8,7 @@ llama.cpp against.
     gqa  the Falcon-40B layout: new_decoder_architecture, num_kv_heads=2 K/V groups, two layer norms
          per layer (ln_attn, ln_mlp), untied lm_head
 
-Run with a Python that has torch, transformers and safetensors:
+Run with a Python that has torch, transformers, safetensors and peft:
     target/peers/py/bin/python scripts/make-falcon-fixture.py
 
 Files per variant (kept small: the tokenizer is not stored, the test writes the fixture tokenizer of
@@ -18,20 +18,32 @@ tests/it/common/fixtures.rs, whose vocabulary of 512 the models' matches):
     reference.json     tokens, shape, the FalconConfig values that matter, how query_key_value splits,
                        library versions
     logits.bin         the model's logits for the tokens, f32 little-endian, [n_tokens, vocab]
+    adapter/adapter_config.json        a random PEFT LoRA adapter on the same model (r=4, lora_alpha=8,
+                                       on query_key_value, dense, dense_h_to_4h and dense_4h_to_h),
+                                       PEFT's own config, target_modules sorted
+    adapter/adapter_model.safetensors  f32, as PEFT saves it
+    logits-adapter.bin the PEFT model's logits (base + adapter) for the same tokens, f32 little-endian,
+                       [n_tokens, vocab]
 
 The weights are random but larger than transformers' init (std 0.02 gives nearly uniform logits):
 Linear weights uniform in +-1/sqrt(fan_in), embeddings +-0.5, LayerNorm weights 1 +- 0.1 and biases
 +-0.1, then rounded to bf16 (what is stored); the logits are computed in f32 from exactly those values.
+The adapter is made after all of that (so the base files do not depend on it) on an f32 copy of the
+same model: lora_A as PEFT initialises it (global RNG re-seeded with ADAPTER_SEED), lora_B, which PEFT
+starts at zero, uniform in +-0.05 from a generator seeded with ADAPTER_SEED + 1.
 """
+import copy
 import json
 import math
 import os
 import shutil
 import sys
 
+import peft
 import safetensors
 import torch
 import transformers
+from peft import LoraConfig, get_peft_model
 from safetensors import safe_open
 from transformers import FalconConfig, FalconForCausalLM
 
@@ -66,6 +78,9 @@ QKV_LAYOUT = {
            "k1 v1 here, each head_dim=16 rows).",
 }
 TOKENS = [1, 34, 63, 92, 121, 150, 179, 208]
+# Every projection of a Falcon layer: the fused QKV, the attention output, and the two MLP matrices.
+ADAPTER = dict(r=4, lora_alpha=8, target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"])
+ADAPTER_SEED = 4321
 
 
 def reinit(model):
@@ -104,6 +119,8 @@ def make(variant, config_kwargs):
         t = model.transformer
         skipped = model.lm_head(t.ln_f(t.word_embeddings(torch.tensor(TOKENS))))
     moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+    # An f32 copy for the adapter, taken before the save below casts the model to bf16 in place.
+    base = copy.deepcopy(model)
 
     # Saved only now: casting the model to bf16 also rounds the rotary inv_freq buffer, which casting back
     # to f32 does not undo, so logits computed after a bf16 round trip would carry bf16 RoPE frequencies.
@@ -115,14 +132,19 @@ def make(variant, config_kwargs):
     shutil.rmtree(tmp)  # generation_config.json and anything else
     os.chmod(os.path.join(out, "model.safetensors"), 0o644)  # safetensors writes it 0600
     logits.numpy().astype("<f4").tofile(os.path.join(out, "logits.bin"))
+    # The adapter only now, after every base file and value: nothing of the base depends on it.
+    adapter_nmse, adapter_argmax = make_adapter(out, base, logits)
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(
             {
                 "tokens": TOKENS, "shape": list(logits.shape), "config_kwargs": config_kwargs,
                 "config": {k: getattr(model.config, k) for k in RECORDED},
                 "qkv_layout": QKV_LAYOUT[variant], "layers_nmse_vs_embeddings_only": moved,
+                "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
+                                adapter_nmse_vs_base=adapter_nmse),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "safetensors": safetensors.__version__, "python": sys.version.split()[0]},
+                             "safetensors": safetensors.__version__, "peft": peft.__version__,
+                             "python": sys.version.split()[0]},
             },
             f, indent=2,
         )
@@ -133,6 +155,45 @@ def make(variant, config_kwargs):
         for name in sorted(st.keys()):
             t = st.get_slice(name)
             print(f"  {name} {t.get_dtype()} {t.get_shape()}")
+    print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
+
+
+def make_adapter(out, model, base_logits):
+    """A random PEFT LoRA adapter on the f32 model; writes adapter/ and logits-adapter.bin, returns the
+    nmse by which the adapter moves the logits and their argmax per token."""
+    torch.manual_seed(ADAPTER_SEED)  # lora_A's kaiming init uses the global RNG
+    lora = LoraConfig(**ADAPTER, lora_dropout=0.0, task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lora).eval()
+    g = torch.Generator().manual_seed(ADAPTER_SEED + 1)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero, which would make the adapter a no-op
+                p.uniform_(-0.05, 0.05, generator=g)
+    adir = os.path.join(out, "adapter")
+    if os.path.isdir(adir):
+        shutil.rmtree(adir)
+    pm.save_pretrained(adir)
+    for extra in ["README.md"]:
+        path = os.path.join(adir, extra)
+        if os.path.exists(path):
+            os.remove(path)
+    # PEFT keeps target_modules as a set, whose order follows the string hash seed: sort it, writing the
+    # file as PEFT does (indent 2, sorted keys, no final newline).
+    cpath = os.path.join(adir, "adapter_config.json")
+    with open(cpath) as f:
+        cfg = json.load(f)
+    cfg["target_modules"] = sorted(cfg["target_modules"])
+    with open(cpath, "w") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True))
+    os.chmod(os.path.join(adir, "adapter_model.safetensors"), 0o644)
+    with torch.no_grad():
+        logits = pm(torch.tensor([TOKENS])).logits[0].to(torch.float32).contiguous()
+        with pm.disable_adapter():
+            without = pm(torch.tensor([TOKENS])).logits[0]
+    assert torch.equal(without, base_logits), "the f32 copy no longer computes the base logits"
+    logits.numpy().astype("<f4").tofile(os.path.join(out, "logits-adapter.bin"))
+    moved = float(((logits - base_logits) ** 2).sum() / (base_logits**2).sum())
+    return moved, logits.argmax(-1).tolist()
 
 
 def main():

@@ -160,15 +160,19 @@ impl TensorName {
         Some(TensorName { kind, layer, suffix: suffix.to_owned() })
     }
 
-    /// The Hugging Face Llama-family name (`model.layers.3.self_attn.q_proj.weight`,
-    /// `lm_head.weight`), the inverse of [`TensorName::from_hf`]; `None` for tensors the Llama
-    /// family does not have (Falcon's fused QKV).
-    pub fn to_hf(&self) -> Option<String> {
-        let hf = self.kind.row().llama?;
+    /// The Hugging Face name in an `arch` checkpoint (`model.layers.3.self_attn.q_proj.weight`,
+    /// `transformer.h.3.self_attention.query_key_value.weight`, `lm_head.weight`), the inverse of
+    /// [`TensorName::from_hf`]; `None` for tensors the family does not have.
+    pub fn to_hf(&self, arch: Arch) -> Option<String> {
+        let row = self.kind.row();
+        let (hf, layers, top) = match arch {
+            Arch::Llama | Arch::Qwen2 => (row.llama?, "model.layers", "model."),
+            Arch::Falcon => (*row.falcon.first()?, "transformer.h", "transformer."),
+        };
         Some(match (self.layer, self.kind) {
-            (Some(l), _) => format!("model.layers.{l}.{hf}.{}", self.suffix),
+            (Some(l), _) => format!("{layers}.{l}.{hf}.{}", self.suffix),
             (None, TensorKind::Output) => format!("{hf}.{}", self.suffix),
-            (None, _) => format!("model.{hf}.{}", self.suffix),
+            (None, _) => format!("{top}{hf}.{}", self.suffix),
         })
     }
 }
@@ -191,7 +195,7 @@ mod tests {
         ];
         for (hf, gguf) in cases {
             assert_eq!(TensorName::from_hf(hf, Arch::Llama).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
-            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf());
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Llama));
             assert_eq!(back.as_deref(), Some(hf), "{gguf}");
         }
         assert_eq!(TensorName::from_gguf("blk.x.attn_q.weight"), None);
@@ -219,11 +223,16 @@ mod tests {
         ];
         for (hf, gguf) in cases {
             assert_eq!(TensorName::from_hf(hf, Arch::Falcon).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            if !hf.contains("ln_mlp") {
+                let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Falcon));
+                assert_eq!(back.as_deref(), Some(hf), "{gguf}");
+            }
         }
         // Each family's names are its own.
         assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", Arch::Falcon), None);
         assert_eq!(TensorName::from_hf("transformer.h.0.self_attention.dense.weight", Arch::Llama), None);
-        assert_eq!(TensorName::from_gguf("blk.0.attn_qkv.weight").and_then(|n| n.to_hf()), None);
+        assert_eq!(TensorName::from_gguf("blk.0.attn_qkv.weight").and_then(|n| n.to_hf(Arch::Llama)), None);
+        assert_eq!(TensorName::from_gguf("blk.0.attn_q.weight").and_then(|n| n.to_hf(Arch::Falcon)), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! from llama.cpp's LoRA GGUF, with the facts of llama.cpp's `convert_lora_to_gguf.py`:
 //!
 //! - Names: `base_model.model.<module>.lora_A[.<adapter name>].weight`, `<module>` a Llama-family
-//!   module (`model.layers.3.self_attn.q_proj`), becomes `<GGUF weight name>.lora_a`
+//!   module (`model.layers.3.self_attn.q_proj`) or a Falcon one
+//!   (`transformer.h.3.self_attention.query_key_value`), becomes `<GGUF weight name>.lora_a`
 //!   (`blk.3.attn_q.weight.lora_a`); likewise `lora_B` → `.lora_b`.
 //! - Layout: PEFT's `lora_A` has shape `[r, in]` and `lora_B` `[out, r]`, row-major, which are the
 //!   same bytes as GGUF `ne = [in, r]` and `ne = [r, out]`.
@@ -11,13 +12,14 @@
 //! - Permutation: for architecture `llama` our converter (like llama.cpp's) permutes the rows of Q and
 //!   K (`W_gguf = P·W_hf`), so `P·(W + s·B·A) = P·W + s·(P·B)·A`: the rows of `lora_B` for `q_proj`
 //!   and `k_proj` are permuted the same way (head counts from the base), `lora_A` is not. Export
-//!   undoes it. Qwen2 is not permuted.
+//!   undoes it. Qwen2 is not permuted. Falcon's fused QKV rows are reordered as the converter
+//!   reorders them ([`falcon_qkv_source_row`]), the same way for `lora_B`.
 //! - Data: F32, F16 and BF16 in; the GGUF stores f32 (exact for all three, and what llama.cpp
 //!   computes adapters in), and export writes F32 safetensors.
 //!
 //! Refused, with the reason: `rank_pattern` / `alpha_pattern` (llama.cpp's GGUF has one alpha and
 //! we want one rank), `use_dora`, biases (`bias`, `lora_bias`), `fan_in_fan_out` (Conv1D models,
-//! not Llama-family ones), and `modules_to_save` (those modules' full weights cannot live in a LoRA
+//! neither Llama-family nor Falcon ones), and `modules_to_save` (those modules' full weights cannot live in a LoRA
 //! GGUF).
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use serde_json::{json, Value};
 
 use super::read::{AdapterReadError, LoraAdapter};
 use super::{write_lora_gguf, AdapterError, LoraTensorPair};
-use crate::convert::{permute_rotary_rows, unpermute_rotary_rows};
+use crate::convert::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows};
 use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError};
 use crate::hf::{Arch, HfError, SafetensorsFile};
 use crate::names::{TensorKind, TensorName};
@@ -61,8 +63,8 @@ pub enum PeftError {
     Adapter(#[from] AdapterReadError),
     #[error(transparent)]
     Write(#[from] AdapterError),
-    #[error("{}: tensor '{tensor}' is not the lora_A or lora_B of a known Llama-family module (q/k/v/o_proj, gate/up/down_proj, lm_head)", path.display())]
-    UnknownTensor { path: PathBuf, tensor: String },
+    #[error("{}: tensor '{tensor}' is not the lora_A or lora_B of a known {arch} module ({modules})", path.display())]
+    UnknownTensor { path: PathBuf, tensor: String, arch: &'static str, modules: &'static str },
     #[error("{}: tensor '{found}' has no partner '{missing}'", path.display())]
     Unpaired { path: PathBuf, found: String, missing: String },
     #[error("{}: tensor '{tensor}' is {dtype}, expected F32, F16 or BF16", path.display())]
@@ -188,47 +190,117 @@ pub struct PeftSummary {
     pub rank: u64,
     /// `adapter.lora.alpha` of the GGUF side.
     pub alpha: f32,
-    /// Whether Q/K rows were (un)permuted for llama.cpp's layout.
+    /// Whether rows of attention weights were reordered for llama.cpp's layout (Llama's Q and K,
+    /// Falcon's fused QKV), or back.
     pub permuted: bool,
 }
 
-/// Attention head counts of the base, when its architecture permutes Q and K (`llama`).
-#[derive(Clone, Copy, Debug)]
-struct Permutation {
-    n_head: u64,
-    n_head_kv: u64,
+/// The Hugging Face module names an architecture's adapters use, for messages.
+fn module_names(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Llama | Arch::Qwen2 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
+        Arch::Falcon => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, lm_head",
+    }
 }
 
-impl Permutation {
-    fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<Permutation>, PeftError> {
+/// The architecture named by `general.architecture`, if PEFT adapters of it are supported.
+fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
+    match name {
+        "llama" => Ok(Arch::Llama),
+        "qwen2" => Ok(Arch::Qwen2),
+        "falcon" => Ok(Arch::Falcon),
+        other => Err(PeftError::Unsupported {
+            path: path.to_owned(),
+            field: "general.architecture",
+            found: other.to_owned(),
+            reason: "PEFT adapters are supported for llama, qwen2 and falcon models",
+        }),
+    }
+}
+
+/// How the base's conversion reordered the rows of its attention weights, which an adapter's
+/// `lora_B` (one row per output) must follow.
+#[derive(Clone, Copy, Debug)]
+enum RowLayout {
+    /// `llama`: Q and K rows permuted for ggml's rope, per head.
+    RotaryHeads { n_head: u64, n_head_kv: u64 },
+    /// `falcon`: the fused QKV's rows regrouped as all queries, all keys, all values.
+    FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
+}
+
+impl RowLayout {
+    /// The layout of the base's architecture, from its head counts; `None` when its conversion
+    /// keeps Hugging Face's rows (Qwen2).
+    fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<RowLayout>, PeftError> {
         let arch = g.get_str("general.architecture").unwrap_or("");
-        // Mirrors convert: only `llama` (which Mistral converts to) has its Q/K rows permuted.
-        if arch != "llama" {
+        if arch != "llama" && arch != "falcon" {
             return Ok(None);
         }
-        let key = |k: &str| format!("{arch}.attention.{k}");
+        let key = |k: &str| format!("{arch}.{k}");
         let get = |k: &str| g.get(&key(k)).and_then(|v| v.as_u64()).filter(|&n| n > 0);
-        let n_head =
-            get("head_count").ok_or_else(|| PeftError::MissingKey { path: path.to_owned(), key: key("head_count") })?;
-        Ok(Some(Permutation { n_head, n_head_kv: get("head_count_kv").unwrap_or(n_head) }))
+        let missing = |k: &str| PeftError::MissingKey { path: path.to_owned(), key: key(k) };
+        let n_head = get("attention.head_count").ok_or_else(|| missing("attention.head_count"))?;
+        let n_head_kv = get("attention.head_count_kv").unwrap_or(n_head);
+        if arch == "llama" {
+            return Ok(Some(RowLayout::RotaryHeads { n_head, n_head_kv }));
+        }
+        let n_embd = get("embedding_length").ok_or_else(|| missing("embedding_length"))?;
+        let head_dim = get("attention.key_length").unwrap_or(n_embd / n_head);
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(Some(RowLayout::FalconQkv { n_head: size(n_head), n_head_kv: size(n_head_kv), head_dim: size(head_dim) }))
     }
 
-    /// Head dimension for the rows of `kind` when they are permuted, `n_out` rows in all (`None`
-    /// for other kinds).
-    fn head_dim(self, kind: TensorKind, n_out: u64) -> Option<usize> {
-        let heads = match kind {
-            TensorKind::AttnQ => self.n_head,
-            TensorKind::AttnK => self.n_head_kv,
-            _ => return None,
-        };
-        // A base whose rows are not whole heads of an even size cannot have been permuted; leave it.
-        let whole_heads = heads > 0 && n_out % heads == 0 && (n_out / heads) % 2 == 0 && n_out >= heads * 2;
-        usize::try_from(n_out / heads.max(1)).ok().filter(|_| whole_heads)
+    /// Whether the rows of `kind` are reordered.
+    fn reorders(kind: TensorKind) -> bool {
+        matches!(kind, TensorKind::AttnQ | TensorKind::AttnK | TensorKind::AttnQkv)
+    }
+
+    /// `b` (`n_out` rows of `rank` values) in llama.cpp's row order for a weight of `kind`
+    /// (`to_gguf`), or back in Hugging Face's; unchanged where the base's rows are not reordered
+    /// or cannot have been (not whole heads).
+    fn reorder(self, kind: TensorKind, n_out: u64, rank: usize, b: Vec<f32>, to_gguf: bool) -> Vec<f32> {
+        match self {
+            RowLayout::RotaryHeads { n_head, n_head_kv } => {
+                let heads = match kind {
+                    TensorKind::AttnQ => n_head,
+                    TensorKind::AttnK => n_head_kv,
+                    _ => return b,
+                };
+                let whole_heads = heads > 0 && n_out % heads == 0 && (n_out / heads) % 2 == 0 && n_out >= heads * 2;
+                let Some(hd) = usize::try_from(n_out / heads.max(1)).ok().filter(|_| whole_heads) else { return b };
+                let mut out = vec![0.0; b.len()];
+                if to_gguf {
+                    permute_rotary_rows(&b, &mut out, hd, rank);
+                } else {
+                    unpermute_rotary_rows(&b, &mut out, hd, rank);
+                }
+                out
+            }
+            RowLayout::FalconQkv { n_head, n_head_kv, head_dim } => {
+                let rows = (n_head + 2 * n_head_kv) * head_dim;
+                let fits = kind == TensorKind::AttnQkv
+                    && n_head_kv > 0
+                    && n_head % n_head_kv == 0
+                    && u64::try_from(rows).is_ok_and(|r| r == n_out)
+                    && b.len() == rows * rank;
+                if !fits {
+                    return b;
+                }
+                let mut out = vec![0.0; b.len()];
+                for row in 0..rows {
+                    let src = falcon_qkv_source_row(row, n_head, n_head_kv, head_dim);
+                    let (from, to) = if to_gguf { (src, row) } else { (row, src) };
+                    out[to * rank..(to + 1) * rank].copy_from_slice(&b[from * rank..(from + 1) * rank]);
+                }
+                out
+            }
+        }
     }
 }
 
-/// One PEFT tensor name taken apart: the GGUF weight it adapts and whether it is `A`.
-fn parse_peft_name(name: &str) -> Option<(TensorName, bool)> {
+/// One PEFT tensor name of an `arch` adapter taken apart: the GGUF weight it adapts and whether it
+/// is `A`.
+fn parse_peft_name(name: &str, arch: Arch) -> Option<(TensorName, bool)> {
     let rest = name.strip_prefix(PEFT_PREFIX).unwrap_or(name);
     let (module, is_a, tail) = if let Some((m, t)) = rest.split_once(".lora_A.") {
         (m, true, t)
@@ -240,7 +312,7 @@ fn parse_peft_name(name: &str) -> Option<(TensorName, bool)> {
     if tail != "weight" && !tail.strip_suffix(".weight").is_some_and(|a| !a.is_empty() && !a.contains('.')) {
         return None;
     }
-    let gguf = TensorName::from_hf(&format!("{module}.weight"), Arch::Llama)?;
+    let gguf = TensorName::from_hf(&format!("{module}.weight"), arch)?;
     (gguf.kind != TensorKind::TokenEmbd).then_some((gguf, is_a))
 }
 
@@ -251,7 +323,8 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
     let base_file = GgufFile::open(base)?;
     let g = base_file.gguf()?;
     let arch = g.get_str("general.architecture").unwrap_or("").to_owned();
-    let permutation = Permutation::of_base(base, &g)?;
+    let family = peft_arch(base, &arch)?;
+    let layout = RowLayout::of_base(base, &g)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let st = SafetensorsFile::open(&weights_path)?;
     let view = st.view()?;
@@ -260,8 +333,12 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
     // GGUF base name -> (A, B) PEFT tensor names.
     let mut found: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
     for name in view.names() {
-        let (gguf, is_a) =
-            parse_peft_name(name).ok_or_else(|| PeftError::UnknownTensor { path: p(), tensor: name.clone() })?;
+        let (gguf, is_a) = parse_peft_name(name, family).ok_or_else(|| PeftError::UnknownTensor {
+            path: p(),
+            tensor: name.clone(),
+            arch: family.name(),
+            modules: module_names(family),
+        })?;
         let entry = found.entry(gguf.to_string()).or_default();
         *(if is_a { &mut entry.0 } else { &mut entry.1 }) = Some(name.clone());
     }
@@ -321,11 +398,8 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
             values.push(out);
         }
         let (Some(mut b), Some(a)) = (values.pop(), values.pop()) else { continue };
-        let kind = TensorName::from_gguf(w.name).map(|n| n.kind);
-        if let Some(hd) = permutation.zip(kind).and_then(|(perm, kind)| perm.head_dim(kind, n_out)) {
-            let mut permuted = vec![0.0; b.len()];
-            permute_rotary_rows(&b, &mut permuted, hd, r as usize);
-            b = permuted;
+        if let (Some(layout), Some(name)) = (layout, TensorName::from_gguf(w.name)) {
+            b = layout.reorder(name.kind, n_out, r as usize, b, true);
         }
         pairs.push(LoraTensorPair { base: w.name.to_owned(), n_in, n_out, rank: r, a, b });
     }
@@ -336,7 +410,7 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
     }
     let alpha = config.gguf_alpha();
     write_lora_gguf(output, &arch, alpha, &pairs)?;
-    Ok(PeftSummary { pairs: pairs.len(), rank: config.rank, alpha, permuted: permutation.is_some() })
+    Ok(PeftSummary { pairs: pairs.len(), rank: config.rank, alpha, permuted: layout.is_some() })
 }
 
 /// Exports the LoRA GGUF `adapter` as a PEFT adapter folder `out_dir` (`adapter_config.json` and
@@ -347,20 +421,13 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
 pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Result<PeftSummary, PeftError> {
     let adapter = LoraAdapter::open(adapter)?;
     let path = || adapter.path().to_owned();
-    if !matches!(adapter.arch(), "llama" | "qwen2") {
-        return Err(PeftError::Unsupported {
-            path: path(),
-            field: "general.architecture",
-            found: adapter.arch().to_owned(),
-            reason: "PEFT export writes the Llama family's module names (llama, qwen2)",
-        });
-    }
+    let family = peft_arch(adapter.path(), adapter.arch())?;
     let base_file = base.map(GgufFile::open).transpose()?;
     let base_gguf = base_file.as_ref().map(GgufFile::gguf).transpose()?;
-    let (mut permutation, mut base_name) = (None, None);
+    let (mut layout, mut base_name) = (None, None);
     if let (Some(base), Some(g)) = (base, &base_gguf) {
         adapter.check_base(base, g)?;
-        permutation = Permutation::of_base(base, g)?;
+        layout = RowLayout::of_base(base, g)?;
         let stem = base.file_stem().map(|s| s.to_string_lossy().into_owned());
         base_name = g.get_str("general.name").map(str::to_owned).or(stem);
     }
@@ -378,24 +445,22 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
                 found: info.rank,
             });
         }
+        let unknown = || PeftError::UnknownTensor {
+            path: path(),
+            tensor: info.base.clone(),
+            arch: family.name(),
+            modules: module_names(family),
+        };
         let name = TensorName::from_gguf(&info.base)
             .filter(|n| n.suffix == "weight" && n.kind != TensorKind::TokenEmbd)
-            .ok_or_else(|| PeftError::UnknownTensor { path: path(), tensor: info.base.clone() })?;
+            .ok_or_else(unknown)?;
         let pair = adapter.read_pair(info)?;
         let mut b = pair.b;
-        if matches!(name.kind, TensorKind::AttnQ | TensorKind::AttnK) && adapter.arch() == "llama" {
-            let perm = match (base, permutation) {
-                (Some(_), Some(perm)) => perm,
-                _ => return Err(PeftError::NeedsBase { path: path(), tensor: info.base.clone() }),
-            };
-            if let Some(hd) = perm.head_dim(name.kind, info.n_out) {
-                let mut unpermuted = vec![0.0; b.len()];
-                unpermute_rotary_rows(&b, &mut unpermuted, hd, rank as usize);
-                b = unpermuted;
-            }
+        if RowLayout::reorders(name.kind) && family != Arch::Qwen2 {
+            let layout = layout.ok_or_else(|| PeftError::NeedsBase { path: path(), tensor: info.base.clone() })?;
+            b = layout.reorder(name.kind, info.n_out, rank as usize, b, false);
         }
-        let module =
-            name.to_hf().ok_or_else(|| PeftError::UnknownTensor { path: path(), tensor: info.base.clone() })?;
+        let module = name.to_hf(family).ok_or_else(unknown)?;
         let module = module.strip_suffix(".weight").unwrap_or(&module);
         let (n_in, n_out, r) = (info.n_in as usize, info.n_out as usize, rank as usize);
         tensors.push((format!("{PEFT_PREFIX}{module}.lora_A.weight"), vec![r, n_in], super::f32_bytes(&pair.a)));
@@ -411,7 +476,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
         .chain(&[TensorKind::Output])
         .filter(|k| modules.contains(k))
         .filter_map(|&kind| {
-            let hf = TensorName { kind, layer: None, suffix: "weight".into() }.to_hf()?;
+            let hf = TensorName { kind, layer: None, suffix: "weight".into() }.to_hf(family)?;
             let module = hf.strip_suffix(".weight").unwrap_or(&hf);
             Some(module.rsplit('.').next().unwrap_or(module).to_owned())
         })
@@ -434,7 +499,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
         "use_rslora": false,
     });
     write_folder(out_dir, &config, &tensors)?;
-    Ok(PeftSummary { pairs: adapter.pairs().len(), rank, alpha: lora_alpha, permuted: permutation.is_some() })
+    Ok(PeftSummary { pairs: adapter.pairs().len(), rank, alpha: lora_alpha, permuted: layout.is_some() })
 }
 
 /// Writes the two files into a temporary folder next to `out_dir`, then renames it into place
@@ -502,7 +567,19 @@ mod tests {
             ("base_model.model.model.layers.0.self_attn.q_proj.weight", None),
         ];
         for (peft, want) in cases {
-            let got = parse_peft_name(peft).map(|(n, a)| (n.to_string(), a));
+            let got = parse_peft_name(peft, Arch::Llama).map(|(n, a)| (n.to_string(), a));
+            assert_eq!(got.as_ref().map(|(n, a)| (n.as_str(), *a)), want, "{peft}");
+        }
+        let falcon = [
+            (
+                "base_model.model.transformer.h.1.self_attention.query_key_value.lora_B.weight",
+                Some(("blk.1.attn_qkv.weight", false)),
+            ),
+            ("base_model.model.transformer.h.0.mlp.dense_4h_to_h.lora_A.weight", Some(("blk.0.ffn_down.weight", true))),
+            ("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight", None),
+        ];
+        for (peft, want) in falcon {
+            let got = parse_peft_name(peft, Arch::Falcon).map(|(n, a)| (n.to_string(), a));
             assert_eq!(got.as_ref().map(|(n, a)| (n.as_str(), *a)), want, "{peft}");
         }
     }

@@ -1,10 +1,11 @@
 //! Falcon end to end on the checkpoints transformers made (tests/fixtures/falcon): our forward
 //! graph, the one training differentiates, against llama.cpp's; LoRA gradients against finite
-//! differences; our adapters in llama.cpp; `finetune` and `plan` on a Falcon GGUF.
+//! differences; our adapters in llama.cpp; PEFT's adapters imported and exported; `finetune` and
+//! `plan` on a Falcon GGUF.
 
 use std::path::{Path, PathBuf};
 
-use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
+use gguftune::adapter::{export_peft, import_peft, write_lora_gguf, LoraTensorPair};
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
 use gguftune::quant::FileType;
@@ -177,4 +178,58 @@ fn finetune_and_plan_run_on_falcon() {
     assert!(!out.status.success() && stderr.contains("'q' is not a projection of falcon models"), "{stderr}");
     let out = gguftune(root.path(), &["plan", base_arg, "--ctx", "32", "--batch", "4", "--json"]);
     assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// transformers' Falcon (exact erf GELU) against llama.cpp (the tanh approximation), as in
+/// tests/it/convert.rs: 1e-3 of the largest logit (seen 3.5e-4 without an adapter).
+const PEFT_RELATIVE_TOLERANCE: f32 = 1e-3;
+
+/// The real tool: adapters PEFT made on transformers' Falcon (every projection, the fused QKV
+/// included; scripts/make-falcon-fixture.py), imported onto our conversion, give PEFT's logits in
+/// llama.cpp; exported again, they are PEFT's tensors value for value.
+#[test]
+fn peft_falcon_adapters_import_to_peft_logits_and_export_back() {
+    for variant in ["mqa", "gqa"] {
+        let root = temp_dir();
+        let (base, tokens) = falcon_gguf(root.path(), variant, FileType::F32);
+        let fixture = crate::common::repo_root().join("tests/fixtures/falcon").join(variant);
+        let bytes = std::fs::read(fixture.join("logits-adapter.bin")).unwrap();
+        let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let want: Vec<Vec<f32>> = flat.chunks_exact(flat.len() / tokens.len()).map(<[f32]>::to_vec).collect();
+
+        let adapter = root.path().join("adapter.gguf");
+        let summary = import_peft(&fixture.join("adapter"), &base, &adapter).unwrap();
+        assert_eq!((summary.pairs, summary.permuted), (8, true), "{variant}");
+        let got = llama_logits(&base, Some(&adapter), &tokens);
+        assert!(nmse(&want, &llama_logits(&base, None, &tokens)) > 1e-3, "{variant}: the adapter barely matters");
+        let err = max_relative_error(&got, &want);
+        eprintln!("falcon {variant}: llama.cpp with the imported PEFT adapter vs PEFT: max relative error {err:.2e}");
+        assert!(err < PEFT_RELATIVE_TOLERANCE, "{variant}: relative error {err}");
+
+        let exported = root.path().join("exported");
+        export_peft(&adapter, &exported, Some(&base)).unwrap();
+        let read = |path: &Path| {
+            let bytes = std::fs::read(path).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+                st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+            tensors.sort();
+            tensors
+        };
+        let (ours, peft) = (
+            read(&exported.join("adapter_model.safetensors")),
+            read(&fixture.join("adapter/adapter_model.safetensors")),
+        );
+        assert_eq!(ours.len(), peft.len(), "{variant}");
+        for (a, b) in ours.iter().zip(&peft) {
+            assert_eq!((&a.0, &a.1), (&b.0, &b.1), "{variant}");
+            assert!(a.2 == b.2, "{variant}: {} differs from PEFT's", a.0);
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(exported.join("adapter_config.json")).unwrap()).unwrap();
+        let mut modules: Vec<&str> =
+            config["target_modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        modules.sort_unstable();
+        assert_eq!(modules, ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"], "{variant}");
+    }
 }
