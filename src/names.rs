@@ -1,5 +1,5 @@
 //! GGUF tensor names, in one table (mirrors `LLM_TENSOR_NAMES` in llama.cpp's src/llama-arch.cpp),
-//! and the Hugging Face names of the Llama family and of Falcon that map onto them.
+//! and the Hugging Face names of the Llama family, Falcon and GPT-NeoX that map onto them.
 
 use std::fmt;
 
@@ -27,43 +27,79 @@ pub enum TensorKind {
 }
 
 /// One row of the name table: what the tensor is, its GGUF base name, whether it exists per
-/// layer, and its Hugging Face name in the Llama family (after `model.` or `model.layers.N.`) and
-/// in Falcon (after `transformer.` or `transformer.h.N.`), where it has one.
+/// layer, and its Hugging Face names in the Llama family (after `model.` or `model.layers.N.`),
+/// in Falcon (after `transformer.` or `transformer.h.N.`) and in GPT-NeoX (after `gpt_neox.` or
+/// `gpt_neox.layers.N.`), where it has them; the first of several is the one written back.
 struct NameRow {
     kind: TensorKind,
     gguf: &'static str,
     per_layer: bool,
-    llama: Option<&'static str>,
+    llama: &'static [&'static str],
     falcon: &'static [&'static str],
+    gptneox: &'static [&'static str],
 }
 
 const fn row(
     kind: TensorKind,
     gguf: &'static str,
     per_layer: bool,
-    llama: Option<&'static str>,
-    falcon: &'static [&'static str],
+    [llama, falcon, gptneox]: [&'static [&'static str]; 3],
 ) -> NameRow {
-    NameRow { kind, gguf, per_layer, llama, falcon }
+    NameRow { kind, gguf, per_layer, llama, falcon, gptneox }
 }
 
 const TABLE: &[NameRow] = &[
-    row(TensorKind::TokenEmbd, "token_embd", false, Some("embed_tokens"), &["word_embeddings"]),
-    row(TensorKind::OutputNorm, "output_norm", false, Some("norm"), &["ln_f"]),
-    row(TensorKind::Output, "output", false, Some("lm_head"), &["lm_head"]),
+    row(TensorKind::TokenEmbd, "token_embd", false, [&["embed_tokens"], &["word_embeddings"], &["embed_in"]]),
+    row(TensorKind::OutputNorm, "output_norm", false, [&["norm"], &["ln_f"], &["final_layer_norm"]]),
+    row(TensorKind::Output, "output", false, [&["lm_head"], &["lm_head"], &["embed_out"]]),
     // Falcon-40B's MLP norm is llama.cpp's attn_norm and its attention norm attn_norm_2.
-    row(TensorKind::AttnNorm, "attn_norm", true, Some("input_layernorm"), &["input_layernorm", "ln_mlp"]),
-    row(TensorKind::AttnNorm2, "attn_norm_2", true, None, &["ln_attn"]),
-    row(TensorKind::AttnQ, "attn_q", true, Some("self_attn.q_proj"), &[]),
-    row(TensorKind::AttnK, "attn_k", true, Some("self_attn.k_proj"), &[]),
-    row(TensorKind::AttnV, "attn_v", true, Some("self_attn.v_proj"), &[]),
-    row(TensorKind::AttnQkv, "attn_qkv", true, None, &["self_attention.query_key_value"]),
-    row(TensorKind::AttnOutput, "attn_output", true, Some("self_attn.o_proj"), &["self_attention.dense"]),
-    row(TensorKind::FfnNorm, "ffn_norm", true, Some("post_attention_layernorm"), &[]),
-    row(TensorKind::FfnGate, "ffn_gate", true, Some("mlp.gate_proj"), &[]),
-    row(TensorKind::FfnUp, "ffn_up", true, Some("mlp.up_proj"), &["mlp.dense_h_to_4h"]),
-    row(TensorKind::FfnDown, "ffn_down", true, Some("mlp.down_proj"), &["mlp.dense_4h_to_h"]),
+    row(
+        TensorKind::AttnNorm,
+        "attn_norm",
+        true,
+        [&["input_layernorm"], &["input_layernorm", "ln_mlp"], &["input_layernorm"]],
+    ),
+    row(TensorKind::AttnNorm2, "attn_norm_2", true, [&[], &["ln_attn"], &[]]),
+    row(TensorKind::AttnQ, "attn_q", true, [&["self_attn.q_proj"], &[], &[]]),
+    row(TensorKind::AttnK, "attn_k", true, [&["self_attn.k_proj"], &[], &[]]),
+    row(TensorKind::AttnV, "attn_v", true, [&["self_attn.v_proj"], &[], &[]]),
+    row(
+        TensorKind::AttnQkv,
+        "attn_qkv",
+        true,
+        [&[], &["self_attention.query_key_value"], &["attention.query_key_value"]],
+    ),
+    row(
+        TensorKind::AttnOutput,
+        "attn_output",
+        true,
+        [&["self_attn.o_proj"], &["self_attention.dense"], &["attention.dense"]],
+    ),
+    row(TensorKind::FfnNorm, "ffn_norm", true, [&["post_attention_layernorm"], &[], &["post_attention_layernorm"]]),
+    row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[]]),
+    row(TensorKind::FfnUp, "ffn_up", true, [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"]]),
+    row(TensorKind::FfnDown, "ffn_down", true, [&["mlp.down_proj"], &["mlp.dense_4h_to_h"], &["mlp.dense_4h_to_h"]]),
 ];
+
+impl NameRow {
+    /// This tensor's Hugging Face names in `arch` checkpoints.
+    fn hf_names(&self, arch: Arch) -> &'static [&'static str] {
+        match arch {
+            Arch::Llama | Arch::Qwen2 => self.llama,
+            Arch::Falcon => self.falcon,
+            Arch::GptNeox => self.gptneox,
+        }
+    }
+}
+
+/// The prefixes of per-layer and of other tensor names in `arch` checkpoints.
+fn hf_prefixes(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::Llama | Arch::Qwen2 => ("model.layers.", "model."),
+        Arch::Falcon => ("transformer.h.", "transformer."),
+        Arch::GptNeox => ("gpt_neox.layers.", "gpt_neox."),
+    }
+}
 
 impl TensorKind {
     /// The tensors of one layer, in the order llama.cpp's converter writes them.
@@ -123,10 +159,7 @@ impl TensorName {
         if suffix != "weight" && suffix != "bias" {
             return None;
         }
-        let (layers, top) = match arch {
-            Arch::Llama | Arch::Qwen2 => ("model.layers.", "model."),
-            Arch::Falcon => ("transformer.h.", "transformer."),
-        };
+        let (layers, top) = hf_prefixes(arch);
         let (layer, rest) = if let Some(rest) = stem.strip_prefix(layers) {
             let (n, rest) = rest.split_once('.')?;
             (Some(n.parse::<u32>().ok()?), rest)
@@ -135,11 +168,7 @@ impl TensorName {
         } else {
             (None, stem)
         };
-        let named = |r: &NameRow| match arch {
-            Arch::Llama | Arch::Qwen2 => r.llama == Some(rest),
-            Arch::Falcon => r.falcon.contains(&rest),
-        };
-        let kind = TABLE.iter().find(|r| r.per_layer == layer.is_some() && named(r))?.kind;
+        let kind = TABLE.iter().find(|r| r.per_layer == layer.is_some() && r.hf_names(arch).contains(&rest))?.kind;
         Some(TensorName { kind, layer, suffix: suffix.to_owned() })
     }
 }
@@ -164,13 +193,10 @@ impl TensorName {
     /// `transformer.h.3.self_attention.query_key_value.weight`, `lm_head.weight`), the inverse of
     /// [`TensorName::from_hf`]; `None` for tensors the family does not have.
     pub fn to_hf(&self, arch: Arch) -> Option<String> {
-        let row = self.kind.row();
-        let (hf, layers, top) = match arch {
-            Arch::Llama | Arch::Qwen2 => (row.llama?, "model.layers", "model."),
-            Arch::Falcon => (*row.falcon.first()?, "transformer.h", "transformer."),
-        };
+        let hf = self.kind.row().hf_names(arch).first()?;
+        let (layers, top) = hf_prefixes(arch);
         Some(match (self.layer, self.kind) {
-            (Some(l), _) => format!("{layers}.{l}.{hf}.{}", self.suffix),
+            (Some(l), _) => format!("{layers}{l}.{hf}.{}", self.suffix),
             (None, TensorKind::Output) => format!("{hf}.{}", self.suffix),
             (None, _) => format!("{top}{hf}.{}", self.suffix),
         })
@@ -233,6 +259,29 @@ mod tests {
         assert_eq!(TensorName::from_hf("transformer.h.0.self_attention.dense.weight", Arch::Llama), None);
         assert_eq!(TensorName::from_gguf("blk.0.attn_qkv.weight").and_then(|n| n.to_hf(Arch::Llama)), None);
         assert_eq!(TensorName::from_gguf("blk.0.attn_q.weight").and_then(|n| n.to_hf(Arch::Falcon)), None);
+    }
+
+    #[test]
+    fn maps_gpt_neox_names() {
+        let cases = [
+            ("gpt_neox.embed_in.weight", "token_embd.weight"),
+            ("gpt_neox.final_layer_norm.bias", "output_norm.bias"),
+            ("embed_out.weight", "output.weight"),
+            ("gpt_neox.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
+            ("gpt_neox.layers.1.attention.query_key_value.bias", "blk.1.attn_qkv.bias"),
+            ("gpt_neox.layers.1.attention.dense.weight", "blk.1.attn_output.weight"),
+            ("gpt_neox.layers.2.post_attention_layernorm.bias", "blk.2.ffn_norm.bias"),
+            ("gpt_neox.layers.2.mlp.dense_h_to_4h.bias", "blk.2.ffn_up.bias"),
+            ("gpt_neox.layers.2.mlp.dense_4h_to_h.weight", "blk.2.ffn_down.weight"),
+        ];
+        for (hf, gguf) in cases {
+            assert_eq!(TensorName::from_hf(hf, Arch::GptNeox).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::GptNeox));
+            assert_eq!(back.as_deref(), Some(hf), "{gguf}");
+        }
+        // The buffers old checkpoints store have no GGUF counterpart.
+        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.masked_bias", Arch::GptNeox), None);
+        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.bias", Arch::GptNeox), None);
     }
 
     #[test]

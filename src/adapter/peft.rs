@@ -200,6 +200,7 @@ fn module_names(arch: Arch) -> &'static str {
     match arch {
         Arch::Llama | Arch::Qwen2 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
         Arch::Falcon => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, lm_head",
+        Arch::GptNeox => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, embed_out",
     }
 }
 
@@ -209,11 +210,12 @@ fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
         "llama" => Ok(Arch::Llama),
         "qwen2" => Ok(Arch::Qwen2),
         "falcon" => Ok(Arch::Falcon),
+        "gptneox" => Ok(Arch::GptNeox),
         other => Err(PeftError::Unsupported {
             path: path.to_owned(),
             field: "general.architecture",
             found: other.to_owned(),
-            reason: "PEFT adapters are supported for llama, qwen2 and falcon models",
+            reason: "PEFT adapters are supported for llama, qwen2, falcon and gptneox models",
         }),
     }
 }
@@ -224,7 +226,7 @@ fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
 enum RowLayout {
     /// `llama`: Q and K rows permuted for ggml's rope, per head.
     RotaryHeads { n_head: u64, n_head_kv: u64 },
-    /// `falcon`: the fused QKV's rows regrouped as all queries, all keys, all values.
+    /// `falcon`, `gptneox`: the fused QKV's rows regrouped as all queries, all keys, all values.
     FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
 }
 
@@ -233,7 +235,7 @@ impl RowLayout {
     /// keeps Hugging Face's rows (Qwen2).
     fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<RowLayout>, PeftError> {
         let arch = g.get_str("general.architecture").unwrap_or("");
-        if arch != "llama" && arch != "falcon" {
+        if !matches!(arch, "llama" | "falcon" | "gptneox") {
             return Ok(None);
         }
         let key = |k: &str| format!("{arch}.{k}");

@@ -1,4 +1,4 @@
-//! `convert`: a Hugging Face Llama-family or Falcon checkpoint to a GGUF llama.cpp loads.
+//! `convert`: a Hugging Face Llama-family, Falcon or GPT-NeoX checkpoint to a GGUF llama.cpp loads.
 //!
 //! [`plan`] decides everything first (names, types, shapes, metadata, the output's size) and can be
 //! printed (`--dry-run`); [`execute`] then streams tensor by tensor, a block of rows at a time, from
@@ -110,7 +110,9 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let mut sources = Vec::new();
     for (entry, _) in checkpoint.tensors()? {
         let Some(name) = TensorName::from_hf(&entry.name, config.arch) else {
-            if entry.name.ends_with("rotary_emb.inv_freq") {
+            // Buffers some checkpoints store: rope frequencies, GPT-NeoX's causal masks.
+            let buffers = ["rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias"];
+            if buffers.iter().any(|b| entry.name.ends_with(b)) {
                 continue;
             }
             return Err(ConvertError::UnknownTensor {
@@ -134,7 +136,9 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => {
                 RowOrder::RotaryHeads { head_dim: config.head_dim as usize }
             }
-            (Arch::Falcon, TensorKind::AttnQkv) => RowOrder::FalconQkv {
+            // GPT-NeoX interleaves whole heads (query, key, value per head): Falcon's layout
+            // with a key/value head per query head, as llama.cpp's converter treats both.
+            (Arch::Falcon | Arch::GptNeox, TensorKind::AttnQkv) => RowOrder::FalconQkv {
                 n_head: config.num_heads as usize,
                 n_head_kv: config.num_kv_heads as usize,
                 head_dim: config.head_dim as usize,
@@ -287,6 +291,10 @@ fn layer_tensors(c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
             t.extend([(AttnQkv, "weight"), (AttnOutput, "weight"), (FfnUp, "weight"), (FfnDown, "weight")]);
             t
         }
+        Arch::GptNeox => [AttnNorm, AttnQkv, AttnOutput, FfnNorm, FfnUp, FfnDown]
+            .into_iter()
+            .flat_map(|k| [(k, "weight"), (k, "bias")])
+            .collect(),
     }
 }
 
@@ -301,9 +309,10 @@ fn required_tensors(c: &ModelConfig) -> Vec<TensorName> {
         }
     }
     required.push(top(TensorKind::OutputNorm, "weight"));
-    if c.arch == Arch::Falcon {
+    if matches!(c.arch, Arch::Falcon | Arch::GptNeox) {
         required.push(top(TensorKind::OutputNorm, "bias"));
-    } else if !c.tie_word_embeddings {
+    }
+    if c.arch != Arch::Falcon && !c.tie_word_embeddings {
         required.push(top(TensorKind::Output, "weight"));
     }
     required.sort_by_key(order_key);
@@ -374,14 +383,17 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
         (format!("{a}.attention.head_count"), u32_of(c.num_heads)),
         (format!("{a}.attention.head_count_kv"), u32_of(c.num_kv_heads)),
         (format!("{a}.rope.freq_base"), MetaValue::F32(c.rope_theta)),
-        (format!("{a}.rope.dimension_count"), u32_of(c.head_dim)),
+        (format!("{a}.rope.dimension_count"), u32_of(c.rope_dims)),
         (format!("{a}.vocab_size"), u32_of(c.vocab_size)),
     ];
     let norm_eps_key = match c.arch {
         Arch::Llama | Arch::Qwen2 => "layer_norm_rms_epsilon",
-        Arch::Falcon => "layer_norm_epsilon",
+        Arch::Falcon | Arch::GptNeox => "layer_norm_epsilon",
     };
     kv.push((format!("{a}.attention.{norm_eps_key}"), MetaValue::F32(c.norm_eps)));
+    if c.arch == Arch::GptNeox {
+        kv.push((format!("{a}.use_parallel_residual"), MetaValue::Bool(c.parallel_residual)));
+    }
     if c.head_dim * c.num_heads != c.hidden_size {
         kv.push((format!("{a}.attention.key_length"), u32_of(c.head_dim)));
         kv.push((format!("{a}.attention.value_length"), u32_of(c.head_dim)));
@@ -430,8 +442,10 @@ pub fn execute(
             tensor: t.hf_name.clone(),
         })?;
         let data = view.data();
-        let row_len = t.ne[0] as usize;
-        let n_rows = (t.ne.iter().product::<u64>() / t.ne[0]) as usize;
+        // A reordered bias (GPT-NeoX's QKV) has one value per row of its weight.
+        let per_value = t.ne.len() == 1 && matches!(t.row_order, RowOrder::FalconQkv { .. });
+        let row_len = if per_value { 1 } else { t.ne[0] as usize };
+        let n_rows = (t.ne.iter().product::<u64>() / row_len.max(1) as u64) as usize;
         let src_width = data.len() / (row_len * n_rows).max(1);
         let src_row_bytes = row_len * src_width;
         let same_encoding = !matches!(t.row_order, RowOrder::RotaryHeads { .. }) && t.src_type == t.ty;
@@ -440,7 +454,7 @@ pub fn execute(
             RowOrder::RotaryHeads { head_dim } => (ROWS_PER_BLOCK / head_dim).max(1) * head_dim,
             _ => ROWS_PER_BLOCK,
         };
-        let out_row_bytes = t.ty.row_bytes(t.ne[0]).unwrap_or(0) as usize;
+        let out_row_bytes = t.ty.row_bytes(row_len as u64).unwrap_or(0) as usize;
         let mut row = 0;
         while row < n_rows {
             let rows = rows_per_block.min(n_rows - row);

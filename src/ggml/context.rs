@@ -337,6 +337,21 @@ impl Context {
         self.wrap("columns", t)
     }
 
+    /// Values `first..first + n` of the contiguous 1-d tensor `a` as a view (`ggml_view_1d`),
+    /// sharing `a`'s memory.
+    pub fn elements<'c>(&'c self, a: Tensor<'c>, first: i64, n: i64) -> Result<Tensor<'c>, Error> {
+        let [ne0, ne1, ne2, ne3] = a.ne();
+        if !a.is_contiguous() || ne1 != 1 || ne2 != 1 || ne3 != 1 || first < 0 || n < 1 || first + n > ne0 {
+            return Err(Error::BadShape { op: "elements", ne: vec![first.max(0) as u64, n.max(0) as u64] });
+        }
+        self.room("elements")?;
+        let nb0 = a.inner().nb[0];
+        // SAFETY: live context and tensor; the view lies inside `a` (checked), whose values are
+        // `nb0` bytes apart.
+        let t = unsafe { sys::ggml_view_1d(self.raw(), a.raw(), n, first as usize * nb0) };
+        self.wrap("elements", t)
+    }
+
     /// `ggml_permute(a, axes)`: dimension `i` of `a` becomes dimension `axes[i]`.
     pub fn permute<'c>(&'c self, a: Tensor<'c>, axes: [i32; 4]) -> Result<Tensor<'c>, Error> {
         let mut seen = [false; 4];

@@ -1,5 +1,5 @@
-//! `config.json` of a Llama-family or Falcon checkpoint, resolved into the hyper-parameters
-//! conversion needs.
+//! `config.json` of a Llama-family, Falcon or GPT-NeoX checkpoint, resolved into the
+//! hyper-parameters conversion needs.
 //!
 //! config.json varies with the transformers version that wrote it: `rope_theta` at the top level
 //! or inside `rope_parameters`, `torch_dtype` or `dtype`, `head_dim` explicit or derived,
@@ -22,6 +22,10 @@ pub enum Arch {
     /// Falcon 7B/40B/180B and Falcon2 11B: one fused QKV projection, layer norms with biases,
     /// attention and MLP in parallel on the same input, a GELU MLP, NEOX-style rope.
     Falcon,
+    /// GPT-NeoX: Pythia, Dolly v2. A fused QKV projection with biases (heads interleaved in the
+    /// checkpoint), layer norms, a GELU MLP with biases, rope on part of each head, attention
+    /// and MLP in parallel or one after the other.
+    GptNeox,
 }
 
 impl Arch {
@@ -31,6 +35,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Falcon => "falcon",
+            Arch::GptNeox => "gptneox",
         }
     }
 
@@ -42,6 +47,7 @@ impl Arch {
         ("FalconForCausalLM", Arch::Falcon),
         // The name of Falcon's remote code before transformers had the model.
         ("RWForCausalLM", Arch::Falcon),
+        ("GPTNeoXForCausalLM", Arch::GptNeox),
     ];
 }
 
@@ -68,6 +74,12 @@ pub struct ModelConfig {
     pub num_heads: u64,
     pub num_kv_heads: u64,
     pub head_dim: u64,
+    /// Dimensions of each head that rope rotates: all of them but in GPT-NeoX (Pythia: a
+    /// quarter, `rotary_pct`).
+    pub rope_dims: u64,
+    /// Whether attention and the MLP read the same layer input and both add to the residual
+    /// (Falcon; GPT-NeoX's `use_parallel_residual`), rather than the MLP reading attention's sum.
+    pub parallel_residual: bool,
     pub context_length: u64,
     /// `rms_norm_eps` (Llama, Qwen2) or `layer_norm_epsilon` (Falcon's layer norms).
     pub norm_eps: f32,
@@ -229,6 +241,7 @@ impl ModelConfig {
                 Some("mistral") => "MistralForCausalLM".to_owned(),
                 Some("qwen2") => "Qwen2ForCausalLM".to_owned(),
                 Some("falcon") => "FalconForCausalLM".to_owned(),
+                Some("gpt_neox") => "GPTNeoXForCausalLM".to_owned(),
                 Some(other) => other.to_owned(),
                 None => {
                     return Err(ConfigError::Missing {
@@ -244,8 +257,10 @@ impl ModelConfig {
                 ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() }
             })?;
 
-        if arch == Arch::Falcon {
-            return falcon_config(&r, hf_architecture);
+        match arch {
+            Arch::Falcon => return falcon_config(&r, hf_architecture),
+            Arch::GptNeox => return gptneox_config(&r, hf_architecture),
+            Arch::Llama | Arch::Qwen2 => {}
         }
         let hidden_size = r.u64("hidden_size")?;
         let num_heads = r.u64("num_attention_heads")?;
@@ -261,6 +276,8 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
+            rope_dims: head_dim,
+            parallel_residual: false,
             context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
             norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta,
@@ -335,6 +352,8 @@ fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig,
         num_heads,
         num_kv_heads,
         head_dim,
+        rope_dims: head_dim,
+        parallel_residual: true,
         context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
         norm_eps: r.f32_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
         rope_theta,
@@ -342,6 +361,67 @@ fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig,
         vocab_size: r.u64_opt("vocab_size")?.unwrap_or(65024),
         tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
         attn_norm_2: norms == 2,
+        dtype: r.dtype(),
+    })
+}
+
+/// A GPT-NeoX config (transformers' `GPTNeoXConfig`): `rotary_pct` / `rotary_emb_base` at the top
+/// level (older files) or `partial_rotary_factor` / `rope_theta` in `rope_parameters`
+/// (transformers 5), with its defaults (a quarter of each head rotated, base 10000, parallel
+/// residual, biases, untied embeddings).
+fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+    let unsupported = |key, found: &str, expected| ConfigError::UnsupportedValue {
+        path: r.path.to_owned(),
+        arch: "gptneox",
+        key,
+        found: found.to_owned(),
+        expected,
+    };
+    if r.bool_opt("attention_bias")? == Some(false) {
+        return Err(unsupported("attention_bias", "false", "true (llama.cpp's GPT-NeoX has QKV and output biases)"));
+    }
+    if r.bool_opt("tie_word_embeddings")? == Some(true) {
+        return Err(unsupported("tie_word_embeddings", "true", "false (llama.cpp's GPT-NeoX reads embed_out)"));
+    }
+    if let Some(act) =
+        r.get("hidden_act").and_then(Value::as_str).filter(|a| !matches!(*a, "gelu" | "gelu_new" | "gelu_fast"))
+    {
+        return Err(unsupported("hidden_act", act, "gelu (llama.cpp applies GELU's tanh approximation)"));
+    }
+    let hidden_size = r.u64("hidden_size")?;
+    let num_heads = r.u64("num_attention_heads")?;
+    let head_dim = r.head_dim(hidden_size, num_heads, num_heads)?;
+    let rope_parameters = Reader { path: r.path, json: r.get("rope_parameters").unwrap_or(&Value::Null) };
+    let fraction = match r.f32_opt("rotary_pct")?.or(r.f32_opt("partial_rotary_factor")?) {
+        Some(f) => f,
+        None => rope_parameters.f32_opt("partial_rotary_factor")?.unwrap_or(0.25),
+    };
+    let rope_dims = (fraction * head_dim as f32) as u64;
+    if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
+        return Err(r.inconsistent(format!(
+            "rotary fraction {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
+        )));
+    }
+    let (rope_theta, rope_scaling) = r.rope()?;
+    let rope_theta = r.f32_opt("rotary_emb_base")?.unwrap_or(rope_theta);
+    Ok(ModelConfig {
+        arch: Arch::GptNeox,
+        hf_architecture,
+        hidden_size,
+        intermediate_size: r.u64("intermediate_size")?,
+        num_layers: r.u64("num_hidden_layers")?,
+        num_heads,
+        num_kv_heads: num_heads,
+        head_dim,
+        rope_dims,
+        parallel_residual: r.bool_opt("use_parallel_residual")?.unwrap_or(true),
+        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
+        norm_eps: r.f32_opt("layer_norm_eps")?.unwrap_or(1e-5),
+        rope_theta,
+        rope_scaling,
+        vocab_size: r.u64("vocab_size")?,
+        tie_word_embeddings: false,
+        attn_norm_2: false,
         dtype: r.dtype(),
     })
 }
@@ -403,9 +483,9 @@ mod tests {
         let err = ModelConfig::from_json(Path::new("config.json"), &bad).unwrap_err().to_string();
         assert!(err.contains("num_attention_heads 4 is not a positive multiple of the key/value heads 3"), "{err}");
         let mut gpt = base();
-        gpt["architectures"] = json!(["GPTNeoXForCausalLM"]);
+        gpt["architectures"] = json!(["GPT2LMHeadModel"]);
         let err = ModelConfig::from_json(Path::new("config.json"), &gpt).unwrap_err().to_string();
-        assert!(err.contains("'GPTNeoXForCausalLM' is not supported (supported: LlamaForCausalLM"), "{err}");
+        assert!(err.contains("'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM"), "{err}");
         let mut missing = base();
         missing.as_object_mut().unwrap().remove("hidden_size");
         let err = ModelConfig::from_json(Path::new("config.json"), &missing).unwrap_err().to_string();
@@ -472,6 +552,43 @@ mod tests {
             c[key] = value;
             let err = ModelConfig::from_json(Path::new("config.json"), &c).unwrap_err().to_string();
             assert!(err.contains(&format!("'{key}' is")) && err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn resolves_gpt_neox_configs_old_and_new() {
+        // EleutherAI/pythia-160m's config.json (transformers 4.24).
+        let pythia = json!({
+            "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0,
+            "hidden_act": "gelu", "hidden_size": 768, "initializer_range": 0.02,
+            "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+            "model_type": "gpt_neox", "num_attention_heads": 12, "num_hidden_layers": 12,
+            "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false,
+            "torch_dtype": "float16", "use_cache": true, "use_parallel_residual": true, "vocab_size": 50304
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &pythia).unwrap();
+        assert_eq!(c.arch, Arch::GptNeox);
+        assert_eq!((c.head_dim, c.rope_dims, c.num_kv_heads, c.parallel_residual), (64, 16, 12, true));
+        assert_eq!((c.rope_theta, c.norm_eps, c.tie_word_embeddings), (10000.0, 1e-5, false));
+        // transformers 5 moves the rotary fraction and base into rope_parameters.
+        let mut newer = pythia.clone();
+        let o = newer.as_object_mut().unwrap();
+        o.remove("rotary_pct");
+        o.remove("rotary_emb_base");
+        o.insert("use_parallel_residual".into(), json!(false));
+        o.insert(
+            "rope_parameters".into(),
+            json!({"partial_rotary_factor": 1.0, "rope_theta": 500.0, "rope_type": "default"}),
+        );
+        let c = ModelConfig::from_json(Path::new("config.json"), &newer).unwrap();
+        assert_eq!((c.rope_dims, c.rope_theta, c.parallel_residual), (64, 500.0, false));
+        for (key, value) in
+            [("attention_bias", json!(false)), ("tie_word_embeddings", json!(true)), ("hidden_act", json!("relu"))]
+        {
+            let mut bad = pythia.clone();
+            bad[key] = value;
+            let err = ModelConfig::from_json(Path::new("config.json"), &bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{key}' is")) && err.contains("gptneox"), "{err}");
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The forward graph of the Llama family and Falcon (llama.cpp's `llm_build_llama`,
-//! `llm_build_qwen2`, `llm_build_falcon`), written with ops that all have a backward pass in ggml:
+//! The forward graph of the Llama family, Falcon and GPT-NeoX (llama.cpp's `llm_build_llama`,
+//! `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`), written with ops that all have a backward pass in ggml:
 //! attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash attention; Falcon's
-//! layer norm, which ggml cannot differentiate as one op, is composed of ops it can, and its GELU
+//! and GPT-NeoX's layer norm, which ggml cannot differentiate as one op, is composed of ops it
+//! can, and their GELU
 //! gets a backward pass from [`crate::ggml::Graph::build_backward_expand`].
 
 use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor};
@@ -12,30 +13,38 @@ use super::batch::Batch;
 use super::lora::LoraParams;
 use super::{Arch, HParams, ModelError};
 
-/// One layer's weights. Falcon's fused QKV weight is bound as three row views, one per
-/// projection, so attention reads the same `wq`, `wk`, `wv` in both families.
+/// One layer's weights. The fused QKV weight of Falcon and GPT-NeoX is bound as three row views,
+/// one per projection (its bias likewise), so attention reads the same `wq`, `wk`, `wv` in every
+/// family.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerWeights<'c> {
     pub attn_norm: Tensor<'c>,
-    /// Falcon's layer-norm bias.
+    /// The layer-norm bias (Falcon, GPT-NeoX).
     pub attn_norm_b: Option<Tensor<'c>>,
     /// Falcon-40B's second norm (weight, bias), the one attention reads.
     pub attn_norm_2: Option<(Tensor<'c>, Tensor<'c>)>,
     pub wq: Tensor<'c>,
     pub wk: Tensor<'c>,
     pub wv: Tensor<'c>,
-    /// Whether `wq`, `wk`, `wv` are views of one `attn_qkv` weight (Falcon).
+    /// Whether `wq`, `wk`, `wv` are views of one `attn_qkv` weight (Falcon, GPT-NeoX).
     pub fused_qkv: bool,
     pub wo: Tensor<'c>,
     pub bq: Option<Tensor<'c>>,
     pub bk: Option<Tensor<'c>>,
     pub bv: Option<Tensor<'c>>,
-    /// The Llama family's norm before the MLP (Falcon's MLP reads `attn_norm`).
+    /// GPT-NeoX's attention output bias.
+    pub bo: Option<Tensor<'c>>,
+    /// The norm before the MLP (Llama family: RMS; GPT-NeoX: a layer norm with `ffn_norm_b`).
+    /// Falcon's MLP reads `attn_norm`.
     pub ffn_norm: Option<Tensor<'c>>,
-    /// The Llama family's gate projection (Falcon's MLP is ungated).
+    pub ffn_norm_b: Option<Tensor<'c>>,
+    /// The Llama family's gate projection (Falcon's and GPT-NeoX's MLPs are ungated).
     pub ffn_gate: Option<Tensor<'c>>,
     pub ffn_up: Tensor<'c>,
     pub ffn_down: Tensor<'c>,
+    /// GPT-NeoX's MLP biases.
+    pub ffn_up_b: Option<Tensor<'c>>,
+    pub ffn_down_b: Option<Tensor<'c>>,
 }
 
 /// All weights, bound to the memory-mapped file.
@@ -43,7 +52,7 @@ pub struct LayerWeights<'c> {
 pub struct Weights<'c> {
     pub token_embd: Tensor<'c>,
     pub output_norm: Tensor<'c>,
-    /// Falcon's output norm bias.
+    /// The output norm's bias (Falcon, GPT-NeoX).
     pub output_norm_b: Option<Tensor<'c>>,
     /// `output.weight`, or `token_embd` when the embeddings are tied.
     pub output: Tensor<'c>,
@@ -86,10 +95,10 @@ impl<'c> Weights<'c> {
         let top = |kind, suffix: &str| TensorName { kind, layer: None, suffix: suffix.into() };
         let (e, v, f) = (h.n_embd, h.n_vocab, h.n_ff);
         let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
-        let falcon = h.arch == Arch::Falcon;
+        let layer_norms = matches!(h.arch, Arch::Falcon | Arch::GptNeox);
         let token_embd = need(top(TensorKind::TokenEmbd, "weight"), &[e, v])?;
         let output_norm = need(top(TensorKind::OutputNorm, "weight"), &[e])?;
-        let output_norm_b = if falcon { Some(need(top(TensorKind::OutputNorm, "bias"), &[e])?) } else { None };
+        let output_norm_b = if layer_norms { Some(need(top(TensorKind::OutputNorm, "bias"), &[e])?) } else { None };
         let output = get(&top(TensorKind::Output, "weight"), &[e, v])?.unwrap_or(token_embd);
         let mut layers = Vec::new();
         for il in 0..u32::try_from(h.n_layer).unwrap_or(0) {
@@ -99,13 +108,20 @@ impl<'c> Weights<'c> {
             let wo = need(w(TensorKind::AttnOutput), &[q, e])?;
             let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
             let ffn_down = need(w(TensorKind::FfnDown), &[f, e])?;
-            layers.push(if falcon {
+            layers.push(if layer_norms {
                 let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
+                let bqkv = get(&b(TensorKind::AttnQkv), &[q + 2 * kv])?;
                 let attn_norm_2 = match get(&w(TensorKind::AttnNorm2), &[e])? {
                     Some(weight) => Some((weight, need(b(TensorKind::AttnNorm2), &[e])?)),
                     None => None,
                 };
+                let ffn_norm = get(&w(TensorKind::FfnNorm), &[e])?;
+                let ffn_norm_b = match ffn_norm {
+                    Some(_) => Some(need(b(TensorKind::FfnNorm), &[e])?),
+                    None => None,
+                };
                 let (q, kv) = (q as i64, kv as i64);
+                let part = |first, n| bqkv.map(|bias| ctx.elements(bias, first, n)).transpose();
                 LayerWeights {
                     attn_norm,
                     attn_norm_b: Some(need(b(TensorKind::AttnNorm), &[e])?),
@@ -115,13 +131,17 @@ impl<'c> Weights<'c> {
                     wv: ctx.columns(wqkv, q + kv, kv)?,
                     fused_qkv: true,
                     wo,
-                    bq: None,
-                    bk: None,
-                    bv: None,
-                    ffn_norm: None,
+                    bq: part(0, q)?,
+                    bk: part(q, kv)?,
+                    bv: part(q + kv, kv)?,
+                    bo: get(&b(TensorKind::AttnOutput), &[e])?,
+                    ffn_norm,
+                    ffn_norm_b,
                     ffn_gate: None,
                     ffn_up,
                     ffn_down,
+                    ffn_up_b: get(&b(TensorKind::FfnUp), &[f])?,
+                    ffn_down_b: get(&b(TensorKind::FfnDown), &[e])?,
                 }
             } else {
                 LayerWeights {
@@ -136,10 +156,14 @@ impl<'c> Weights<'c> {
                     bq: get(&b(TensorKind::AttnQ), &[q])?,
                     bk: get(&b(TensorKind::AttnK), &[kv])?,
                     bv: get(&b(TensorKind::AttnV), &[kv])?,
+                    bo: None,
                     ffn_norm: Some(need(w(TensorKind::FfnNorm), &[e])?),
+                    ffn_norm_b: None,
                     ffn_gate: Some(need(w(TensorKind::FfnGate), &[e, f])?),
                     ffn_up,
                     ffn_down,
+                    ffn_up_b: None,
+                    ffn_down_b: None,
                 }
             });
         }
@@ -327,7 +351,7 @@ fn hidden<'c>(
         n_dims: h.rope_dims as i32,
         mode: match h.arch {
             Arch::Llama => RopeMode::Normal,
-            Arch::Qwen2 | Arch::Falcon => RopeMode::Neox,
+            Arch::Qwen2 | Arch::Falcon | Arch::GptNeox => RopeMode::Neox,
         },
         n_ctx_orig: h.n_ctx_train as i32,
         freq_base: h.rope_freq_base,
@@ -358,11 +382,12 @@ fn hidden<'c>(
             Ok(ctx.reshape(t, &[hd, len, n_heads * n_seq])?)
         };
         // The normed input of attention, and (Falcon) of the MLP running beside it.
+        let layer_norm = |x, weight, bias| layer_norm(ctx, x, weight, bias, eps);
         let (attn_in, mlp_in) = match l.attn_norm_b {
             Some(bias) => {
-                let normed = layer_norm(ctx, x, l.attn_norm, bias, eps)?;
+                let normed = layer_norm(x, l.attn_norm, bias)?;
                 match l.attn_norm_2 {
-                    Some((weight, bias)) => (layer_norm(ctx, x, weight, bias, eps)?, normed),
+                    Some((weight, bias)) => (layer_norm(x, weight, bias)?, normed),
                     None => (normed, normed),
                 }
             }
@@ -382,22 +407,34 @@ fn hidden<'c>(
         // [head_dim, queries, heads, n_seq] -> [head_dim, heads, queries, n_seq]
         let kqv = ctx.reshape(ctx.mul_mat(v, kq)?, &[hd, len, n_head, n_seq])?;
         let attn = ctx.reshape(ctx.cont(ctx.permute(kqv, [0, 2, 1, 3])?)?, &[hd * n_head, n])?;
-        let attn_out = mm(own(TensorKind::AttnOutput), l.wo, None, attn)?;
-        x = match (l.ffn_norm, l.ffn_gate) {
+        let attn_out = mm(own(TensorKind::AttnOutput), l.wo, l.bo, attn)?;
+        // An ungated GELU MLP (Falcon, GPT-NeoX).
+        let gelu_mlp = |input| -> Result<Tensor<'c>, ModelError> {
+            let up = ctx.gelu(mm(own(TensorKind::FfnUp), l.ffn_up, l.ffn_up_b, input)?)?;
+            mm(own(TensorKind::FfnDown), l.ffn_down, l.ffn_down_b, up)
+        };
+        // The sums in llama.cpp's order, so that f32 rounding agrees.
+        x = match (l.ffn_norm, l.ffn_norm_b, l.ffn_gate) {
             // Llama: attention, then a gated SiLU MLP on the normed sum.
-            (Some(ffn_norm), Some(ffn_gate)) => {
+            (Some(ffn_norm), None, Some(ffn_gate)) => {
                 let ffn_in = ctx.add(attn_out, x)?;
                 let cur = ctx.mul(ctx.rms_norm(ffn_in, eps)?, ffn_norm)?;
                 let gate = ctx.silu(mm(own(TensorKind::FfnGate), ffn_gate, None, cur)?)?;
                 let up = mm(own(TensorKind::FfnUp), l.ffn_up, None, cur)?;
                 ctx.add(mm(own(TensorKind::FfnDown), l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?
             }
-            // Falcon: a GELU MLP beside attention, both added to the residual.
-            _ => {
-                let up = ctx.gelu(mm(own(TensorKind::FfnUp), l.ffn_up, None, mlp_in)?)?;
-                let down = mm(own(TensorKind::FfnDown), l.ffn_down, None, up)?;
-                ctx.add(ctx.add(down, attn_out)?, x)?
+            // GPT-NeoX, parallel: the MLP on its own norm of the layer input beside attention.
+            (Some(ffn_norm), Some(ffn_norm_b), None) if h.parallel_residual => {
+                let mlp = gelu_mlp(layer_norm(x, ffn_norm, ffn_norm_b)?)?;
+                ctx.add(ctx.add(mlp, x)?, attn_out)?
             }
+            // GPT-NeoX, sequential: the MLP on the norm of attention's sum.
+            (Some(ffn_norm), Some(ffn_norm_b), None) => {
+                let ffn_in = ctx.add(attn_out, x)?;
+                ctx.add(gelu_mlp(layer_norm(ffn_in, ffn_norm, ffn_norm_b)?)?, ffn_in)?
+            }
+            // Falcon: the MLP beside attention on attention's normed input.
+            _ => ctx.add(ctx.add(gelu_mlp(mlp_in)?, attn_out)?, x)?,
         };
     }
     layer_inputs.push(x);

@@ -11,6 +11,7 @@ pub enum Arch {
     Llama,
     Qwen2,
     Falcon,
+    GptNeox,
 }
 
 impl Arch {
@@ -19,7 +20,7 @@ impl Arch {
         use TensorKind::*;
         match self {
             Arch::Llama | Arch::Qwen2 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
-            Arch::Falcon => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
+            Arch::Falcon | Arch::GptNeox => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
         }
     }
 
@@ -29,6 +30,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Falcon => "falcon",
+            Arch::GptNeox => "gptneox",
         }
     }
 }
@@ -51,6 +53,9 @@ pub struct HParams {
     /// 1 / linear rope scaling factor.
     pub rope_freq_scale: f32,
     pub rope_dims: u64,
+    /// Whether attention and the MLP read the same layer input (Falcon; GPT-NeoX's
+    /// `use_parallel_residual`, true when absent as in llama.cpp).
+    pub parallel_residual: bool,
 }
 
 impl HParams {
@@ -61,6 +66,7 @@ impl HParams {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "falcon" => Arch::Falcon,
+            "gptneox" => Arch::GptNeox,
             other => return Err(ModelError::UnsupportedArch { arch: other.to_owned() }),
         };
         let mut missing = Vec::new();
@@ -82,7 +88,7 @@ impl HParams {
         let float = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_f64());
         let eps_key = match arch {
             Arch::Llama | Arch::Qwen2 => "attention.layer_norm_rms_epsilon",
-            Arch::Falcon => "attention.layer_norm_epsilon",
+            Arch::Falcon | Arch::GptNeox => "attention.layer_norm_epsilon",
         };
         let norm_eps = float(eps_key);
         if norm_eps.is_none() {
@@ -124,6 +130,13 @@ impl HParams {
             rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0) as f32,
             rope_freq_scale,
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
+            parallel_residual: match arch {
+                Arch::Llama | Arch::Qwen2 => false,
+                Arch::Falcon => true,
+                Arch::GptNeox => {
+                    g.get(&format!("{arch_name}.use_parallel_residual")).and_then(|v| v.as_bool()).unwrap_or(true)
+                }
+            },
         })
     }
 }

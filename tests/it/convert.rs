@@ -14,7 +14,7 @@ use crate::common::fixtures::{
     TOKENIZER_SAMPLES,
 };
 use crate::common::reference::{max_relative_error, nmse, HfWeights};
-use crate::common::{convert_to, falcon_checkpoint, gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
 
 /// f32 GGUF logits vs the reference: both compute in f32, but in different orders (ggml's
 /// blocked dot products and fused softmax); 1e-3 of the largest logit is far above that rounding
@@ -131,31 +131,34 @@ fn quantized_bytes_equal_llama_model_quantize() {
     }
 }
 
-/// transformers' Falcon against llama.cpp on our conversion: both f32 on the same bf16-rounded
-/// weights. Besides kernel and rope differences (see [`F32_RELATIVE_TOLERANCE`]), transformers'
-/// "gelu" is the exact erf GELU and ggml's the tanh approximation, which differ by up to 3e-4 per
-/// activation; 1e-3 of the largest logit still separates that from a wrong QKV layout or norm
-/// (errors near 1).
-const FALCON_RELATIVE_TOLERANCE: f32 = 1e-3;
+/// transformers' Falcon and GPT-NeoX against llama.cpp on our conversion: both f32 on the same
+/// bf16-rounded weights. Besides kernel and rope differences (see [`F32_RELATIVE_TOLERANCE`]),
+/// transformers' "gelu" is the exact erf GELU and ggml's the tanh approximation, which differ by
+/// up to 3e-4 per activation; 1e-3 of the largest logit still separates that from a wrong QKV
+/// layout, rope or norm (errors near 1).
+const GELU_MODELS_RELATIVE_TOLERANCE: f32 = 1e-3;
 
-/// Falcon checkpoints made by transformers, in Falcon-7B's multi-query layout (tied embeddings)
-/// and Falcon-40B's grouped layout with two norms per layer (untied), convert to GGUFs whose
-/// logits in llama.cpp are transformers' logits, and whose quantized tensors are byte for byte
-/// what llama-quantize makes of our f32 conversion (the fallback types of rows that are not a
-/// multiple of 256 included).
+/// Checkpoints made by transformers convert to GGUFs whose logits in llama.cpp are transformers'
+/// logits, and whose quantized tensors are byte for byte what llama-quantize makes of our f32
+/// conversion (the fallback types of rows that are not a multiple of 256 included): Falcon in
+/// Falcon-7B's multi-query layout (tied embeddings) and Falcon-40B's grouped layout with two
+/// norms per layer (untied); GPT-NeoX with Pythia's parallel residual and rope on a quarter of
+/// each head, and sequential with full rope (QKV and MLP biases in both).
 #[test]
-fn falcon_checkpoints_made_by_transformers_run_in_llama_cpp_as_in_pytorch() {
+fn falcon_and_gpt_neox_checkpoints_made_by_transformers_run_in_llama_cpp_as_in_pytorch() {
     let root = temp_dir();
-    for variant in ["mqa", "gqa"] {
-        let (dir, tokens, want) = falcon_checkpoint(root.path(), variant);
-        let f32_path = root.path().join(format!("falcon-{variant}-f32.gguf"));
+    for (family, variant) in [("falcon", "mqa"), ("falcon", "gqa"), ("gptneox", "parallel"), ("gptneox", "sequential")]
+    {
+        let (dir, tokens, want) = transformers_checkpoint(root.path(), family, variant);
+        let variant = format!("{family}-{variant}");
+        let f32_path = root.path().join(format!("{variant}-f32.gguf"));
         convert_to(&dir, FileType::F32, &f32_path).unwrap();
         let err = max_relative_error(&llama_logits(&f32_path, &tokens), &want);
-        assert!(err < FALCON_RELATIVE_TOLERANCE, "{variant}: llama.cpp vs transformers: relative error {err}");
-        eprintln!("falcon {variant}: llama.cpp vs transformers: max relative error {err:.2e}");
+        assert!(err < GELU_MODELS_RELATIVE_TOLERANCE, "{variant}: llama.cpp vs transformers: relative error {err}");
+        eprintln!("{variant}: llama.cpp vs transformers: max relative error {err:.2e}");
         for ft in [FileType::Q8_0, FileType::Q4_K_M] {
-            let ours = root.path().join(format!("falcon-{variant}-{}.gguf", ft.name()));
-            let theirs = root.path().join(format!("falcon-{variant}-{}-llama.gguf", ft.name()));
+            let ours = root.path().join(format!("{variant}-{}.gguf", ft.name()));
+            let theirs = root.path().join(format!("{variant}-{}-llama.gguf", ft.name()));
             convert_to(&dir, ft, &ours).unwrap();
             ggml::llama_model_quantize(Runtime::get(), &f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
             let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
@@ -244,7 +247,7 @@ fn bad_inputs_are_named_and_leave_no_output() {
     let dir = fresh("arch", Shards::One);
     let cfg = fs::read_to_string(dir.join("config.json")).unwrap().replace("LlamaForCausalLM", "GPT2LMHeadModel");
     fs::write(dir.join("config.json"), cfg).unwrap();
-    check(&dir, "architecture 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, FalconForCausalLM, RWForCausalLM)");
+    check(&dir, "architecture 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, FalconForCausalLM, RWForCausalLM, GPTNeoXForCausalLM)");
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod batching;
 mod convert;
 mod data_formats;
 mod eval_cli;
-mod falcon;
+mod falcon_gptneox;
 mod falcon_tokenizer;
 mod faults;
 mod finetune_cli;

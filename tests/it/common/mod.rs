@@ -40,15 +40,20 @@ pub fn tiny_f32_model(root: &std::path::Path, spec: &fixtures::TinyLlamaSpec, se
     gguftune::model::Model::open(&path).unwrap()
 }
 
-/// A Falcon checkpoint that transformers made (scripts/make-falcon-fixture.py): `variant` is `mqa`
-/// (Falcon-7B's layout) or `gqa` (Falcon-40B's), copied into `root/falcon-<variant>` with the
-/// fixture tokenizer of the default [`fixtures::TinyLlamaSpec`] (its vocabulary of 512 is the
-/// checkpoint's), once per `root`. Returns the folder, the fixture's tokens and the logits
-/// transformers computed for them.
-pub fn falcon_checkpoint(root: &std::path::Path, variant: &str) -> (PathBuf, Vec<i32>, Vec<Vec<f32>>) {
-    let fixture = repo_root().join("tests/fixtures/falcon").join(variant);
-    let dir = root.join(format!("falcon-{variant}"));
-    let scratch = root.join(format!("falcon-{variant}-tokenizer"));
+/// A checkpoint that transformers made: `family` `falcon` (scripts/make-falcon-fixture.py;
+/// `variant` `mqa`, Falcon-7B's layout, or `gqa`, Falcon-40B's) or `gptneox`
+/// (scripts/make-gptneox-fixture.py; `parallel`, Pythia's layout, or `sequential`), copied into
+/// `root/<family>-<variant>` with the fixture tokenizer of the default
+/// [`fixtures::TinyLlamaSpec`] (its vocabulary of 512 is the checkpoint's), once per `root`.
+/// Returns the folder, the fixture's tokens and the logits transformers computed for them.
+pub fn transformers_checkpoint(
+    root: &std::path::Path,
+    family: &str,
+    variant: &str,
+) -> (PathBuf, Vec<i32>, Vec<Vec<f32>>) {
+    let fixture = repo_root().join("tests/fixtures").join(family).join(variant);
+    let dir = root.join(format!("{family}-{variant}"));
+    let scratch = root.join(format!("{family}-{variant}-tokenizer"));
     let spec = fixtures::TinyLlamaSpec::default();
     if !dir.exists() {
         fixtures::tiny_llama(&scratch, &spec, fixtures::Dtype::F32, fixtures::Shards::One, 1).unwrap();

@@ -1,7 +1,7 @@
-//! Falcon end to end on the checkpoints transformers made (tests/fixtures/falcon): our forward
-//! graph, the one training differentiates, against llama.cpp's; LoRA gradients against finite
-//! differences; our adapters in llama.cpp; PEFT's adapters imported and exported; `finetune` and
-//! `plan` on a Falcon GGUF.
+//! Falcon and GPT-NeoX end to end on the checkpoints transformers made (tests/fixtures/falcon,
+//! tests/fixtures/gptneox): our forward graph, the one training differentiates, against
+//! llama.cpp's; LoRA gradients against finite differences; our adapters in llama.cpp; PEFT's
+//! adapters imported and exported; `finetune` and `plan` on a Falcon GGUF.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use gguftune::quant::FileType;
 
 use crate::common::fixtures::{sentiment_examples, write_jsonl, Rng};
 use crate::common::reference::{max_relative_error, nmse};
-use crate::common::{convert_to, falcon_checkpoint, gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
 use crate::lora_grad::{check_model_gradients_by_finite_differences, GELU_RELATIVE_TOLERANCE, GELU_STEP};
 
 /// Both graphs compute in f32 with the same ggml kernels (GELU included); what differs is the
@@ -26,10 +26,14 @@ const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
 /// logits against its f32 ones, measured by the test).
 const SHARE_OF_QUANTIZATION_ERROR: f64 = 1e-3;
 
+/// Every fixture: (family, variant).
+const FIXTURES: [(&str, &str); 4] =
+    [("falcon", "mqa"), ("falcon", "gqa"), ("gptneox", "parallel"), ("gptneox", "sequential")];
+
 /// The fixture converted to `ft` next to it.
-fn falcon_gguf(root: &Path, variant: &str, ft: FileType) -> (PathBuf, Vec<i32>) {
-    let (dir, tokens, _) = falcon_checkpoint(root, variant);
-    let path = root.join(format!("falcon-{variant}-{}.gguf", ft.name()));
+fn converted(root: &Path, (family, variant): (&str, &str), ft: FileType) -> (PathBuf, Vec<i32>) {
+    let (dir, tokens, _) = transformers_checkpoint(root, family, variant);
+    let path = root.join(format!("{family}-{variant}-{}.gguf", ft.name()));
     convert_to(&dir, ft, &path).unwrap();
     (path, tokens)
 }
@@ -45,19 +49,20 @@ fn llama_logits(path: &Path, adapter: Option<&Path>, tokens: &[i32]) -> Vec<Vec<
 }
 
 #[test]
-fn our_falcon_logits_equal_llama_cpp_logits() {
-    for variant in ["mqa", "gqa"] {
+fn our_logits_equal_llama_cpp_logits() {
+    for fixture in FIXTURES {
+        let variant = format!("{} {}", fixture.0, fixture.1);
         let root = temp_dir();
-        let (f32_path, tokens) = falcon_gguf(root.path(), variant, FileType::F32);
+        let (f32_path, tokens) = converted(root.path(), fixture, FileType::F32);
         let llama_f32 = llama_logits(&f32_path, None, &tokens);
         for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
-            let (path, _) = falcon_gguf(root.path(), variant, ft);
+            let (path, _) = converted(root.path(), fixture, ft);
             let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
             let theirs = llama_logits(&path, None, &tokens);
             let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
             let quantization = nmse(&theirs, &llama_f32);
             eprintln!(
-                "falcon {variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
+                "{variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
                 ft.name()
             );
             if ft == FileType::F32 {
@@ -70,25 +75,26 @@ fn our_falcon_logits_equal_llama_cpp_logits() {
 }
 
 #[test]
-fn falcon_lora_gradients_equal_finite_differences() {
-    for variant in ["mqa", "gqa"] {
+fn lora_gradients_equal_finite_differences() {
+    for fixture in FIXTURES {
         let root = temp_dir();
-        let (path, _) = falcon_gguf(root.path(), variant, FileType::F32);
+        let (path, _) = converted(root.path(), fixture, FileType::F32);
         let model = Model::open(&path).unwrap();
-        assert_eq!(model.hparams().arch, Arch::Falcon);
+        assert_eq!(model.hparams().arch.projections(), Arch::Falcon.projections());
         // Layer 0's four projections (qkv, o, up, down): A and B of each.
         check_model_gradients_by_finite_differences(&model, 10, 8, GELU_STEP, GELU_RELATIVE_TOLERANCE);
     }
 }
 
-/// An adapter on every Falcon projection (the fused QKV included), written as llama.cpp's LoRA
-/// GGUF, gives in llama.cpp the logits our graph computes with it.
+/// An adapter on every projection (the fused QKV included), written as llama.cpp's LoRA GGUF,
+/// gives in llama.cpp the logits our graph computes with it.
 #[test]
-fn llama_cpp_with_our_falcon_adapter_computes_our_logits() {
-    for (variant, ft) in [("mqa", FileType::F32), ("gqa", FileType::Q8_0)] {
+fn llama_cpp_with_our_adapter_computes_our_logits() {
+    for (fixture, ft) in FIXTURES.into_iter().zip([FileType::F32, FileType::Q8_0, FileType::Q4_K_M, FileType::F32]) {
+        let variant = format!("{} {}", fixture.0, fixture.1);
         let root = temp_dir();
-        let (f32_path, _) = falcon_gguf(root.path(), variant, FileType::F32);
-        let (base, tokens) = falcon_gguf(root.path(), variant, ft);
+        let (f32_path, _) = converted(root.path(), fixture, FileType::F32);
+        let (base, tokens) = converted(root.path(), fixture, ft);
         let model = Model::open(&base).unwrap();
         let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Falcon.projections().to_vec() };
         let mut rng = Rng::new(21);
@@ -106,7 +112,7 @@ fn llama_cpp_with_our_falcon_adapter_computes_our_logits() {
             .collect();
         assert!(pairs.iter().any(|p| p.base == "blk.0.attn_qkv.weight"));
         let adapter = root.path().join("adapter.gguf");
-        write_lora_gguf(&adapter, "falcon", cfg.alpha, &pairs).unwrap();
+        write_lora_gguf(&adapter, model.hparams().arch.name(), cfg.alpha, &pairs).unwrap();
         let values: Vec<Vec<f32>> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
 
         let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
@@ -116,7 +122,7 @@ fn llama_cpp_with_our_falcon_adapter_computes_our_logits() {
         let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
         let quantization = nmse(&theirs, &llama_logits(&f32_path, Some(&adapter), &tokens));
         eprintln!(
-            "falcon {variant} {} + adapter: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
+            "{variant} {} + adapter: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
             ft.name()
         );
         if ft == FileType::F32 {
@@ -127,12 +133,19 @@ fn llama_cpp_with_our_falcon_adapter_computes_our_logits() {
     }
 }
 
-/// `finetune` trains a Falcon GGUF with the default targets (every Falcon projection), lowers the
-/// loss, and writes an adapter llama.cpp loads; `plan` refuses a Llama projection for it by name.
+/// `finetune` trains a Falcon and a GPT-NeoX GGUF with the default targets (every projection),
+/// lowers the loss, and writes an adapter llama.cpp loads; `plan` refuses a Llama projection for
+/// them by name.
 #[test]
-fn finetune_and_plan_run_on_falcon() {
+fn finetune_and_plan_run_on_falcon_and_gpt_neox() {
+    for fixture in [("falcon", "gqa"), ("gptneox", "parallel")] {
+        finetune_and_plan(fixture);
+    }
+}
+
+fn finetune_and_plan(fixture: (&str, &str)) {
     let root = temp_dir();
-    let (base, tokens) = falcon_gguf(root.path(), "gqa", FileType::Q8_0);
+    let (base, tokens) = converted(root.path(), fixture, FileType::Q8_0);
     let rows: Vec<serde_json::Value> = sentiment_examples(32, 4)
         .iter()
         .map(|e| serde_json::json!({"text": format!("{} {}", e.review, e.label)}))
@@ -175,24 +188,27 @@ fn finetune_and_plan_run_on_falcon() {
 
     let out = gguftune(root.path(), &["plan", base_arg, "--targets", "q,v", "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("'q' is not a projection of falcon models"), "{stderr}");
+    let refusal = format!("'q' is not a projection of {} models", fixture.0);
+    assert!(!out.status.success() && stderr.contains(&refusal), "{stderr}");
     let out = gguftune(root.path(), &["plan", base_arg, "--ctx", "32", "--batch", "4", "--json"]);
     assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// transformers' Falcon (exact erf GELU) against llama.cpp (the tanh approximation), as in
+/// transformers (exact erf GELU) against llama.cpp (the tanh approximation), as in
 /// tests/it/convert.rs: 1e-3 of the largest logit (seen 3.5e-4 without an adapter).
 const PEFT_RELATIVE_TOLERANCE: f32 = 1e-3;
 
-/// The real tool: adapters PEFT made on transformers' Falcon (every projection, the fused QKV
-/// included; scripts/make-falcon-fixture.py), imported onto our conversion, give PEFT's logits in
-/// llama.cpp; exported again, they are PEFT's tensors value for value.
+/// The real tool: adapters PEFT made on transformers' Falcon and GPT-NeoX (every projection, the
+/// fused QKV included; scripts/make-falcon-fixture.py, scripts/make-gptneox-fixture.py), imported
+/// onto our conversion, give PEFT's logits in llama.cpp; exported again, they are PEFT's tensors
+/// value for value.
 #[test]
-fn peft_falcon_adapters_import_to_peft_logits_and_export_back() {
-    for variant in ["mqa", "gqa"] {
+fn peft_adapters_import_to_peft_logits_and_export_back() {
+    for fixture in FIXTURES {
+        let variant = format!("{} {}", fixture.0, fixture.1);
         let root = temp_dir();
-        let (base, tokens) = falcon_gguf(root.path(), variant, FileType::F32);
-        let fixture = crate::common::repo_root().join("tests/fixtures/falcon").join(variant);
+        let (base, tokens) = converted(root.path(), fixture, FileType::F32);
+        let fixture = crate::common::repo_root().join("tests/fixtures").join(fixture.0).join(fixture.1);
         let bytes = std::fs::read(fixture.join("logits-adapter.bin")).unwrap();
         let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         let want: Vec<Vec<f32>> = flat.chunks_exact(flat.len() / tokens.len()).map(<[f32]>::to_vec).collect();
@@ -203,7 +219,7 @@ fn peft_falcon_adapters_import_to_peft_logits_and_export_back() {
         let got = llama_logits(&base, Some(&adapter), &tokens);
         assert!(nmse(&want, &llama_logits(&base, None, &tokens)) > 1e-3, "{variant}: the adapter barely matters");
         let err = max_relative_error(&got, &want);
-        eprintln!("falcon {variant}: llama.cpp with the imported PEFT adapter vs PEFT: max relative error {err:.2e}");
+        eprintln!("{variant}: llama.cpp with the imported PEFT adapter vs PEFT: max relative error {err:.2e}");
         assert!(err < PEFT_RELATIVE_TOLERANCE, "{variant}: relative error {err}");
 
         let exported = root.path().join("exported");
