@@ -10,6 +10,7 @@
 //! - [`modelfile`]: Ollama Modelfiles for a model and its adapter, the chat template as Ollama's.
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
+//! - [`arch`]: the architectures supported, by llama.cpp's and Hugging Face's names.
 //! - [`names`]: GGUF tensor names and their Hugging Face counterparts.
 //! - [`data`]: JSONL datasets, chat templates, and which text of each example is trained on.
 //! - [`model`]: hyper-parameters, weights bound to the mapped GGUF, the forward graph.
@@ -31,6 +32,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod adapter;
+pub mod arch;
 pub mod convert;
 pub mod data;
 mod error;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::hf::Arch;
+use crate::arch::Arch;
 
 /// What a tensor is, independent of its layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -31,9 +31,10 @@ use serde_json::{json, Value};
 
 use super::read::{AdapterReadError, LoraAdapter};
 use super::{write_lora_gguf, AdapterError, LoraTensorPair};
+use crate::arch::Arch;
 use crate::convert::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows};
 use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError};
-use crate::hf::{Arch, HfError, SafetensorsFile};
+use crate::hf::{HfError, SafetensorsFile};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, DecodeError};
 
@@ -206,18 +207,12 @@ fn module_names(arch: Arch) -> &'static str {
 
 /// The architecture named by `general.architecture`, if PEFT adapters of it are supported.
 fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
-    match name {
-        "llama" => Ok(Arch::Llama),
-        "qwen2" => Ok(Arch::Qwen2),
-        "falcon" => Ok(Arch::Falcon),
-        "gptneox" => Ok(Arch::GptNeox),
-        other => Err(PeftError::Unsupported {
-            path: path.to_owned(),
-            field: "general.architecture",
-            found: other.to_owned(),
-            reason: "PEFT adapters are supported for llama, qwen2, falcon and gptneox models",
-        }),
-    }
+    Arch::from_name(name).ok_or_else(|| PeftError::Unsupported {
+        path: path.to_owned(),
+        field: "general.architecture",
+        found: name.to_owned(),
+        reason: "PEFT adapters are supported for llama, qwen2, falcon and gptneox models",
+    })
 }
 
 /// How the base's conversion reordered the rows of its attention weights, which an adapter's

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gguftune::model::{Arch, LoraConfig, Model};
+use gguftune::arch::Arch;
+use gguftune::model::{LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
 use gguftune::train::{

@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context};
 
-use gguftune::model::{Arch, LoraConfig, TARGETS};
+use gguftune::arch::Arch;
+use gguftune::model::{LoraConfig, TARGETS};
 use gguftune::names::TensorKind;
 use gguftune::train::{Activations, BatchShape};
 
@@ -14,7 +15,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub rank: u64,
     /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down (Llama family) or
-    /// qkv,o,up,down (Falcon); `all`: every projection of the model.
+    /// qkv,o,up,down (Falcon, GPT-NeoX); `all`: every projection of the model.
     #[arg(long, default_value = "all")]
     pub targets: String,
     /// Tokens per sequence: longer examples are cut (or skipped, with finetune's --overlong skip).

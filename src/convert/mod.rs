@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use safetensors::Dtype;
 
+use crate::arch::Arch;
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
-use crate::hf::{Arch, Checkpoint, HfError, ModelConfig, RopeScaling};
+use crate::hf::{Checkpoint, HfError, ModelConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 

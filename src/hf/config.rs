@@ -11,45 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::HfError;
-
-/// The architectures `convert` supports, by llama.cpp's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// Llama 1/2/3, Code Llama, Vicuna, TinyLlama, SmolLM, and Mistral (which llama.cpp loads as llama).
-    Llama,
-    /// Qwen2 (q/k/v biases, NEOX-style rope).
-    Qwen2,
-    /// Falcon 7B/40B/180B and Falcon2 11B: one fused QKV projection, layer norms with biases,
-    /// attention and MLP in parallel on the same input, a GELU MLP, NEOX-style rope.
-    Falcon,
-    /// GPT-NeoX: Pythia, Dolly v2. A fused QKV projection with biases (heads interleaved in the
-    /// checkpoint), layer norms, a GELU MLP with biases, rope on part of each head, attention
-    /// and MLP in parallel or one after the other.
-    GptNeox,
-}
-
-impl Arch {
-    /// llama.cpp's `general.architecture`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Falcon => "falcon",
-            Arch::GptNeox => "gptneox",
-        }
-    }
-
-    /// The Hugging Face architectures each maps from.
-    pub const SUPPORTED: &'static [(&'static str, Arch)] = &[
-        ("LlamaForCausalLM", Arch::Llama),
-        ("MistralForCausalLM", Arch::Llama),
-        ("Qwen2ForCausalLM", Arch::Qwen2),
-        ("FalconForCausalLM", Arch::Falcon),
-        // The name of Falcon's remote code before transformers had the model.
-        ("RWForCausalLM", Arch::Falcon),
-        ("GPTNeoXForCausalLM", Arch::GptNeox),
-    ];
-}
+use crate::arch::Arch;
 
 /// Rope scaling from config.json's `rope_scaling`, as llama.cpp keys express it.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +79,7 @@ pub enum ConfigError {
 }
 
 fn supported_list() -> String {
-    Arch::SUPPORTED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    Arch::HF_CLASSES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 struct Reader<'a> {
@@ -253,7 +215,7 @@ impl ModelConfig {
             },
         };
         let arch =
-            Arch::SUPPORTED.iter().find(|(n, _)| *n == hf_architecture).map(|(_, a)| *a).ok_or_else(|| {
+            Arch::HF_CLASSES.iter().find(|(n, _)| *n == hf_architecture).map(|(_, a)| *a).ok_or_else(|| {
                 ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() }
             })?;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub(crate) use checkpoint::read_json;
 pub use checkpoint::{Checkpoint, ShardIndex, INDEX_FILE, SINGLE_FILE};
-pub use config::{Arch, ConfigError, ModelConfig, RopeScaling};
+pub use config::{ConfigError, ModelConfig, RopeScaling};
 pub use safetensors_file::{
     header_len, parse_header, read_header, Header, SafetensorsFile, TensorEntry, HEADER_LEN_BYTES, MAX_HEADER_BYTES,
 };

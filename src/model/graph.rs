@@ -1,9 +1,9 @@
 //! The forward graph of the Llama family, Falcon and GPT-NeoX (llama.cpp's `llm_build_llama`,
-//! `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`), written with ops that all have a backward pass in ggml:
-//! attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash attention; Falcon's
-//! and GPT-NeoX's layer norm, which ggml cannot differentiate as one op, is composed of ops it
-//! can, and their GELU
-//! gets a backward pass from [`crate::ggml::Graph::build_backward_expand`].
+//! `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`), written with ops that all have a
+//! backward pass in ggml: attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash
+//! attention; the layer norm of Falcon and GPT-NeoX, which ggml cannot differentiate as one op,
+//! is composed of ops it can, and their GELU gets a backward pass from
+//! [`crate::ggml::Graph::build_backward_expand`].
 
 use crate::ggml::{Allocated, Context, MappedBuffer, RopeMode, RopeParams, Tensor};
 use crate::gguf::{GgmlType, Gguf};
@@ -11,7 +11,8 @@ use crate::names::{TensorKind, TensorName};
 
 use super::batch::Batch;
 use super::lora::LoraParams;
-use super::{Arch, HParams, ModelError};
+use super::{HParams, ModelError};
+use crate::arch::Arch;
 
 /// One layer's weights. The fused QKV weight of Falcon and GPT-NeoX is bound as three row views,
 /// one per projection (its bias likewise), so attention reads the same `wq`, `wk`, `wv` in every

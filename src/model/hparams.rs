@@ -1,39 +1,9 @@
 //! A model's hyper-parameters, read from its GGUF metadata with llama.cpp's keys.
 
+use crate::arch::Arch;
 use crate::gguf::Gguf;
-use crate::names::TensorKind;
 
 use super::ModelError;
-
-/// The architectures gguftune can run and train (those `convert` writes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    Llama,
-    Qwen2,
-    Falcon,
-    GptNeox,
-}
-
-impl Arch {
-    /// The projections of each layer, which LoRA can adapt.
-    pub fn projections(self) -> &'static [TensorKind] {
-        use TensorKind::*;
-        match self {
-            Arch::Llama | Arch::Qwen2 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
-            Arch::Falcon | Arch::GptNeox => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
-        }
-    }
-
-    /// llama.cpp's `general.architecture`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Falcon => "falcon",
-            Arch::GptNeox => "gptneox",
-        }
-    }
-}
 
 /// Hyper-parameters of a model.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +17,7 @@ pub struct HParams {
     pub n_ff: u64,
     pub n_vocab: u64,
     pub n_ctx_train: u64,
-    /// Epsilon of the RMS norms (Llama, Qwen2) or layer norms (Falcon).
+    /// Epsilon of the RMS norms (Llama, Qwen2) or layer norms (Falcon, GPT-NeoX).
     pub norm_eps: f32,
     pub rope_freq_base: f32,
     /// 1 / linear rope scaling factor.
@@ -62,13 +32,8 @@ impl HParams {
     /// Reads the hyper-parameters; every missing key is reported at once.
     pub fn from_gguf(g: &Gguf<'_>) -> Result<HParams, ModelError> {
         let arch_name = g.get_str("general.architecture").unwrap_or("");
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            "falcon" => Arch::Falcon,
-            "gptneox" => Arch::GptNeox,
-            other => return Err(ModelError::UnsupportedArch { arch: other.to_owned() }),
-        };
+        let arch =
+            Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch { arch: arch_name.to_owned() })?;
         let mut missing = Vec::new();
         let mut int = |key: &str| -> u64 {
             let full = format!("{arch_name}.{key}");

@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use batch::{Batch, BatchOverflow};
 pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss, Weights};
-pub use hparams::{Arch, HParams};
+pub use hparams::HParams;
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};

@@ -2,8 +2,9 @@
 //! `ADAPTER` do), and llama.cpp's logits with the adapter equal our own forward with it.
 
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
+use gguftune::arch::Arch;
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};

@@ -2,7 +2,8 @@
 //! side in rows of one micro-batch, or packed into one row, equals the loss of each evaluated
 //! alone (weighted by their positions with loss), and so do the gradients.
 
-use gguftune::model::{Arch, Batch, LoraConfig, Model};
+use gguftune::arch::Arch;
+use gguftune::model::{Batch, LoraConfig, Model};
 use gguftune::train::{with_session, Activations, BatchShape, OptimizerState, TrainError};
 
 use crate::common::fixtures::{Rng, TinyLlamaSpec};

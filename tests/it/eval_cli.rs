@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
+use gguftune::arch::Arch;
 use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::quant::FileType;
 use gguftune::train::{build_examples, loss_and_grads, Activations, Example};
 use serde_json::{json, Value};

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use gguftune::adapter::{export_peft, import_peft, write_lora_gguf, LoraTensorPair};
+use gguftune::arch::Arch;
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{sentiment_examples, write_jsonl, Rng};

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
+use gguftune::arch::Arch;
 use gguftune::ggml::{self, LlamaAdapter, LlamaContext, LlamaModel, Runtime, Sampler, SamplerParams};
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use serde_json::Value;
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec, TinyTokenizer};

@@ -1,7 +1,8 @@
 //! LoRA gradients from ggml's backward pass equal central finite differences of the loss, on a
 //! tiny f32 model with adapters on all seven projections.
 
-use gguftune::model::{Arch, LoraConfig, Model, TARGETS};
+use gguftune::arch::Arch;
+use gguftune::model::{LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, measure_session, Activations, BatchShape};
 

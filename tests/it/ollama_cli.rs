@@ -11,9 +11,10 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
+use gguftune::arch::Arch;
 use gguftune::data::{render, ChatTemplate, Message, Record, RenderOptions};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::modelfile::{SpecialTokens, TemplateFamily};
 use gguftune::ollama::{resolve_in, ChatFormat, GgufTemplateReason, ModelName, OllamaError, OllamaModel};
 

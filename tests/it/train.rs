@@ -3,8 +3,9 @@
 //! base, greedily generates the trained answers.
 
 use gguftune::adapter::{pairs_from_values, write_lora_gguf};
+use gguftune::arch::Arch;
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, Arch, LoraConfig, Model};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::quant::FileType;
 use gguftune::train::Example;
 
