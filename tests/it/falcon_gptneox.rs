@@ -88,7 +88,8 @@ fn lora_gradients_equal_finite_differences() {
 }
 
 /// An adapter on every projection (the fused QKV included), written as llama.cpp's LoRA GGUF,
-/// gives in llama.cpp the logits our graph computes with it.
+/// gives in llama.cpp the logits our graph computes with it, and `merge` folds it into an f32
+/// base with the same logits.
 #[test]
 fn llama_cpp_with_our_adapter_computes_our_logits() {
     for (fixture, ft) in FIXTURES.into_iter().zip([FileType::F32, FileType::Q8_0, FileType::Q4_K_M, FileType::F32]) {
@@ -128,6 +129,14 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         );
         if ft == FileType::F32 {
             assert!(err < F32_RELATIVE_TOLERANCE, "{variant}: relative error {err}");
+            // Merged into the f32 weights (the fused QKV included), the adapter is the same model:
+            // W + s·B·A in f32 against W x + s·B(A x), rounding apart.
+            let merged = root.path().join("merged.gguf");
+            let args = ["merge", base.to_str().unwrap(), adapter.to_str().unwrap(), "-o", merged.to_str().unwrap()];
+            let out = gguftune(root.path(), &args);
+            assert!(out.status.success(), "merge: {}", String::from_utf8_lossy(&out.stderr));
+            let err = max_relative_error(&llama_logits(&merged, None, &tokens), &theirs);
+            assert!(err < F32_RELATIVE_TOLERANCE, "{variant} merged: relative error {err}");
         } else {
             assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant}: nmse {e}");
         }
