@@ -4,11 +4,12 @@
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
 use gguftune::arch::Arch;
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, LoraConfig, Model};
+use gguftune::model::{LoraConfig, Model};
 use gguftune::quant::FileType;
 
-use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
+use crate::common::fixtures::{tiny_llama, Dtype, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
 use crate::common::reference::{max_relative_error, nmse};
+use crate::common::training::random_lora_pairs;
 use crate::common::{convert_to, temp_dir};
 
 /// As in tests/it/forward.rs: same kernels on both sides, f32 attention on both.
@@ -43,19 +44,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         convert_to(&dir, ft, &base).unwrap();
         let model = Model::open(&base).unwrap();
         let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Llama.projections().to_vec() };
-        let mut rng = Rng::new(21);
-        let slots = lora_layout(model.hparams(), &cfg).unwrap();
-        let pairs: Vec<LoraTensorPair> = slots
-            .iter()
-            .map(|s| LoraTensorPair {
-                base: s.base.clone(),
-                n_in: s.n_in,
-                n_out: s.n_out,
-                rank: cfg.rank,
-                a: (0..s.n_in * cfg.rank).map(|_| rng.uniform(0.2)).collect(),
-                b: (0..cfg.rank * s.n_out).map(|_| rng.uniform(0.2)).collect(),
-            })
-            .collect();
+        let pairs = random_lora_pairs(&model, &cfg, 21, 0.2);
         let adapter_path = root.path().join(format!("{name}-adapter.gguf"));
         write_lora_gguf(&adapter_path, if spec.arch == TinyArch::Qwen2 { "qwen2" } else { "llama" }, cfg.alpha, &pairs)
             .unwrap();

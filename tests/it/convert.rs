@@ -115,20 +115,28 @@ fn quantized_bytes_equal_llama_model_quantize() {
         let f32_path = root.path().join(format!("{name}-f32.gguf"));
         convert_to(&dir, FileType::F32, &f32_path).unwrap();
         for ft in [FileType::Q8_0, FileType::Q4_K_M, FileType::Q6_K, FileType::Q5_K_M, FileType::Q4_0] {
-            let ours = root.path().join(format!("{name}-{}.gguf", ft.name()));
-            let theirs = root.path().join(format!("{name}-{}-llama.gguf", ft.name()));
-            convert_to(&dir, ft, &ours).unwrap();
-            ggml::llama_model_quantize(Runtime::get(), &f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
-            let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
-            let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
-            assert_eq!(a.tensors.len(), b.tensors.len());
-            for tb in &b.tensors {
-                let ta = a.tensor(tb.name).unwrap_or_else(|| panic!("{name} {}: {} missing", ft.name(), tb.name));
-                assert_eq!((ta.ty, &ta.ne), (tb.ty, &tb.ne), "{name} {}: type of {}", ft.name(), tb.name);
-                assert!(a.tensor_data(ta) == b.tensor_data(tb), "{name} {}: bytes of {}", ft.name(), tb.name);
-            }
+            convert_like_llama_quantize(&dir, &f32_path, ft, &root.path().join(name));
         }
     }
+}
+
+/// Converts `dir` to `ft` at `<stem>-<type>.gguf` and checks that every tensor's type, shape and
+/// bytes equal what llama-quantize makes of our f32 conversion `f32_path`; returns our file.
+fn convert_like_llama_quantize(dir: &Path, f32_path: &Path, ft: FileType, stem: &Path) -> PathBuf {
+    let name = stem.file_name().unwrap().to_string_lossy();
+    let ours = stem.with_file_name(format!("{name}-{}.gguf", ft.name()));
+    let theirs = stem.with_file_name(format!("{name}-{}-llama.gguf", ft.name()));
+    convert_to(dir, ft, &ours).unwrap();
+    ggml::llama_model_quantize(Runtime::get(), f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
+    let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
+    let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for tb in &b.tensors {
+        let ta = a.tensor(tb.name).unwrap_or_else(|| panic!("{name} {}: {} missing", ft.name(), tb.name));
+        assert_eq!((ta.ty, &ta.ne), (tb.ty, &tb.ne), "{name} {}: type of {}", ft.name(), tb.name);
+        assert!(a.tensor_data(ta) == b.tensor_data(tb), "{name} {}: bytes of {}", ft.name(), tb.name);
+    }
+    ours
 }
 
 /// transformers' Falcon and GPT-NeoX against llama.cpp on our conversion: both f32 on the same
@@ -157,18 +165,7 @@ fn falcon_and_gpt_neox_checkpoints_made_by_transformers_run_in_llama_cpp_as_in_p
         assert!(err < GELU_MODELS_RELATIVE_TOLERANCE, "{variant}: llama.cpp vs transformers: relative error {err}");
         eprintln!("{variant}: llama.cpp vs transformers: max relative error {err:.2e}");
         for ft in [FileType::Q8_0, FileType::Q4_K_M] {
-            let ours = root.path().join(format!("{variant}-{}.gguf", ft.name()));
-            let theirs = root.path().join(format!("{variant}-{}-llama.gguf", ft.name()));
-            convert_to(&dir, ft, &ours).unwrap();
-            ggml::llama_model_quantize(Runtime::get(), &f32_path, &theirs, ft.llama_ftype(), 2).unwrap();
-            let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&theirs).unwrap());
-            let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
-            assert_eq!(a.tensors.len(), b.tensors.len());
-            for tb in &b.tensors {
-                let ta = a.tensor(tb.name).unwrap_or_else(|| panic!("{variant} {}: {} missing", ft.name(), tb.name));
-                assert_eq!((ta.ty, &ta.ne), (tb.ty, &tb.ne), "{variant} {}: type of {}", ft.name(), tb.name);
-                assert!(a.tensor_data(ta) == b.tensor_data(tb), "{variant} {}: bytes of {}", ft.name(), tb.name);
-            }
+            let ours = convert_like_llama_quantize(&dir, &f32_path, ft, &root.path().join(&variant));
             let e = nmse(&llama_logits(&ours, &tokens), &want);
             assert!(e < 0.05, "{variant} {}: nmse {e}", ft.name());
         }

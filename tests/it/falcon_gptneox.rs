@@ -5,14 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use gguftune::adapter::{export_peft, import_peft, write_lora_gguf, LoraTensorPair};
+use gguftune::adapter::{export_peft, import_peft, write_lora_gguf};
 use gguftune::arch::Arch;
 use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
-use gguftune::model::{lora_layout, LoraConfig, Model};
+use gguftune::model::{LoraConfig, Model};
 use gguftune::quant::FileType;
 
-use crate::common::fixtures::{sentiment_examples, write_jsonl, Rng};
+use crate::common::fixtures::{sentiment_examples, write_jsonl};
 use crate::common::reference::{max_relative_error, nmse};
+use crate::common::training::random_lora_pairs;
 use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
 use crate::lora_grad::{check_model_gradients_by_finite_differences, GELU_RELATIVE_TOLERANCE, GELU_STEP};
 
@@ -99,19 +100,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         let (base, tokens) = converted(root.path(), fixture, ft);
         let model = Model::open(&base).unwrap();
         let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Falcon.projections().to_vec() };
-        let mut rng = Rng::new(21);
-        let pairs: Vec<LoraTensorPair> = lora_layout(model.hparams(), &cfg)
-            .unwrap()
-            .iter()
-            .map(|s| LoraTensorPair {
-                base: s.base.clone(),
-                n_in: s.n_in,
-                n_out: s.n_out,
-                rank: cfg.rank,
-                a: (0..s.n_in * cfg.rank).map(|_| rng.uniform(0.2)).collect(),
-                b: (0..cfg.rank * s.n_out).map(|_| rng.uniform(0.2)).collect(),
-            })
-            .collect();
+        let pairs = random_lora_pairs(&model, &cfg, 21, 0.2);
         assert!(pairs.iter().any(|p| p.base == "blk.0.attn_qkv.weight"));
         let adapter = root.path().join("adapter.gguf");
         write_lora_gguf(&adapter, model.hparams().arch.name(), cfg.alpha, &pairs).unwrap();

@@ -3,7 +3,8 @@
 
 use std::ops::ControlFlow;
 
-use gguftune::model::{LoraConfig, Model};
+use gguftune::adapter::{pairs_from_values, LoraTensorPair};
+use gguftune::model::{lora_layout, LoraConfig, Model};
 use gguftune::train::{
     init_lora, pack_examples, train, Activations, AdamWConfig, BatchShape, EvalReport, Example, OptimizerState,
     Schedule, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
@@ -61,4 +62,17 @@ impl TrainObserver for Losses {
     fn checkpoint(&mut self, _: &OptimizerState) -> Result<(), TrainError> {
         Ok(())
     }
+}
+
+/// An adapter of `cfg`'s shape on `model` with every value of A and B uniform in ±`scale` from
+/// `seed` (B not zero, as PEFT starts it, so that the adapter changes the model).
+pub fn random_lora_pairs(model: &Model, cfg: &LoraConfig, seed: u64, scale: f32) -> Vec<LoraTensorPair> {
+    let slots = lora_layout(model.hparams(), cfg).unwrap();
+    let mut rng = super::fixtures::Rng::new(seed);
+    let values: Vec<Vec<f32>> = slots
+        .iter()
+        .flat_map(|s| [s.n_in * cfg.rank, cfg.rank * s.n_out])
+        .map(|n| (0..n).map(|_| rng.uniform(scale)).collect())
+        .collect();
+    pairs_from_values(&slots, cfg.rank, &values)
 }
