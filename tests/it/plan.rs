@@ -12,7 +12,7 @@ use gguftune::plan::{open_source, ModelSource, SourceKind};
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, write_jsonl, Dtype, Shards, TinyArch, TinyLlamaSpec, TinyTokenizer};
-use crate::common::{convert_to, gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
 
 /// The bound for predicted file sizes.
 const FILE_SIZE_TOLERANCE: f64 = 0.005;
@@ -180,28 +180,41 @@ fn finetune_allocates_the_buffers_the_plan_predicts() {
     tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 5).unwrap();
     let model = root.path().join("model.gguf");
     convert_to(&dir, FileType::Q8_0, &model).unwrap();
+    check_plan_against_finetune(root.path(), &model, "q,v,down");
+    // Falcon and GPT-NeoX: the fused QKV's views, layer norms and GELU go through the same sizing.
+    for (family, variant) in [("falcon", "gqa"), ("gptneox", "sequential")] {
+        let (dir, _, _) = transformers_checkpoint(root.path(), family, variant);
+        let model = root.path().join(format!("{family}.gguf"));
+        convert_to(&dir, FileType::Q8_0, &model).unwrap();
+        check_plan_against_finetune(root.path(), &model, "qkv,down");
+    }
+}
+
+/// `plan` predicts, to the byte, the compute buffer and LoRA state `finetune` allocates for
+/// `model` with adapters on `targets`, and the peak `finetune` reports as planned.
+fn check_plan_against_finetune(root: &Path, model: &Path, targets: &str) {
     // Every example longer than the context, so each sequence fills it: finetune's sequence
     // length is then --ctx, as the plan assumes.
     let rows: Vec<Value> = (0..8).map(|i| json!({"text": format!("{i} ").repeat(200)})).collect();
-    write_jsonl(&root.path().join("train.jsonl"), &rows).unwrap();
-    let (m, d) = ("model.gguf", "train.jsonl");
-    let common = ["--ctx", "48", "--batch", "2", "--rank", "4", "--targets", "q,v,down", "--threads", "1", "--json"];
+    write_jsonl(&root.join("train.jsonl"), &rows).unwrap();
+    let (m, d) = (model.to_str().unwrap(), "train.jsonl");
+    let common = ["--ctx", "48", "--batch", "2", "--rank", "4", "--targets", targets, "--threads", "1", "--json"];
     let mut plan_args = vec!["plan", m];
     plan_args.extend(common);
-    let plan = run_json(root.path(), &plan_args);
+    let plan = run_json(root, &plan_args);
     let mut finetune_args =
         vec!["finetune", m, "--data", d, "-o", "adapter.gguf", "--max-steps", "2", "--val-split", "0"];
     finetune_args.extend(common);
-    let summary = run_json(root.path(), &finetune_args);
+    let summary = run_json(root, &finetune_args);
 
     assert_eq!(summary["seq_len"], 48);
     assert_eq!(
         plan["breakdown"]["compute_buffer_bytes"], summary["compute_buffer_bytes"],
-        "plan: {plan}\nrun: {summary}"
+        "{m}: plan: {plan}\nrun: {summary}"
     );
-    assert_eq!(plan["breakdown"]["lora_state_bytes"], summary["trainable_state_bytes"]);
-    assert_eq!(plan["peak_memory_bytes"], summary["planned_peak_bytes"]);
-    assert_eq!(plan["file_bytes"], fs::metadata(&model).unwrap().len());
+    assert_eq!(plan["breakdown"]["lora_state_bytes"], summary["trainable_state_bytes"], "{m}");
+    assert_eq!(plan["peak_memory_bytes"], summary["planned_peak_bytes"], "{m}");
+    assert_eq!(plan["file_bytes"], fs::metadata(model).unwrap().len(), "{m}");
 }
 
 #[test]
