@@ -32,20 +32,14 @@ The adapter is made after all of that (so the base files do not depend on it) on
 same model: lora_A as PEFT initialises it (global RNG re-seeded with ADAPTER_SEED), lora_B, which PEFT
 starts at zero, uniform in +-0.05 from a generator seeded with ADAPTER_SEED + 1.
 """
-import copy
 import json
-import math
 import os
-import shutil
-import sys
 
-import peft
-import safetensors
 import torch
-import transformers
-from peft import LoraConfig, get_peft_model
 from safetensors import safe_open
 from transformers import FalconConfig, FalconForCausalLM
+
+from hf_fixture import logits_of, make_adapter, reinit, save_bf16, versions, write_f32
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "falcon")
 COMMON = dict(
@@ -83,57 +77,22 @@ ADAPTER = dict(r=4, lora_alpha=8, target_modules=["query_key_value", "dense", "d
 ADAPTER_SEED = 4321
 
 
-def reinit(model):
-    """Weights with magnitudes that make the logits vary; a tied lm_head keeps the embedding's values."""
-    seen = set()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Embedding):
-                module.weight.uniform_(-0.5, 0.5)
-                seen.add(id(module.weight))
-            elif isinstance(module, torch.nn.Linear):
-                if id(module.weight) not in seen:
-                    bound = 1.0 / math.sqrt(module.in_features)
-                    module.weight.uniform_(-bound, bound)
-                    seen.add(id(module.weight))
-                if module.bias is not None:
-                    module.bias.uniform_(-0.1, 0.1)
-            elif isinstance(module, torch.nn.LayerNorm):
-                module.weight.uniform_(0.9, 1.1)
-                if module.bias is not None:
-                    module.bias.uniform_(-0.1, 0.1)
-        for p in model.parameters():
-            # Round the weights to bf16 (what is stored), and compute with exactly those values in f32.
-            p.copy_(p.to(torch.bfloat16).to(torch.float32))
-
-
 def make(variant, config_kwargs):
     out = os.path.join(OUT, variant)
     torch.manual_seed(1234)
     config = FalconConfig(**config_kwargs, attn_implementation="eager")
     model = FalconForCausalLM(config).eval()
     reinit(model)
+    logits = logits_of(model, TOKENS)
     with torch.no_grad():
-        logits = model(torch.tensor([TOKENS])).logits[0].to(torch.float32).contiguous()
         # The logits with the decoder layers skipped, to show that the layers matter (not only the embeddings).
         t = model.transformer
         skipped = model.lm_head(t.ln_f(t.word_embeddings(torch.tensor(TOKENS))))
     moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
-    # An f32 copy for the adapter, taken before the save below casts the model to bf16 in place.
-    base = copy.deepcopy(model)
-
-    # Saved only now: casting the model to bf16 also rounds the rotary inv_freq buffer, which casting back
-    # to f32 does not undo, so logits computed after a bf16 round trip would carry bf16 RoPE frequencies.
-    os.makedirs(out, exist_ok=True)
-    tmp = os.path.join(out, "hf-tmp")
-    model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
-    for keep in ["config.json", "model.safetensors"]:
-        os.replace(os.path.join(tmp, keep), os.path.join(out, keep))
-    shutil.rmtree(tmp)  # generation_config.json and anything else
-    os.chmod(os.path.join(out, "model.safetensors"), 0o644)  # safetensors writes it 0600
-    logits.numpy().astype("<f4").tofile(os.path.join(out, "logits.bin"))
+    save_bf16(model, out)
+    write_f32(logits, os.path.join(out, "logits.bin"))
     # The adapter only now, after every base file and value: nothing of the base depends on it.
-    adapter_nmse, adapter_argmax = make_adapter(out, base, logits)
+    adapter_nmse, adapter_argmax, _ = make_adapter(out, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(
             {
@@ -142,9 +101,7 @@ def make(variant, config_kwargs):
                 "qkv_layout": QKV_LAYOUT[variant], "layers_nmse_vs_embeddings_only": moved,
                 "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
                                 adapter_nmse_vs_base=adapter_nmse),
-                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "safetensors": safetensors.__version__, "peft": peft.__version__,
-                             "python": sys.version.split()[0]},
+                "versions": versions(),
             },
             f, indent=2,
         )
@@ -156,44 +113,6 @@ def make(variant, config_kwargs):
             t = st.get_slice(name)
             print(f"  {name} {t.get_dtype()} {t.get_shape()}")
     print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
-
-
-def make_adapter(out, model, base_logits):
-    """A random PEFT LoRA adapter on the f32 model; writes adapter/ and logits-adapter.bin, returns the
-    nmse by which the adapter moves the logits and their argmax per token."""
-    torch.manual_seed(ADAPTER_SEED)  # lora_A's kaiming init uses the global RNG
-    lora = LoraConfig(**ADAPTER, lora_dropout=0.0, task_type="CAUSAL_LM")
-    pm = get_peft_model(model, lora).eval()
-    g = torch.Generator().manual_seed(ADAPTER_SEED + 1)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_B" in name:  # PEFT starts B at zero, which would make the adapter a no-op
-                p.uniform_(-0.05, 0.05, generator=g)
-    adir = os.path.join(out, "adapter")
-    if os.path.isdir(adir):
-        shutil.rmtree(adir)
-    pm.save_pretrained(adir)
-    for extra in ["README.md"]:
-        path = os.path.join(adir, extra)
-        if os.path.exists(path):
-            os.remove(path)
-    # PEFT keeps target_modules as a set, whose order follows the string hash seed: sort it, writing the
-    # file as PEFT does (indent 2, sorted keys, no final newline).
-    cpath = os.path.join(adir, "adapter_config.json")
-    with open(cpath) as f:
-        cfg = json.load(f)
-    cfg["target_modules"] = sorted(cfg["target_modules"])
-    with open(cpath, "w") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True))
-    os.chmod(os.path.join(adir, "adapter_model.safetensors"), 0o644)
-    with torch.no_grad():
-        logits = pm(torch.tensor([TOKENS])).logits[0].to(torch.float32).contiguous()
-        with pm.disable_adapter():
-            without = pm(torch.tensor([TOKENS])).logits[0]
-    assert torch.equal(without, base_logits), "the f32 copy no longer computes the base logits"
-    logits.numpy().astype("<f4").tofile(os.path.join(out, "logits-adapter.bin"))
-    moved = float(((logits - base_logits) ** 2).sum() / (base_logits**2).sum())
-    return moved, logits.argmax(-1).tolist()
 
 
 def main():
