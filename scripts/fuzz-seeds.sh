@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets (fuzz/corpus/TARGET/, gitignored) from our own
 # fixtures: the tiny checkpoint of `examples/demo_inputs.rs`, its GGUF conversions, its training
-# set, JSONL rows of every dataset format, and the chat templates of tests/it.
+# set, the Falcon and GPT-NeoX configs of tests/fixtures, JSONL rows of every dataset format, and
+# the chat templates of tests/it.
 #
 #   scripts/fuzz-seeds.sh [CORPUS_DIR]     default: fuzz/corpus
 #
@@ -41,6 +42,11 @@ header='{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":
 # config.json + tokenizer.json, and config.json alone.
 { cat "$HF/config.json"; sep; cat "$HF/tokenizer.json"; } >"$CORPUS/hf_config_tokenizer/tiny"
 cp "$HF/config.json" "$CORPUS/hf_config_tokenizer/config-only"
+# The Falcon and GPT-NeoX configs transformers wrote (tests/fixtures), each with the tiny tokenizer.
+for config in tests/fixtures/falcon/*/config.json tests/fixtures/gptneox/*/config.json; do
+    name=$(basename "$(dirname "$(dirname "$config")")")-$(basename "$(dirname "$config")")
+    { cat "$config"; sep; cat "$HF/tokenizer.json"; } >"$CORPUS/hf_config_tokenizer/$name"
+done
 
 # JSONL: the first byte picks the format (0 auto, then Format::ALL order: chat, alpaca, dolly,
 # prompt-completion, text); each file is tried auto and forced.
