@@ -15,6 +15,7 @@ import safetensors
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
 
 
 def versions():
@@ -110,3 +111,22 @@ def make_adapter(out, model, tokens, base_logits, adapter, seed):
     write_f32(logits, os.path.join(out, "logits-adapter.bin"))
     moved = float(((logits - base_logits) ** 2).sum() / (base_logits**2).sum())
     return moved, logits.argmax(-1).tolist(), pm
+
+
+def write_reference(out, reference):
+    """Writes `reference` as out/reference.json (indent 2, a final newline)."""
+    with open(os.path.join(out, "reference.json"), "w") as f:
+        json.dump(reference, f, indent=2)
+        f.write("\n")
+
+
+def print_summary(out, logits, moved):
+    """Prints what was written: the logits' spread, how much the layers move them, and the checkpoint's
+    tensors with their dtypes and shapes."""
+    print(f"wrote {out}: logits {tuple(logits.shape)}, std {logits.std().item():.3f}, "
+          f"layers move them by nmse {moved:.3f}, argmax {logits.argmax(-1).tolist()}")
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as st:
+        for name in sorted(st.keys()):
+            t = st.get_slice(name)
+            print(f"  {name} {t.get_dtype()} {t.get_shape()}")
+

@@ -32,14 +32,14 @@ The adapter is made after all of that (so the base files do not depend on it) on
 same model: lora_A as PEFT initialises it (global RNG re-seeded with ADAPTER_SEED), lora_B, which PEFT
 starts at zero, uniform in +-0.05 from a generator seeded with ADAPTER_SEED + 1.
 """
-import json
 import os
 
 import torch
-from safetensors import safe_open
 from transformers import FalconConfig, FalconForCausalLM
 
-from hf_fixture import logits_of, make_adapter, reinit, save_bf16, versions, write_f32
+from hf_fixture import (
+    logits_of, make_adapter, print_summary, reinit, save_bf16, versions, write_f32, write_reference,
+)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "falcon")
 COMMON = dict(
@@ -93,25 +93,18 @@ def make(variant, config_kwargs):
     write_f32(logits, os.path.join(out, "logits.bin"))
     # The adapter only now, after every base file and value: nothing of the base depends on it.
     adapter_nmse, adapter_argmax, _ = make_adapter(out, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
-    with open(os.path.join(out, "reference.json"), "w") as f:
-        json.dump(
-            {
-                "tokens": TOKENS, "shape": list(logits.shape), "config_kwargs": config_kwargs,
-                "config": {k: getattr(model.config, k) for k in RECORDED},
-                "qkv_layout": QKV_LAYOUT[variant], "layers_nmse_vs_embeddings_only": moved,
-                "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
-                                adapter_nmse_vs_base=adapter_nmse),
-                "versions": versions(),
-            },
-            f, indent=2,
-        )
-        f.write("\n")
-    print(f"wrote {out}: logits {tuple(logits.shape)}, std {logits.std().item():.3f}, "
-          f"layers move them by nmse {moved:.3f}, argmax {logits.argmax(-1).tolist()}")
-    with safe_open(os.path.join(out, "model.safetensors"), "pt") as st:
-        for name in sorted(st.keys()):
-            t = st.get_slice(name)
-            print(f"  {name} {t.get_dtype()} {t.get_shape()}")
+    write_reference(
+        out,
+        {
+            "tokens": TOKENS, "shape": list(logits.shape), "config_kwargs": config_kwargs,
+            "config": {k: getattr(model.config, k) for k in RECORDED},
+            "qkv_layout": QKV_LAYOUT[variant], "layers_nmse_vs_embeddings_only": moved,
+            "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
+                            adapter_nmse_vs_base=adapter_nmse),
+            "versions": versions(),
+        },
+    )
+    print_summary(out, logits, moved)
     print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
 
 
