@@ -13,7 +13,7 @@
 //!   K (`W_gguf = P·W_hf`), so `P·(W + s·B·A) = P·W + s·(P·B)·A`: the rows of `lora_B` for `q_proj`
 //!   and `k_proj` are permuted the same way (head counts from the base), `lora_A` is not. Export
 //!   undoes it. Qwen2 is not permuted. Falcon's fused QKV rows are reordered as the converter
-//!   reorders them ([`falcon_qkv_source_row`]), the same way for `lora_B`.
+//!   reorders them, the same way for `lora_B` ([`RowOrder`]).
 //! - Data: F32, F16 and BF16 in; the GGUF stores f32 (exact for all three, and what llama.cpp
 //!   computes adapters in), and export writes F32 safetensors.
 //!
@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use super::read::{AdapterReadError, LoraAdapter};
 use super::{write_lora_gguf, AdapterError, LoraTensorPair};
 use crate::arch::Arch;
-use crate::convert::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows};
+use crate::convert::RowOrder;
 use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError};
 use crate::hf::{HfError, SafetensorsFile};
 use crate::names::{TensorKind, TensorName};
@@ -252,44 +252,33 @@ impl RowLayout {
         matches!(kind, TensorKind::AttnQ | TensorKind::AttnK | TensorKind::AttnQkv)
     }
 
-    /// `b` (`n_out` rows of `rank` values) in llama.cpp's row order for a weight of `kind`
-    /// (`to_gguf`), or back in Hugging Face's; unchanged where the base's rows are not reordered
-    /// or cannot have been (not whole heads).
-    fn reorder(self, kind: TensorKind, n_out: u64, rank: usize, b: Vec<f32>, to_gguf: bool) -> Vec<f32> {
+    /// How the converter reordered the `n_out` rows of a weight of `kind`; as stored where it
+    /// did not, or cannot have (not whole heads).
+    fn row_order(self, kind: TensorKind, n_out: u64) -> RowOrder {
         match self {
             RowLayout::RotaryHeads { n_head, n_head_kv } => {
                 let heads = match kind {
                     TensorKind::AttnQ => n_head,
                     TensorKind::AttnK => n_head_kv,
-                    _ => return b,
+                    _ => return RowOrder::AsIs,
                 };
                 let whole_heads = heads > 0 && n_out % heads == 0 && (n_out / heads) % 2 == 0 && n_out >= heads * 2;
-                let Some(hd) = usize::try_from(n_out / heads.max(1)).ok().filter(|_| whole_heads) else { return b };
-                let mut out = vec![0.0; b.len()];
-                if to_gguf {
-                    permute_rotary_rows(&b, &mut out, hd, rank);
-                } else {
-                    unpermute_rotary_rows(&b, &mut out, hd, rank);
+                match usize::try_from(n_out / heads.max(1)) {
+                    Ok(head_dim) if whole_heads => RowOrder::RotaryHeads { head_dim },
+                    _ => RowOrder::AsIs,
                 }
-                out
             }
             RowLayout::FalconQkv { n_head, n_head_kv, head_dim } => {
                 let rows = (n_head + 2 * n_head_kv) * head_dim;
                 let fits = kind == TensorKind::AttnQkv
                     && n_head_kv > 0
                     && n_head % n_head_kv == 0
-                    && u64::try_from(rows).is_ok_and(|r| r == n_out)
-                    && b.len() == rows * rank;
-                if !fits {
-                    return b;
+                    && u64::try_from(rows).is_ok_and(|r| r == n_out);
+                if fits {
+                    RowOrder::FalconQkv { n_head, n_head_kv, head_dim }
+                } else {
+                    RowOrder::AsIs
                 }
-                let mut out = vec![0.0; b.len()];
-                for row in 0..rows {
-                    let src = falcon_qkv_source_row(row, n_head, n_head_kv, head_dim);
-                    let (from, to) = if to_gguf { (src, row) } else { (row, src) };
-                    out[to * rank..(to + 1) * rank].copy_from_slice(&b[from * rank..(from + 1) * rank]);
-                }
-                out
             }
         }
     }
@@ -396,7 +385,7 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
         }
         let (Some(mut b), Some(a)) = (values.pop(), values.pop()) else { continue };
         if let (Some(layout), Some(name)) = (layout, TensorName::from_gguf(w.name)) {
-            b = layout.reorder(name.kind, n_out, r as usize, b, true);
+            b = layout.row_order(name.kind, n_out).reorder(&b, r as usize, true);
         }
         pairs.push(LoraTensorPair { base: w.name.to_owned(), n_in, n_out, rank: r, a, b });
     }
@@ -455,7 +444,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
         let mut b = pair.b;
         if RowLayout::reorders(name.kind) && family != Arch::Qwen2 {
             let layout = layout.ok_or_else(|| PeftError::NeedsBase { path: path(), tensor: info.base.clone() })?;
-            b = layout.reorder(name.kind, info.n_out, rank as usize, b, false);
+            b = layout.row_order(name.kind, info.n_out).reorder(&b, rank as usize, false);
         }
         let module = name.to_hf(family).ok_or_else(unknown)?;
         let module = module.strip_suffix(".weight").unwrap_or(&module);

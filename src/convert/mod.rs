@@ -18,7 +18,7 @@ use crate::hf::{Checkpoint, HfError, ModelConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
-pub use transform::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows};
+pub use transform::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows, RowOrder};
 
 /// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
 const ROWS_PER_BLOCK: usize = 512;
@@ -66,19 +66,6 @@ pub struct TensorPlan {
     pub src_bytes: u64,
     /// Bytes in the output.
     pub out_bytes: u64,
-}
-
-/// How a tensor's rows are reordered between the checkpoint and the GGUF, as llama.cpp's
-/// converter reorders them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowOrder {
-    /// As stored.
-    AsIs,
-    /// Llama's Q and K: each head's rows interleaved for ggml's rope ([`permute_rotary_rows`]).
-    RotaryHeads { head_dim: usize },
-    /// Falcon's fused QKV: all query heads, then all key heads, then all value heads
-    /// ([`falcon_qkv_source_row`]).
-    FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
 }
 
 /// Everything a conversion will do.

@@ -1,4 +1,40 @@
-//! Pure functions on tensor data: the Q/K row permutation and its inverse.
+//! Pure functions on tensor data: how the converter reorders rows (Llama's Q/K permutation and its
+//! inverse, Falcon's and GPT-NeoX's fused QKV regrouping), applied alike to weights and to the
+//! `lora_B` of adapters.
+
+/// How a tensor's rows are reordered between the checkpoint and the GGUF, as llama.cpp's
+/// converter reorders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOrder {
+    /// As stored.
+    AsIs,
+    /// Llama's Q and K: each head's rows interleaved for ggml's rope ([`permute_rotary_rows`]).
+    RotaryHeads { head_dim: usize },
+    /// Falcon's and GPT-NeoX's fused QKV: all query heads, then all key heads, then all value
+    /// heads ([`falcon_qkv_source_row`]).
+    FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
+}
+
+impl RowOrder {
+    /// `rows` (whole heads of `row_len` values) in the GGUF's order (`to_gguf`), or back in the
+    /// checkpoint's.
+    pub fn reorder(self, rows: &[f32], row_len: usize, to_gguf: bool) -> Vec<f32> {
+        let mut out = vec![0.0; rows.len()];
+        match self {
+            RowOrder::AsIs => out.copy_from_slice(rows),
+            RowOrder::RotaryHeads { head_dim } if to_gguf => permute_rotary_rows(rows, &mut out, head_dim, row_len),
+            RowOrder::RotaryHeads { head_dim } => unpermute_rotary_rows(rows, &mut out, head_dim, row_len),
+            RowOrder::FalconQkv { n_head, n_head_kv, head_dim } => {
+                for row in 0..rows.len() / row_len.max(1) {
+                    let src = falcon_qkv_source_row(row, n_head, n_head_kv, head_dim);
+                    let (from, to) = if to_gguf { (src, row) } else { (row, src) };
+                    out[to * row_len..(to + 1) * row_len].copy_from_slice(&rows[from * row_len..(from + 1) * row_len]);
+                }
+            }
+        }
+        out
+    }
+}
 
 /// Reorders the rows of one attention projection from Hugging Face's rotary layout (the two
 /// halves of each head's dimensions apart) to ggml's interleaved one, as llama.cpp's converter
@@ -65,6 +101,25 @@ mod tests {
         let mut back = [0.0; 8];
         unpermute_rotary_rows(&dst, &mut back, 4, 1);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn reorder_goes_to_the_gguf_order_and_back() {
+        let rows: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        for order in [
+            RowOrder::AsIs,
+            RowOrder::RotaryHeads { head_dim: 4 },
+            RowOrder::FalconQkv { n_head: 2, n_head_kv: 1, head_dim: 2 },
+        ] {
+            let gguf = order.reorder(&rows, 3, true);
+            assert_eq!(order.reorder(&gguf, 3, false), rows, "{order:?}");
+        }
+        // Two heads with their own key and value (GPT-NeoX's layout), rows of 3: the checkpoint's
+        // rows q0 k0 v0 q1 k1 v1 become q0 q1 k0 k1 v0 v1.
+        let order = RowOrder::FalconQkv { n_head: 2, n_head_kv: 2, head_dim: 1 };
+        let gguf = order.reorder(&rows[..18], 3, true);
+        let firsts: Vec<f32> = gguf.chunks(3).map(|r| r[0]).collect();
+        assert_eq!(firsts, [0.0, 9.0, 3.0, 12.0, 6.0, 15.0]);
     }
 
     #[test]
