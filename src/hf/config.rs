@@ -130,6 +130,17 @@ impl Reader<'_> {
         Err(ConfigError::Missing { path: self.path.to_owned(), key: keys[0], expected: "an integer" })
     }
 
+    /// `key` has a value (`found`) that llama.cpp's `arch` graph does not run.
+    fn unsupported(&self, arch: Arch, key: &'static str, found: &str, expected: &'static str) -> ConfigError {
+        ConfigError::UnsupportedValue {
+            path: self.path.to_owned(),
+            arch: arch.name(),
+            key,
+            found: found.to_owned(),
+            expected,
+        }
+    }
+
     fn inconsistent(&self, what: String) -> ConfigError {
         ConfigError::Inconsistent { path: self.path.to_owned(), what }
     }
@@ -269,13 +280,7 @@ impl ModelConfig {
 /// times the hidden size, and two layer norms per layer with the new architecture
 /// (`num_ln_in_parallel_attn`, Falcon2 11B has one).
 fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key, found: &str, expected| ConfigError::UnsupportedValue {
-        path: r.path.to_owned(),
-        arch: "falcon",
-        key,
-        found: found.to_owned(),
-        expected,
-    };
+    let unsupported = |key, found: &str, expected| r.unsupported(Arch::Falcon, key, found, expected);
     // The layouts llama.cpp's Falcon graph runs: no ALiBi, no linear biases, attention and MLP in
     // parallel (Falcon-RW's sequential blocks with ALiBi are another architecture there).
     if r.bool_opt("alibi")? == Some(true) {
@@ -332,13 +337,7 @@ fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig,
 /// (transformers 5), with its defaults (a quarter of each head rotated, base 10000, parallel
 /// residual, biases, untied embeddings).
 fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key, found: &str, expected| ConfigError::UnsupportedValue {
-        path: r.path.to_owned(),
-        arch: "gptneox",
-        key,
-        found: found.to_owned(),
-        expected,
-    };
+    let unsupported = |key, found: &str, expected| r.unsupported(Arch::GptNeox, key, found, expected);
     if r.bool_opt("attention_bias")? == Some(false) {
         return Err(unsupported("attention_bias", "false", "true (llama.cpp's GPT-NeoX has QKV and output biases)"));
     }
