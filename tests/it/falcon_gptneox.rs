@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use gguftune::adapter::{export_peft, import_peft, write_lora_gguf};
 use gguftune::arch::Arch;
-use gguftune::ggml::{LlamaAdapter, LlamaContext, LlamaModel, Runtime};
 use gguftune::model::{LoraConfig, Model};
 use gguftune::quant::FileType;
 
+use crate::adapter_merge::llama_logits;
 use crate::common::fixtures::{sentiment_examples, write_jsonl};
-use crate::common::reference::{max_relative_error, nmse};
+use crate::common::reference::{max_relative_error, nmse, read_logits};
 use crate::common::training::random_lora_pairs;
 use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
 use crate::lora_grad::{check_model_gradients_by_finite_differences, GELU_RELATIVE_TOLERANCE, GELU_STEP};
@@ -38,16 +38,6 @@ fn converted(root: &Path, (family, variant): (&str, &str), ft: FileType) -> (Pat
     let path = root.join(format!("{family}-{variant}-{}.gguf", ft.name()));
     convert_to(&dir, ft, &path).unwrap();
     (path, tokens)
-}
-
-fn llama_logits(path: &Path, adapter: Option<&Path>, tokens: &[i32]) -> Vec<Vec<f32>> {
-    let llama = LlamaModel::load(Runtime::get(), path).unwrap();
-    let loaded = adapter.map(|a| LlamaAdapter::load(&llama, a).unwrap());
-    let mut ctx = LlamaContext::with_precision(&llama, 64, 2, true).unwrap();
-    if let Some(a) = &loaded {
-        ctx.set_adapters(&[(a, 1.0)]).unwrap();
-    }
-    ctx.logits_all(tokens).unwrap()
 }
 
 #[test]
@@ -108,10 +98,10 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
 
         let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
         let base_logits = model.logits(&tokens, 2).unwrap();
-        let theirs = llama_logits(&base, Some(&adapter), &tokens);
+        let theirs = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
         assert!(nmse(&ours, &base_logits) > 1e-3, "{variant}: the adapter barely changes the logits");
         let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
-        let quantization = nmse(&theirs, &llama_logits(&f32_path, Some(&adapter), &tokens));
+        let quantization = nmse(&theirs, &llama_logits(&f32_path, Some((&adapter, 1.0)), &tokens));
         eprintln!(
             "{variant} {} + adapter: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
             ft.name()
@@ -182,7 +172,7 @@ fn finetune_and_plan(fixture: (&str, &str)) {
     let (first, last) = (summary["first_loss"].as_f64().unwrap(), summary["final_loss"].as_f64().unwrap());
     assert!(last < first, "the loss did not fall: {first} -> {last}");
     let adapter = root.path().join("adapter.gguf");
-    let with = llama_logits(&base, Some(&adapter), &tokens);
+    let with = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
     assert!(nmse(&with, &llama_logits(&base, None, &tokens)) > 1e-6, "the trained adapter changes nothing");
 
     let out = gguftune(root.path(), &["plan", base_arg, "--targets", "q,v", "--json"]);
@@ -208,14 +198,12 @@ fn peft_adapters_import_to_peft_logits_and_export_back() {
         let root = temp_dir();
         let (base, tokens) = converted(root.path(), fixture, FileType::F32);
         let fixture = crate::common::repo_root().join("tests/fixtures").join(fixture.0).join(fixture.1);
-        let bytes = std::fs::read(fixture.join("logits-adapter.bin")).unwrap();
-        let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        let want: Vec<Vec<f32>> = flat.chunks_exact(flat.len() / tokens.len()).map(<[f32]>::to_vec).collect();
+        let want = read_logits(&fixture.join("logits-adapter.bin"), tokens.len());
 
         let adapter = root.path().join("adapter.gguf");
         let summary = import_peft(&fixture.join("adapter"), &base, &adapter).unwrap();
         assert_eq!((summary.pairs, summary.permuted), (8, true), "{variant}");
-        let got = llama_logits(&base, Some(&adapter), &tokens);
+        let got = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
         assert!(nmse(&want, &llama_logits(&base, None, &tokens)) > 1e-3, "{variant}: the adapter barely matters");
         let err = max_relative_error(&got, &want);
         eprintln!("{variant}: llama.cpp with the imported PEFT adapter vs PEFT: max relative error {err:.2e}");

@@ -75,10 +75,8 @@ pub fn transformers_checkpoint(
     let vocab = reference["shape"][1].as_u64().unwrap() as usize;
     let tokenizer = gguftune::hf::load_tokenizer(&dir, None).unwrap();
     assert_eq!(tokenizer.tokens.len(), vocab, "the fixture tokenizer's vocabulary is the checkpoint's");
-    let bytes = std::fs::read(fixture.join("logits.bin")).unwrap();
-    let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    let logits: Vec<Vec<f32>> = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
-    assert_eq!(logits.len(), tokens.len());
+    let logits = reference::read_logits(&fixture.join("logits.bin"), tokens.len());
+    assert_eq!(logits[0].len(), vocab);
     (dir, tokens, logits)
 }
 

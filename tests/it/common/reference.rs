@@ -156,6 +156,14 @@ fn rope_rotate_half(v: &mut [f32], hd: usize, pos: usize, theta: f32) {
     }
 }
 
+/// The logits a fixture script wrote (f32 little-endian, `n_tokens` rows), one row per token.
+pub fn read_logits(path: &Path, n_tokens: usize) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(flat.len() % n_tokens.max(1), 0, "{}: not {n_tokens} rows", path.display());
+    flat.chunks_exact(flat.len() / n_tokens.max(1)).map(<[f32]>::to_vec).collect()
+}
+
 /// Largest absolute difference divided by the largest absolute reference value.
 pub fn max_relative_error(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
     let scale = want.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
