@@ -30,7 +30,7 @@ fn tokens_for(vocab: usize) -> Vec<i32> {
 }
 
 fn llama_logits(path: &Path, tokens: &[i32]) -> Vec<Vec<f32>> {
-    let model = LlamaModel::load(Runtime::get(), path).unwrap();
+    let model = LlamaModel::load_unpacked(Runtime::get(), path).unwrap();
     let mut ctx = LlamaContext::new(&model, 64, 2).unwrap();
     ctx.logits_all(tokens).unwrap()
 }
@@ -122,7 +122,7 @@ fn quantized_bytes_equal_llama_model_quantize() {
 
 /// Converts `dir` to `ft` at `<stem>-<type>.gguf` and checks that every tensor's type, shape and
 /// bytes equal what llama-quantize makes of our f32 conversion `f32_path`; returns our file.
-fn convert_like_llama_quantize(dir: &Path, f32_path: &Path, ft: FileType, stem: &Path) -> PathBuf {
+pub fn convert_like_llama_quantize(dir: &Path, f32_path: &Path, ft: FileType, stem: &Path) -> PathBuf {
     let name = stem.file_name().unwrap().to_string_lossy();
     let ours = stem.with_file_name(format!("{name}-{}.gguf", ft.name()));
     let theirs = stem.with_file_name(format!("{name}-{}-llama.gguf", ft.name()));
@@ -182,7 +182,7 @@ fn llama_cpp_tokenizes_like_the_hugging_face_tokenizer() {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);
         let out = root.path().join(format!("{name}.gguf"));
         convert_to(&dir, FileType::F32, &out).unwrap();
-        let model = LlamaModel::load(Runtime::get(), &out).unwrap();
+        let model = LlamaModel::load_unpacked(Runtime::get(), &out).unwrap();
         for text in TOKENIZER_SAMPLES {
             let want: Vec<i32> = tok.encode(*text, true).unwrap().get_ids().iter().map(|&i| i as i32).collect();
             let got = model.tokenize(text, true, false).unwrap();
