@@ -24,6 +24,9 @@ pub enum TensorKind {
     FfnGate,
     FfnUp,
     FfnDown,
+    /// Llama 3's rope frequency factors (`rope_freqs.weight`): one per rotary pair, computed from
+    /// config.json's `rope_scaling` by the converter; no Hugging Face tensor holds them.
+    RopeFreqs,
 }
 
 /// One row of the name table: what the tensor is, its GGUF base name, whether it exists per
@@ -79,6 +82,7 @@ const TABLE: &[NameRow] = &[
     row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[]]),
     row(TensorKind::FfnUp, "ffn_up", true, [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"]]),
     row(TensorKind::FfnDown, "ffn_down", true, [&["mlp.down_proj"], &["mlp.dense_4h_to_h"], &["mlp.dense_4h_to_h"]]),
+    row(TensorKind::RopeFreqs, "rope_freqs", false, [&[], &[], &[]]),
 ];
 
 impl NameRow {

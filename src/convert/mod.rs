@@ -14,7 +14,7 @@ use safetensors::Dtype;
 
 use crate::arch::Arch;
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
-use crate::hf::{Checkpoint, HfError, ModelConfig, RopeScaling};
+use crate::hf::{llama3_frequency_factors, Checkpoint, HfError, ModelConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
@@ -35,6 +35,8 @@ pub enum ConvertError {
     Ggml(#[from] crate::ggml::Error),
     #[error("{}: tensor '{tensor}' has no GGUF counterpart for {arch} (hint: is this a {arch} checkpoint?)", dir.display())]
     UnknownTensor { dir: PathBuf, tensor: String, arch: &'static str },
+    #[error("{}: tensor '{tensor}' is beyond the {num_layers} layers config.json's num_hidden_layers says", dir.display())]
+    LayerOutOfRange { dir: PathBuf, tensor: String, num_layers: u64 },
     #[error("{}: tensor '{tensor}' is missing", dir.display())]
     MissingTensor { dir: PathBuf, tensor: String },
     #[error("{}: tensor '{tensor}' has shape {found:?}, expected {expected:?} from config.json", dir.display())]
@@ -43,8 +45,6 @@ pub enum ConvertError {
     UnsupportedDtype { tensor: String, dtype: String },
     #[error("tensor '{tensor}'")]
     Decode { tensor: String, source: DecodeError },
-    #[error("rope scaling 'llama3' needs rope_freqs.weight, which gguftune does not write yet")]
-    UnsupportedRopeScaling,
 }
 
 /// One tensor of the plan.
@@ -68,11 +68,24 @@ pub struct TensorPlan {
     pub out_bytes: u64,
 }
 
+/// A tensor whose values come from config.json, not from the checkpoint (Llama 3's
+/// `rope_freqs.weight`), written as F32 before the checkpoint's tensors, as llama.cpp's converter
+/// writes its generated tensors.
+#[derive(Clone, Debug)]
+pub struct ComputedTensor {
+    /// Name in the GGUF.
+    pub gguf_name: String,
+    pub values: Vec<f32>,
+}
+
 /// Everything a conversion will do.
 #[derive(Debug)]
 pub struct ConvertPlan {
     pub config: ModelConfig,
     pub file_type: FileType,
+    /// Tensors computed from the config, written first.
+    pub computed: Vec<ComputedTensor>,
+    /// Tensors read from the checkpoint.
     pub tensors: Vec<TensorPlan>,
     pub gguf: GgufPlan,
 }
@@ -115,11 +128,15 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     sources.sort_by_key(|(n, _)| order_key(n));
     check_shapes(dir, &config, &sources)?;
 
-    let table: Vec<(TensorName, Vec<u64>)> =
-        sources.iter().map(|(n, e)| (n.clone(), e.shape.iter().rev().map(|&d| d as u64).collect())).collect();
+    let computed = computed_tensors(&config);
+    let table: Vec<(TensorName, Vec<u64>)> = computed
+        .iter()
+        .map(|(n, values)| (n.clone(), vec![values.len() as u64]))
+        .chain(sources.iter().map(|(n, e)| (n.clone(), e.shape.iter().rev().map(|&d| d as u64).collect())))
+        .collect();
     let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
     let mut tensors = Vec::new();
-    for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors()) {
+    for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors().iter().skip(computed.len())) {
         let row_order = match (config.arch, name.kind) {
             (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => {
                 RowOrder::RotaryHeads { head_dim: config.head_dim as usize }
@@ -144,7 +161,28 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             out_bytes: planned.n_bytes,
         });
     }
-    Ok(ConvertPlan { config, file_type, tensors, gguf })
+    let computed =
+        computed.into_iter().map(|(name, values)| ComputedTensor { gguf_name: name.to_string(), values }).collect();
+    Ok(ConvertPlan { config, file_type, computed, tensors, gguf })
+}
+
+/// The tensors llama.cpp reads that a checkpoint of `c` does not hold, computed from its config:
+/// Llama 3's rope frequency factors.
+fn computed_tensors(c: &ModelConfig) -> Vec<(TensorName, Vec<f32>)> {
+    match c.rope_scaling {
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context }) => {
+            let values = llama3_frequency_factors(
+                c.rope_theta,
+                c.rope_dims,
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            );
+            vec![(TensorName { kind: TensorKind::RopeFreqs, layer: None, suffix: "weight".into() }, values)]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// How the tokenizer's metadata of a [`plan_without_weights`] was found.
@@ -172,9 +210,12 @@ pub fn plan_without_weights(
         Err(HfError::NoTokenizer { .. }) => (estimated_tokenizer(vocab), TokenizerSource::Estimated),
         Err(e) => return Err(e.into()),
     };
-    let table: Vec<(TensorName, Vec<u64>)> = expected_tensors(config)
+    let table: Vec<(TensorName, Vec<u64>)> = computed_tensors(config)
         .into_iter()
-        .map(|(n, shape)| (n, shape.iter().rev().map(|&d| d as u64).collect()))
+        .map(|(n, values)| (n, vec![values.len() as u64]))
+        .chain(
+            expected_tensors(config).into_iter().map(|(n, shape)| (n, shape.iter().rev().map(|&d| d as u64).collect())),
+        )
         .collect();
     Ok((gguf_plan(config, tokenizer, file_type, dir, &table)?, source))
 }
@@ -254,6 +295,7 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
         TensorKind::AttnOutput => w(h, q),
         TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
         TensorKind::FfnDown => w(h, ff),
+        TensorKind::RopeFreqs => vec![(c.rope_dims / 2) as usize],
     }
 }
 
@@ -322,6 +364,13 @@ fn check_shapes(
     sources: &[(TensorName, crate::hf::TensorEntry)],
 ) -> Result<(), ConvertError> {
     for (name, entry) in sources {
+        if name.layer.is_some_and(|l| u64::from(l) >= c.num_layers) {
+            return Err(ConvertError::LayerOutOfRange {
+                dir: dir.to_owned(),
+                tensor: entry.name.clone(),
+                num_layers: c.num_layers,
+            });
+        }
         let want = expected_shape(c, name);
         if entry.shape != want {
             return Err(ConvertError::ShapeMismatch {
@@ -397,7 +446,9 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
             kv.push((format!("{a}.rope.scaling.factor"), MetaValue::F32(*factor)));
             kv.push((format!("{a}.rope.scaling.original_context_length"), MetaValue::U32(*original_context)));
         }
-        Some(RopeScaling::Llama3) => return Err(ConvertError::UnsupportedRopeScaling),
+        // Written as rope_freqs.weight (computed_tensors), with no scaling keys, as llama.cpp's
+        // converter writes Llama 3.
+        Some(RopeScaling::Llama3 { .. }) => {}
     }
     Ok(kv)
 }
@@ -420,6 +471,10 @@ pub fn execute(
     let find = |name: &str| views.iter().find_map(|v| v.tensor(name).ok());
     let tensors = plan.tensors;
     let mut writer = GgufWriter::create(output, plan.gguf)?;
+    for t in &plan.computed {
+        let bytes: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        writer.write_tensor(&t.gguf_name, &bytes)?;
+    }
     let mut staged: Vec<f32> = Vec::new();
     let mut permuted: Vec<f32> = Vec::new();
     let mut gathered: Vec<u8> = Vec::new();
@@ -494,7 +549,7 @@ pub fn execute(
     let output_bytes = writer.plan().file_size();
     writer.finish()?;
     Ok(ConversionSummary {
-        tensors: tensors.len(),
+        tensors: plan.computed.len() + tensors.len(),
         input_bytes: total,
         output_bytes,
         seconds: start.elapsed().as_secs_f64(),

@@ -399,9 +399,17 @@ impl Context {
         self.wrap("soft_max_ext", unsafe { sys::ggml_soft_max_ext(self.raw(), a.raw(), m, scale, 0.0) })
     }
 
-    /// `ggml_rope_ext(a, positions, NULL, ...)` without YaRN: `a` is `[head_dim, n_head, n_tokens]`,
-    /// `positions` an I32 vector of `n_tokens`.
-    pub fn rope_ext<'c>(&'c self, a: Tensor<'c>, positions: Tensor<'c>, p: RopeParams) -> Result<Tensor<'c>, Error> {
+    /// `ggml_rope_ext(a, positions, freq_factors, ...)` without YaRN: `a` is
+    /// `[head_dim, n_head, n_tokens]`, `positions` an I32 vector of `n_tokens`, `freq_factors`
+    /// (Llama 3's `rope_freqs.weight`) an F32 vector of at least `n_dims / 2` values by which each
+    /// rotary pair's wavelength is multiplied.
+    pub fn rope_ext<'c>(
+        &'c self,
+        a: Tensor<'c>,
+        positions: Tensor<'c>,
+        freq_factors: Option<Tensor<'c>>,
+        p: RopeParams,
+    ) -> Result<Tensor<'c>, Error> {
         let (x, y) = (a.ne(), positions.ne());
         if positions.ty() != Some(GgmlType::I32)
             || y[0] != x[2]
@@ -411,19 +419,25 @@ impl Context {
         {
             return Err(Error::ShapeMismatch { op: "rope_ext", a: x, b: y });
         }
+        if let Some(c) = freq_factors {
+            if c.ty() != Some(GgmlType::F32) || c.ne()[0] < i64::from(p.n_dims / 2) {
+                return Err(Error::ShapeMismatch { op: "rope_ext (frequency factors)", a: x, b: c.ne() });
+            }
+        }
         self.room("rope_ext")?;
         let mode = match p.mode {
             RopeMode::Normal => 0,
             RopeMode::Neox => 2,
         };
+        let c = freq_factors.map_or(std::ptr::null_mut(), |c| c.raw());
         // SAFETY: live context and tensors; ggml_rope_ext's asserts (b an I32 vector with one
-        // position per row of ne2) checked above; a null frequency-factor tensor is allowed.
+        // position per row of ne2; c null, or F32 with at least n_dims / 2 values) checked above.
         let t = unsafe {
             sys::ggml_rope_ext(
                 self.raw(),
                 a.raw(),
                 positions.raw(),
-                std::ptr::null_mut(),
+                c,
                 p.n_dims,
                 mode,
                 p.n_ctx_orig,

@@ -10,19 +10,24 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::rope::RopeScaling;
 use super::HfError;
 use crate::arch::Arch;
 
-/// Rope scaling from config.json's `rope_scaling`, as llama.cpp keys express it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RopeScaling {
-    /// `"linear"`: positions divided by `factor`.
-    Linear { factor: f32 },
-    /// `"yarn"`.
-    Yarn { factor: f32, original_context: u32 },
-    /// `"llama3"`: frequencies rescaled into `rope_freqs.weight` (not supported yet).
-    Llama3,
-}
+/// The largest value accepted for each size of a config (by transformers' key), far above any
+/// published model's and low enough that nothing sized by them runs away: llama.cpp loads at most
+/// 512 layers (`LLAMA_MAX_LAYERS`); the widest published models are 16-25k wide, the largest
+/// vocabularies 262k tokens, the longest contexts 10M.
+pub const LIMITS: [(&str, u64); 8] = [
+    ("num_hidden_layers", 512),
+    ("hidden_size", 1 << 17),
+    ("intermediate_size", 1 << 20),
+    ("num_attention_heads", 1 << 12),
+    ("num_key_value_heads", 1 << 12),
+    ("head_dim", 1 << 12),
+    ("vocab_size", 1 << 22),
+    ("max_position_embeddings", 1 << 26),
+];
 
 /// The resolved hyper-parameters of a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,7 +77,9 @@ pub enum ConfigError {
     UnsupportedArch { path: PathBuf, found: String },
     #[error("{}: {what}", path.display())]
     Inconsistent { path: PathBuf, what: String },
-    #[error("{}: rope_scaling type '{kind}' is not supported yet (supported: linear, yarn)", path.display())]
+    #[error("{}: '{key}' is {value}; expected 1 to {max}", path.display())]
+    OutOfRange { path: PathBuf, key: &'static str, value: u64, max: u64 },
+    #[error("{}: rope_scaling type '{kind}' is not supported yet (supported: linear, yarn, llama3)", path.display())]
     UnsupportedRopeScaling { path: PathBuf, kind: String },
     #[error("{}: '{key}' is {found}; llama.cpp's {arch} needs {expected}", path.display())]
     UnsupportedValue { path: PathBuf, arch: &'static str, key: &'static str, found: String, expected: &'static str },
@@ -181,7 +188,7 @@ impl Reader<'_> {
         });
         let rope_scaling = match scaling_json {
             None => None,
-            Some(s) => Some(parse_rope_scaling(self.path, s)?),
+            Some(s) => Some(RopeScaling::parse(self.path, self.json, s)?),
         };
         Ok((rope_theta, rope_scaling))
     }
@@ -204,8 +211,35 @@ impl Reader<'_> {
 }
 
 impl ModelConfig {
-    /// Resolves a parsed config.json (`path` is only for messages).
+    /// Resolves a parsed config.json (`path` is only for messages). Every size is checked against
+    /// [`LIMITS`] before anything is sized by it.
     pub fn from_json(path: &Path, json: &Value) -> Result<ModelConfig, ConfigError> {
+        let config = Self::resolve(path, json)?;
+        config.check_limits(path)?;
+        Ok(config)
+    }
+
+    /// Refuses a size outside [`LIMITS`], naming its key.
+    fn check_limits(&self, path: &Path) -> Result<(), ConfigError> {
+        let values = [
+            self.num_layers,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.vocab_size,
+            self.context_length,
+        ];
+        for ((key, max), value) in LIMITS.iter().zip(values) {
+            if value == 0 || value > *max {
+                return Err(ConfigError::OutOfRange { path: path.to_owned(), key, value, max: *max });
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(path: &Path, json: &Value) -> Result<ModelConfig, ConfigError> {
         let r = Reader { path, json };
         let hf_architecture = match r.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str) {
             Some(a) => a.to_owned(),
@@ -314,7 +348,7 @@ fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig,
         arch: Arch::Falcon,
         hf_architecture,
         hidden_size,
-        intermediate_size: r.u64_opt("ffn_hidden_size")?.unwrap_or(4 * hidden_size),
+        intermediate_size: r.u64_opt("ffn_hidden_size")?.unwrap_or(hidden_size.saturating_mul(4)),
         num_layers: r.u64_any(&["num_hidden_layers", "n_layer"])?,
         num_heads,
         num_kv_heads,
@@ -385,20 +419,6 @@ fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig
         attn_norm_2: false,
         dtype: r.dtype(),
     })
-}
-
-fn parse_rope_scaling(path: &Path, s: &Value) -> Result<RopeScaling, ConfigError> {
-    let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("");
-    let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0) as f32;
-    match kind {
-        "linear" => Ok(RopeScaling::Linear { factor }),
-        "yarn" => Ok(RopeScaling::Yarn {
-            factor,
-            original_context: s.get("original_max_position_embeddings").and_then(Value::as_u64).unwrap_or(0) as u32,
-        }),
-        "llama3" => Ok(RopeScaling::Llama3),
-        other => Err(ConfigError::UnsupportedRopeScaling { path: path.to_owned(), kind: other.to_owned() }),
-    }
 }
 
 #[cfg(test)]

@@ -57,21 +57,27 @@ pub struct Weights<'c> {
     pub output_norm_b: Option<Tensor<'c>>,
     /// `output.weight`, or `token_embd` when the embeddings are tied.
     pub output: Tensor<'c>,
+    /// Llama 3's per-pair rope frequency factors (`rope_freqs.weight`), which llama.cpp passes to
+    /// every rope of every layer.
+    pub rope_freqs: Option<Tensor<'c>>,
     pub layers: Vec<LayerWeights<'c>>,
 }
 
 impl<'c> Weights<'c> {
     /// Creates a tensor for each weight the graph uses and points it into `buffer` (the whole
-    /// file), checking each one's `ne` against the hyper-parameters.
+    /// file), checking each one's `ne` against the hyper-parameters. A tensor of the file that
+    /// the graph would not use is refused by name: whatever a model carries changes its math.
     pub fn bind(
         ctx: &'c Context,
         buffer: &MappedBuffer<'_>,
         g: &Gguf<'_>,
         h: &HParams,
     ) -> Result<Weights<'c>, ModelError> {
+        let bound = std::cell::RefCell::new(std::collections::HashSet::new());
         let get = |name: &TensorName, expected: &[u64]| -> Result<Option<Tensor<'c>>, ModelError> {
             let full = name.to_string();
             let Some(info) = g.tensor(&full) else { return Ok(None) };
+            bound.borrow_mut().insert(info.name);
             let mut found = info.ne.clone();
             while found.len() > expected.len() && found.last() == Some(&1) {
                 found.pop();
@@ -101,6 +107,14 @@ impl<'c> Weights<'c> {
         let output_norm = need(top(TensorKind::OutputNorm, "weight"), &[e])?;
         let output_norm_b = if layer_norms { Some(need(top(TensorKind::OutputNorm, "bias"), &[e])?) } else { None };
         let output = get(&top(TensorKind::Output, "weight"), &[e, v])?.unwrap_or(token_embd);
+        let rope_freqs = get(&top(TensorKind::RopeFreqs, "weight"), &[h.rope_dims / 2])?;
+        if let Some(t) = rope_freqs {
+            if t.ty() != Some(GgmlType::F32) {
+                return Err(ModelError::Unsupported {
+                    what: "rope_freqs.weight stored in another type than F32".into(),
+                });
+            }
+        }
         let mut layers = Vec::new();
         for il in 0..u32::try_from(h.n_layer).unwrap_or(0) {
             let w = |kind| TensorName { kind, layer: Some(il), suffix: "weight".into() };
@@ -168,7 +182,11 @@ impl<'c> Weights<'c> {
                 }
             });
         }
-        Ok(Weights { token_embd, output_norm, output_norm_b, output, layers })
+        let bound = bound.into_inner();
+        if let Some(unused) = g.tensors.iter().find(|t| !bound.contains(t.name)) {
+            return Err(ModelError::UnusedTensor { name: unused.name.to_owned(), arch: h.arch.name() });
+        }
+        Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, layers })
     }
 }
 
@@ -378,7 +396,7 @@ fn hidden<'c>(
         // (h + n_head·s) / group = h / group + n_head_kv·s: its own row's key head h / group.
         // [head_dim, heads, seq_len · n_seq] -> [head_dim, seq_len, heads · n_seq]
         let heads = |t: Tensor<'c>, n_heads: i64| -> Result<Tensor<'c>, ModelError> {
-            let t = ctx.rope_ext(ctx.reshape(t, &[hd, n_heads, n])?, inp.positions, rope)?;
+            let t = ctx.rope_ext(ctx.reshape(t, &[hd, n_heads, n])?, inp.positions, w.rope_freqs, rope)?;
             let t = ctx.cont(ctx.permute(ctx.reshape(t, &[hd, n_heads, len, n_seq])?, [0, 2, 1, 3])?)?;
             Ok(ctx.reshape(t, &[hd, len, n_heads * n_seq])?)
         };

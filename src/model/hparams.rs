@@ -28,12 +28,74 @@ pub struct HParams {
     pub parallel_residual: bool,
 }
 
+/// The keys of a model's own namespace (`llama.`, `qwen2.`, ...) that gguftune's graph reads, or
+/// that cannot change its math (`tensor_data_layout` names Falcon's fused QKV layout, which the
+/// converter already resolved; `rope.scaling.finetuned` is informative). Any other key there
+/// (soft-capping, sliding windows, logit or embedding scales, experts, ...) changes what llama.cpp
+/// computes, so a model carrying one is refused by name instead of trained as a different model.
+const KNOWN_KEYS: &[&str] = &[
+    "vocab_size",
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "feed_forward_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+    "attention.layer_norm_rms_epsilon",
+    "attention.layer_norm_epsilon",
+    "rope.freq_base",
+    "rope.dimension_count",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scaling.original_context_length",
+    "rope.scaling.finetuned",
+    "use_parallel_residual",
+    "tensor_data_layout",
+];
+
+/// Keys outside [`KNOWN_KEYS`] that are harmless at one value: llama.cpp's converter writes
+/// `expert_count` 0 or `attention.sliding_window` 0 for dense models with full attention.
+const NEUTRAL_VALUES: &[(&str, f64)] = &[
+    ("expert_count", 0.0),
+    ("expert_used_count", 0.0),
+    ("attention.sliding_window", 0.0),
+    ("rope.scaling.attn_factor", 1.0),
+];
+
+/// Refuses the first key of `arch`'s namespace that changes the math and that gguftune's graph
+/// does not implement.
+fn check_keys(g: &Gguf<'_>, arch: &str) -> Result<(), ModelError> {
+    let prefix = format!("{arch}.");
+    for (key, value) in &g.metadata {
+        let Some(own) = key.strip_prefix(&prefix) else { continue };
+        if KNOWN_KEYS.contains(&own) {
+            continue;
+        }
+        let number = value.as_f64().or_else(|| value.as_i64().map(|v| v as f64));
+        let neutral = NEUTRAL_VALUES.iter().any(|(k, v)| *k == own && number == Some(*v));
+        if !neutral {
+            let shown = match (number, value.as_str(), value.as_bool()) {
+                (Some(n), _, _) => n.to_string(),
+                (_, Some(s), _) => format!("'{s}'"),
+                (_, _, Some(b)) => b.to_string(),
+                _ => format!("an {:?}", value.value_type()),
+            };
+            return Err(ModelError::UnsupportedKey { key: (*key).to_owned(), value: shown });
+        }
+    }
+    Ok(())
+}
+
 impl HParams {
-    /// Reads the hyper-parameters; every missing key is reported at once.
+    /// Reads the hyper-parameters; every missing key is reported at once, and a key that would
+    /// change the math in a way gguftune does not implement is refused by name.
     pub fn from_gguf(g: &Gguf<'_>) -> Result<HParams, ModelError> {
         let arch_name = g.get_str("general.architecture").unwrap_or("");
         let arch =
             Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch { arch: arch_name.to_owned() })?;
+        check_keys(g, arch_name)?;
         let mut missing = Vec::new();
         let mut int = |key: &str| -> u64 {
             let full = format!("{arch_name}.{key}");
@@ -70,6 +132,17 @@ impl HParams {
             });
         }
         let head_dim = opt_int("attention.key_length").unwrap_or(n_embd / n_head);
+        if let Some(value_length) = opt_int("attention.value_length").filter(|&v| v != head_dim) {
+            return Err(ModelError::Inconsistent {
+                what: format!("attention.value_length {value_length} differs from the key length {head_dim}"),
+            });
+        }
+        // Every layer has tensors, so a block count beyond the tensor count is not this file's.
+        if n_layer > g.tensors.len() as u64 {
+            return Err(ModelError::Inconsistent {
+                what: format!("{arch_name}.block_count {n_layer} is more than the file's {} tensors", g.tensors.len()),
+            });
+        }
         let n_vocab = g
             .tensor("token_embd.weight")
             .map(|t| t.ne.get(1).copied().unwrap_or(0))

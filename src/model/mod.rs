@@ -25,16 +25,20 @@ pub enum ModelError {
     File(#[from] GgufFileError),
     #[error(transparent)]
     Ggml(#[from] ggml::Error),
-    #[error("architecture '{arch}' is not supported (supported: llama, qwen2)")]
+    #[error("architecture '{arch}' is not supported (supported: llama, qwen2, falcon, gptneox)")]
     UnsupportedArch { arch: String },
     #[error("missing metadata keys: {}", keys.join(", "))]
     MissingKeys { keys: Vec<String> },
     #[error("missing tensor '{name}'")]
     MissingTensor { name: String },
+    #[error("tensor '{name}' is not part of gguftune's {arch} graph, and ignoring it would train a different model than llama.cpp runs")]
+    UnusedTensor { name: String, arch: &'static str },
     #[error("tensor '{name}' has ne {found:?}, expected {expected:?}")]
     TensorShape { name: String, expected: Vec<u64>, found: Vec<u64> },
     #[error("inconsistent hyper-parameters: {what}")]
     Inconsistent { what: String },
+    #[error("metadata key '{key}' = {value} changes the model's math, and gguftune's graph does not implement it yet (llama.cpp does: training without it would tune a different model)")]
+    UnsupportedKey { key: String, value: String },
     #[error("not supported yet: {what}")]
     Unsupported { what: String },
     #[error("token {token} is outside the vocabulary of {n_vocab}")]

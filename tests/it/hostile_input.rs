@@ -235,3 +235,59 @@ fn inspect_escapes_bidi_overrides_and_invisible_characters() {
         assert!(text.contains(escaped), "{escaped} missing from {text}");
     }
 }
+
+/// A Llama config.json with `key` set to `value`.
+fn llama_config_with(key: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "vocab_size": 512
+    });
+    config[key] = value;
+    config
+}
+
+/// Config sizes are checked before they size anything (issue 18): absurd layer counts, widths and
+/// vocabularies, zeros and negative numbers are errors naming the key and the value, with no
+/// allocation beyond a few kilobytes; `convert` and `plan` stop at once with that message
+/// (a billion layers used to run until killed).
+#[test]
+fn hostile_config_sizes_are_refused_before_they_size_anything() {
+    let path = Path::new("config.json");
+    let cases: [(&str, serde_json::Value, &str); 6] = [
+        ("num_hidden_layers", 1_000_000_000u64.into(), "'num_hidden_layers' is 1000000000; expected 1 to 512"),
+        ("num_hidden_layers", 0.into(), "'num_hidden_layers' is 0; expected 1 to 512"),
+        ("num_hidden_layers", (-3).into(), "key 'num_hidden_layers' is -3, expected a non-negative integer"),
+        ("hidden_size", u64::MAX.into(), "is not a multiple of num_attention_heads"),
+        ("vocab_size", (1u64 << 40).into(), "'vocab_size' is 1099511627776; expected 1 to 4194304"),
+        ("intermediate_size", (1u64 << 30).into(), "'intermediate_size' is 1073741824; expected 1 to 1048576"),
+    ];
+    for (key, value, expected) in cases {
+        let config = llama_config_with(key, value);
+        let (result, largest) = largest_request_during(|| ModelConfig::from_json(path, &config));
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(expected), "{key}: {err}");
+        assert!(largest < 64 << 10, "{key}: a {largest}-byte allocation for a refused config");
+    }
+    // Through the CLI, on a checkpoint whose config.json claims a billion layers.
+    let dir = temp_dir();
+    let spec = crate::common::fixtures::TinyLlamaSpec::default();
+    crate::common::fixtures::tiny_llama(
+        dir.path(),
+        &spec,
+        crate::common::fixtures::Dtype::F32,
+        crate::common::fixtures::Shards::One,
+        1,
+    )
+    .unwrap();
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["num_hidden_layers"] = 1_000_000_000u64.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    for args in [&["convert", ".", "-o", "out.gguf"][..], &["plan", "config.json"]] {
+        let out = gguftune(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("'num_hidden_layers' is 1000000000"), "{}: {stderr}", args[0]);
+    }
+    assert!(!dir.path().join("out.gguf").exists());
+}

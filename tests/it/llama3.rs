@@ -1,0 +1,307 @@
+//! Llama 3.x (rope scaling `llama3`, tied embeddings) end to end on the checkpoints transformers
+//! made with sharp attention (tests/fixtures/llama3, scripts/make-llama3-fixture.py), and on the
+//! GGUFs llama.cpp's own converter wrote from them: the rope frequency factors we write are
+//! llama.cpp's converter's, llama.cpp runs our conversion with transformers' logits, our graph
+//! computes llama.cpp's logits and llama.cpp's loss, gradients equal finite differences, adapters
+//! ours and PEFT's run in llama.cpp; and a model carrying what our graph does not implement is
+//! refused by name.
+
+use std::path::{Path, PathBuf};
+
+use gguftune::adapter::{import_peft, write_lora_gguf};
+use gguftune::ggml::{LlamaContext, LlamaModel, Runtime};
+use gguftune::gguf::{GgufFile, GgufPlan, GgufWriter, MetaValue};
+use gguftune::model::{LoraConfig, Model};
+use gguftune::quant::FileType;
+use gguftune::train::{loss_and_grads, Activations};
+
+use crate::adapter_merge::llama_logits;
+use crate::common::reference::{max_relative_error, nmse, read_logits};
+use crate::common::training::random_lora_pairs;
+use crate::common::{convert_to, repo_root, temp_dir, transformers_checkpoint};
+use crate::lora_grad::check_model_gradients_by_finite_differences;
+
+const VARIANTS: [&str; 2] = ["3.1", "3.2"];
+
+/// transformers and llama.cpp both compute in f32 from the same bf16 weights; they differ in the
+/// order of reductions and in how the rope angles are computed (llama.cpp: theta^(-2i/d) by
+/// repeated multiplication, divided by the factor; transformers: the rescaled inverse frequency
+/// times the position). 1e-3 of the largest logit, as for Falcon and GPT-NeoX; a missing or
+/// wrong factor moves them by far more (the reference records it: nmse above 1e-2).
+const TRANSFORMERS_RELATIVE_TOLERANCE: f32 = 1e-3;
+/// Our graph and llama.cpp's in f32: the same kernels, reductions in another order (as in
+/// tests/it/forward.rs).
+const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
+/// As in tests/it/falcon_gptneox.rs: a thousandth of what quantization itself moves the logits.
+const SHARE_OF_QUANTIZATION_ERROR: f64 = 1e-3;
+/// The bound for the training graph's loss against llama.cpp's: a mean of ~420 f32 log
+/// probabilities, each rounded to ~1e-7 relative, agree far below it; ignoring the rope factors
+/// moved the loss by 2e-4 relative on a real Llama 3.2.
+const LOSS_RELATIVE_TOLERANCE: f64 = 1e-5;
+
+fn fixture(variant: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/llama3").join(variant)
+}
+
+/// The fixture converted by us to `ft` next to it.
+fn converted(root: &Path, variant: &str, ft: FileType) -> (PathBuf, Vec<i32>) {
+    let (dir, tokens, _) = transformers_checkpoint(root, "llama3", variant);
+    let path = root.join(format!("llama3-{variant}-{}.gguf", ft.name()));
+    convert_to(&dir, ft, &path).unwrap();
+    (path, tokens)
+}
+
+/// The values of the F32 tensor `name` of the GGUF at `path`.
+fn f32_tensor(path: &Path, name: &str) -> Vec<f32> {
+    let file = GgufFile::open(path).unwrap();
+    let g = file.gguf().unwrap();
+    let info = g.tensor(name).unwrap_or_else(|| panic!("{}: no {name}", path.display()));
+    g.tensor_data(info).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn convert_writes_llama_cpp_s_rope_factors_and_llama_cpp_computes_transformers_logits() {
+    for variant in VARIANTS {
+        let reference: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture(variant).join("reference.json")).unwrap()).unwrap();
+        let without = reference["nmse_without_rope_factors"].as_f64().unwrap();
+        assert!(without > 1e-2, "{variant}: the fixture does not tell rope factors apart (nmse {without})");
+
+        let root = temp_dir();
+        let (dir, tokens, want) = transformers_checkpoint(root.path(), "llama3", variant);
+        let path = root.path().join("model.gguf");
+        convert_to(&dir, FileType::F32, &path).unwrap();
+        // The factors llama.cpp's converter computed (in f32 through torch) and ours.
+        let theirs = f32_tensor(&fixture(variant).join("llama-cpp-f32.gguf"), "rope_freqs.weight");
+        let ours = f32_tensor(&path, "rope_freqs.weight");
+        assert_eq!(ours.len(), 8, "{variant}: one factor per rotary pair of a 16-wide head");
+        assert!(ours.iter().any(|&f| f > 1.0 && f < 8.0), "{variant}: no factor in the smooth band: {ours:?}");
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() <= 1e-6 * b, "{variant}: factors {ours:?} vs llama.cpp's converter's {theirs:?}");
+        }
+        let got = llama_logits(&path, None, &tokens);
+        let err = max_relative_error(&got, &want);
+        eprintln!("{variant}: llama.cpp on our f32 conversion vs transformers: max relative error {err:.2e}");
+        assert!(err < TRANSFORMERS_RELATIVE_TOLERANCE, "{variant}: relative error {err}");
+    }
+}
+
+/// Every quantized type's tensors (rope_freqs.weight included, kept F32) are llama-quantize's
+/// bytes.
+#[test]
+fn quantized_conversions_are_llama_quantize_s_bytes() {
+    for variant in VARIANTS {
+        let root = temp_dir();
+        let (dir, _, _) = transformers_checkpoint(root.path(), "llama3", variant);
+        let f32_path = root.path().join("f32.gguf");
+        convert_to(&dir, FileType::F32, &f32_path).unwrap();
+        for ft in [FileType::Q8_0, FileType::Q4_K_M, FileType::Q6_K, FileType::F16] {
+            crate::convert::convert_like_llama_quantize(&dir, &f32_path, ft, &root.path().join(variant));
+        }
+    }
+}
+
+#[test]
+fn our_logits_equal_llama_cpp_logits() {
+    for variant in VARIANTS {
+        let root = temp_dir();
+        let (f32_path, tokens) = converted(root.path(), variant, FileType::F32);
+        let llama_f32 = llama_logits(&f32_path, None, &tokens);
+        for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
+            let (path, _) = converted(root.path(), variant, ft);
+            let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
+            let theirs = llama_logits(&path, None, &tokens);
+            let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
+            let quantization = nmse(&theirs, &llama_f32);
+            eprintln!(
+                "{variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization {quantization:.2e})",
+                ft.name()
+            );
+            if ft == FileType::F32 {
+                assert!(err < F32_RELATIVE_TOLERANCE, "{variant} f32: relative error {err}");
+            } else {
+                assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant} {}: nmse {e}", ft.name());
+            }
+        }
+    }
+}
+
+/// The mean next-token loss llama.cpp's logits give `tokens`, in f64.
+fn llama_cpp_loss(path: &Path, tokens: &[i32]) -> f64 {
+    let llama = LlamaModel::load_unpacked(Runtime::get(), path).unwrap();
+    let mut ctx = LlamaContext::with_precision(&llama, tokens.len() as u32, 2, true).unwrap();
+    let logits = ctx.logits_all(tokens).unwrap();
+    let mut sum = 0f64;
+    for (row, &next) in logits.iter().zip(&tokens[1..]) {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let log_z = max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+        sum += log_z - f64::from(row[next as usize]);
+    }
+    sum / (tokens.len() - 1) as f64
+}
+
+/// On the GGUF llama.cpp's own converter wrote, the loss of our training graph (an adapter with
+/// B = 0, as training starts) equals the loss llama.cpp's logits give, over 420 tokens: the rope
+/// factors of `rope_freqs.weight` are applied as llama.cpp applies them.
+#[test]
+fn training_loss_equals_llama_cpp_loss_on_llama_cpp_s_conversion() {
+    for variant in VARIANTS {
+        let path = fixture(variant).join("llama-cpp-f32.gguf");
+        let model = Model::open(&path).unwrap();
+        let tokens: Vec<i32> = std::iter::once(1).chain((0..419).map(|i| (i * 131 + 7) % 509 + 3)).collect();
+        let targets: Vec<Option<i32>> = (0..tokens.len()).map(|i| tokens.get(i + 1).copied()).collect();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: model.hparams().arch.projections().to_vec() };
+        let mut values: Vec<Vec<f32>> =
+            random_lora_pairs(&model, &cfg, 3, 0.2).iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
+        for b in values.iter_mut().skip(1).step_by(2) {
+            b.fill(0.0);
+        }
+        let (ours, _) = loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
+        let theirs = llama_cpp_loss(&path, &tokens);
+        let rel = (f64::from(ours) - theirs).abs() / theirs;
+        eprintln!("{variant}: training loss {ours} vs llama.cpp's {theirs} (relative {rel:.1e})");
+        assert!(rel < LOSS_RELATIVE_TOLERANCE, "{variant}: our loss {ours}, llama.cpp's {theirs}");
+    }
+}
+
+#[test]
+fn lora_gradients_through_scaled_rope_equal_finite_differences() {
+    let root = temp_dir();
+    let (path, _) = converted(root.path(), "3.1", FileType::F32);
+    let model = Model::open(&path).unwrap();
+    check_model_gradients_by_finite_differences(&model, 24, 8, 2e-3, 0.02);
+}
+
+/// Our adapter (every projection) gives in llama.cpp the logits our graph computes with it; PEFT's
+/// adapter, imported onto our conversion, gives PEFT's logits in llama.cpp.
+#[test]
+fn adapters_ours_and_peft_s_run_in_llama_cpp() {
+    for variant in VARIANTS {
+        let root = temp_dir();
+        let (base, tokens) = converted(root.path(), variant, FileType::F32);
+        let model = Model::open(&base).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: model.hparams().arch.projections().to_vec() };
+        let pairs = random_lora_pairs(&model, &cfg, 21, 0.2);
+        let adapter = root.path().join("adapter.gguf");
+        write_lora_gguf(&adapter, "llama", cfg.alpha, &pairs).unwrap();
+        let values: Vec<Vec<f32>> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
+        let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
+        let theirs = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
+        assert!(nmse(&ours, &model.logits(&tokens, 2).unwrap()) > 1e-3, "{variant}: the adapter barely matters");
+        let err = max_relative_error(&ours, &theirs);
+        assert!(err < F32_RELATIVE_TOLERANCE, "{variant} + our adapter: relative error {err}");
+
+        let want = read_logits(&fixture(variant).join("logits-adapter.bin"), tokens.len());
+        let imported = root.path().join("peft.gguf");
+        let summary = import_peft(&fixture(variant).join("adapter"), &base, &imported).unwrap();
+        assert_eq!(summary.pairs, 14, "{variant}: seven projections in two layers");
+        let got = llama_logits(&base, Some((&imported, 1.0)), &tokens);
+        let err = max_relative_error(&got, &want);
+        eprintln!("{variant}: llama.cpp with PEFT's adapter vs PEFT: max relative error {err:.2e}");
+        assert!(err < TRANSFORMERS_RELATIVE_TOLERANCE, "{variant} + PEFT's adapter: relative error {err}");
+    }
+}
+
+/// A copy of the GGUF at `src` with `extra_kv` added and `extra_tensor` (name, values; F32)
+/// appended.
+fn copy_with(src: &Path, dst: &Path, extra_kv: Option<(&str, MetaValue)>, extra_tensor: Option<(&str, &[f32])>) {
+    let file = GgufFile::open(src).unwrap();
+    let g = file.gguf().unwrap();
+    let mut plan = GgufPlan::new();
+    for (k, v) in &g.metadata {
+        plan.add_kv(k, v.to_owned_value()).unwrap();
+    }
+    if let Some((k, v)) = extra_kv {
+        plan.add_kv(k, v).unwrap();
+    }
+    for t in &g.tensors {
+        plan.add_tensor(t.name, t.ty, &t.ne).unwrap();
+    }
+    if let Some((name, values)) = extra_tensor {
+        plan.add_tensor(name, gguftune::gguf::GgmlType::F32, &[values.len() as u64]).unwrap();
+    }
+    let mut w = GgufWriter::create(dst, plan).unwrap();
+    for t in &g.tensors {
+        w.write_tensor(t.name, g.tensor_data(t)).unwrap();
+    }
+    if let Some((name, values)) = extra_tensor {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.write_tensor(name, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Fail closed: a tensor our graph would not use (Qwen3's q norm on a llama model) or a key that
+/// changes the math (Gemma 2's soft-capping) is refused by name, by the library and by `finetune`
+/// and `plan`, instead of training a different model than llama.cpp runs.
+#[test]
+fn a_model_carrying_what_the_graph_does_not_implement_is_refused_by_name() {
+    let root = temp_dir();
+    let (base, tokens) = converted(root.path(), "3.1", FileType::F32);
+    let extra_tensor = root.path().join("extra-tensor.gguf");
+    copy_with(&base, &extra_tensor, None, Some(("blk.0.attn_q_norm.weight", &[1.0; 16])));
+    let err = Model::open(&extra_tensor).unwrap().logits(&tokens, 2).unwrap_err().to_string();
+    assert!(err.contains("tensor 'blk.0.attn_q_norm.weight' is not part of gguftune's llama graph"), "{err}");
+
+    let extra_key = root.path().join("extra-key.gguf");
+    copy_with(&base, &extra_key, Some(("llama.attn_logit_softcapping", MetaValue::F32(50.0))), None);
+    let err = Model::open(&extra_key).unwrap_err().to_string();
+    assert!(err.contains("metadata key 'llama.attn_logit_softcapping' = 50"), "{err}");
+    // A neutral value of a known key is accepted: dense models written with expert_count 0.
+    let neutral = root.path().join("neutral.gguf");
+    copy_with(&base, &neutral, Some(("llama.expert_count", MetaValue::U32(0))), None);
+    Model::open(&neutral).unwrap().logits(&tokens, 2).unwrap();
+
+    std::fs::write(root.path().join("train.jsonl"), "{\"text\": \"one two three four\"}\n".repeat(8)).unwrap();
+    for (path, named) in [(&extra_tensor, "blk.0.attn_q_norm.weight"), (&extra_key, "llama.attn_logit_softcapping")] {
+        let path = path.to_str().unwrap();
+        let finetune = ["finetune", path, "--data", "train.jsonl", "-o", "a.gguf", "--val-split", "0", "--ctx", "16"];
+        for command in [&["plan", path, "--ctx", "16"][..], &finetune] {
+            let out = crate::common::gguftune(root.path(), command);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && stderr.contains(named), "{} on {named}: {stderr}", command[0]);
+        }
+        assert!(!root.path().join("a.gguf").exists());
+    }
+}
+
+/// `finetune` lowers the loss of a Llama 3.2-style (tied) q8_0 model and writes an adapter that
+/// changes llama.cpp's logits; `plan` plans it; `merge` folds a trained adapter into the f32 base
+/// (rope_freqs.weight carried over) with llama.cpp's logits of base plus adapter.
+#[test]
+fn finetune_plan_and_merge_run_on_llama3() {
+    let root = temp_dir();
+    let (base, tokens) = converted(root.path(), "3.2", FileType::Q8_0);
+    let (f32_base, _) = converted(root.path(), "3.2", FileType::F32);
+    let rows: Vec<serde_json::Value> = crate::common::fixtures::sentiment_examples(32, 4)
+        .iter()
+        .map(|e| serde_json::json!({"text": format!("{} {}", e.review, e.label)}))
+        .collect();
+    crate::common::fixtures::write_jsonl(&root.path().join("train.jsonl"), &rows).unwrap();
+    let (base_arg, f32_arg) = (base.to_str().unwrap(), f32_base.to_str().unwrap());
+    let train = ["--data", "train.jsonl", "--epochs", "2", "--ctx", "32", "--batch", "4", "--lr", "3e-3"];
+    let rest = ["--val-split", "0", "--threads", "2", "--json"];
+    let out = crate::common::gguftune(
+        root.path(),
+        &[&["finetune", base_arg, "-o", "adapter.gguf"][..], &train, &rest].concat(),
+    );
+    assert!(out.status.success(), "finetune failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (first, last) = (summary["first_loss"].as_f64().unwrap(), summary["final_loss"].as_f64().unwrap());
+    assert!(last < first, "the loss did not fall: {first} -> {last}");
+    let adapter = root.path().join("adapter.gguf");
+    let with = llama_logits(&base, Some((&adapter, 1.0)), &tokens);
+    assert!(nmse(&with, &llama_logits(&base, None, &tokens)) > 1e-6, "the trained adapter changes nothing");
+
+    let out = crate::common::gguftune(root.path(), &["plan", base_arg, "--ctx", "32", "--batch", "4", "--json"]);
+    assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let args = ["merge", f32_arg, "adapter.gguf", "-o", "merged.gguf"];
+    let out = crate::common::gguftune(root.path(), &args);
+    assert!(out.status.success(), "merge: {}", String::from_utf8_lossy(&out.stderr));
+    let merged = root.path().join("merged.gguf");
+    assert_eq!(f32_tensor(&merged, "rope_freqs.weight"), f32_tensor(&f32_base, "rope_freqs.weight"));
+    let want = llama_logits(&f32_base, Some((&adapter, 1.0)), &tokens);
+    let err = max_relative_error(&llama_logits(&merged, None, &tokens), &want);
+    assert!(err < F32_RELATIVE_TOLERANCE, "merged: relative error {err}");
+}
