@@ -26,6 +26,7 @@ mod kill;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
+mod ollama_api;
 mod ollama_cli;
 mod plan;
 mod source_audit;
