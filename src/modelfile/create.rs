@@ -2,7 +2,8 @@
 //! API ([`crate::ollama::api`]), as `ollama create -f Modelfile` does, without the `ollama`
 //! program:
 //!
-//! 1. a base named by Ollama (`from`) must be one the server has ([`CreateError::UnknownBase`]);
+//! 1. a base named by Ollama (`from`) must be one the server has ([`CreateError::UnknownBase`]:
+//!    the server itself would pull a model it lacks);
 //! 2. each file (a base GGUF, the adapter) is hashed, and uploaded unless the server already has
 //!    its blob;
 //! 3. `POST /api/create` carries `from` or `files`, the `adapters`, and the template, system
@@ -293,11 +294,6 @@ pub fn create(
 ) -> Result<CreateSummary, CreateError> {
     let mut summary =
         CreateSummary { name: spec.name.clone(), merged: None, uploaded: Vec::new(), present: Vec::new() };
-    if let Base::Ollama(name) = &spec.base {
-        if !client.has_model(&name.shortest())? {
-            return Err(CreateError::UnknownBase { host: client.host().to_string(), name: name.shortest() });
-        }
-    }
     let reason = match when {
         MergeWhen::Always => MergeReason::Asked,
         MergeWhen::Refused => {
@@ -306,6 +302,11 @@ pub fn create(
                 Base::File(path) => {
                     let digest = ensure_blob(client, path, &mut summary, events)?;
                     request.files.insert(file_name(path)?, digest);
+                }
+                // Ollama's server would pull a `from` it lacks; here that is reported, with the
+                // `ollama pull` hint, rather than downloaded unasked.
+                Base::Ollama(name) if !client.has_model(&name.shortest())? => {
+                    return Err(CreateError::UnknownBase { host: client.host().to_string(), name: name.shortest() });
                 }
                 Base::Ollama(name) => request.from = Some(name.shortest()),
             }
