@@ -239,6 +239,18 @@ fn ollama_create_errors_name_what_failed() {
     let out = ollama_create(root.path(), &server.address, None, &args);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("refused POST /api/create (HTTP 400): invalid model name"), "{}", stderr(&out));
+    // A server that fails while it creates: its message, exit 1.
+    server.with(|b| {
+        b.refuse_name = None;
+        b.fail_create = Some("write manifest: no space left on device".into());
+    });
+    let out = ollama_create(root.path(), &server.address, None, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed POST /api/create: write manifest: no space left on device"),
+        "{}",
+        stderr(&out)
+    );
     // A name Ollama's rules refuse never reaches the server.
     server.clear_log();
     let out = ollama_create(root.path(), &server.address, None, &["bad name", "--adapter", "adapter.gguf"]);

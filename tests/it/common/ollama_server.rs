@@ -11,7 +11,8 @@
 //!   400 `{"error": "LoRA adapters are no longer supported"}` for adapters when it is told to
 //!   refuse them (Ollama's `errAdaptersUnsupported`); 400 when a blob named in `files` or
 //!   `adapters` was never uploaded; else a chunked stream of `{"status"}` lines ending in
-//!   `success`, or an `{"error"}` line when `from` names a model it does not have. A created model
+//!   `success`, or an `{"error"}` line when `from` names a model it does not have (or when told to
+//!   fail, as a server does on a full disk). A created model
 //!   is one it has from then on.
 //!
 //! One request per connection (`Connection: close`).
@@ -53,6 +54,8 @@ pub struct Behaviour {
     pub refuse_adapters: bool,
     /// Refuse this model name in create requests.
     pub refuse_name: Option<String>,
+    /// Fail every create request midway, with this message in the stream.
+    pub fail_create: Option<String>,
 }
 
 #[derive(Default)]
@@ -287,6 +290,10 @@ fn create(b: &mut Behaviour, body: &Value, model: &str) -> Answer {
         Some(_) => lines.push(json!({ "status": "reading model metadata" })),
         None if files.is_empty() => return Answer::error(400, "neither 'from' or 'files' was specified"),
         None => lines.push(json!({ "status": "parsing GGUF" })),
+    }
+    if let Some(message) = &b.fail_create {
+        lines.push(json!({ "error": message }));
+        return Answer { status: 200, body: lines, stream: true };
     }
     for digest in files.values().chain(adapters.values()) {
         lines.push(json!({ "status": format!("using existing layer {digest}") }));
