@@ -7,7 +7,8 @@
 //! Modules, one concern each:
 //! - [`gguf`]: the GGUF format in pure Rust: parse (zero-copy, bounded), plan and stream-write.
 //! - [`adapter`]: LoRA adapters as GGUF files llama.cpp and Ollama load.
-//! - [`modelfile`]: Ollama Modelfiles for a model and its adapter, the chat template as Ollama's.
+//! - [`modelfile`]: Ollama Modelfiles for a model and its adapter, the chat template as Ollama's;
+//!   the model made in an Ollama server from them ([`modelfile::create`]).
 //! - [`convert`]: Hugging Face checkpoint to GGUF: plan, then stream.
 //! - [`quant`]: which ggml type each tensor gets, mirroring llama-quantize.
 //! - [`arch`]: the architectures supported, by llama.cpp's and Hugging Face's names.
@@ -20,7 +21,8 @@
 //! - [`eval`]: loss, perplexity and task metrics of a model and its adapters on held-out data.
 //! - [`hf`]: Hugging Face inputs: safetensors files, sharded checkpoints, config.json.
 //! - [`hub`]: a hub repository id fetched (hf-hub) into the Hugging Face cache, as a local folder.
-//! - [`ollama`]: `ollama:NAME[:TAG]`, a model in Ollama's store, as its GGUF blob and template.
+//! - [`ollama`]: `ollama:NAME[:TAG]`, a model in Ollama's store, as its GGUF blob and template;
+//!   a client of the Ollama server's HTTP API ([`ollama::api`]).
 //! - [`ggml`]: the only module that calls ggml and llama.cpp; safe owning wrappers.
 //! - [`inspect`]: reports on GGUF files, safetensors files and model folders.
 //! - [`plot`]: the loss curve of a training run as a self-contained SVG.

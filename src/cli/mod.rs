@@ -12,7 +12,9 @@
 //!
 //! For an `ollama:` model: 3 when the name is not valid or no store has it, or its manifest is
 //! malformed, names a missing blob or stores the model in a layout other than one GGUF; 4 when a
-//! file of the store cannot be read. `ollama-create` exits 1 when `ollama create` fails.
+//! file of the store cannot be read. `ollama-create`: 4 when no Ollama server answers (or the
+//! connection breaks), 3 when the server has no such base model or refuses the request (an HTTP
+//! 4xx, such as a name it does not accept), 1 when the server fails while creating the model.
 
 mod convert;
 mod eval;
@@ -130,6 +132,21 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     }
     if let Some(e) = cause.downcast_ref::<gguftune::ollama::OllamaError>() {
         return Some(if e.is_io() { 4 } else { 3 });
+    }
+    if let Some(e) = cause.downcast_ref::<gguftune::modelfile::create::CreateError>() {
+        use gguftune::modelfile::create::CreateError;
+        // Its Api variant is transparent: the error chain skips the inner error, so look inside.
+        return match e {
+            CreateError::Api(inner) => classify(inner),
+            // Boxed: the chain holds the box, not the error.
+            CreateError::BaseNotLocal { source, .. } => classify(source.as_ref()),
+            CreateError::Merge { source, .. } => classify(source.as_ref()),
+            CreateError::UnknownBase { .. } => Some(3),
+            _ => None,
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<gguftune::ollama::api::ApiError>() {
+        return if e.is_io() { Some(4) } else { e.is_refused().then_some(3) };
     }
     let io = cause.is::<std::io::Error>()
         || matches!(cause.downcast_ref::<GgufFileError>(), Some(GgufFileError::Io { .. }))

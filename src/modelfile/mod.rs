@@ -54,6 +54,9 @@
 //!   name the file read here.
 //! - **Ollama's models.** For a model in Ollama's store (`ollama:NAME`), FROM is its name and
 //!   what Ollama already serves it with is kept ([`plan_ollama`]).
+//! - **Reading back and creating.** [`parse`] reads a Modelfile as Ollama's parser does, and
+//!   [`create`] makes the model in an Ollama server through its HTTP API, merging the adapter
+//!   into the base when the server refuses adapters.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,8 +65,10 @@ use std::path::{Path, PathBuf};
 use crate::data::ALPACA_PREAMBLE_NO_INPUT;
 use crate::gguf::{Gguf, GgufFile, GgufFileError, TensorInfo};
 
+pub mod create;
 mod family;
 mod ollama;
+pub mod parse;
 
 pub use family::{LlamaCppFormat, SpecialTokens, TemplateFamily, Unrecognized, LLAMA_CPP_FORMATS};
 pub use ollama::{for_ollama_adapter, plan_ollama};
@@ -483,6 +488,22 @@ pub enum ModelfileError {
     /// the end of the value.
     #[error("the {command} text cannot be written in a Modelfile: its line {line} ends in \"\"\", which Ollama's parser reads as the end of the text")]
     Unquotable { command: &'static str, line: usize },
+    /// A Modelfile read back has a line Ollama's parser would refuse, or one gguftune cannot
+    /// carry to Ollama's API.
+    #[error("{}: line {line}: {problem}", path.display())]
+    Syntax { path: PathBuf, line: usize, problem: parse::SyntaxProblem },
+    /// A Modelfile read back has no ADAPTER line.
+    #[error("{} has no ADAPTER line (hint: finetune writes one next to the adapter; or give --model, the base model the adapter was trained on)", path.display())]
+    NoAdapterLine { path: PathBuf },
+    /// A Modelfile read back has several ADAPTER lines.
+    #[error("{} has {n} ADAPTER lines, and ollama-create makes a model of one adapter (hint: give --model, the base model the adapter was trained on, to write a Modelfile for it)", path.display())]
+    SeveralAdapters { path: PathBuf, n: usize },
+    /// A Modelfile read back is for another adapter.
+    #[error("{} is for the adapter {named}, not {} (hint: give --model, the base model {} was trained on, to write a Modelfile for it)", path.display(), adapter.display(), adapter.display())]
+    OtherAdapter { path: PathBuf, named: String, adapter: PathBuf },
+    /// FROM of a Modelfile read back is neither a file nor an Ollama model name.
+    #[error("{}: FROM {from} is neither a file (relative to the Modelfile's folder) nor an Ollama model name", path.display())]
+    BadFrom { path: PathBuf, from: String },
     /// A path that is not UTF-8 (a Modelfile is text).
     #[error("{}: the path is not valid UTF-8", path.display())]
     NonUtf8Path { path: PathBuf },

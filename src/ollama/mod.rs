@@ -31,8 +31,10 @@
 //! GGUF reader). Nothing here writes to the store.
 //!
 //! How Ollama renders a chat for the model, and so how `finetune` renders training data for it,
-//! is decided in [`ChatFormat`].
+//! is decided in [`ChatFormat`]. [`api`] talks to a running Ollama server over HTTP, to create
+//! models in it.
 
+pub mod api;
 mod error;
 mod format;
 mod manifest;

@@ -27,6 +27,7 @@ mod llama3;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
+mod ollama_api;
 mod ollama_cli;
 mod plan;
 mod source_audit;

@@ -1,9 +1,9 @@
 //! Models in Ollama's store (`ollama:NAME[:TAG]`) as a user runs them: a store in Ollama's
 //! layout holding our own fixture GGUF, found through `OLLAMA_MODELS` (or the default location
 //! under HOME) by inspect, plan, generate, eval and finetune; training text that is what Ollama
-//! renders; the Modelfile FROM the model's name; `ollama-create`; and the errors.
+//! renders; the Modelfile FROM the model's name; and the errors. (`ollama-create`, which talks to
+//! an Ollama server, is tested in ollama_api.rs.)
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,14 +25,14 @@ use crate::modelfile::ollama;
 use crate::modelfile::{write_adapter, write_model};
 
 /// The manifest path of `tiny:q8` in the default registry and namespace.
-const TINY: &str = "registry.ollama.ai/library/tiny/q8";
+pub(crate) const TINY: &str = "registry.ollama.ai/library/tiny/q8";
 
 /// Ollama's own template for Zephyr-style models (its template/zephyr.gotmpl): not one of
 /// gguftune's families.
 const ZEPHYR_GO: &str = "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}</s>\n{{ end }}<|assistant|>\n";
 
 /// A converted tiny Llama (SentencePiece vocabulary, Llama 2 chat template) at `root/base.gguf`.
-fn base_model(root: &Path) -> PathBuf {
+pub(crate) fn base_model(root: &Path) -> PathBuf {
     let dir = root.join("hf");
     fs::create_dir(&dir).unwrap();
     tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::BF16, Shards::One, 17).unwrap();
@@ -42,13 +42,13 @@ fn base_model(root: &Path) -> PathBuf {
 }
 
 /// The ChatML Go template gguftune writes (and Ollama picks for ChatML GGUFs).
-fn chatml_go() -> String {
+pub(crate) fn chatml_go() -> String {
     TemplateFamily::ChatMl.go_template(&SpecialTokens::default())
 }
 
 /// A store at `root/store` with `tiny:q8`: the base model, the ChatML template, a SYSTEM and
 /// stop parameters.
-fn store_with_tiny(root: &Path, base: &Path) -> OllamaStore {
+pub(crate) fn store_with_tiny(root: &Path, base: &Path) -> OllamaStore {
     let store = OllamaStore::new(&root.join("store"));
     let template = chatml_go();
     store.add(
@@ -65,18 +65,11 @@ fn store_with_tiny(root: &Path, base: &Path) -> OllamaStore {
 
 /// Runs gguftune in `root` with `OLLAMA_MODELS` set to `store` (unset when `None`) and HOME set
 /// to `root`, so no real store of the machine is seen.
-fn run(root: &Path, store: Option<&Path>, args: &[&str]) -> Output {
-    run_with_path(root, store, None, args)
-}
-
-fn run_with_path(root: &Path, store: Option<&Path>, path: Option<OsString>, args: &[&str]) -> Output {
+pub(crate) fn run(root: &Path, store: Option<&Path>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gguftune"));
     command.args(args).current_dir(root).env("HOME", root).env_remove("OLLAMA_MODELS");
     if let Some(store) = store {
         command.env("OLLAMA_MODELS", store);
-    }
-    if let Some(path) = path {
-        command.env("PATH", path);
     }
     command.output().expect("the gguftune binary runs")
 }
@@ -91,12 +84,12 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A random LoRA adapter for the model at `base`.
-fn adapter_for(base: &Path, out: &Path) {
+pub(crate) fn adapter_for(base: &Path, out: &Path) {
     let model = Model::open(base).unwrap();
     let cfg = LoraConfig { rank: 2, alpha: 2.0, targets: Arch::Llama.projections().to_vec() };
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
@@ -394,71 +387,6 @@ fn finetune_trains_on_an_ollama_model_and_the_modelfile_is_from_its_name() {
 }
 
 // ----- ollama-create ----------------------------------------------------------------------------
-
-#[test]
-fn ollama_create_writes_the_modelfile_and_prints_or_runs_the_command() {
-    let root = temp_dir();
-    let base = base_model(root.path());
-    let store = store_with_tiny(root.path(), &base);
-    adapter_for(&base, &root.path().join("adapter.gguf"));
-    let empty_bin = root.path().join("empty-bin");
-    fs::create_dir(&empty_bin).unwrap();
-    let create = |path: &Path, args: &[&str]| {
-        run_with_path(
-            root.path(),
-            Some(&store.root),
-            Some(path.as_os_str().to_owned()),
-            &[&["ollama-create"][..], args].concat(),
-        )
-    };
-
-    // No ollama on PATH: the Modelfile, and the exact command on stdout.
-    let out = create(&empty_bin, &["mine", "--adapter", "adapter.gguf", "--model", "ollama:tiny:q8"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ollama create mine -f adapter.Modelfile\n");
-    let text = fs::read_to_string(root.path().join("adapter.Modelfile")).unwrap();
-    assert!(text.contains("FROM tiny:q8\n") && text.contains("ADAPTER ./adapter.gguf\n"), "{text}");
-
-    // Without --model the Modelfile next to the adapter is used, if it is the adapter's.
-    let out = create(&empty_bin, &["mine:v2", "--adapter", "adapter.gguf"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ollama create mine:v2 -f adapter.Modelfile\n");
-    fs::copy(root.path().join("adapter.gguf"), root.path().join("other.gguf")).unwrap();
-    let out = create(&empty_bin, &["mine", "--adapter", "other.gguf", "--modelfile", "adapter.Modelfile"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is for the adapter ./adapter.gguf, not other.gguf"), "{}", stderr(&out));
-    let out = create(&empty_bin, &["mine", "--adapter", "other.gguf"]);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no Modelfile at other.Modelfile"), "{}", stderr(&out));
-
-    // Usage errors: a name Ollama refuses; the base model's own name.
-    let out = create(&empty_bin, &["bad name", "--adapter", "adapter.gguf"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = create(&empty_bin, &["tiny:q8", "--adapter", "adapter.gguf", "--model", "ollama:tiny:q8"]);
-    assert!(!out.status.success() && stderr(&out).contains("the base model itself"), "{}", stderr(&out));
-
-    // An `ollama` on PATH is run with the Modelfile; its failure is ours.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let bin = root.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        let fake = bin.join("ollama");
-        let record = root.path().join("ollama-args.txt");
-        let script = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", record.display());
-        fs::write(&fake, script).unwrap();
-        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-        let out = create(&bin, &["mine", "--adapter", "adapter.gguf", "--model", "ollama:tiny:q8"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(fs::read_to_string(&record).unwrap(), "create\nmine\n-f\nadapter.Modelfile\n");
-        assert!(out.stdout.is_empty() && stderr(&out).contains("ollama run mine"), "{}", stderr(&out));
-
-        fs::write(&fake, "#!/bin/sh\nexit 7\n").unwrap();
-        let out = create(&bin, &["mine", "--adapter", "adapter.gguf"]);
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(stderr(&out).contains("`ollama create mine -f adapter.Modelfile` failed"), "{}", stderr(&out));
-    }
-}
 
 /// An adapter of another model is refused before any Modelfile is written.
 #[test]

@@ -4,6 +4,7 @@ pub mod fixtures;
 #[allow(dead_code)]
 pub mod gguf_bytes;
 pub mod hub_server;
+pub mod ollama_server;
 pub mod ollama_store;
 pub mod peak_alloc;
 #[allow(dead_code)]
