@@ -23,7 +23,8 @@ pub struct Args {
     /// Output GGUF file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k.
+    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k
+    /// (also q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q5_k_s).
     #[arg(long = "type", default_value = "f16", value_parser = parse_file_type)]
     file_type: FileType,
     /// Print the plan (each tensor's output type and the output size) without writing.

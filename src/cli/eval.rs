@@ -36,7 +36,7 @@ pub struct Args {
     /// Evaluation data (JSONL).
     #[arg(long)]
     data: PathBuf,
-    /// Evaluate the base model too and print both with the difference.
+    /// Evaluate the base model too and print both with the difference (needs --lora).
     #[arg(long, requires = "lora")]
     compare: bool,
     /// Task metric: auto, classify, extract, summarize or none.

@@ -33,15 +33,15 @@ use super::source::ModelArg;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   gguftune finetune model-q4_k_m.gguf --data train.jsonl -o adapter.gguf --epochs 3
-  gguftune finetune ollama:llama3.2:1b --data chat.jsonl -o adapter.gguf --threads 8
+  gguftune finetune ollama:qwen2.5:0.5b --data chat.jsonl -o adapter.gguf --threads 8
 
 Datasets: JSONL with {\"text\"}, {\"prompt\",\"completion\"}, Alpaca {\"instruction\",\"input\",\"output\"},
 Dolly {\"instruction\",\"context\",\"response\"} or chat {\"messages\":[{\"role\",\"content\"}]} records; loss on
 completions / assistant turns only unless --train-on-prompt.
 
 Next to the adapter: <name>.Modelfile for `ollama create`, <name>.metrics.jsonl (one line per step
-and per validation) and, with --checkpoint-every, <name>.checkpoints/step-NNNNNN/ folders that
---resume continues from exactly.
+and per validation), <name>.loss.svg (the loss curve) and, with --checkpoint-every,
+<name>.checkpoints/step-NNNNNN/ folders that --resume continues from exactly.
 
 A model in Ollama's store (ollama:NAME[:TAG]; OLLAMA_MODELS, else ~/.ollama/models) is trained on
 the GGUF Ollama runs, with conversations rendered as Ollama renders them (its TEMPLATE when it is

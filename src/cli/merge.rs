@@ -24,10 +24,12 @@ pub struct Args {
     /// Output GGUF file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k. Default: keep each tensor's type.
+    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k (and the others convert
+    /// takes). Default: keep each tensor's type.
     #[arg(long = "type", value_parser = parse_file_type)]
     file_type: Option<FileType>,
-    /// Scale of the adapters (llama.cpp's --lora-scaled): once for all, or once per adapter.
+    /// Scale of the adapters (llama.cpp's --lora-scaled): once for all, or once per adapter
+    /// (default: 1).
     #[arg(long)]
     scale: Vec<f32>,
     /// Print the summary as one JSON object.

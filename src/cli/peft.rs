@@ -12,7 +12,7 @@ use gguftune::adapter::{export_peft, import_peft, PeftSummary};
 /// adapter for llama.cpp and Ollama.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  gguftune convert ./Llama-3.2-1B -o base.gguf --type q8_0\n  gguftune import-peft ./my-lora --base base.gguf -o adapter.gguf\n  llama-cli -m base.gguf --lora adapter.gguf\n\nThe base is the GGUF of the model PEFT trained on: it gives the architecture, the head counts\n(Llama's Q/K rows are permuted in GGUF, so lora_B is permuted to match) and the shapes checked."
+    after_help = "Examples:\n  gguftune convert ./TinyLlama-1.1B -o base.gguf --type q8_0\n  gguftune import-peft ./my-lora --base base.gguf -o adapter.gguf\n  llama-cli -m base.gguf --lora adapter.gguf\n\nThe base is the GGUF of the model PEFT trained on: it gives the architecture, the head counts\n(Llama's Q/K rows are permuted in GGUF, and Falcon's and GPT-NeoX's fused QKV rows regrouped, so\nlora_B is reordered to match) and the shapes checked."
 )]
 pub struct ImportArgs {
     /// The PEFT adapter folder.
@@ -32,7 +32,7 @@ pub struct ImportArgs {
 /// adapter_config.json) that `PeftModel.from_pretrained` loads.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  gguftune export-peft adapter.gguf --base base.gguf -o ./my-lora\n  gguftune export-peft qwen-adapter.gguf -o ./qwen-lora --json\n\n--base is needed for Llama-architecture adapters of q_proj/k_proj (to undo GGUF's Q/K row permutation);\nit also checks the adapter against the base and names the base in adapter_config.json."
+    after_help = "Examples:\n  gguftune export-peft adapter.gguf --base base.gguf -o ./my-lora\n  gguftune export-peft qwen-adapter.gguf -o ./qwen-lora --json\n\n--base is needed for Llama-architecture adapters of q_proj/k_proj (to undo GGUF's Q/K row permutation)\nand for Falcon and GPT-NeoX adapters of the fused query_key_value (to regroup its rows by head);\nit also checks the adapter against the base and names the base in adapter_config.json."
 )]
 pub struct ExportArgs {
     /// The adapter GGUF.
