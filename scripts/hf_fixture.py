@@ -130,3 +130,31 @@ def print_summary(out, logits, moved):
             t = st.get_slice(name)
             print(f"  {name} {t.get_dtype()} {t.get_shape()}")
 
+
+
+def sharpen(model, scale):
+    """Scales every q_proj and k_proj weight by `scale` (rounded to bf16 again, as stored): at transformers'
+    initialisation attention is nearly uniform, and a wrong rope or mask moves the logits by under 1%."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.copy_((p * scale).to(torch.bfloat16).to(torch.float32))
+
+
+def llama_cpp_convert(out, llama_cpp, tokenizer_files):
+    """Runs llama.cpp's own converter (LLAMA_CPP/convert_hf_to_gguf.py, with its gguf-py) on a copy of the
+    checkpoint in out/ (config.json, model.safetensors) with `tokenizer_files` beside it, writing
+    out/llama-cpp-f32.gguf."""
+    import subprocess
+    work = os.path.join(out, "converter-input")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    for name in ["config.json", "model.safetensors"]:
+        shutil.copy(os.path.join(out, name), work)
+    for path in tokenizer_files:
+        shutil.copy(path, work)
+    env = dict(os.environ, PYTHONPATH=os.path.join(llama_cpp, "gguf-py"))
+    subprocess.run([sys.executable, os.path.join(llama_cpp, "convert_hf_to_gguf.py"), work, "--outfile",
+                    os.path.join(out, "llama-cpp-f32.gguf"), "--outtype", "f32"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    shutil.rmtree(work)

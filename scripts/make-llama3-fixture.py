@@ -33,15 +33,14 @@ Files per variant:
 """
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_fixture import (
-    logits_of, make_adapter, print_summary, reinit, save_bf16, versions, write_f32, write_reference,
+    llama_cpp_convert, logits_of, make_adapter, print_summary, reinit, save_bf16, sharpen, versions, write_f32,
+    write_reference,
 )
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "llama3")
@@ -64,14 +63,6 @@ ADAPTER = dict(r=4, lora_alpha=8,
 ADAPTER_SEED = 4321
 
 
-def sharpen(model):
-    """Scales q_proj and k_proj by Q_K_SCALE (rounded to bf16 again, as stored)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                p.copy_((p * Q_K_SCALE).to(torch.bfloat16).to(torch.float32))
-
-
 def old_layout(path):
     """Rewrites config.json as transformers 4.4x wrote Llama 3.2's: rope_theta at the top level, the scaling
     in rope_scaling, torch_dtype."""
@@ -91,7 +82,7 @@ def make(variant, config_kwargs, llama_cpp, tokenizer_dir):
     torch.manual_seed(1234)
     model = LlamaForCausalLM(LlamaConfig(**config_kwargs, rope_parameters=ROPE, attn_implementation="eager")).eval()
     reinit(model)
-    sharpen(model)
+    sharpen(model, Q_K_SCALE)
     logits = logits_of(model, TOKENS)
     # The same weights without the rope factors: how much a graph that ignored them would be off.
     plain = LlamaForCausalLM(LlamaConfig(**config_kwargs, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
@@ -108,18 +99,7 @@ def make(variant, config_kwargs, llama_cpp, tokenizer_dir):
     adapter_nmse, adapter_argmax, _ = make_adapter(out, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
 
     # llama.cpp's converter, on a copy of the checkpoint with the tiny tokenizer.
-    work = os.path.join(out, "converter-input")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    for name in ["config.json", "model.safetensors"]:
-        shutil.copy(os.path.join(out, name), work)
-    for name in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(tokenizer_dir, name), work)
-    gguf_out = os.path.join(out, "llama-cpp-f32.gguf")
-    env = dict(os.environ, PYTHONPATH=os.path.join(llama_cpp, "gguf-py"))
-    subprocess.run([sys.executable, os.path.join(llama_cpp, "convert_hf_to_gguf.py"), work, "--outfile", gguf_out,
-                    "--outtype", "f32"], check=True, env=env, stdout=subprocess.DEVNULL)
-    shutil.rmtree(work)
+    llama_cpp_convert(out, llama_cpp, [os.path.join(tokenizer_dir, n) for n in ["tokenizer.json", "tokenizer_config.json"]])
 
     write_reference(
         out,

@@ -8,8 +8,11 @@ use crate::names::TensorKind;
 pub enum Arch {
     /// Llama 1/2/3, Code Llama, Vicuna, TinyLlama, SmolLM, and Mistral (which llama.cpp loads as llama).
     Llama,
-    /// Qwen2 (q/k/v biases, NEOX-style rope).
+    /// Qwen2 and Qwen2.5 (q/k/v biases, NEOX-style rope).
     Qwen2,
+    /// Qwen3 (dense): Qwen2's layout without biases, with an RMS norm over each query and key
+    /// head before the rope (`attn_q_norm`, `attn_k_norm`) and an explicit head size.
+    Qwen3,
     /// Falcon 7B/40B/180B and Falcon2 11B: one fused QKV projection, layer norms with biases,
     /// attention and MLP in parallel on the same input, a GELU MLP, NEOX-style rope.
     Falcon,
@@ -21,13 +24,14 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Falcon, Arch::GptNeox];
+    pub const ALL: [Arch; 5] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Falcon, Arch::GptNeox];
 
     /// The Hugging Face model classes (`architectures[0]` of config.json) each maps from.
     pub const HF_CLASSES: &'static [(&'static str, Arch)] = &[
         ("LlamaForCausalLM", Arch::Llama),
         ("MistralForCausalLM", Arch::Llama),
         ("Qwen2ForCausalLM", Arch::Qwen2),
+        ("Qwen3ForCausalLM", Arch::Qwen3),
         ("FalconForCausalLM", Arch::Falcon),
         // The name of Falcon's remote code before transformers had the model.
         ("RWForCausalLM", Arch::Falcon),
@@ -39,6 +43,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::Falcon => "falcon",
             Arch::GptNeox => "gptneox",
         }
@@ -53,9 +58,25 @@ impl Arch {
     pub fn projections(self) -> &'static [TensorKind] {
         use TensorKind::*;
         match self {
-            Arch::Llama | Arch::Qwen2 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
             Arch::Falcon | Arch::GptNeox => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
         }
+    }
+
+    /// Whether the layers normalise with layer norms (weight and bias) rather than RMS norms.
+    pub fn layer_norms(self) -> bool {
+        matches!(self, Arch::Falcon | Arch::GptNeox)
+    }
+
+    /// Whether the rope rotates the two halves of each head (NEOX style) rather than adjacent
+    /// pairs; llama.cpp's converter then keeps the checkpoint's Q and K rows as they are.
+    pub fn neox_rope(self) -> bool {
+        !matches!(self, Arch::Llama)
+    }
+
+    /// Whether each layer has an RMS norm over every query and key head before the rope.
+    pub fn qk_norms(self) -> bool {
+        matches!(self, Arch::Qwen3)
     }
 }
 

@@ -20,6 +20,10 @@ pub enum TensorKind {
     /// Falcon's fused query, key and value projection.
     AttnQkv,
     AttnOutput,
+    /// Qwen3's RMS norm of each query head, before the rope.
+    AttnQNorm,
+    /// Qwen3's RMS norm of each key head.
+    AttnKNorm,
     FfnNorm,
     FfnGate,
     FfnUp,
@@ -78,6 +82,8 @@ const TABLE: &[NameRow] = &[
         true,
         [&["self_attn.o_proj"], &["self_attention.dense"], &["attention.dense"]],
     ),
+    row(TensorKind::AttnQNorm, "attn_q_norm", true, [&["self_attn.q_norm"], &[], &[]]),
+    row(TensorKind::AttnKNorm, "attn_k_norm", true, [&["self_attn.k_norm"], &[], &[]]),
     row(TensorKind::FfnNorm, "ffn_norm", true, [&["post_attention_layernorm"], &[], &["post_attention_layernorm"]]),
     row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[]]),
     row(TensorKind::FfnUp, "ffn_up", true, [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"]]),
@@ -89,7 +95,7 @@ impl NameRow {
     /// This tensor's Hugging Face names in `arch` checkpoints.
     fn hf_names(&self, arch: Arch) -> &'static [&'static str] {
         match arch {
-            Arch::Llama | Arch::Qwen2 => self.llama,
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => self.llama,
             Arch::Falcon => self.falcon,
             Arch::GptNeox => self.gptneox,
         }
@@ -99,7 +105,7 @@ impl NameRow {
 /// The prefixes of per-layer and of other tensor names in `arch` checkpoints.
 fn hf_prefixes(arch: Arch) -> (&'static str, &'static str) {
     match arch {
-        Arch::Llama | Arch::Qwen2 => ("model.layers.", "model."),
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => ("model.layers.", "model."),
         Arch::Falcon => ("transformer.h.", "transformer."),
         Arch::GptNeox => ("gpt_neox.layers.", "gpt_neox."),
     }
@@ -107,7 +113,7 @@ fn hf_prefixes(arch: Arch) -> (&'static str, &'static str) {
 
 impl TensorKind {
     /// The tensors of one layer, in the order llama.cpp's converter writes them.
-    pub const PER_LAYER: [TensorKind; 11] = [
+    pub const PER_LAYER: [TensorKind; 13] = [
         TensorKind::AttnNorm,
         TensorKind::AttnNorm2,
         TensorKind::AttnQ,
@@ -115,6 +121,8 @@ impl TensorKind {
         TensorKind::AttnV,
         TensorKind::AttnQkv,
         TensorKind::AttnOutput,
+        TensorKind::AttnQNorm,
+        TensorKind::AttnKNorm,
         TensorKind::FfnNorm,
         TensorKind::FfnGate,
         TensorKind::FfnUp,

@@ -199,7 +199,7 @@ pub struct PeftSummary {
 /// The Hugging Face module names an architecture's adapters use, for messages.
 fn module_names(arch: Arch) -> &'static str {
     match arch {
-        Arch::Llama | Arch::Qwen2 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
         Arch::Falcon => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, lm_head",
         Arch::GptNeox => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, embed_out",
     }
@@ -227,7 +227,7 @@ enum RowLayout {
 
 impl RowLayout {
     /// The layout of the base's architecture, from its head counts; `None` when its conversion
-    /// keeps Hugging Face's rows (Qwen2).
+    /// keeps Hugging Face's rows (Qwen2, Qwen3).
     fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<RowLayout>, PeftError> {
         let arch = g.get_str("general.architecture").unwrap_or("");
         if !matches!(arch, "llama" | "falcon" | "gptneox") {
@@ -442,7 +442,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
             .ok_or_else(unknown)?;
         let pair = adapter.read_pair(info)?;
         let mut b = pair.b;
-        if RowLayout::reorders(name.kind) && family != Arch::Qwen2 {
+        if RowLayout::reorders(name.kind) && !matches!(family, Arch::Qwen2 | Arch::Qwen3) {
             let layout = layout.ok_or_else(|| PeftError::NeedsBase { path: path(), tensor: info.base.clone() })?;
             b = layout.row_order(name.kind, info.n_out).reorder(&b, rank as usize, false);
         }

@@ -259,7 +259,7 @@ fn suggestions(
     }
     let arch = planned.model.hparams().arch;
     let fewer_targets: &[&str] = match arch {
-        Arch::Llama | Arch::Qwen2 => &["q,k,v,o", "q,v"],
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => &["q,k,v,o", "q,v"],
         Arch::Falcon | Arch::GptNeox => &["qkv,o", "qkv"],
     };
     for &targets in fewer_targets {

@@ -296,6 +296,7 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
         TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
         TensorKind::FfnDown => w(h, ff),
         TensorKind::RopeFreqs => vec![(c.rope_dims / 2) as usize],
+        TensorKind::AttnQNorm | TensorKind::AttnKNorm => vec![c.head_dim as usize],
     }
 }
 
@@ -303,13 +304,16 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
 fn layer_tensors(c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
     use TensorKind::*;
     match c.arch {
-        Arch::Llama | Arch::Qwen2 => {
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => {
             let mut t: Vec<_> = [AttnNorm, AttnQ, AttnK, AttnV, AttnOutput, FfnNorm, FfnGate, FfnUp, FfnDown]
                 .into_iter()
                 .map(|k| (k, "weight"))
                 .collect();
             if c.arch == Arch::Qwen2 {
                 t.extend([(AttnQ, "bias"), (AttnK, "bias"), (AttnV, "bias")]);
+            }
+            if c.arch.qk_norms() {
+                t.extend([(AttnQNorm, "weight"), (AttnKNorm, "weight")]);
             }
             t
         }
@@ -423,10 +427,7 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
         (format!("{a}.rope.dimension_count"), u32_of(c.rope_dims)),
         (format!("{a}.vocab_size"), u32_of(c.vocab_size)),
     ];
-    let norm_eps_key = match c.arch {
-        Arch::Llama | Arch::Qwen2 => "layer_norm_rms_epsilon",
-        Arch::Falcon | Arch::GptNeox => "layer_norm_epsilon",
-    };
+    let norm_eps_key = if c.arch.layer_norms() { "layer_norm_epsilon" } else { "layer_norm_rms_epsilon" };
     kv.push((format!("{a}.attention.{norm_eps_key}"), MetaValue::F32(c.norm_eps)));
     if c.arch == Arch::GptNeox {
         kv.push((format!("{a}.use_parallel_residual"), MetaValue::Bool(c.parallel_residual)));

@@ -247,6 +247,7 @@ impl ModelConfig {
                 Some("llama") => "LlamaForCausalLM".to_owned(),
                 Some("mistral") => "MistralForCausalLM".to_owned(),
                 Some("qwen2") => "Qwen2ForCausalLM".to_owned(),
+                Some("qwen3") => "Qwen3ForCausalLM".to_owned(),
                 Some("falcon") => "FalconForCausalLM".to_owned(),
                 Some("gpt_neox") => "GPTNeoXForCausalLM".to_owned(),
                 Some(other) => other.to_owned(),
@@ -267,7 +268,17 @@ impl ModelConfig {
         match arch {
             Arch::Falcon => return falcon_config(&r, hf_architecture),
             Arch::GptNeox => return gptneox_config(&r, hf_architecture),
-            Arch::Llama | Arch::Qwen2 => {}
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => {}
+        }
+        // Qwen2/Qwen3's sliding-window attention on some layers, which llama.cpp's graphs of
+        // those architectures do not run.
+        if r.bool_opt("use_sliding_window")? == Some(true) {
+            return Err(r.unsupported(arch, "use_sliding_window", "true", "full attention in every layer"));
+        }
+        if let Some(types) = r.get("layer_types").and_then(Value::as_array) {
+            if let Some(other) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
+                return Err(r.unsupported(arch, "layer_types", &other.to_string(), "full_attention in every layer"));
+            }
         }
         let hidden_size = r.u64("hidden_size")?;
         let num_heads = r.u64("num_attention_heads")?;
@@ -474,6 +485,25 @@ mod tests {
         let mut wrong = base();
         wrong["num_hidden_layers"] = json!("2");
         assert!(matches!(ModelConfig::from_json(Path::new("c"), &wrong), Err(ConfigError::WrongType { .. })));
+    }
+
+    #[test]
+    fn qwen3_resolves_with_its_head_size_and_sliding_windows_are_refused_by_key() {
+        let mut qwen3 = base();
+        qwen3["architectures"] = json!(["Qwen3ForCausalLM"]);
+        qwen3["head_dim"] = json!(32);
+        qwen3["use_sliding_window"] = json!(false);
+        qwen3["layer_types"] = json!(["full_attention", "full_attention"]);
+        let c = ModelConfig::from_json(Path::new("config.json"), &qwen3).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.rope_dims), (Arch::Qwen3, 32, 32));
+        let mut sliding = qwen3.clone();
+        sliding["use_sliding_window"] = json!(true);
+        let err = ModelConfig::from_json(Path::new("config.json"), &sliding).unwrap_err().to_string();
+        assert!(err.contains("'use_sliding_window' is true; llama.cpp's qwen3 needs full attention"), "{err}");
+        let mut mixed = qwen3;
+        mixed["layer_types"] = json!(["sliding_attention", "full_attention"]);
+        let err = ModelConfig::from_json(Path::new("config.json"), &mixed).unwrap_err().to_string();
+        assert!(err.contains("'layer_types' is \"sliding_attention\""), "{err}");
     }
 
     /// tiiuae/falcon-7b's config.json as published (transformers' port of the model).

@@ -12,7 +12,6 @@ use crate::names::{TensorKind, TensorName};
 use super::batch::Batch;
 use super::lora::LoraParams;
 use super::{HParams, ModelError};
-use crate::arch::Arch;
 
 /// One layer's weights. The fused QKV weight of Falcon and GPT-NeoX is bound as three row views,
 /// one per projection (its bias likewise), so attention reads the same `wq`, `wk`, `wv` in every
@@ -35,6 +34,9 @@ pub struct LayerWeights<'c> {
     pub bv: Option<Tensor<'c>>,
     /// GPT-NeoX's attention output bias.
     pub bo: Option<Tensor<'c>>,
+    /// Qwen3's RMS-norm weights of each query and key head (`[head_dim]`), applied before the rope.
+    pub attn_q_norm: Option<Tensor<'c>>,
+    pub attn_k_norm: Option<Tensor<'c>>,
     /// The norm before the MLP (Llama family: RMS; GPT-NeoX: a layer norm with `ffn_norm_b`).
     /// Falcon's MLP reads `attn_norm`.
     pub ffn_norm: Option<Tensor<'c>>,
@@ -102,7 +104,7 @@ impl<'c> Weights<'c> {
         let top = |kind, suffix: &str| TensorName { kind, layer: None, suffix: suffix.into() };
         let (e, v, f) = (h.n_embd, h.n_vocab, h.n_ff);
         let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
-        let layer_norms = matches!(h.arch, Arch::Falcon | Arch::GptNeox);
+        let layer_norms = h.arch.layer_norms();
         let token_embd = need(top(TensorKind::TokenEmbd, "weight"), &[e, v])?;
         let output_norm = need(top(TensorKind::OutputNorm, "weight"), &[e])?;
         let output_norm_b = if layer_norms { Some(need(top(TensorKind::OutputNorm, "bias"), &[e])?) } else { None };
@@ -123,6 +125,7 @@ impl<'c> Weights<'c> {
             let wo = need(w(TensorKind::AttnOutput), &[q, e])?;
             let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
             let ffn_down = need(w(TensorKind::FfnDown), &[f, e])?;
+            let qk_norm = |kind| if h.arch.qk_norms() { need(w(kind), &[h.head_dim]).map(Some) } else { Ok(None) };
             layers.push(if layer_norms {
                 let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
                 let bqkv = get(&b(TensorKind::AttnQkv), &[q + 2 * kv])?;
@@ -150,6 +153,8 @@ impl<'c> Weights<'c> {
                     bk: part(q, kv)?,
                     bv: part(q + kv, kv)?,
                     bo: get(&b(TensorKind::AttnOutput), &[e])?,
+                    attn_q_norm: None,
+                    attn_k_norm: None,
                     ffn_norm,
                     ffn_norm_b,
                     ffn_gate: None,
@@ -172,6 +177,8 @@ impl<'c> Weights<'c> {
                     bk: get(&b(TensorKind::AttnK), &[kv])?,
                     bv: get(&b(TensorKind::AttnV), &[kv])?,
                     bo: None,
+                    attn_q_norm: qk_norm(TensorKind::AttnQNorm)?,
+                    attn_k_norm: qk_norm(TensorKind::AttnKNorm)?,
                     ffn_norm: Some(need(w(TensorKind::FfnNorm), &[e])?),
                     ffn_norm_b: None,
                     ffn_gate: Some(need(w(TensorKind::FfnGate), &[e, f])?),
@@ -368,10 +375,7 @@ fn hidden<'c>(
     let (hd, n_head, n_head_kv) = (h.head_dim as i64, h.n_head as i64, h.n_head_kv as i64);
     let rope = RopeParams {
         n_dims: h.rope_dims as i32,
-        mode: match h.arch {
-            Arch::Llama => RopeMode::Normal,
-            Arch::Qwen2 | Arch::Falcon | Arch::GptNeox => RopeMode::Neox,
-        },
+        mode: if h.arch.neox_rope() { RopeMode::Neox } else { RopeMode::Normal },
         n_ctx_orig: h.n_ctx_train as i32,
         freq_base: h.rope_freq_base,
         freq_scale: h.rope_freq_scale,
@@ -395,8 +399,14 @@ fn hidden<'c>(
         // attention) needs ne3 = 1. Query head h of row s then reads key head
         // (h + n_head·s) / group = h / group + n_head_kv·s: its own row's key head h / group.
         // [head_dim, heads, seq_len · n_seq] -> [head_dim, seq_len, heads · n_seq]
-        let heads = |t: Tensor<'c>, n_heads: i64| -> Result<Tensor<'c>, ModelError> {
-            let t = ctx.rope_ext(ctx.reshape(t, &[hd, n_heads, n])?, inp.positions, w.rope_freqs, rope)?;
+        // Qwen3 normalises each head (RMS over head_dim) before the rope.
+        let heads = |t: Tensor<'c>, n_heads: i64, norm: Option<Tensor<'c>>| -> Result<Tensor<'c>, ModelError> {
+            let t = ctx.reshape(t, &[hd, n_heads, n])?;
+            let t = match norm {
+                Some(weight) => ctx.mul(ctx.rms_norm(t, eps)?, weight)?,
+                None => t,
+            };
+            let t = ctx.rope_ext(t, inp.positions, w.rope_freqs, rope)?;
             let t = ctx.cont(ctx.permute(ctx.reshape(t, &[hd, n_heads, len, n_seq])?, [0, 2, 1, 3])?)?;
             Ok(ctx.reshape(t, &[hd, len, n_heads * n_seq])?)
         };
@@ -415,8 +425,8 @@ fn hidden<'c>(
                 (normed, normed)
             }
         };
-        let q = heads(mm(q_slot, l.wq, l.bq, attn_in)?, n_head)?;
-        let k = heads(mm(k_slot, l.wk, l.bk, attn_in)?, n_head_kv)?;
+        let q = heads(mm(q_slot, l.wq, l.bq, attn_in)?, n_head, l.attn_q_norm)?;
+        let k = heads(mm(k_slot, l.wk, l.bk, attn_in)?, n_head_kv, l.attn_k_norm)?;
         let v = ctx.reshape(mm(v_slot, l.wv, l.bv, attn_in)?, &[hd, n_head_kv, len, n_seq])?;
         // [keys, queries, heads · n_seq], masked per row as [keys, queries, heads, n_seq].
         let kq = ctx.reshape(ctx.mul_mat(k, q)?, &[len, len, n_head, n_seq])?;

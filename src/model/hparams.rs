@@ -113,10 +113,8 @@ impl HParams {
         let n_ff = int("feed_forward_length");
         let n_ctx_train = int("context_length");
         let float = |key: &str| g.get(&format!("{arch_name}.{key}")).and_then(|v| v.as_f64());
-        let eps_key = match arch {
-            Arch::Llama | Arch::Qwen2 => "attention.layer_norm_rms_epsilon",
-            Arch::Falcon | Arch::GptNeox => "attention.layer_norm_epsilon",
-        };
+        let eps_key =
+            if arch.layer_norms() { "attention.layer_norm_epsilon" } else { "attention.layer_norm_rms_epsilon" };
         let norm_eps = float(eps_key);
         if norm_eps.is_none() {
             missing.push(format!("{arch_name}.{eps_key}"));
@@ -169,7 +167,7 @@ impl HParams {
             rope_freq_scale,
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
             parallel_residual: match arch {
-                Arch::Llama | Arch::Qwen2 => false,
+                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => false,
                 Arch::Falcon => true,
                 Arch::GptNeox => {
                     g.get(&format!("{arch_name}.use_parallel_residual")).and_then(|v| v.as_bool()).unwrap_or(true)

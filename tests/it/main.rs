@@ -24,7 +24,7 @@ mod hostile_input;
 mod hub_cli;
 mod inspect_cli;
 mod kill;
-mod llama3;
+mod llama3_qwen3;
 mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
