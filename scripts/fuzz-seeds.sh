@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets (fuzz/corpus/TARGET/, gitignored) from our own
 # fixtures: the tiny checkpoint of `examples/demo_inputs.rs`, its GGUF conversions, its training
-# set, the Falcon and GPT-NeoX configs of tests/fixtures, JSONL rows of every dataset format, and
+# set, the configs of tests/fixtures, JSONL rows of every dataset format, and
 # the chat templates of tests/it.
 #
 #   scripts/fuzz-seeds.sh [CORPUS_DIR]     default: fuzz/corpus
@@ -42,8 +42,9 @@ header='{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":
 # config.json + tokenizer.json, and config.json alone.
 { cat "$HF/config.json"; sep; cat "$HF/tokenizer.json"; } >"$CORPUS/hf_config_tokenizer/tiny"
 cp "$HF/config.json" "$CORPUS/hf_config_tokenizer/config-only"
-# The Falcon and GPT-NeoX configs transformers wrote (tests/fixtures), each with the tiny tokenizer.
-for config in tests/fixtures/falcon/*/config.json tests/fixtures/gptneox/*/config.json; do
+# The configs transformers wrote (tests/fixtures: Falcon, GPT-NeoX, Llama 3, Qwen3), each with the tiny
+# tokenizer.
+for config in tests/fixtures/{falcon,gptneox,llama3,qwen3}/*/config.json; do
     name=$(basename "$(dirname "$(dirname "$config")")")-$(basename "$(dirname "$config")")
     { cat "$config"; sep; cat "$HF/tokenizer.json"; } >"$CORPUS/hf_config_tokenizer/$name"
 done

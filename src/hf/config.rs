@@ -506,6 +506,68 @@ mod tests {
         assert!(err.contains("'layer_types' is \"sliding_attention\""), "{err}");
     }
 
+    /// The config.json files of models people tune today, as their repositories publish them,
+    /// resolve as the families llama.cpp loads them as: Llama 3.2 1B (llama3 rope scaling, tied),
+    /// SmolLM2 135M (a Llama), Qwen2.5 0.5B (a Qwen2 with its sliding window switched off) and
+    /// Qwen3 0.6B (head_dim 128 beside hidden_size 1024 / 16 heads).
+    #[test]
+    fn published_configs_of_current_models_resolve_as_their_families() {
+        let llama_3_2_1b = json!({
+            "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+            "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+            "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+            "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+            "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
+            "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                             "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+            "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &llama_3_2_1b).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.tie_word_embeddings, c.rope_theta), (Arch::Llama, 64, true, 500000.0));
+        let llama3 =
+            RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_context: 8192 };
+        assert_eq!(c.rope_scaling, Some(llama3));
+
+        let smollm2_135m = json!({
+            "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+            "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": 576,
+            "initializer_range": 0.041666666666666664, "intermediate_size": 1536, "is_llama_config": true,
+            "max_position_embeddings": 8192, "model_type": "llama", "num_attention_heads": 9,
+            "num_hidden_layers": 30, "num_key_value_heads": 3, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+            "rope_interleaved": false, "rope_scaling": null, "rope_theta": 100000, "tie_word_embeddings": true,
+            "torch_dtype": "bfloat16", "transformers_version": "4.42.3", "use_cache": true, "vocab_size": 49152
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &smollm2_135m).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.num_kv_heads, c.rope_scaling), (Arch::Llama, 64, 3, None));
+
+        let qwen2_5_0_5b = json!({
+            "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+            "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
+            "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 21,
+            "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": true,
+            "torch_dtype": "bfloat16", "transformers_version": "4.43.1", "use_cache": true,
+            "use_sliding_window": false, "vocab_size": 151936
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &qwen2_5_0_5b).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.num_kv_heads), (Arch::Qwen2, 64, 2));
+
+        let qwen3_0_6b = json!({
+            "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+            "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+            "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+            "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+            "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+            "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": true,
+            "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true,
+            "use_sliding_window": false, "vocab_size": 151936
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &qwen3_0_6b).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.rope_dims, c.num_heads * c.head_dim), (Arch::Qwen3, 128, 128, 2048));
+    }
+
     /// tiiuae/falcon-7b's config.json as published (transformers' port of the model).
     fn falcon_7b() -> Value {
         json!({
