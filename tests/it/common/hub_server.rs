@@ -14,7 +14,8 @@
 //! One request per connection (`Connection: close`); every request is logged, with the body
 //! bytes it was sent, for assertions.
 
-use std::io::{BufRead, BufReader, Write};
+use super::http_head::RequestHead;
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -157,22 +158,9 @@ impl Response {
 
 fn handle(stream: TcpStream, state: &Mutex<State>, base: &str) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let Some(head) = RequestHead::read(&mut reader) else { return };
+    let header = |name: &str| head.header(name);
+    let path = head.path.clone();
     let mut logged =
         Logged { path: path.clone(), range: header("range"), authorization: header("authorization"), served: 0 };
     let response = {

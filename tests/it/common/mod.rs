@@ -3,6 +3,7 @@
 pub mod fixtures;
 #[allow(dead_code)]
 pub mod gguf_bytes;
+pub mod http_head;
 pub mod hub_server;
 pub mod ollama_server;
 pub mod ollama_store;
