@@ -142,6 +142,11 @@ impl LlamaModel {
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
+        // No repacking of the weights into extra CPU buffer types (AMX on Intel Xeons with AMX,
+        // interleaved layouts on Arm): on a Sapphire Rapids CPU, a release build (ggml at -O3,
+        // -march=native) crashes in the first AMX matrix product (ggml_backend_amx_mul_mat, as
+        // llama.cpp issue 20824 reports), for any model. The weights are used as they are mapped.
+        params.use_extra_bufts = false;
         log::clear_errors();
         // SAFETY: `c` is a valid NUL-terminated path for the call; llama.cpp returns null on failure
         // and catches its own C++ exceptions at this boundary.
