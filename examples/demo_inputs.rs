@@ -2,8 +2,16 @@
 //! in a folder: a random-weight Llama checkpoint in Hugging Face layout (BF16, two shards, a trained
 //! tokenizer) and a training set. No downloads: everything is generated from a seed.
 //!
-//! Usage: cargo run --example demo_inputs -- OUT_DIR [tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]
-//! - `tiny` (default): hidden 64, 2 layers, vocab 512: converts in milliseconds. 64 Alpaca examples.
+//! Usage: cargo run --example demo_inputs -- OUT_DIR [demo|tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]
+//! - `demo` (default): hidden 256, 2 layers, vocab 512 (about 1.4 M parameters), and the
+//!   sentiment task of `scripts/demo.sh`: [`DEMO_TRAIN`] Alpaca examples in `train.jsonl` and
+//!   [`DEMO_EVAL`] held-out ones in `eval.jsonl`, reviews that never occur in the training set,
+//!   half positive and half negative; the first of them also as `heldout-prompt.txt` (the user's
+//!   message) and `heldout-answer.txt` (its label), for `generate`. Hidden 256 rather than 64: the
+//!   final RMSNorm fixes the length of the last hidden state at about sqrt(hidden), and the LoRA
+//!   adapter cannot change the output matrix, so the largest logit it can give the right answer
+//!   grows with sqrt(hidden): at 64 a trained adapter's loss stays near 2, at 256 it can near 0.
+//! - `tiny`: hidden 64, 2 layers, vocab 512: converts in milliseconds. 64 Alpaca examples.
 //! - `bench`: hidden 2048, 4 layers, 32 heads / 4 KV heads, ffn 5632, vocab 32000 (a 1.1B Llama's
 //!   layer shapes with fewer layers): about 0.6 GB of BF16. `EXAMPLES` (default 64) Alpaca
 //!   examples; `LAYERS` (default 4; 22 is the 1.1B model's depth).
@@ -31,15 +39,21 @@ const SMOLLM_EXAMPLE_TOKENS: usize = 256;
 /// Seed of the weights and of the training data.
 const SEED: u64 = 42;
 
+/// Training examples of the `demo` shape.
+const DEMO_TRAIN: usize = 400;
+/// Held-out examples of the `demo` shape (even: as many positive as negative).
+const DEMO_EVAL: usize = 40;
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(args.next().unwrap_or_else(|| "demo".to_owned()));
-    let shape = args.next().unwrap_or_else(|| "tiny".to_owned());
+    let shape = args.next().unwrap_or_else(|| "demo".to_owned());
     let mut number = |name: &str, default: usize| match args.next() {
         None => default,
         Some(text) => text.parse().unwrap_or_else(|_| usage(&format!("{name} must be a number, not '{text}'"))),
     };
     let spec = match shape.as_str() {
+        "demo" => fixtures::TinyLlamaSpec { hidden: 256, ffn: 512, ..fixtures::TinyLlamaSpec::default() },
         "tiny" => fixtures::TinyLlamaSpec::default(),
         "bench" => fixtures::TinyLlamaSpec {
             hidden: 2048,
@@ -75,9 +89,11 @@ fn main() -> std::io::Result<()> {
             vocab_size: Some(49152),
             ..fixtures::TinyLlamaSpec::default()
         },
-        other => usage(&format!("unknown shape '{other}' (expected tiny, bench, tinyllama or smollm)")),
+        other => usage(&format!("unknown shape '{other}' (expected demo, tiny, bench, tinyllama or smollm)")),
     };
-    let (examples, spec) = if shape == "tiny" {
+    let (examples, spec) = if shape == "demo" {
+        (DEMO_TRAIN, spec)
+    } else if shape == "tiny" {
         (64, spec)
     } else {
         let default_examples = if shape == "smollm" { 32 } else { 64 };
@@ -92,13 +108,24 @@ fn main() -> std::io::Result<()> {
     std::fs::create_dir_all(&model)?;
     let info = fixtures::tiny_llama(&model, &spec, fixtures::Dtype::BF16, fixtures::Shards::Two, SEED)?;
     let data = out.join("train.jsonl");
-    if shape == "smollm" {
-        write_fixed_length_texts(&data, &model.join("tokenizer.json"), examples)?;
-    } else {
-        fixtures::write_jsonl(&data, &fixtures::alpaca_rows(examples, SEED))?;
-    }
+    let examples = match shape.as_str() {
+        "demo" => {
+            write_sentiment_task(&out)?;
+            DEMO_TRAIN
+        }
+        "smollm" => {
+            write_fixed_length_texts(&data, &model.join("tokenizer.json"), examples)?;
+            examples
+        }
+        _ => {
+            fixtures::write_jsonl(&data, &fixtures::alpaca_rows(examples, SEED))?;
+            examples
+        }
+    };
+    let held_out =
+        if shape == "demo" { format!(", eval.jsonl ({DEMO_EVAL} held-out examples)") } else { String::new() };
     eprintln!(
-        "inputs in {}: hf-model/ ({} layers, {} tensors, {} bytes, vocab {}), train.jsonl ({examples} examples)",
+        "inputs in {}: hf-model/ ({} layers, {} tensors, {} bytes, vocab {}), train.jsonl ({examples} examples){held_out}",
         out.display(),
         spec.layers,
         info.tensor_names.len(),
@@ -110,8 +137,53 @@ fn main() -> std::io::Result<()> {
 
 /// Prints `message` and the usage line, and exits with status 2.
 fn usage(message: &str) -> ! {
-    eprintln!("{message}\nusage: demo_inputs OUT_DIR [tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]");
+    eprintln!("{message}\nusage: demo_inputs OUT_DIR [demo|tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]");
     std::process::exit(2);
+}
+
+/// Writes the sentiment task of the demo into `out`: every review the fixture word lists make
+/// (template × subject × adjective), shuffled; [`DEMO_EVAL`] of them, alternately positive and
+/// negative, go to `eval.jsonl`, and [`DEMO_TRAIN`] of the others to `train.jsonl`, all as Alpaca
+/// records. Every adjective occurs in training, so the held-out reviews are new sentences made of
+/// known words: the adapter has to learn which words are positive, not remember sentences. The
+/// first held-out record is also written as `heldout-prompt.txt` (the user's message, instruction
+/// and review on two lines, as finetune renders an Alpaca record with a chat template) and
+/// `heldout-answer.txt` (its label).
+fn write_sentiment_task(out: &Path) -> std::io::Result<()> {
+    let labelled = [(fixtures::POSITIVE_WORDS, "positive"), (fixtures::NEGATIVE_WORDS, "negative")];
+    let mut reviews: Vec<(String, &str, &str)> = Vec::new();
+    for template in fixtures::REVIEW_TEMPLATES {
+        for subject in fixtures::SUBJECTS {
+            for (words, label) in labelled {
+                for adjective in words {
+                    let review = template.replace("{s}", subject).replace("{a}", adjective);
+                    reviews.push((review, adjective, label));
+                }
+            }
+        }
+    }
+    let mut rng = fixtures::Rng::new(SEED ^ 0xDE30);
+    for i in (1..reviews.len()).rev() {
+        reviews.swap(i, rng.below(i + 1));
+    }
+    let mut held_out = Vec::with_capacity(DEMO_EVAL);
+    for i in 0..DEMO_EVAL {
+        let label = labelled[i % 2].1;
+        let at = reviews.iter().position(|r| r.2 == label).expect("more reviews than held out");
+        held_out.push(reviews.remove(at));
+    }
+    let train = &reviews[..DEMO_TRAIN];
+    for adjective in fixtures::POSITIVE_WORDS.iter().chain(fixtures::NEGATIVE_WORDS) {
+        assert!(train.iter().any(|r| r.1 == *adjective), "'{adjective}' occurs in no training review");
+    }
+    let instruction = fixtures::SENTIMENT_INSTRUCTION;
+    let row = |r: &(String, &str, &str)| json!({ "instruction": instruction, "input": r.0, "output": r.2 });
+    fixtures::write_jsonl(&out.join("train.jsonl"), &train.iter().map(row).collect::<Vec<_>>())?;
+    fixtures::write_jsonl(&out.join("eval.jsonl"), &held_out.iter().map(row).collect::<Vec<_>>())?;
+    let (review, _, label) = &held_out[0];
+    std::fs::write(out.join("heldout-prompt.txt"), format!("{instruction}\n{review}"))?;
+    std::fs::write(out.join("heldout-answer.txt"), label)?;
+    Ok(())
 }
 
 /// Writes `n` `{"text"}` rows whose text is [`SMOLLM_EXAMPLE_TOKENS`] − 2 tokens long under the

@@ -126,31 +126,30 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do.
+    /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do, with
+    /// the weights used as they are mapped (see `load_with`).
     pub fn load(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
-        Self::load_with(rt, path, false, true)
-    }
-
-    /// As [`LlamaModel::load`], without llama.cpp's extra CPU buffer types: on processors where
-    /// llama.cpp repacks quantized weights for other kernels (AMX tiles, interleaved SIMD
-    /// layouts), it then multiplies with the ggml kernels gguftune's training graph runs, so the
-    /// two compute the same numbers. The reference the tests compare against.
-    pub fn load_unpacked(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
-        Self::load_with(rt, path, false, false)
+        Self::load_with(rt, path, false)
     }
 
     /// Loads only the vocabulary of `path` (for tokenizing; no weights are read).
     pub fn load_vocab(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
-        Self::load_with(rt, path, true, true)
+        Self::load_with(rt, path, true)
     }
 
-    fn load_with(_rt: &Runtime, path: &Path, vocab_only: bool, repack: bool) -> Result<LlamaModel, Error> {
+    fn load_with(_rt: &Runtime, path: &Path, vocab_only: bool) -> Result<LlamaModel, Error> {
         let c = c_path(path)?;
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
-        params.use_extra_bufts = repack;
+        // No repacking of the weights into extra CPU buffer types (AMX on Intel Xeons with AMX,
+        // interleaved layouts on Arm): on a Sapphire Rapids CPU, a release build (ggml at -O3,
+        // -march=native) crashes in the first AMX matrix product (ggml_backend_amx_mul_mat, as
+        // llama.cpp issue 20824 reports), for any model. The weights are used as they are mapped,
+        // so llama.cpp also multiplies with the ggml kernels gguftune's training graph runs (with
+        // AMX repacking its q8_0 logits differed from ours by nmse 1e-5; without, bit for bit).
+        params.use_extra_bufts = false;
         log::clear_errors();
         // SAFETY: `c` is a valid NUL-terminated path for the call; llama.cpp returns null on failure
         // and catches its own C++ exceptions at this boundary.

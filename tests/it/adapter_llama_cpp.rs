@@ -52,7 +52,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
 
         let ours = model.logits_with_lora(&tokens, Some((&cfg, &values)), 2).unwrap();
         let base_logits = model.logits(&tokens, 2).unwrap();
-        let llama = LlamaModel::load_unpacked(Runtime::get(), &base).unwrap();
+        let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
         let adapter = LlamaAdapter::load(&llama, &adapter_path).unwrap();
         let mut ctx = LlamaContext::with_precision(&llama, 64, 2, true).unwrap();
         ctx.set_adapters(&[(&adapter, 1.0)]).unwrap();
@@ -92,7 +92,7 @@ fn llama_cpp_refuses_an_adapter_for_another_architecture() {
         b: vec![0.0; 128],
     };
     write_lora_gguf(&path, "qwen2", 2.0, &[pair]).unwrap();
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &base).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     let err = LlamaAdapter::load(&llama, &path).unwrap_err().to_string();
     assert!(err.contains("could not load the adapter"), "{err}");
 }

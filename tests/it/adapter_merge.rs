@@ -46,7 +46,7 @@ pub fn random_pairs(base: &Path, rank: u64, seed: u64) -> Vec<LoraTensorPair> {
 
 /// llama.cpp's f32 logits of `model`, with `adapter` at `scale` if given.
 pub fn llama_logits(model: &Path, adapter: Option<(&Path, f32)>, tokens: &[i32]) -> Vec<Vec<f32>> {
-    let llama = LlamaModel::load_unpacked(Runtime::get(), model).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), model).unwrap();
     let loaded = adapter.map(|(path, _)| LlamaAdapter::load(&llama, path).unwrap());
     let mut ctx = LlamaContext::with_precision(&llama, 64, 2, true).unwrap();
     if let (Some(a), Some((_, scale))) = (&loaded, adapter) {
@@ -131,7 +131,7 @@ fn merge_with_a_type_writes_what_quantize_writes_of_the_merged_model() {
             // The same f32 values quantized by the same ggml routine: the same bytes.
             assert!(ours.tensor_data(a) == theirs.tensor_data(b), "{ft}: {} differs", a.name);
         }
-        LlamaModel::load_unpacked(Runtime::get(), &root.path().join(&name)).unwrap();
+        LlamaModel::load(Runtime::get(), &root.path().join(&name)).unwrap();
     }
     // Without --type a quantized base keeps its types: merged tensors are quantized back.
     let q8 = root.path().join("m-q8_0.gguf");

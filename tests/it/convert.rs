@@ -30,7 +30,7 @@ fn tokens_for(vocab: usize) -> Vec<i32> {
 }
 
 fn llama_logits(path: &Path, tokens: &[i32]) -> Vec<Vec<f32>> {
-    let model = LlamaModel::load_unpacked(Runtime::get(), path).unwrap();
+    let model = LlamaModel::load(Runtime::get(), path).unwrap();
     let mut ctx = LlamaContext::new(&model, 64, 2).unwrap();
     ctx.logits_all(tokens).unwrap()
 }
@@ -182,7 +182,7 @@ fn llama_cpp_tokenizes_like_the_hugging_face_tokenizer() {
         let dir = model_dir(root.path(), name, &spec, Dtype::F32, Shards::One);
         let out = root.path().join(format!("{name}.gguf"));
         convert_to(&dir, FileType::F32, &out).unwrap();
-        let model = LlamaModel::load_unpacked(Runtime::get(), &out).unwrap();
+        let model = LlamaModel::load(Runtime::get(), &out).unwrap();
         for text in TOKENIZER_SAMPLES {
             let want: Vec<i32> = tok.encode(*text, true).unwrap().get_ids().iter().map(|&i| i as i32).collect();
             let got = model.tokenize(text, true, false).unwrap();

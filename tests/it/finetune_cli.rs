@@ -74,7 +74,7 @@ fn finetune_writes_an_adapter_llama_cpp_loads_and_metrics() {
     assert!((lr(0) - 5e-4).abs() < 1e-9 && (lr(1) - 1e-3).abs() < 1e-9, "{metrics:?}");
     assert!(lr(5) < 2e-4 && lr(5) > 0.0, "{metrics:?}");
     assert!(metrics.iter().all(|m| m["grad_norm"].as_f64().unwrap() > 0.0));
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &base).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     LlamaAdapter::load(&llama, &root.path().join("adapter.gguf")).unwrap();
     let inspect = gguftune(root.path(), &["inspect", "adapter.gguf", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
@@ -135,7 +135,7 @@ fn a_bf16_base_trains_like_any_other() {
         &["finetune", "bf16.gguf", "--data", "train.jsonl", "-o", "a.gguf", "--val-split", "0", "--json"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &root.path().join("bf16.gguf")).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &root.path().join("bf16.gguf")).unwrap();
     LlamaAdapter::load(&llama, &root.path().join("a.gguf")).unwrap();
 }
 
@@ -193,7 +193,7 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_same_adapter() {
     };
     assert_eq!(names, vec!["step-000002", "step-000004"]);
     // A checkpoint's adapter is a complete adapter llama.cpp loads.
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &root.path().join("base.gguf")).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &root.path().join("base.gguf")).unwrap();
     LlamaAdapter::load(&llama, &checkpoints.join("step-000002/adapter.gguf")).unwrap();
 
     let resume = checkpoints.join("step-000002");

@@ -43,7 +43,7 @@ fn our_logits_equal_llama_cpp_logits() {
             let path = root.path().join(format!("{name}-{}.gguf", ft.name()));
             convert_to(&dir, ft, &path).unwrap();
             let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
-            let llama = LlamaModel::load_unpacked(Runtime::get(), &path).unwrap();
+            let llama = LlamaModel::load(Runtime::get(), &path).unwrap();
             let theirs = LlamaContext::with_precision(&llama, 64, 2, true).unwrap().logits_all(&tokens).unwrap();
             assert_eq!(ours.len(), theirs.len());
             eprintln!(

@@ -78,7 +78,7 @@ fn greedy_generation_is_argmax_decoding_with_and_without_an_adapter() {
     let max = 12;
     let n = max.to_string();
 
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &base).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     let adapter = LlamaAdapter::load(&llama, &root.path().join("adapter.gguf")).unwrap();
     let prompt_tokens = llama.tokenize(prompt, true, true).unwrap();
     let mut ctx = LlamaContext::new(&llama, CTX.parse().unwrap(), 1).unwrap();

@@ -74,7 +74,7 @@ fn convert_killed_anywhere_leaves_the_old_file_or_the_new_one() {
     // The new file, as an uninterrupted run writes it, and the previous one it replaces.
     let duration = timed(dir, &args);
     let new = fs::read(dir.join("model.gguf")).unwrap();
-    LlamaModel::load_unpacked(Runtime::get(), &dir.join("model.gguf")).expect("llama.cpp loads the converted model");
+    LlamaModel::load(Runtime::get(), &dir.join("model.gguf")).expect("llama.cpp loads the converted model");
     timed(dir, &["convert", "hf", "-o", "model.gguf", "--type", "q8_0"]);
     let old = fs::read(dir.join("model.gguf")).unwrap();
     assert_ne!(old, new);
@@ -141,7 +141,7 @@ fn finetune_killed_anywhere_resumes_to_the_uninterrupted_adapter() {
     timed(dir, &["convert", "hf", "-o", "base.gguf", "--type", "q8_0"]);
     write_jsonl(&dir.join("train.jsonl"), &alpaca_rows(20, 5)).unwrap();
     let rt = Runtime::get();
-    let base = LlamaModel::load_unpacked(rt, &dir.join("base.gguf")).unwrap();
+    let base = LlamaModel::load(rt, &dir.join("base.gguf")).unwrap();
 
     let duration = timed(dir, &finetune_args("reference.gguf", None));
     let reference = fs::read(dir.join("reference.gguf")).unwrap();

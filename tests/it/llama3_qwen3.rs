@@ -138,7 +138,7 @@ fn our_logits_equal_llama_cpp_logits() {
 
 /// The mean next-token loss llama.cpp's logits give `tokens`, in f64.
 fn llama_cpp_loss(path: &Path, tokens: &[i32]) -> f64 {
-    let llama = LlamaModel::load_unpacked(Runtime::get(), path).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), path).unwrap();
     let mut ctx = LlamaContext::with_precision(&llama, tokens.len() as u32, 2, true).unwrap();
     let logits = ctx.logits_all(tokens).unwrap();
     let mut sum = 0f64;

@@ -83,7 +83,7 @@ fn llama_cpp_loads_a_model_we_wrote() {
     let path = dir.path().join("tiny.gguf");
     let h = TinyLlamaGguf::default();
     write_tiny_llama(&path, &h, 4);
-    let model = LlamaModel::load_unpacked(Runtime::get(), &path).unwrap();
+    let model = LlamaModel::load(Runtime::get(), &path).unwrap();
     let file = GgufFile::open(&path).unwrap();
     let ours: u64 = file.gguf().unwrap().tensors.iter().map(|t| t.n_elements()).sum();
     assert_eq!(model.n_params(), ours);

@@ -385,7 +385,7 @@ fn adapter_tensors_are_checked_as_llama_cpp_checks_them() {
     let model = root.path().join("model.gguf");
     let h = TinyLlamaGguf::default();
     write_tiny_llama(&model, &h, 1);
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &model).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &model).unwrap();
     let (e, ff) = (h.n_embd, h.n_ff);
     type Tensors = Vec<(String, Vec<u64>)>;
     let cases: Vec<(&str, Tensors, Option<TensorProblem>)> = vec![
@@ -473,7 +473,7 @@ fn modelfile_command_writes_a_modelfile_for_a_converted_model_and_its_adapter() 
     }
     // The adapter loads on the model in llama.cpp, as Ollama will load it.
     let dir = root.path().join("llama2");
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &dir.join("base.gguf")).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &dir.join("base.gguf")).unwrap();
     LlamaAdapter::load(&llama, &dir.join("adapter.gguf")).unwrap();
 }
 

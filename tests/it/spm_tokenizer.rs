@@ -72,7 +72,7 @@ fn convert_f32(dir: &Path, out: &Path) {
 /// llama.cpp's tokens for every sample are BOS followed by SentencePiece's.
 fn assert_tokenizes_like_sentencepiece(gguf: &Path, case: &str) {
     let r = reference();
-    let model = LlamaModel::load_unpacked(Runtime::get(), gguf).unwrap();
+    let model = LlamaModel::load(Runtime::get(), gguf).unwrap();
     let mut failures = Vec::new();
     for (text, ids) in &r.samples {
         let mut want = vec![r.bos_id];

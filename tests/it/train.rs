@@ -46,7 +46,7 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     let base = root.path().join("base-q4_k_m.gguf");
     crate::common::convert_to(&dir, FileType::Q4_K_M, &base).unwrap();
 
-    let llama = LlamaModel::load_unpacked(Runtime::get(), &base).unwrap();
+    let llama = LlamaModel::load(Runtime::get(), &base).unwrap();
     let eos = llama.eos_token().unwrap();
     let mut examples = Vec::new();
     let mut answers = Vec::new();

@@ -683,6 +683,9 @@ pub const NEGATIVE_WORDS: &[&str] = &["terrible", "awful", "horrible", "boring",
 /// Things the synthetic reviews talk about.
 pub const SUBJECTS: &[&str] =
     &["movie", "food", "service", "book", "weather", "concert", "hotel", "game", "coffee", "trip"];
+/// Sentence shapes of the synthetic reviews: `{s}` is a subject, `{a}` an adjective.
+pub const REVIEW_TEMPLATES: &[&str] =
+    &["The {s} was {a}.", "What a {a} {s}!", "I found the {s} {a}.", "Honestly, the {s} felt {a}."];
 /// Instruction used by the instruction-style datasets.
 pub const SENTIMENT_INSTRUCTION: &str = "Classify the sentiment of the review as positive or negative.";
 /// System prompt used by [`chat_rows`].
@@ -700,13 +703,11 @@ pub struct SentimentExample {
 /// `n` deterministic sentiment examples with roughly balanced labels. Each row generator below,
 /// given the same `n` and `seed`, carries these same examples in its own format.
 pub fn sentiment_examples(n: usize, seed: u64) -> Vec<SentimentExample> {
-    const TEMPLATES: &[&str] =
-        &["The {s} was {a}.", "What a {a} {s}!", "I found the {s} {a}.", "Honestly, the {s} felt {a}."];
     let mut rng = Rng::new(seed ^ 0x5EED_DA7A);
     let mut example = |_| {
         let positive = rng.below(2) == 0;
         let words = if positive { POSITIVE_WORDS } else { NEGATIVE_WORDS };
-        let (adjective, template, subject) = (*rng.pick(words), *rng.pick(TEMPLATES), *rng.pick(SUBJECTS));
+        let (adjective, template, subject) = (*rng.pick(words), *rng.pick(REVIEW_TEMPLATES), *rng.pick(SUBJECTS));
         let review = template.replace("{s}", subject).replace("{a}", adjective);
         SentimentExample { review, label: if positive { "positive" } else { "negative" } }
     };
