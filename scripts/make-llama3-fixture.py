@@ -19,7 +19,7 @@ conversion/ and gguf-py/ folders beside convert_hf_to_gguf.py, as in llama-cpp-p
 which scripts/bench-peers.sh unpacks into target/peers/llama.cpp):
     python scripts/make-llama3-fixture.py LLAMA_CPP_DIR TOKENIZER_DIR
 TOKENIZER_DIR holds the tests' tiny tokenizer (tokenizer.json and tokenizer_config.json:
-what `cargo run --example demo_inputs -- DIR` writes into DIR/hf-model); the
+what `cargo run --example demo_inputs -- DIR tiny` writes into DIR/hf-model); the
 converter needs it, and the fixture does not keep it (the tests write the same tokenizer).
 
 Files per variant:
