@@ -87,6 +87,7 @@ pub fn lora_layout(h: &HParams, cfg: &LoraConfig) -> Result<Vec<LoraSlot>, Model
                 TensorKind::AttnQ => (e, q),
                 TensorKind::AttnK | TensorKind::AttnV => (e, kv),
                 TensorKind::AttnOutput => (q, e),
+                TensorKind::FfnUp if h.arch.fused_gate_up() => (e, 2 * f),
                 TensorKind::FfnGate | TensorKind::FfnUp => (e, f),
                 TensorKind::FfnDown => (f, e),
                 other => return Err(ModelError::Unsupported { what: format!("LoRA on {}", other.gguf_base()) }),
