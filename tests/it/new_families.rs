@@ -309,7 +309,8 @@ fn a_model_carrying_what_the_graph_does_not_implement_is_refused_by_name() {
 }
 
 /// `finetune` lowers the loss of a Llama 3.2-style (tied), a Qwen3 and a Phi-3 q8_0 model and
-/// writes an adapter that changes llama.cpp's logits; `plan` plans it; `merge` folds the trained
+/// writes an adapter that changes llama.cpp's logits; `plan` plans it; `eval` and `generate` run
+/// with it; `merge` folds the trained
 /// adapter into the f32 base (rope_freqs.weight and the q/k norms carried over; Phi-3's fused
 /// weights adapted whole) with llama.cpp's logits of base plus adapter; `export-peft` writes it
 /// with PEFT's module names.
@@ -346,6 +347,12 @@ fn finetune_plan_merge_and_export(fx: (&str, &str)) {
 
     let out = crate::common::gguftune(root.path(), &["plan", base_arg, "--ctx", "32", "--batch", "4", "--json"]);
     assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
+    let eval = ["eval", base_arg, "--lora", "adapter.gguf", "--data", "train.jsonl", "--compare", "--task", "none"];
+    let out = crate::common::gguftune(root.path(), &[&eval[..], &["--ctx", "32", "--threads", "2"]].concat());
+    assert!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    let generate = ["generate", base_arg, "--lora", "adapter.gguf", "-p", "great movie", "-n", "4", "--temp", "0"];
+    let out = crate::common::gguftune(root.path(), &generate);
+    assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let args = ["merge", f32_arg, "adapter.gguf", "-o", "merged.gguf"];
     let out = crate::common::gguftune(root.path(), &args);
