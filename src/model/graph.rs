@@ -1,6 +1,6 @@
-//! The forward graph of the Llama family, Falcon, GPT-NeoX and Phi-3 (llama.cpp's `llm_build_llama`,
-//! `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`, `llama_model_phi3::graph`), written with ops that all have a
-//! backward pass in ggml: attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash
+//! The forward graph of the Llama family, Falcon, GPT-NeoX and Phi-3 (llama.cpp's
+//! `llm_build_llama`, `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`,
+//! `llama_model_phi3::graph`), written with ops that all have a backward pass in ggml: attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash
 //! attention; the layer norm of Falcon and GPT-NeoX, which ggml cannot differentiate as one op,
 //! is composed of ops it can, and their GELU gets a backward pass from
 //! [`crate::ggml::Graph::build_backward_expand`].

@@ -64,8 +64,9 @@ fn f32_tensor(path: &Path, name: &str) -> Vec<f32> {
 }
 
 /// The fixtures tell apart what they check: the logits move by more than 1e-2 (nmse) without
-/// Llama 3's rope factors, without Qwen3's q/k norms, or with Phi-3's rope over whole heads; and llama.cpp runs our f32 conversion with
-/// transformers' logits. For Llama 3 the factors we write are llama.cpp's converter's.
+/// Llama 3's rope factors, without Qwen3's q/k norms, or with Phi-3's rope over whole heads; and
+/// llama.cpp runs our f32 conversion with transformers' logits. For Llama 3 the factors we write
+/// are llama.cpp's converter's.
 #[test]
 fn llama_cpp_on_our_conversion_computes_transformers_logits() {
     for fx in FIXTURES {
