@@ -20,11 +20,16 @@ pub enum Arch {
     /// checkpoint), layer norms, a GELU MLP with biases, rope on part of each head, attention
     /// and MLP in parallel or one after the other.
     GptNeox,
+    /// Phi-3 (mini 4k) and Phi-4-mini: the Llama layout with one fused QKV projection (rows q; k; v
+    /// as in the checkpoint), one fused gate and up projection (`ffn_up`, rows gate; up), a
+    /// NEOX-style rope (Phi-4-mini's on three quarters of each head). The long-context variants'
+    /// `rope_factors_long`/`rope_factors_short` are not supported.
+    Phi3,
 }
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 5] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Falcon, Arch::GptNeox];
+    pub const ALL: [Arch; 6] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Falcon, Arch::GptNeox, Arch::Phi3];
 
     /// The Hugging Face model classes (`architectures[0]` of config.json) each maps from.
     pub const HF_CLASSES: &'static [(&'static str, Arch)] = &[
@@ -36,6 +41,7 @@ impl Arch {
         // The name of Falcon's remote code before transformers had the model.
         ("RWForCausalLM", Arch::Falcon),
         ("GPTNeoXForCausalLM", Arch::GptNeox),
+        ("Phi3ForCausalLM", Arch::Phi3),
     ];
 
     /// llama.cpp's `general.architecture`.
@@ -46,6 +52,7 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Falcon => "falcon",
             Arch::GptNeox => "gptneox",
+            Arch::Phi3 => "phi3",
         }
     }
 
@@ -59,8 +66,19 @@ impl Arch {
         use TensorKind::*;
         match self {
             Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => &[AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown],
-            Arch::Falcon | Arch::GptNeox => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
+            Arch::Falcon | Arch::GptNeox | Arch::Phi3 => &[AttnQkv, AttnOutput, FfnUp, FfnDown],
         }
+    }
+
+    /// Whether query, key and value come from one fused projection (`attn_qkv`).
+    pub fn fused_qkv(self) -> bool {
+        matches!(self, Arch::Falcon | Arch::GptNeox | Arch::Phi3)
+    }
+
+    /// Whether the gated MLP's gate and up projections are one fused `ffn_up` of `2 × n_ff` rows,
+    /// the gate's first (llama.cpp's `LLM_FFN_SWIGLU` without a gate tensor).
+    pub fn fused_gate_up(self) -> bool {
+        matches!(self, Arch::Phi3)
     }
 
     /// Whether the layers normalise with layer norms (weight and bias) rather than RMS norms.

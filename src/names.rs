@@ -1,5 +1,5 @@
 //! GGUF tensor names, in one table (mirrors `LLM_TENSOR_NAMES` in llama.cpp's src/llama-arch.cpp),
-//! and the Hugging Face names of the Llama family, Falcon and GPT-NeoX that map onto them.
+//! and the Hugging Face names of the Llama family, Falcon, GPT-NeoX and Phi-3 that map onto them.
 
 use std::fmt;
 
@@ -35,8 +35,9 @@ pub enum TensorKind {
 
 /// One row of the name table: what the tensor is, its GGUF base name, whether it exists per
 /// layer, and its Hugging Face names in the Llama family (after `model.` or `model.layers.N.`),
-/// in Falcon (after `transformer.` or `transformer.h.N.`) and in GPT-NeoX (after `gpt_neox.` or
-/// `gpt_neox.layers.N.`), where it has them; the first of several is the one written back.
+/// in Falcon (after `transformer.` or `transformer.h.N.`), in GPT-NeoX (after `gpt_neox.` or
+/// `gpt_neox.layers.N.`) and in Phi-3 (the Llama family's prefixes, fused `qkv_proj` and
+/// `gate_up_proj`), where it has them; the first of several is the one written back.
 struct NameRow {
     kind: TensorKind,
     gguf: &'static str,
@@ -44,51 +45,73 @@ struct NameRow {
     llama: &'static [&'static str],
     falcon: &'static [&'static str],
     gptneox: &'static [&'static str],
+    phi3: &'static [&'static str],
 }
 
 const fn row(
     kind: TensorKind,
     gguf: &'static str,
     per_layer: bool,
-    [llama, falcon, gptneox]: [&'static [&'static str]; 3],
+    [llama, falcon, gptneox, phi3]: [&'static [&'static str]; 4],
 ) -> NameRow {
-    NameRow { kind, gguf, per_layer, llama, falcon, gptneox }
+    NameRow { kind, gguf, per_layer, llama, falcon, gptneox, phi3 }
 }
 
 const TABLE: &[NameRow] = &[
-    row(TensorKind::TokenEmbd, "token_embd", false, [&["embed_tokens"], &["word_embeddings"], &["embed_in"]]),
-    row(TensorKind::OutputNorm, "output_norm", false, [&["norm"], &["ln_f"], &["final_layer_norm"]]),
-    row(TensorKind::Output, "output", false, [&["lm_head"], &["lm_head"], &["embed_out"]]),
+    row(
+        TensorKind::TokenEmbd,
+        "token_embd",
+        false,
+        [&["embed_tokens"], &["word_embeddings"], &["embed_in"], &["embed_tokens"]],
+    ),
+    row(TensorKind::OutputNorm, "output_norm", false, [&["norm"], &["ln_f"], &["final_layer_norm"], &["norm"]]),
+    row(TensorKind::Output, "output", false, [&["lm_head"], &["lm_head"], &["embed_out"], &["lm_head"]]),
     // Falcon-40B's MLP norm is llama.cpp's attn_norm and its attention norm attn_norm_2.
     row(
         TensorKind::AttnNorm,
         "attn_norm",
         true,
-        [&["input_layernorm"], &["input_layernorm", "ln_mlp"], &["input_layernorm"]],
+        [&["input_layernorm"], &["input_layernorm", "ln_mlp"], &["input_layernorm"], &["input_layernorm"]],
     ),
-    row(TensorKind::AttnNorm2, "attn_norm_2", true, [&[], &["ln_attn"], &[]]),
-    row(TensorKind::AttnQ, "attn_q", true, [&["self_attn.q_proj"], &[], &[]]),
-    row(TensorKind::AttnK, "attn_k", true, [&["self_attn.k_proj"], &[], &[]]),
-    row(TensorKind::AttnV, "attn_v", true, [&["self_attn.v_proj"], &[], &[]]),
+    row(TensorKind::AttnNorm2, "attn_norm_2", true, [&[], &["ln_attn"], &[], &[]]),
+    row(TensorKind::AttnQ, "attn_q", true, [&["self_attn.q_proj"], &[], &[], &[]]),
+    row(TensorKind::AttnK, "attn_k", true, [&["self_attn.k_proj"], &[], &[], &[]]),
+    row(TensorKind::AttnV, "attn_v", true, [&["self_attn.v_proj"], &[], &[], &[]]),
     row(
         TensorKind::AttnQkv,
         "attn_qkv",
         true,
-        [&[], &["self_attention.query_key_value"], &["attention.query_key_value"]],
+        [&[], &["self_attention.query_key_value"], &["attention.query_key_value"], &["self_attn.qkv_proj"]],
     ),
     row(
         TensorKind::AttnOutput,
         "attn_output",
         true,
-        [&["self_attn.o_proj"], &["self_attention.dense"], &["attention.dense"]],
+        [&["self_attn.o_proj"], &["self_attention.dense"], &["attention.dense"], &["self_attn.o_proj"]],
     ),
-    row(TensorKind::AttnQNorm, "attn_q_norm", true, [&["self_attn.q_norm"], &[], &[]]),
-    row(TensorKind::AttnKNorm, "attn_k_norm", true, [&["self_attn.k_norm"], &[], &[]]),
-    row(TensorKind::FfnNorm, "ffn_norm", true, [&["post_attention_layernorm"], &[], &["post_attention_layernorm"]]),
-    row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[]]),
-    row(TensorKind::FfnUp, "ffn_up", true, [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"]]),
-    row(TensorKind::FfnDown, "ffn_down", true, [&["mlp.down_proj"], &["mlp.dense_4h_to_h"], &["mlp.dense_4h_to_h"]]),
-    row(TensorKind::RopeFreqs, "rope_freqs", false, [&[], &[], &[]]),
+    row(TensorKind::AttnQNorm, "attn_q_norm", true, [&["self_attn.q_norm"], &[], &[], &[]]),
+    row(TensorKind::AttnKNorm, "attn_k_norm", true, [&["self_attn.k_norm"], &[], &[], &[]]),
+    row(
+        TensorKind::FfnNorm,
+        "ffn_norm",
+        true,
+        [&["post_attention_layernorm"], &[], &["post_attention_layernorm"], &["post_attention_layernorm"]],
+    ),
+    row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[], &[]]),
+    // Phi-3's gate_up_proj holds the gate's rows, then the up projection's: llama.cpp's ffn_up.
+    row(
+        TensorKind::FfnUp,
+        "ffn_up",
+        true,
+        [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"], &["mlp.gate_up_proj"]],
+    ),
+    row(
+        TensorKind::FfnDown,
+        "ffn_down",
+        true,
+        [&["mlp.down_proj"], &["mlp.dense_4h_to_h"], &["mlp.dense_4h_to_h"], &["mlp.down_proj"]],
+    ),
+    row(TensorKind::RopeFreqs, "rope_freqs", false, [&[], &[], &[], &[]]),
 ];
 
 impl NameRow {
@@ -98,6 +121,7 @@ impl NameRow {
             Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => self.llama,
             Arch::Falcon => self.falcon,
             Arch::GptNeox => self.gptneox,
+            Arch::Phi3 => self.phi3,
         }
     }
 }
@@ -105,7 +129,7 @@ impl NameRow {
 /// The prefixes of per-layer and of other tensor names in `arch` checkpoints.
 fn hf_prefixes(arch: Arch) -> (&'static str, &'static str) {
     match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => ("model.layers.", "model."),
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => ("model.layers.", "model."),
         Arch::Falcon => ("transformer.h.", "transformer."),
         Arch::GptNeox => ("gpt_neox.layers.", "gpt_neox."),
     }
@@ -294,6 +318,30 @@ mod tests {
         // The buffers old checkpoints store have no GGUF counterpart.
         assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.masked_bias", Arch::GptNeox), None);
         assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.bias", Arch::GptNeox), None);
+    }
+
+    #[test]
+    fn maps_phi3_names() {
+        let cases = [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("lm_head.weight", "output.weight"),
+            ("model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
+            ("model.layers.1.self_attn.qkv_proj.weight", "blk.1.attn_qkv.weight"),
+            ("model.layers.1.self_attn.o_proj.weight", "blk.1.attn_output.weight"),
+            ("model.layers.2.post_attention_layernorm.weight", "blk.2.ffn_norm.weight"),
+            ("model.layers.2.mlp.gate_up_proj.weight", "blk.2.ffn_up.weight"),
+            ("model.layers.2.mlp.down_proj.weight", "blk.2.ffn_down.weight"),
+            ("model.norm.weight", "output_norm.weight"),
+        ];
+        for (hf, gguf) in cases {
+            assert_eq!(TensorName::from_hf(hf, Arch::Phi3).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Phi3));
+            assert_eq!(back.as_deref(), Some(hf), "{gguf}");
+        }
+        // Separate projections are not Phi-3's, nor its fused ones the Llama family's.
+        assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", Arch::Phi3), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.mlp.up_proj.weight", Arch::Phi3), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.mlp.gate_up_proj.weight", Arch::Llama), None);
     }
 
     #[test]

@@ -202,6 +202,7 @@ fn module_names(arch: Arch) -> &'static str {
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
         Arch::Falcon => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, lm_head",
         Arch::GptNeox => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, embed_out",
+        Arch::Phi3 => "qkv_proj, o_proj, gate_up_proj, down_proj, lm_head",
     }
 }
 
@@ -211,7 +212,7 @@ fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
         path: path.to_owned(),
         field: "general.architecture",
         found: name.to_owned(),
-        reason: "PEFT adapters are supported for llama, qwen2, falcon and gptneox models",
+        reason: "PEFT adapters are supported for llama, qwen2, qwen3, falcon, gptneox and phi3 models",
     })
 }
 
@@ -226,11 +227,18 @@ enum RowLayout {
 }
 
 impl RowLayout {
+    /// Whether the conversion of `arch` reorders any rows: it keeps Hugging Face's rows for
+    /// Qwen2, Qwen3 and Phi-3 (NEOX rope, and Phi-3's fused QKV already all queries, all keys, all
+    /// values).
+    fn applies_to(arch: Arch) -> bool {
+        matches!(arch, Arch::Llama | Arch::Falcon | Arch::GptNeox)
+    }
+
     /// The layout of the base's architecture, from its head counts; `None` when its conversion
-    /// keeps Hugging Face's rows (Qwen2, Qwen3).
+    /// keeps Hugging Face's rows.
     fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<RowLayout>, PeftError> {
         let arch = g.get_str("general.architecture").unwrap_or("");
-        if !matches!(arch, "llama" | "falcon" | "gptneox") {
+        if !Arch::from_name(arch).is_some_and(RowLayout::applies_to) {
             return Ok(None);
         }
         let key = |k: &str| format!("{arch}.{k}");
@@ -442,7 +450,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
             .ok_or_else(unknown)?;
         let pair = adapter.read_pair(info)?;
         let mut b = pair.b;
-        if RowLayout::reorders(name.kind) && !matches!(family, Arch::Qwen2 | Arch::Qwen3) {
+        if RowLayout::reorders(name.kind) && RowLayout::applies_to(family) {
             let layout = layout.ok_or_else(|| PeftError::NeedsBase { path: path(), tensor: info.base.clone() })?;
             b = layout.row_order(name.kind, info.n_out).reorder(&b, rank as usize, false);
         }

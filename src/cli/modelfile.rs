@@ -28,8 +28,8 @@ pub struct Args {
     /// System prompt (SYSTEM). Default: the one the model's chat template writes, if any.
     #[arg(long)]
     system: Option<String>,
-    /// Chat format, instead of the one recognised in the model: llama2, llama3, chatml, mistral
-    /// or alpaca.
+    /// Chat format, instead of the one recognised in the model: llama2, llama3, chatml, mistral,
+    /// phi3 or alpaca.
     #[arg(long, value_parser = parse_family)]
     template_family: Option<TemplateFamily>,
 }

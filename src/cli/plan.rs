@@ -260,7 +260,7 @@ fn suggestions(
     let arch = planned.model.hparams().arch;
     let fewer_targets: &[&str] = match arch {
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => &["q,k,v,o", "q,v"],
-        Arch::Falcon | Arch::GptNeox => &["qkv,o", "qkv"],
+        Arch::Falcon | Arch::GptNeox | Arch::Phi3 => &["qkv,o", "qkv"],
     };
     for &targets in fewer_targets {
         let fewer =

@@ -15,7 +15,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub rank: u64,
     /// Projections to adapt, comma-separated: q,k,v,o,gate,up,down (Llama family) or
-    /// qkv,o,up,down (Falcon, GPT-NeoX); `all`: every projection of the model.
+    /// qkv,o,up,down (Falcon, GPT-NeoX, Phi-3, whose up is its fused gate and up); `all`: every
+    /// projection of the model.
     #[arg(long, default_value = "all")]
     pub targets: String,
     /// Tokens per sequence: longer examples are cut (or skipped, with finetune's --overlong skip).

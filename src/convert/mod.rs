@@ -293,6 +293,7 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
         TensorKind::AttnQkv => w(q + 2 * kv, h),
         TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
         TensorKind::AttnOutput => w(h, q),
+        TensorKind::FfnUp if c.arch.fused_gate_up() => w(2 * ff, h),
         TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
         TensorKind::FfnDown => w(h, ff),
         TensorKind::RopeFreqs => vec![(c.rope_dims / 2) as usize],
@@ -329,6 +330,9 @@ fn layer_tensors(c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
             .into_iter()
             .flat_map(|k| [(k, "weight"), (k, "bias")])
             .collect(),
+        Arch::Phi3 => {
+            [AttnNorm, AttnQkv, AttnOutput, FfnNorm, FfnUp, FfnDown].into_iter().map(|k| (k, "weight")).collect()
+        }
     }
 }
 
@@ -431,6 +435,13 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
     kv.push((format!("{a}.attention.{norm_eps_key}"), MetaValue::F32(c.norm_eps)));
     if c.arch == Arch::GptNeox {
         kv.push((format!("{a}.use_parallel_residual"), MetaValue::Bool(c.parallel_residual)));
+    }
+    // Phi-3's keys as llama.cpp's converter writes them; llama.cpp's phi3 ignores the window.
+    if let Some(n) = c.original_context_length {
+        kv.push((format!("{a}.rope.scaling.original_context_length"), u32_of(n)));
+    }
+    if let Some(n) = c.sliding_window {
+        kv.push((format!("{a}.attention.sliding_window"), u32_of(n)));
     }
     if c.head_dim * c.num_heads != c.hidden_size {
         kv.push((format!("{a}.attention.key_length"), u32_of(c.head_dim)));

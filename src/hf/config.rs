@@ -1,4 +1,4 @@
-//! `config.json` of a Llama-family, Falcon or GPT-NeoX checkpoint, resolved into the
+//! `config.json` of a Llama-family, Falcon, GPT-NeoX or Phi-3 checkpoint, resolved into the
 //! hyper-parameters conversion needs.
 //!
 //! config.json varies with the transformers version that wrote it: `rope_theta` at the top level
@@ -63,6 +63,12 @@ pub struct ModelConfig {
     pub attn_norm_2: bool,
     /// `torch_dtype` / `dtype`, when given.
     pub dtype: Option<String>,
+    /// Phi-3's `original_max_position_embeddings`, which llama.cpp's converter writes as
+    /// `rope.scaling.original_context_length` (the rope of the supported variants does not read it).
+    pub original_context_length: Option<u64>,
+    /// Phi-3's `sliding_window` (0 when null), which llama.cpp's converter writes and its phi3 graph
+    /// ignores: llama.cpp runs full attention in every layer.
+    pub sliding_window: Option<u64>,
 }
 
 /// Why a config.json cannot be used.
@@ -250,6 +256,7 @@ impl ModelConfig {
                 Some("qwen3") => "Qwen3ForCausalLM".to_owned(),
                 Some("falcon") => "FalconForCausalLM".to_owned(),
                 Some("gpt_neox") => "GPTNeoXForCausalLM".to_owned(),
+                Some("phi3") => "Phi3ForCausalLM".to_owned(),
                 Some(other) => other.to_owned(),
                 None => {
                     return Err(ConfigError::Missing {
@@ -268,6 +275,7 @@ impl ModelConfig {
         match arch {
             Arch::Falcon => return falcon_config(&r, hf_architecture),
             Arch::GptNeox => return gptneox_config(&r, hf_architecture),
+            Arch::Phi3 => return phi3_config(&r, hf_architecture),
             Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => {}
         }
         // Qwen2/Qwen3's sliding-window attention on some layers, which llama.cpp's graphs of
@@ -304,6 +312,8 @@ impl ModelConfig {
             tie_word_embeddings: r.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             attn_norm_2: false,
             dtype: r.dtype(),
+            original_context_length: None,
+            sliding_window: None,
         })
     }
 
@@ -374,6 +384,8 @@ fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig,
         tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
         attn_norm_2: norms == 2,
         dtype: r.dtype(),
+        original_context_length: None,
+        sliding_window: None,
     })
 }
 
@@ -429,6 +441,79 @@ fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig
         tie_word_embeddings: false,
         attn_norm_2: false,
         dtype: r.dtype(),
+        original_context_length: None,
+        sliding_window: None,
+    })
+}
+
+/// A Phi-3 config (transformers' `Phi3Config`): Phi-3-mini-4k's and Phi-4-mini's layout, with
+/// `partial_rotary_factor` at the top level or in `rope_parameters` (1 when absent), rotating
+/// `int(factor × hidden_size) / num_attention_heads` dimensions of each head as llama.cpp's
+/// converter computes them. The long-context variants' `rope_scaling` (longrope/su factors) is
+/// refused: llama.cpp's `rope_factors_long`/`rope_factors_short` are not implemented.
+fn phi3_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+    let unsupported = |key, found: &str, expected| r.unsupported(Arch::Phi3, key, found, expected);
+    for key in ["attention_bias", "mlp_bias"] {
+        if r.bool_opt(key)? == Some(true) {
+            return Err(unsupported(key, "true", "false (llama.cpp's phi3 has no projection biases)"));
+        }
+    }
+    if let Some(act) = r.get("hidden_act").and_then(Value::as_str).filter(|a| *a != "silu") {
+        return Err(unsupported("hidden_act", act, "silu (llama.cpp's phi3 runs a SwiGLU MLP)"));
+    }
+    let hidden_size = r.u64("hidden_size")?;
+    let num_heads = r.u64("num_attention_heads")?;
+    let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
+    let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
+    if head_dim * num_heads != hidden_size {
+        return Err(r.inconsistent(format!(
+            "head_dim {head_dim} times num_attention_heads {num_heads} is not hidden_size {hidden_size}, as llama.cpp's phi3 needs"
+        )));
+    }
+    let (rope_theta, rope_scaling) = r.rope()?;
+    if let Some(scaling) = rope_scaling {
+        return Err(unsupported(
+            "rope_scaling",
+            &format!("{scaling:?}"),
+            "null (llama.cpp's converter writes no rope scaling for phi3)",
+        ));
+    }
+    let rope_parameters = Reader { path: r.path, json: r.get("rope_parameters").unwrap_or(&Value::Null) };
+    let fraction = match r.f32_opt("partial_rotary_factor")? {
+        Some(f) => f,
+        None => rope_parameters.f32_opt("partial_rotary_factor")?.unwrap_or(1.0),
+    };
+    let rope_dims = (f64::from(fraction) * hidden_size as f64) as u64 / num_heads;
+    if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
+        return Err(r.inconsistent(format!(
+            "partial_rotary_factor {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
+        )));
+    }
+    let original_context_length = match r.u64_opt("original_max_position_embeddings")? {
+        Some(n) => Some(n),
+        None => rope_parameters.u64_opt("original_max_position_embeddings")?,
+    };
+    Ok(ModelConfig {
+        arch: Arch::Phi3,
+        hf_architecture,
+        hidden_size,
+        intermediate_size: r.u64("intermediate_size")?,
+        num_layers: r.u64("num_hidden_layers")?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rope_dims,
+        parallel_residual: false,
+        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(4096),
+        norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-5),
+        rope_theta,
+        rope_scaling: None,
+        vocab_size: r.u64("vocab_size")?,
+        tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+        attn_norm_2: false,
+        dtype: r.dtype(),
+        original_context_length,
+        sliding_window: Some(r.u64_opt("sliding_window")?.unwrap_or(0)),
     })
 }
 
@@ -566,6 +651,41 @@ mod tests {
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &qwen3_0_6b).unwrap();
         assert_eq!((c.arch, c.head_dim, c.rope_dims, c.num_heads * c.head_dim), (Arch::Qwen3, 128, 128, 2048));
+    }
+
+    /// microsoft/Phi-3-mini-4k-instruct's config.json as published, and Phi-4-mini's partial rope
+    /// (transformers 5 writes it inside rope_parameters); the long-context variants are refused.
+    #[test]
+    fn phi3_resolves_with_partial_rope_and_long_context_variants_are_refused() {
+        let mini = json!({
+            "architectures": ["Phi3ForCausalLM"], "hidden_size": 3072, "intermediate_size": 8192,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+            "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": null, "sliding_window": 2047,
+            "hidden_act": "silu", "vocab_size": 32064, "tie_word_embeddings": false, "torch_dtype": "bfloat16"
+        });
+        let c = ModelConfig::from_json(Path::new("config.json"), &mini).unwrap();
+        assert_eq!((c.arch, c.head_dim, c.rope_dims, c.num_kv_heads), (Arch::Phi3, 96, 96, 32));
+        assert_eq!((c.original_context_length, c.sliding_window, c.norm_eps), (Some(4096), Some(2047), 1e-5));
+        let mut phi4 = mini.clone();
+        phi4.as_object_mut().unwrap().remove("rope_theta");
+        phi4["num_key_value_heads"] = json!(8);
+        phi4["sliding_window"] = json!(null);
+        phi4["rope_parameters"] = json!({"rope_theta": 10000.0, "rope_type": "default", "partial_rotary_factor": 0.75});
+        let c = ModelConfig::from_json(Path::new("config.json"), &phi4).unwrap();
+        assert_eq!((c.rope_dims, c.sliding_window), (72, Some(0)));
+        let mut long = mini.clone();
+        long["rope_scaling"] = json!({"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]});
+        let err = ModelConfig::from_json(Path::new("config.json"), &long).unwrap_err().to_string();
+        assert!(err.contains("rope_scaling type 'longrope' is not supported"), "{err}");
+        let mut linear = mini.clone();
+        linear["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        let err = ModelConfig::from_json(Path::new("config.json"), &linear).unwrap_err().to_string();
+        assert!(err.contains("'rope_scaling' is Linear"), "{err}");
+        let mut biased = mini;
+        biased["attention_bias"] = json!(true);
+        let err = ModelConfig::from_json(Path::new("config.json"), &biased).unwrap_err().to_string();
+        assert!(err.contains("'attention_bias' is true; llama.cpp's phi3"), "{err}");
     }
 
     /// tiiuae/falcon-7b's config.json as published (transformers' port of the model).

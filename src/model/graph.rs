@@ -1,6 +1,6 @@
-//! The forward graph of the Llama family, Falcon and GPT-NeoX (llama.cpp's `llm_build_llama`,
-//! `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`), written with ops that all have a
-//! backward pass in ggml: attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash
+//! The forward graph of the Llama family, Falcon, GPT-NeoX and Phi-3 (llama.cpp's
+//! `llm_build_llama`, `llm_build_qwen2`, `llm_build_falcon`, `llm_build_gptneox`,
+//! `llama_model_phi3::graph`), written with ops that all have a backward pass in ggml: attention is `mul_mat` + masked `soft_max_ext` + `mul_mat`, never flash
 //! attention; the layer norm of Falcon and GPT-NeoX, which ggml cannot differentiate as one op,
 //! is composed of ops it can, and their GELU gets a backward pass from
 //! [`crate::ggml::Graph::build_backward_expand`].
@@ -13,9 +13,9 @@ use super::batch::Batch;
 use super::lora::LoraParams;
 use super::{HParams, ModelError};
 
-/// One layer's weights. The fused QKV weight of Falcon and GPT-NeoX is bound as three row views,
-/// one per projection (its bias likewise), so attention reads the same `wq`, `wk`, `wv` in every
-/// family.
+/// One layer's weights. The fused QKV weight of Falcon, GPT-NeoX and Phi-3 is bound as three row
+/// views, one per projection (its bias likewise), so attention reads the same `wq`, `wk`, `wv` in
+/// every family; Phi-3's fused gate and up weight likewise as `ffn_gate` and `ffn_up`.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerWeights<'c> {
     pub attn_norm: Tensor<'c>,
@@ -26,7 +26,7 @@ pub struct LayerWeights<'c> {
     pub wq: Tensor<'c>,
     pub wk: Tensor<'c>,
     pub wv: Tensor<'c>,
-    /// Whether `wq`, `wk`, `wv` are views of one `attn_qkv` weight (Falcon, GPT-NeoX).
+    /// Whether `wq`, `wk`, `wv` are views of one `attn_qkv` weight (Falcon, GPT-NeoX, Phi-3).
     pub fused_qkv: bool,
     pub wo: Tensor<'c>,
     pub bq: Option<Tensor<'c>>,
@@ -44,6 +44,9 @@ pub struct LayerWeights<'c> {
     /// The Llama family's gate projection (Falcon's and GPT-NeoX's MLPs are ungated).
     pub ffn_gate: Option<Tensor<'c>>,
     pub ffn_up: Tensor<'c>,
+    /// Whether `ffn_gate` and `ffn_up` are the first and second halves of the rows of one
+    /// `ffn_up` weight (Phi-3).
+    pub fused_gate_up: bool,
     pub ffn_down: Tensor<'c>,
     /// GPT-NeoX's MLP biases.
     pub ffn_up_b: Option<Tensor<'c>>,
@@ -123,10 +126,14 @@ impl<'c> Weights<'c> {
             let b = |kind| TensorName { kind, layer: Some(il), suffix: "bias".into() };
             let attn_norm = need(w(TensorKind::AttnNorm), &[e])?;
             let wo = need(w(TensorKind::AttnOutput), &[q, e])?;
-            let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
             let ffn_down = need(w(TensorKind::FfnDown), &[f, e])?;
             let qk_norm = |kind| if h.arch.qk_norms() { need(w(kind), &[h.head_dim]).map(Some) } else { Ok(None) };
+            // A fused weight's rows for each projection it holds, as views.
+            let split = |t: Tensor<'c>, parts: &[(u64, u64)]| -> Result<Vec<Tensor<'c>>, ModelError> {
+                parts.iter().map(|&(first, n)| Ok(ctx.columns(t, first as i64, n as i64)?)).collect()
+            };
             layers.push(if layer_norms {
+                let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
                 let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
                 let bqkv = get(&b(TensorKind::AttnQkv), &[q + 2 * kv])?;
                 let attn_norm_2 = match get(&w(TensorKind::AttnNorm2), &[e])? {
@@ -159,19 +166,37 @@ impl<'c> Weights<'c> {
                     ffn_norm_b,
                     ffn_gate: None,
                     ffn_up,
+                    fused_gate_up: false,
                     ffn_down,
                     ffn_up_b: get(&b(TensorKind::FfnUp), &[f])?,
                     ffn_down_b: get(&b(TensorKind::FfnDown), &[e])?,
                 }
             } else {
+                let (wq, wk, wv) = if h.arch.fused_qkv() {
+                    let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
+                    let views = split(wqkv, &[(0, q), (q, kv), (q + kv, kv)])?;
+                    (views[0], views[1], views[2])
+                } else {
+                    (
+                        need(w(TensorKind::AttnQ), &[e, q])?,
+                        need(w(TensorKind::AttnK), &[e, kv])?,
+                        need(w(TensorKind::AttnV), &[e, kv])?,
+                    )
+                };
+                let (ffn_gate, ffn_up) = if h.arch.fused_gate_up() {
+                    let views = split(need(w(TensorKind::FfnUp), &[e, 2 * f])?, &[(0, f), (f, f)])?;
+                    (views[0], views[1])
+                } else {
+                    (need(w(TensorKind::FfnGate), &[e, f])?, need(w(TensorKind::FfnUp), &[e, f])?)
+                };
                 LayerWeights {
                     attn_norm,
                     attn_norm_b: None,
                     attn_norm_2: None,
-                    wq: need(w(TensorKind::AttnQ), &[e, q])?,
-                    wk: need(w(TensorKind::AttnK), &[e, kv])?,
-                    wv: need(w(TensorKind::AttnV), &[e, kv])?,
-                    fused_qkv: false,
+                    wq,
+                    wk,
+                    wv,
+                    fused_qkv: h.arch.fused_qkv(),
                     wo,
                     bq: get(&b(TensorKind::AttnQ), &[q])?,
                     bk: get(&b(TensorKind::AttnK), &[kv])?,
@@ -181,8 +206,9 @@ impl<'c> Weights<'c> {
                     attn_k_norm: qk_norm(TensorKind::AttnKNorm)?,
                     ffn_norm: Some(need(w(TensorKind::FfnNorm), &[e])?),
                     ffn_norm_b: None,
-                    ffn_gate: Some(need(w(TensorKind::FfnGate), &[e, f])?),
+                    ffn_gate: Some(ffn_gate),
                     ffn_up,
+                    fused_gate_up: h.arch.fused_gate_up(),
                     ffn_down,
                     ffn_up_b: None,
                     ffn_down_b: None,
@@ -311,7 +337,8 @@ impl<'c> LossInputs<'c> {
 const MIN_PROBABILITY: f32 = 1e-30;
 
 /// Which adapter a projection reads: the pair adapting `kind`, and for a view of a fused weight
-/// (Falcon's QKV) the rows of the pair's output it produces (`first`, `n`).
+/// (the QKV of Falcon, GPT-NeoX and Phi-3; Phi-3's gate and up) the rows of the pair's output it
+/// produces (`first`, `n`).
 #[derive(Clone, Copy, Debug)]
 struct AdapterSlot {
     kind: TensorKind,
@@ -444,12 +471,20 @@ fn hidden<'c>(
         };
         // The sums in llama.cpp's order, so that f32 rounding agrees.
         x = match (l.ffn_norm, l.ffn_norm_b, l.ffn_gate) {
-            // Llama: attention, then a gated SiLU MLP on the normed sum.
+            // Llama: attention, then a gated SiLU MLP on the normed sum. Phi-3's gate and up
+            // are the halves of one `ffn_up`, whose adapter each half reads its rows of.
             (Some(ffn_norm), None, Some(ffn_gate)) => {
                 let ffn_in = ctx.add(attn_out, x)?;
                 let cur = ctx.mul(ctx.rms_norm(ffn_in, eps)?, ffn_norm)?;
-                let gate = ctx.silu(mm(own(TensorKind::FfnGate), ffn_gate, None, cur)?)?;
-                let up = mm(own(TensorKind::FfnUp), l.ffn_up, None, cur)?;
+                let (gate_slot, up_slot) = if l.fused_gate_up {
+                    let f = h.n_ff as i64;
+                    let half = |first| AdapterSlot { kind: TensorKind::FfnUp, rows: Some((first, f)) };
+                    (half(0), half(f))
+                } else {
+                    (own(TensorKind::FfnGate), own(TensorKind::FfnUp))
+                };
+                let gate = ctx.silu(mm(gate_slot, ffn_gate, None, cur)?)?;
+                let up = mm(up_slot, l.ffn_up, None, cur)?;
                 ctx.add(mm(own(TensorKind::FfnDown), l.ffn_down, None, ctx.mul(gate, up)?)?, ffn_in)?
             }
             // GPT-NeoX, parallel: the MLP on its own norm of the layer input beside attention.

@@ -64,13 +64,25 @@ const NEUTRAL_VALUES: &[(&str, f64)] = &[
     ("rope.scaling.attn_factor", 1.0),
 ];
 
+/// Keys of one architecture's namespace that llama.cpp reads and then ignores, so that they are
+/// neutral at any value there.
+fn ignored_keys(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        // llama.cpp's phi3 (src/models/phi3.cpp, load_arch_hparams) reads the sliding window and
+        // then disables it (n_swa = 0, full attention in every layer); its converter writes the key
+        // for every Phi-3 (Phi-3-mini-4k: 2047; 0 when config.json has none).
+        Arch::Phi3 => &["attention.sliding_window"],
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Falcon | Arch::GptNeox => &[],
+    }
+}
+
 /// Refuses the first key of `arch`'s namespace that changes the math and that gguftune's graph
 /// does not implement.
-fn check_keys(g: &Gguf<'_>, arch: &str) -> Result<(), ModelError> {
-    let prefix = format!("{arch}.");
+fn check_keys(g: &Gguf<'_>, arch: Arch) -> Result<(), ModelError> {
+    let prefix = format!("{}.", arch.name());
     for (key, value) in &g.metadata {
         let Some(own) = key.strip_prefix(&prefix) else { continue };
-        if KNOWN_KEYS.contains(&own) {
+        if KNOWN_KEYS.contains(&own) || ignored_keys(arch).contains(&own) {
             continue;
         }
         let number = value.as_f64().or_else(|| value.as_i64().map(|v| v as f64));
@@ -95,7 +107,7 @@ impl HParams {
         let arch_name = g.get_str("general.architecture").unwrap_or("");
         let arch =
             Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch { arch: arch_name.to_owned() })?;
-        check_keys(g, arch_name)?;
+        check_keys(g, arch)?;
         let mut missing = Vec::new();
         let mut int = |key: &str| -> u64 {
             let full = format!("{arch_name}.{key}");
@@ -167,7 +179,7 @@ impl HParams {
             rope_freq_scale,
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
             parallel_residual: match arch {
-                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => false,
+                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => false,
                 Arch::Falcon => true,
                 Arch::GptNeox => {
                     g.get(&format!("{arch_name}.use_parallel_residual")).and_then(|v| v.as_bool()).unwrap_or(true)

@@ -10,7 +10,8 @@ use crate::names::TensorKind;
 use super::{HParams, ModelError};
 
 /// The projections LoRA can adapt, by the names users write (`--targets q,k,v,o,gate,up,down`
-/// for the Llama family, `qkv,o,up,down` for Falcon and GPT-NeoX).
+/// for the Llama family, `qkv,o,up,down` for Falcon, GPT-NeoX and Phi-3, whose `up` is its fused
+/// gate and up projection).
 pub const TARGETS: [(&str, TensorKind); 8] = [
     ("q", TensorKind::AttnQ),
     ("k", TensorKind::AttnK),
@@ -87,6 +88,7 @@ pub fn lora_layout(h: &HParams, cfg: &LoraConfig) -> Result<Vec<LoraSlot>, Model
                 TensorKind::AttnQ => (e, q),
                 TensorKind::AttnK | TensorKind::AttnV => (e, kv),
                 TensorKind::AttnOutput => (q, e),
+                TensorKind::FfnUp if h.arch.fused_gate_up() => (e, 2 * f),
                 TensorKind::FfnGate | TensorKind::FfnUp => (e, f),
                 TensorKind::FfnDown => (f, e),
                 other => return Err(ModelError::Unsupported { what: format!("LoRA on {}", other.gguf_base()) }),

@@ -24,6 +24,8 @@ pub enum TemplateFamily {
     /// Mistral Instruct v0.1: `<s>[INST] {user} [/INST]{answer}</s>`, no system block (a system
     /// prompt is written before the first user message, followed by a blank line).
     Mistral,
+    /// Phi-3: `<|{role}|>\n{content}<|end|>\n` per message, as Phi-3-mini's template writes it.
+    Phi3,
     /// Alpaca: `{preamble}\n\n### Instruction:\n{user}\n\n### Response:\n{answer}`, the prompt
     /// `finetune` uses for a model without a chat template (see [`crate::data::alpaca_prompt`]).
     Alpaca,
@@ -31,21 +33,23 @@ pub enum TemplateFamily {
 
 impl TemplateFamily {
     /// Every family, in the order of their names in messages.
-    pub const ALL: [TemplateFamily; 5] = [
+    pub const ALL: [TemplateFamily; 6] = [
         TemplateFamily::Llama2,
         TemplateFamily::Llama3,
         TemplateFamily::ChatMl,
         TemplateFamily::Mistral,
+        TemplateFamily::Phi3,
         TemplateFamily::Alpaca,
     ];
 
-    /// The family's name: `llama2`, `llama3`, `chatml`, `mistral`, `alpaca`.
+    /// The family's name: `llama2`, `llama3`, `chatml`, `mistral`, `phi3`, `alpaca`.
     pub fn name(self) -> &'static str {
         match self {
             TemplateFamily::Llama2 => "llama2",
             TemplateFamily::Llama3 => "llama3",
             TemplateFamily::ChatMl => "chatml",
             TemplateFamily::Mistral => "mistral",
+            TemplateFamily::Phi3 => "phi3",
             TemplateFamily::Alpaca => "alpaca",
         }
     }
@@ -86,6 +90,7 @@ impl TemplateFamily {
             TemplateFamily::Llama3 => LLAMA3.to_owned(),
             TemplateFamily::ChatMl => CHATML.to_owned(),
             TemplateFamily::Mistral => MISTRAL.replace("@EOS@", &tokens.eos),
+            TemplateFamily::Phi3 => PHI3.to_owned(),
             TemplateFamily::Alpaca => ALPACA.to_owned(),
         };
         if self.writes_bos_first() && !tokens.add_bos {
@@ -111,6 +116,7 @@ impl TemplateFamily {
             TemplateFamily::Llama3 => Some(LLAMA3_JINJA),
             TemplateFamily::ChatMl => Some(CHATML_JINJA),
             TemplateFamily::Mistral => Some(MISTRAL_JINJA),
+            TemplateFamily::Phi3 => Some(PHI3_JINJA),
             TemplateFamily::Alpaca => None,
         }
     }
@@ -122,6 +128,8 @@ impl TemplateFamily {
             TemplateFamily::Llama3 => &["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"],
             TemplateFamily::ChatMl => &["<|im_end|>", "<|im_start|>"],
             TemplateFamily::Mistral => &["[INST]", "[/INST]"],
+            // Ollama's own phi3 model's stop parameters.
+            TemplateFamily::Phi3 => &["<|end|>", "<|user|>", "<|assistant|>"],
             TemplateFamily::Alpaca => &["### Instruction:", "### Response:"],
         };
         let eos = matches!(self, TemplateFamily::Llama2 | TemplateFamily::Mistral).then(|| tokens.eos.clone());
@@ -178,7 +186,7 @@ pub const LLAMA_CPP_FORMATS: &[LlamaCppFormat] = &[
     llama_cpp("mistral-v3", &["[INST]", "[AVAILABLE_TOOLS]"], None),
     llama_cpp("llama2-sys", &["[INST]", "<<SYS>>"], Some(TemplateFamily::Llama2)),
     llama_cpp("llama2", &["[INST]"], Some(TemplateFamily::Mistral)),
-    llama_cpp("phi3", &["<|assistant|>", "<|end|>"], None),
+    llama_cpp("phi3", &["<|assistant|>", "<|end|>"], Some(TemplateFamily::Phi3)),
     llama_cpp("chatglm4", &["[gMASK]<sop>"], None),
     llama_cpp("glmedge", &["<|assistant|>", "<|user|>"], None),
     llama_cpp("zephyr", &["<|user|>", "<|endoftext|>"], None),
@@ -242,6 +250,9 @@ const CHATML: &str = concat!(
     "{{ end }}<|im_start|>assistant\n",
 );
 
+const PHI3: &str =
+    concat!("{{- range .Messages }}<|{{ .Role }}|>\n", "{{ .Content }}<|end|>\n", "{{ end }}<|assistant|>\n",);
+
 /// `@BOS@` and `@EOS@` are replaced by the model's token texts. The system prompt opens the first
 /// user message; every `[INST]` but the first (whose BOS the runner adds) follows a BOS.
 const LLAMA2: &str = concat!(
@@ -301,6 +312,12 @@ const CHATML_JINJA: &str = concat!(
     "{% for message in messages %}",
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}",
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+);
+
+const PHI3_JINJA: &str = concat!(
+    "{% for message in messages %}",
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}",
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
 );
 
 /// `.System` (`ns.system`) is every system message, joined by blank lines; it opens the first

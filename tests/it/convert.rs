@@ -244,7 +244,7 @@ fn bad_inputs_are_named_and_leave_no_output() {
     let dir = fresh("arch", Shards::One);
     let cfg = fs::read_to_string(dir.join("config.json")).unwrap().replace("LlamaForCausalLM", "GPT2LMHeadModel");
     fs::write(dir.join("config.json"), cfg).unwrap();
-    check(&dir, "architecture 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, FalconForCausalLM, RWForCausalLM, GPTNeoXForCausalLM)");
+    check(&dir, "architecture 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, FalconForCausalLM, RWForCausalLM, GPTNeoXForCausalLM, Phi3ForCausalLM)");
 }
 
 #[test]

@@ -34,6 +34,9 @@ const MISTRAL_TEMPLATE: &str = r#"{{ bos_token }}{% for message in messages %}{%
 /// Qwen2-7B-Instruct's `chat_template`: ChatML with a default system message.
 const QWEN2_TEMPLATE: &str = r#"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#;
 
+/// Phi-3-mini-4k-instruct's `chat_template`.
+const PHI3_TEMPLATE: &str = r#"{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"#;
+
 /// gemma-2b-it's `chat_template` (a format without a translation here).
 const GEMMA_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"#;
 
@@ -42,11 +45,12 @@ const GEMMA_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'sys
 const LLAMA3_DATED_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n' + system + '<|eot_id|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"#;
 
 /// Each chat family with its published template and its models' BOS and EOS texts.
-const FAMILIES: [(TemplateFamily, &str, &str, &str); 4] = [
+const FAMILIES: [(TemplateFamily, &str, &str, &str); 5] = [
     (TemplateFamily::Llama2, LLAMA2_TEMPLATE, "<s>", "</s>"),
     (TemplateFamily::Llama3, LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>"),
     (TemplateFamily::ChatMl, CHATML_TEMPLATE, "<|begin_of_text|>", "<|im_end|>"),
     (TemplateFamily::Mistral, MISTRAL_TEMPLATE, "<s>", "</s>"),
+    (TemplateFamily::Phi3, PHI3_TEMPLATE, "<s>", "<|endoftext|>"),
 ];
 
 /// Conversations ending with a user turn; contents that would trip a template engine or the
@@ -275,6 +279,7 @@ fn the_text_parses_back_to_every_value_for_every_family() {
             TemplateFamily::Llama3 => &["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"],
             TemplateFamily::ChatMl => &["<|im_end|>", "<|im_start|>"],
             TemplateFamily::Mistral => &["</s>", "[INST]", "[/INST]"],
+            TemplateFamily::Phi3 => &["<|end|>", "<|user|>", "<|assistant|>"],
             TemplateFamily::Alpaca => unreachable!(),
         };
         assert_eq!(stops, expected, "{family}");

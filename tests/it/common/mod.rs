@@ -54,12 +54,15 @@ pub fn transformers_checkpoint(
     variant: &str,
 ) -> (PathBuf, Vec<i32>, Vec<Vec<f32>>) {
     let fixture = repo_root().join("tests/fixtures").join(family).join(variant);
-    let dir = root.join(format!("{family}-{variant}"));
+    // Named by its variant alone, which becomes general.name: llama.cpp sets token attributes
+    // by the model's name, and one containing "phi3" must have Phi-3's special tokens
+    // (`<|endoftext|>`), which the tiny tokenizer has not.
+    let dir = root.join(family).join(variant);
     let scratch = root.join(format!("{family}-{variant}-tokenizer"));
     let spec = fixtures::TinyLlamaSpec::default();
     if !dir.exists() {
         fixtures::tiny_llama(&scratch, &spec, fixtures::Dtype::F32, fixtures::Shards::One, 1).unwrap();
-        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         for file in std::fs::read_dir(&scratch).unwrap() {
             let path = file.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/phi3/partial-rope/: a tiny random Phi3ForCausalLM checkpoint (transformers), its
+logits, a PEFT adapter on all four projections, and the GGUF llama.cpp's own converter (convert_hf_to_gguf.py)
+writes from it: the references our Rust tests convert to GGUF, run in llama.cpp and train on.
+
+The layout of Phi-3-mini-4k and Phi-4-mini: one fused qkv_proj (rows q; k; v), one fused gate_up_proj (rows
+gate; up), RMS norms, a NEOX rope, no biases, untied embeddings (Phi-3's; Phi-4-mini ties them, which the
+Llama fixtures already cover), grouped-query attention (Phi-4-mini's), and Phi-4-mini's partial rope
+(partial_rotary_factor 0.75: 12 of each head's 16 dimensions rotate). rope_scaling is null: the long-context
+variants' longrope factors are not supported. The attention is made sharp (the q and k rows of qkv_proj
+scaled by Q_K_SCALE) so that the rope matters.
+
+Run with a Python that has torch, transformers, safetensors and peft, and llama.cpp's converter (the
+conversion/ and gguf-py/ folders beside convert_hf_to_gguf.py, as in llama-cpp-python's source package,
+which scripts/bench-peers.sh unpacks into target/peers/llama.cpp):
+    python scripts/make-phi3-fixture.py LLAMA_CPP_DIR
+The converter reads the SentencePiece model of tests/data/spm (480 pieces, padded to the checkpoint's 512 by
+the converter). The tests write the tiny tokenizer of tests/it/common for our own conversion.
+
+Files: config.json, model.safetensors (bf16), logits.bin (f32, [n_tokens, vocab]), llama-cpp-f32.gguf,
+adapter/ and logits-adapter.bin (PEFT, r=4, lora_alpha=8), reference.json.
+"""
+import copy
+import os
+import sys
+
+import torch
+from transformers import Phi3Config, Phi3ForCausalLM
+
+from hf_fixture import (
+    llama_cpp_convert, logits_of, make_adapter, print_summary, reinit, save_bf16, versions, write_f32,
+    write_reference,
+)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "tests", "fixtures", "phi3", "partial-rope")
+CONFIG = dict(
+    vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=1024, original_max_position_embeddings=1024,
+    rms_norm_eps=1e-5, rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.75),
+    tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+)
+Q_K_SCALE = 5.0
+TOKENS = [1] + [(37 * i + 11) % 509 + 3 for i in range(47)]
+ADAPTER = dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
+ADAPTER_SEED = 4321
+
+
+def sharpen_qkv(model, scale):
+    """Scales the q and k rows of every fused qkv_proj weight by `scale` (rounded to bf16 again, as stored),
+    as hf_fixture.sharpen does for separate q_proj and k_proj."""
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    qk_rows = (c.num_attention_heads + c.num_key_value_heads) * head_dim
+    with torch.no_grad():
+        for layer in model.model.layers:
+            w = layer.self_attn.qkv_proj.weight
+            w[:qk_rows] = (w[:qk_rows] * scale).to(torch.bfloat16).to(torch.float32)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: make-phi3-fixture.py LLAMA_CPP_DIR")
+    torch.manual_seed(1234)
+    model = Phi3ForCausalLM(Phi3Config(**CONFIG, attn_implementation="eager")).eval()
+    reinit(model)
+    with torch.no_grad():
+        # RMS norm weights away from 1, so that a norm applied with the wrong weight shows.
+        for name, p in model.named_parameters():
+            if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                p.uniform_(0.5, 1.5)
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    sharpen_qkv(model, Q_K_SCALE)
+    logits = logits_of(model, TOKENS)
+    with torch.no_grad():
+        skipped = model.lm_head(model.model.norm(model.model.embed_tokens(torch.tensor(TOKENS))))
+    moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+    # How far a graph would be off that rotated every dimension of the heads, or read the fused
+    # gate_up_proj's halves the other way round.
+    full = Phi3ForCausalLM(Phi3Config(**dict(CONFIG, rope_parameters=dict(CONFIG["rope_parameters"],
+                                                                          partial_rotary_factor=1.0)),
+                                      attn_implementation="eager")).eval()
+    full.load_state_dict(model.state_dict())
+    with_full_rope = float(((logits_of(full, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
+    swapped = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in swapped.model.layers:
+            w = layer.mlp.gate_up_proj.weight
+            w.copy_(torch.cat([w[CONFIG["intermediate_size"]:], w[:CONFIG["intermediate_size"]]]))
+    gate_up_swapped = float(((logits_of(swapped, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
+    save_bf16(model, OUT)
+    write_f32(logits, os.path.join(OUT, "logits.bin"))
+    adapter_nmse, adapter_argmax, _ = make_adapter(OUT, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
+    llama_cpp_convert(OUT, sys.argv[1], [os.path.join(ROOT, "tests", "data", "spm", "tokenizer.model")])
+    write_reference(
+        OUT,
+        {
+            "tokens": TOKENS, "shape": list(logits.shape), "config": CONFIG, "q_k_scale": Q_K_SCALE,
+            "layers_nmse_vs_embeddings_only": moved, "nmse_with_full_rope": with_full_rope,
+            "nmse_gate_up_swapped": gate_up_swapped,
+            "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
+                            adapter_nmse_vs_base=adapter_nmse),
+            "llama_cpp_converter": "convert_hf_to_gguf.py --outtype f32 (llama-cpp-python 0.3.36's llama.cpp), "
+                                   "tokenizer.model of tests/data/spm",
+            "versions": versions(),
+        },
+    )
+    print_summary(OUT, logits, moved)
+    print(f"  rotating every dimension moves the logits by nmse {with_full_rope:.3e}, "
+          f"swapping gate and up by {gate_up_swapped:.3e}")
+    print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
+
+
+if __name__ == "__main__":
+    main()
