@@ -25,7 +25,7 @@ pub enum ModelError {
     File(#[from] GgufFileError),
     #[error(transparent)]
     Ggml(#[from] ggml::Error),
-    #[error("architecture '{arch}' is not supported (supported: llama, qwen2, falcon, gptneox)")]
+    #[error("architecture '{arch}' is not supported (supported: {})", supported_architectures())]
     UnsupportedArch { arch: String },
     #[error("missing metadata keys: {}", keys.join(", "))]
     MissingKeys { keys: Vec<String> },
@@ -43,6 +43,11 @@ pub enum ModelError {
     Unsupported { what: String },
     #[error("token {token} is outside the vocabulary of {n_vocab}")]
     TokenOutOfRange { token: i32, n_vocab: u64 },
+}
+
+/// llama.cpp's names of the architectures gguftune runs, for messages.
+fn supported_architectures() -> String {
+    crate::arch::Arch::ALL.map(crate::arch::Arch::name).join(", ")
 }
 
 /// A GGUF model opened for running.
