@@ -3,7 +3,7 @@
 //! llama.cpp's; LoRA gradients against finite differences; our adapters in llama.cpp; PEFT's
 //! adapters imported and exported; `finetune` and `plan` on a Falcon GGUF.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gguftune::adapter::{export_peft, import_peft, write_lora_gguf};
 use gguftune::arch::Arch;
@@ -14,56 +14,19 @@ use crate::adapter_merge::llama_logits;
 use crate::common::fixtures::{sentiment_examples, write_jsonl};
 use crate::common::reference::{max_relative_error, nmse, read_logits};
 use crate::common::training::random_lora_pairs;
-use crate::common::{convert_to, gguftune, temp_dir, transformers_checkpoint};
+use crate::common::transformers_fixtures::{
+    check_our_logits_against_llama_cpp, converted, F32_RELATIVE_TOLERANCE, SHARE_OF_QUANTIZATION_ERROR,
+};
+use crate::common::{gguftune, temp_dir};
 use crate::lora_grad::{check_model_gradients_by_finite_differences, GELU_RELATIVE_TOLERANCE, GELU_STEP};
-
-/// Both graphs compute in f32 with the same ggml kernels (GELU included); what differs is the
-/// order of some reductions and our layer norm (the row mean subtracted, then an RMS norm, where
-/// ggml_norm makes one pass). 1e-4 of the largest logit, as for the Llama family
-/// (tests/it/forward.rs); a wrong QKV view, norm or residual is off by the logits' own size.
-const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
-/// With quantized weights ggml rounds each product's input to 8 bits; inputs equal to f32
-/// rounding round alike, so the logits are equal (seen: bit-identical for q8_0 and q4_k_m). The
-/// bound is a thousandth of what quantization itself moves the logits (llama.cpp's quantized
-/// logits against its f32 ones, measured by the test).
-const SHARE_OF_QUANTIZATION_ERROR: f64 = 1e-3;
 
 /// Every fixture: (family, variant).
 const FIXTURES: [(&str, &str); 4] =
     [("falcon", "mqa"), ("falcon", "gqa"), ("gptneox", "parallel"), ("gptneox", "sequential")];
 
-/// The fixture converted to `ft` next to it.
-fn converted(root: &Path, (family, variant): (&str, &str), ft: FileType) -> (PathBuf, Vec<i32>) {
-    let (dir, tokens, _) = transformers_checkpoint(root, family, variant);
-    let path = root.join(format!("{family}-{variant}-{}.gguf", ft.name()));
-    convert_to(&dir, ft, &path).unwrap();
-    (path, tokens)
-}
-
 #[test]
 fn our_logits_equal_llama_cpp_logits() {
-    for fixture in FIXTURES {
-        let variant = format!("{} {}", fixture.0, fixture.1);
-        let root = temp_dir();
-        let (f32_path, tokens) = converted(root.path(), fixture, FileType::F32);
-        let llama_f32 = llama_logits(&f32_path, None, &tokens);
-        for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
-            let (path, _) = converted(root.path(), fixture, ft);
-            let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
-            let theirs = llama_logits(&path, None, &tokens);
-            let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
-            let quantization = nmse(&theirs, &llama_f32);
-            eprintln!(
-                "{variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization: {quantization:.2e})",
-                ft.name()
-            );
-            if ft == FileType::F32 {
-                assert!(err < F32_RELATIVE_TOLERANCE, "{variant} f32: relative error {err}");
-            } else {
-                assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant} {}: nmse {e}", ft.name());
-            }
-        }
-    }
+    check_our_logits_against_llama_cpp(&FIXTURES);
 }
 
 #[test]

@@ -21,6 +21,7 @@ use gguftune::train::{loss_and_grads, Activations};
 use crate::adapter_merge::llama_logits;
 use crate::common::reference::{max_relative_error, nmse, read_logits};
 use crate::common::training::random_lora_pairs;
+use crate::common::transformers_fixtures::{check_our_logits_against_llama_cpp, converted, F32_RELATIVE_TOLERANCE};
 use crate::common::{convert_to, repo_root, temp_dir, transformers_checkpoint};
 use crate::lora_grad::check_model_gradients_by_finite_differences;
 
@@ -33,11 +34,6 @@ const FIXTURES: [(&str, &str); 4] = [("llama3", "3.1"), ("llama3", "3.2"), ("qwe
 /// times the position). 1e-3 of the largest logit, as for Falcon and GPT-NeoX; a missing or
 /// wrong factor moves them by far more (the reference records it: nmse above 1e-2).
 const TRANSFORMERS_RELATIVE_TOLERANCE: f32 = 1e-3;
-/// Our graph and llama.cpp's in f32: the same kernels, reductions in another order (as in
-/// tests/it/forward.rs).
-const F32_RELATIVE_TOLERANCE: f32 = 1e-4;
-/// As in tests/it/falcon_gptneox.rs: a thousandth of what quantization itself moves the logits.
-const SHARE_OF_QUANTIZATION_ERROR: f64 = 1e-3;
 /// The issue's bound for the training graph's loss against llama.cpp's: a mean of ~420 f32 log
 /// probabilities, each rounded to ~1e-7 relative, agree far below it; ignoring the rope factors
 /// moved the loss by 2e-4 relative on a real Llama 3.2.
@@ -45,14 +41,6 @@ const LOSS_RELATIVE_TOLERANCE: f64 = 1e-5;
 
 fn fixture((family, variant): (&str, &str)) -> PathBuf {
     repo_root().join("tests/fixtures").join(family).join(variant)
-}
-
-/// The fixture converted by us to `ft` next to it.
-fn converted(root: &Path, (family, variant): (&str, &str), ft: FileType) -> (PathBuf, Vec<i32>) {
-    let (dir, tokens, _) = transformers_checkpoint(root, family, variant);
-    let path = root.join(format!("{family}-{variant}-{}.gguf", ft.name()));
-    convert_to(&dir, ft, &path).unwrap();
-    (path, tokens)
 }
 
 /// The values of the F32 tensor `name` of the GGUF at `path`.
@@ -117,28 +105,7 @@ fn quantized_conversions_are_llama_quantize_s_bytes() {
 
 #[test]
 fn our_logits_equal_llama_cpp_logits() {
-    for fx in FIXTURES {
-        let variant = format!("{} {}", fx.0, fx.1);
-        let root = temp_dir();
-        let (f32_path, tokens) = converted(root.path(), fx, FileType::F32);
-        let llama_f32 = llama_logits(&f32_path, None, &tokens);
-        for ft in [FileType::F32, FileType::Q8_0, FileType::Q4_K_M] {
-            let (path, _) = converted(root.path(), fx, ft);
-            let ours = Model::open(&path).unwrap().logits(&tokens, 2).unwrap();
-            let theirs = llama_logits(&path, None, &tokens);
-            let (err, e) = (max_relative_error(&ours, &theirs), nmse(&ours, &theirs));
-            let quantization = nmse(&theirs, &llama_f32);
-            eprintln!(
-                "{variant} {}: max relative error {err:.2e}, nmse {e:.2e} (quantization {quantization:.2e})",
-                ft.name()
-            );
-            if ft == FileType::F32 {
-                assert!(err < F32_RELATIVE_TOLERANCE, "{variant} f32: relative error {err}");
-            } else {
-                assert!(e < SHARE_OF_QUANTIZATION_ERROR * quantization, "{variant} {}: nmse {e}", ft.name());
-            }
-        }
-    }
+    check_our_logits_against_llama_cpp(&FIXTURES);
 }
 
 /// The mean next-token loss llama.cpp's logits give `tokens`, in f64.

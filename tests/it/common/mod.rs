@@ -13,6 +13,7 @@ pub mod reference;
 #[allow(dead_code)]
 pub mod tiny_gguf;
 pub mod training;
+pub mod transformers_fixtures;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
