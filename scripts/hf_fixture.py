@@ -55,6 +55,20 @@ def logits_of(model, tokens):
         return model(torch.tensor([tokens])).logits[0].to(torch.float32).contiguous()
 
 
+def nmse(values, reference):
+    """How far `values` are from `reference`: the squared error over the reference's squared norm."""
+    return float(((values - reference) ** 2).sum() / (reference**2).sum())
+
+
+def layers_nmse(model, tokens, logits):
+    """How much the decoder layers of a Llama-layout model (model.embed_tokens, model.norm, lm_head) move
+    its `logits` for `tokens`: their nmse against the logits with every layer skipped, to show that the
+    layers matter, not only the embeddings."""
+    with torch.no_grad():
+        skipped = model.lm_head(model.model.norm(model.model.embed_tokens(torch.tensor(tokens))))
+    return nmse(skipped, logits)
+
+
 def write_f32(tensor, path):
     """Writes a tensor as raw f32 little-endian."""
     tensor.numpy().astype("<f4").tofile(path)
@@ -109,7 +123,7 @@ def make_adapter(out, model, tokens, base_logits, adapter, seed):
         without = pm(torch.tensor([tokens])).logits[0]
     assert torch.equal(without, base_logits), "the f32 copy no longer computes the base logits"
     write_f32(logits, os.path.join(out, "logits-adapter.bin"))
-    moved = float(((logits - base_logits) ** 2).sum() / (base_logits**2).sum())
+    moved = nmse(logits, base_logits)
     return moved, logits.argmax(-1).tolist(), pm
 
 

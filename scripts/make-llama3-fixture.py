@@ -39,8 +39,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_fixture import (
-    llama_cpp_convert, logits_of, make_adapter, print_summary, reinit, save_bf16, sharpen, versions, write_f32,
-    write_reference,
+    layers_nmse, llama_cpp_convert, logits_of, make_adapter, nmse, print_summary, reinit, save_bf16, sharpen, versions,
+    write_f32, write_reference,
 )
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "llama3")
@@ -88,10 +88,8 @@ def make(variant, config_kwargs, llama_cpp, tokenizer_dir):
     plain = LlamaForCausalLM(LlamaConfig(**config_kwargs, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
                                          attn_implementation="eager")).eval()
     plain.load_state_dict(model.state_dict())
-    without_factors = float(((logits_of(plain, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
-    with torch.no_grad():
-        skipped = model.lm_head(model.model.norm(model.model.embed_tokens(torch.tensor(TOKENS))))[0]
-    moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+    without_factors = nmse(logits_of(plain, TOKENS), logits)
+    moved = layers_nmse(model, TOKENS, logits)
     save_bf16(model, out)
     if variant == "3.2":
         old_layout(os.path.join(out, "config.json"))

@@ -28,8 +28,8 @@ import torch
 from transformers import Phi3Config, Phi3ForCausalLM
 
 from hf_fixture import (
-    llama_cpp_convert, logits_of, make_adapter, print_summary, reinit, save_bf16, versions, write_f32,
-    write_reference,
+    layers_nmse, llama_cpp_convert, logits_of, make_adapter, nmse, print_summary, reinit, save_bf16, versions,
+    write_f32, write_reference,
 )
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -72,22 +72,20 @@ def main():
                 p.copy_(p.to(torch.bfloat16).to(torch.float32))
     sharpen_qkv(model, Q_K_SCALE)
     logits = logits_of(model, TOKENS)
-    with torch.no_grad():
-        skipped = model.lm_head(model.model.norm(model.model.embed_tokens(torch.tensor(TOKENS))))
-    moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+    moved = layers_nmse(model, TOKENS, logits)
     # How far a graph would be off that rotated every dimension of the heads, or read the fused
     # gate_up_proj's halves the other way round.
     full = Phi3ForCausalLM(Phi3Config(**dict(CONFIG, rope_parameters=dict(CONFIG["rope_parameters"],
                                                                           partial_rotary_factor=1.0)),
                                       attn_implementation="eager")).eval()
     full.load_state_dict(model.state_dict())
-    with_full_rope = float(((logits_of(full, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
+    with_full_rope = nmse(logits_of(full, TOKENS), logits)
     swapped = copy.deepcopy(model)
     with torch.no_grad():
         for layer in swapped.model.layers:
             w = layer.mlp.gate_up_proj.weight
             w.copy_(torch.cat([w[CONFIG["intermediate_size"]:], w[:CONFIG["intermediate_size"]]]))
-    gate_up_swapped = float(((logits_of(swapped, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
+    gate_up_swapped = nmse(logits_of(swapped, TOKENS), logits)
     save_bf16(model, OUT)
     write_f32(logits, os.path.join(OUT, "logits.bin"))
     adapter_nmse, adapter_argmax, _ = make_adapter(OUT, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)

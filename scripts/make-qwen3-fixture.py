@@ -27,8 +27,8 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from hf_fixture import (
-    llama_cpp_convert, logits_of, make_adapter, print_summary, reinit, save_bf16, sharpen, versions, write_f32,
-    write_reference,
+    layers_nmse, llama_cpp_convert, logits_of, make_adapter, nmse, print_summary, reinit, save_bf16, sharpen, versions,
+    write_f32, write_reference,
 )
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -60,15 +60,13 @@ def main():
                 p.copy_(p.to(torch.bfloat16).to(torch.float32))
     sharpen(model, Q_K_SCALE)
     logits = logits_of(model, TOKENS)
-    with torch.no_grad():
-        skipped = model.lm_head(model.model.norm(model.model.embed_tokens(torch.tensor(TOKENS))))
-    moved = float(((logits - skipped) ** 2).sum() / (logits**2).sum())
+    moved = layers_nmse(model, TOKENS, logits)
     # The same model without its q/k norms: how far a graph that skipped them would be off.
     plain = copy.deepcopy(model)
     for layer in plain.model.layers:
         layer.self_attn.q_norm = torch.nn.Identity()
         layer.self_attn.k_norm = torch.nn.Identity()
-    without_norms = float(((logits_of(plain, TOKENS) - logits) ** 2).sum() / (logits**2).sum())
+    without_norms = nmse(logits_of(plain, TOKENS), logits)
     save_bf16(model, OUT)
     write_f32(logits, os.path.join(OUT, "logits.bin"))
     adapter_nmse, adapter_argmax, _ = make_adapter(OUT, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
