@@ -182,9 +182,38 @@ impl Reader<'_> {
         Ok(head_dim)
     }
 
+    /// transformers 5's `rope_parameters` object (empty when absent).
+    fn rope_parameters(&self) -> Reader<'_> {
+        Reader { path: self.path, json: self.get("rope_parameters").unwrap_or(&Value::Null) }
+    }
+
+    /// The share of each head the rope rotates: the first of `top_level_keys` present (each
+    /// checked to be a number), else `partial_rotary_factor` in `rope_parameters`, else `default`.
+    fn rotary_fraction(&self, top_level_keys: &[&'static str], default: f32) -> Result<f32, ConfigError> {
+        let mut top_level = None;
+        for key in top_level_keys {
+            top_level = top_level.or(self.f32_opt(key)?);
+        }
+        match top_level {
+            Some(f) => Ok(f),
+            None => Ok(self.rope_parameters().f32_opt("partial_rotary_factor")?.unwrap_or(default)),
+        }
+    }
+
+    /// Refuses a rotary fraction (named `what` in the message) outside (0, 1], or one that rotates
+    /// `rope_dims` dimensions of each `head_dim`-wide head when that is none or an odd number.
+    fn check_rope_dims(&self, what: &str, fraction: f32, head_dim: u64, rope_dims: u64) -> Result<(), ConfigError> {
+        if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
+            return Err(self.inconsistent(format!(
+                "{what} {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
+            )));
+        }
+        Ok(())
+    }
+
     /// `rope_theta` (top level or in `rope_parameters`, 10000 when absent) and the rope scaling.
     fn rope(&self) -> Result<(f32, Option<RopeScaling>), ConfigError> {
-        let rope_parameters = Reader { path: self.path, json: self.get("rope_parameters").unwrap_or(&Value::Null) };
+        let rope_parameters = self.rope_parameters();
         let rope_theta = match self.f32_opt("rope_theta")? {
             Some(t) => t,
             None => rope_parameters.f32_opt("rope_theta")?.unwrap_or(10_000.0),
@@ -409,17 +438,9 @@ fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig
     let hidden_size = r.u64("hidden_size")?;
     let num_heads = r.u64("num_attention_heads")?;
     let head_dim = r.head_dim(hidden_size, num_heads, num_heads)?;
-    let rope_parameters = Reader { path: r.path, json: r.get("rope_parameters").unwrap_or(&Value::Null) };
-    let fraction = match r.f32_opt("rotary_pct")?.or(r.f32_opt("partial_rotary_factor")?) {
-        Some(f) => f,
-        None => rope_parameters.f32_opt("partial_rotary_factor")?.unwrap_or(0.25),
-    };
+    let fraction = r.rotary_fraction(&["rotary_pct", "partial_rotary_factor"], 0.25)?;
     let rope_dims = (fraction * head_dim as f32) as u64;
-    if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
-        return Err(r.inconsistent(format!(
-            "rotary fraction {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
-        )));
-    }
+    r.check_rope_dims("rotary fraction", fraction, head_dim, rope_dims)?;
     let (rope_theta, rope_scaling) = r.rope()?;
     let rope_theta = r.f32_opt("rotary_emb_base")?.unwrap_or(rope_theta);
     Ok(ModelConfig {
@@ -478,20 +499,12 @@ fn phi3_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, C
             "null (llama.cpp's converter writes no rope scaling for phi3)",
         ));
     }
-    let rope_parameters = Reader { path: r.path, json: r.get("rope_parameters").unwrap_or(&Value::Null) };
-    let fraction = match r.f32_opt("partial_rotary_factor")? {
-        Some(f) => f,
-        None => rope_parameters.f32_opt("partial_rotary_factor")?.unwrap_or(1.0),
-    };
+    let fraction = r.rotary_fraction(&["partial_rotary_factor"], 1.0)?;
     let rope_dims = (f64::from(fraction) * hidden_size as f64) as u64 / num_heads;
-    if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
-        return Err(r.inconsistent(format!(
-            "partial_rotary_factor {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
-        )));
-    }
+    r.check_rope_dims("partial_rotary_factor", fraction, head_dim, rope_dims)?;
     let original_context_length = match r.u64_opt("original_max_position_embeddings")? {
         Some(n) => Some(n),
-        None => rope_parameters.u64_opt("original_max_position_embeddings")?,
+        None => r.rope_parameters().u64_opt("original_max_position_embeddings")?,
     };
     Ok(ModelConfig {
         arch: Arch::Phi3,
