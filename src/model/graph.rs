@@ -128,13 +128,16 @@ impl<'c> Weights<'c> {
             let wo = need(w(TensorKind::AttnOutput), &[q, e])?;
             let ffn_down = need(w(TensorKind::FfnDown), &[f, e])?;
             let qk_norm = |kind| if h.arch.qk_norms() { need(w(kind), &[h.head_dim]).map(Some) } else { Ok(None) };
-            // A fused weight's rows for each projection it holds, as views.
-            let split = |t: Tensor<'c>, parts: &[(u64, u64)]| -> Result<Vec<Tensor<'c>>, ModelError> {
-                parts.iter().map(|&(first, n)| Ok(ctx.columns(t, first as i64, n as i64)?)).collect()
+            // Rows `first..first + n` of a fused weight, the part one projection reads, as a view.
+            let rows = |t: Tensor<'c>, first: u64, n: u64| ctx.columns(t, first as i64, n as i64);
+            // The fused QKV weight (Falcon, GPT-NeoX, Phi-3) as its query, key and value views.
+            let fused_qkv = || -> Result<[Tensor<'c>; 3], ModelError> {
+                let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
+                Ok([rows(wqkv, 0, q)?, rows(wqkv, q, kv)?, rows(wqkv, q + kv, kv)?])
             };
             layers.push(if layer_norms {
                 let ffn_up = need(w(TensorKind::FfnUp), &[e, f])?;
-                let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
+                let [wq, wk, wv] = fused_qkv()?;
                 let bqkv = get(&b(TensorKind::AttnQkv), &[q + 2 * kv])?;
                 let attn_norm_2 = match get(&w(TensorKind::AttnNorm2), &[e])? {
                     Some(weight) => Some((weight, need(b(TensorKind::AttnNorm2), &[e])?)),
@@ -151,9 +154,9 @@ impl<'c> Weights<'c> {
                     attn_norm,
                     attn_norm_b: Some(need(b(TensorKind::AttnNorm), &[e])?),
                     attn_norm_2,
-                    wq: ctx.columns(wqkv, 0, q)?,
-                    wk: ctx.columns(wqkv, q, kv)?,
-                    wv: ctx.columns(wqkv, q + kv, kv)?,
+                    wq,
+                    wk,
+                    wv,
                     fused_qkv: true,
                     wo,
                     bq: part(0, q)?,
@@ -172,20 +175,18 @@ impl<'c> Weights<'c> {
                     ffn_down_b: get(&b(TensorKind::FfnDown), &[e])?,
                 }
             } else {
-                let (wq, wk, wv) = if h.arch.fused_qkv() {
-                    let wqkv = need(w(TensorKind::AttnQkv), &[e, q + 2 * kv])?;
-                    let views = split(wqkv, &[(0, q), (q, kv), (q + kv, kv)])?;
-                    (views[0], views[1], views[2])
+                let [wq, wk, wv] = if h.arch.fused_qkv() {
+                    fused_qkv()?
                 } else {
-                    (
+                    [
                         need(w(TensorKind::AttnQ), &[e, q])?,
                         need(w(TensorKind::AttnK), &[e, kv])?,
                         need(w(TensorKind::AttnV), &[e, kv])?,
-                    )
+                    ]
                 };
                 let (ffn_gate, ffn_up) = if h.arch.fused_gate_up() {
-                    let views = split(need(w(TensorKind::FfnUp), &[e, 2 * f])?, &[(0, f), (f, f)])?;
-                    (views[0], views[1])
+                    let gate_up = need(w(TensorKind::FfnUp), &[e, 2 * f])?;
+                    (rows(gate_up, 0, f)?, rows(gate_up, f, f)?)
                 } else {
                     (need(w(TensorKind::FfnGate), &[e, f])?, need(w(TensorKind::FfnUp), &[e, f])?)
                 };
