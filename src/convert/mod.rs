@@ -129,11 +129,7 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     check_shapes(dir, &config, &sources)?;
 
     let computed = computed_tensors(&config);
-    let table: Vec<(TensorName, Vec<u64>)> = computed
-        .iter()
-        .map(|(n, values)| (n.clone(), vec![values.len() as u64]))
-        .chain(sources.iter().map(|(n, e)| (n.clone(), e.shape.iter().rev().map(|&d| d as u64).collect())))
-        .collect();
+    let table = tensor_table(&computed, sources.iter().map(|(n, e)| (n.clone(), e.shape.clone())));
     let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
     let mut tensors = Vec::new();
     for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors().iter().skip(computed.len())) {
@@ -164,6 +160,19 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let computed =
         computed.into_iter().map(|(name, values)| ComputedTensor { gguf_name: name.to_string(), values }).collect();
     Ok(ConvertPlan { config, file_type, computed, tensors, gguf })
+}
+
+/// The GGUF's tensor table (name, `ne`): the `computed` tensors first, then the checkpoint's by
+/// their Hugging Face shapes (outermost first, reversed into `ne`).
+fn tensor_table(
+    computed: &[(TensorName, Vec<f32>)],
+    checkpoint: impl IntoIterator<Item = (TensorName, Vec<usize>)>,
+) -> Vec<(TensorName, Vec<u64>)> {
+    computed
+        .iter()
+        .map(|(n, values)| (n.clone(), vec![values.len() as u64]))
+        .chain(checkpoint.into_iter().map(|(n, shape)| (n, shape.iter().rev().map(|&d| d as u64).collect())))
+        .collect()
 }
 
 /// The tensors llama.cpp reads that a checkpoint of `c` does not hold, computed from its config:
@@ -210,13 +219,7 @@ pub fn plan_without_weights(
         Err(HfError::NoTokenizer { .. }) => (estimated_tokenizer(vocab), TokenizerSource::Estimated),
         Err(e) => return Err(e.into()),
     };
-    let table: Vec<(TensorName, Vec<u64>)> = computed_tensors(config)
-        .into_iter()
-        .map(|(n, values)| (n, vec![values.len() as u64]))
-        .chain(
-            expected_tensors(config).into_iter().map(|(n, shape)| (n, shape.iter().rev().map(|&d| d as u64).collect())),
-        )
-        .collect();
+    let table = tensor_table(&computed_tensors(config), expected_tensors(config));
     Ok((gguf_plan(config, tokenizer, file_type, dir, &table)?, source))
 }
 
@@ -484,8 +487,7 @@ pub fn execute(
     let tensors = plan.tensors;
     let mut writer = GgufWriter::create(output, plan.gguf)?;
     for t in &plan.computed {
-        let bytes: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        writer.write_tensor(&t.gguf_name, &bytes)?;
+        writer.write_tensor(&t.gguf_name, &crate::adapter::f32_bytes(&t.values))?;
     }
     let mut staged: Vec<f32> = Vec::new();
     let mut permuted: Vec<f32> = Vec::new();
