@@ -11,7 +11,7 @@ mod merge;
 mod peft;
 mod read;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use merge::{add_delta, merge, MergeError, MergeInput, MergeSummary};
 pub use peft::{export_peft, import_peft, read_config, PeftConfig, PeftError, PeftSummary, CONFIG_FILE, WEIGHTS_FILE};
@@ -69,6 +69,13 @@ pub fn write_lora_gguf(path: &Path, arch: &str, alpha: f32, pairs: &[LoraTensorP
     }
     writer.finish()?;
     Ok(())
+}
+
+/// `adapter.gguf` -> `adapter.<suffix>` in the same folder: where the files that go with an
+/// adapter are written (its Modelfile, metrics, loss plot, checkpoints, the merged model).
+pub fn sibling_path(adapter: &Path, suffix: &str) -> PathBuf {
+    let stem = adapter.file_stem().map_or_else(|| "adapter".into(), |s| s.to_string_lossy().into_owned());
+    adapter.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// `values` as little-endian f32 bytes, the layout of GGUF tensor data.

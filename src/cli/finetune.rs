@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use gguftune::adapter::{pairs_from_values, write_lora_gguf};
+use gguftune::adapter::{pairs_from_values, sibling_path, write_lora_gguf};
 use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
@@ -263,7 +263,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     // The adapter is complete without a Modelfile (a model whose chat format Ollama's templates
     // do not cover gets none), so a failure here is a warning.
-    let modelfile_path = sibling(&args.output, "Modelfile");
+    let modelfile_path = sibling_path(&args.output, "Modelfile");
     let written = match &source.ollama {
         Some(ollama) => gguftune::modelfile::for_ollama_adapter(ollama, &args.output, &modelfile_path),
         None => gguftune::modelfile::for_adapter(&source.path, &args.output, &modelfile_path, None),
@@ -275,13 +275,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let metrics_path = sibling(&args.output, "metrics.jsonl");
+    let metrics_path = sibling_path(&args.output, "metrics.jsonl");
     gguftune::io::write_atomic(&metrics_path, &metrics)
         .with_context(|| format!("writing {}", metrics_path.display()))?;
 
     let (train_curve, val_curve) = curves(&metrics);
     let title = format!("{} on {}", file_name(&args.output), source.label());
-    let plot_path = sibling(&args.output, "loss.svg");
+    let plot_path = sibling_path(&args.output, "loss.svg");
     gguftune::io::write_atomic(&plot_path, loss_curve_svg(&train_curve, &val_curve, &title).as_bytes())
         .with_context(|| format!("writing {}", plot_path.display()))?;
     let first = train_curve.first().map_or(f32::NAN, |p| p.1);
@@ -460,15 +460,9 @@ fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// `adapter.gguf` -> `adapter.<suffix>` in the same folder.
-fn sibling(adapter: &Path, suffix: &str) -> PathBuf {
-    let stem = adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "adapter".into());
-    adapter.with_file_name(format!("{stem}.{suffix}"))
-}
-
 /// `adapter.gguf` -> `adapter.checkpoints/`.
 fn checkpoint_root(adapter: &Path) -> PathBuf {
-    sibling(adapter, "checkpoints")
+    sibling_path(adapter, "checkpoints")
 }
 
 /// How a dataset becomes training sequences (the finetune flags of the same names).

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
+use gguftune::adapter::sibling_path;
 use gguftune::modelfile::create::{create, Base, CreateEvent, CreateSpec, MergeReason, MergeWhen};
 use gguftune::modelfile::{for_adapter, for_ollama_adapter, parse};
 use gguftune::ollama::api::{OllamaClient, OllamaHost};
@@ -54,10 +55,7 @@ fn parse_name(s: &str) -> Result<String, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let modelfile = args.modelfile.clone().unwrap_or_else(|| {
-        let stem = args.adapter.file_stem().map_or_else(|| "adapter".into(), |s| s.to_string_lossy().into_owned());
-        args.adapter.with_file_name(format!("{stem}.Modelfile"))
-    });
+    let modelfile = args.modelfile.clone().unwrap_or_else(|| sibling_path(&args.adapter, "Modelfile"));
     let spec = match &args.model {
         Some(model) => {
             let source = ModelArg::resolve(model)?;

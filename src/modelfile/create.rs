@@ -369,8 +369,7 @@ fn refused_adapter(error: &ApiError) -> Option<&str> {
 
 /// `<adapter stem>.merged.gguf` next to the adapter.
 pub fn merged_path(adapter: &Path) -> PathBuf {
-    let stem = adapter.file_stem().map_or_else(|| "adapter".into(), |s| s.to_string_lossy().into_owned());
-    adapter.with_file_name(format!("{stem}.merged.gguf"))
+    crate::adapter::sibling_path(adapter, "merged.gguf")
 }
 
 /// The request of `spec`, without its base and adapter.
