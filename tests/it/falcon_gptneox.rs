@@ -160,7 +160,7 @@ fn peft_adapters_import_to_peft_logits_and_export_back() {
         let variant = format!("{} {}", fixture.0, fixture.1);
         let root = temp_dir();
         let (base, tokens) = converted(root.path(), fixture, FileType::F32);
-        let fixture = crate::common::repo_root().join("tests/fixtures").join(fixture.0).join(fixture.1);
+        let fixture = crate::common::fixture_dir(fixture.0, fixture.1);
         let want = read_logits(&fixture.join("logits-adapter.bin"), tokens.len());
 
         let adapter = root.path().join("adapter.gguf");

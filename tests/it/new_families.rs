@@ -9,7 +9,7 @@
 //! ours and PEFT's run in llama.cpp, quantized bytes are llama-quantize's; and a model carrying
 //! what our graph does not implement is refused by name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gguftune::adapter::{import_peft, write_lora_gguf};
 use gguftune::ggml::{LlamaContext, LlamaModel, Runtime};
@@ -22,7 +22,7 @@ use crate::adapter_merge::llama_logits;
 use crate::common::reference::{max_relative_error, nmse, read_logits};
 use crate::common::training::random_lora_pairs;
 use crate::common::transformers_fixtures::{check_our_logits_against_llama_cpp, converted, F32_RELATIVE_TOLERANCE};
-use crate::common::{convert_to, repo_root, temp_dir, transformers_checkpoint};
+use crate::common::{convert_to, fixture_dir, temp_dir, transformers_checkpoint};
 use crate::lora_grad::check_model_gradients_by_finite_differences;
 
 /// Every fixture: (family, variant).
@@ -38,10 +38,6 @@ const TRANSFORMERS_RELATIVE_TOLERANCE: f32 = 1e-3;
 /// probabilities, each rounded to ~1e-7 relative, agree far below it; ignoring the rope factors
 /// moved the loss by 2e-4 relative on a real Llama 3.2.
 const LOSS_RELATIVE_TOLERANCE: f64 = 1e-5;
-
-fn fixture((family, variant): (&str, &str)) -> PathBuf {
-    repo_root().join("tests/fixtures").join(family).join(variant)
-}
 
 /// The values of the F32 tensor `name` of the GGUF at `path`.
 fn f32_tensor(path: &Path, name: &str) -> Vec<f32> {
@@ -60,7 +56,7 @@ fn llama_cpp_on_our_conversion_computes_transformers_logits() {
     for fx in FIXTURES {
         let name = format!("{} {}", fx.0, fx.1);
         let reference: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(fixture(fx).join("reference.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(fixture_dir(fx.0, fx.1).join("reference.json")).unwrap()).unwrap();
         let sensitivity = ["nmse_without_rope_factors", "nmse_without_qk_norms", "nmse_with_full_rope"]
             .iter()
             .find_map(|k| reference[k].as_f64())
@@ -73,7 +69,7 @@ fn llama_cpp_on_our_conversion_computes_transformers_logits() {
         convert_to(&dir, FileType::F32, &path).unwrap();
         if fx.0 == "llama3" {
             // The factors llama.cpp's converter computed (in f32 through torch) and ours.
-            let theirs = f32_tensor(&fixture(fx).join("llama-cpp-f32.gguf"), "rope_freqs.weight");
+            let theirs = f32_tensor(&fixture_dir(fx.0, fx.1).join("llama-cpp-f32.gguf"), "rope_freqs.weight");
             let ours = f32_tensor(&path, "rope_freqs.weight");
             assert_eq!(ours.len(), 8, "{name}: one factor per rotary pair of a 16-wide head");
             assert!(ours.iter().any(|&f| f > 1.0 && f < 8.0), "{name}: no factor in the smooth band: {ours:?}");
@@ -129,7 +125,7 @@ fn llama_cpp_loss(path: &Path, tokens: &[i32]) -> f64 {
 fn training_loss_equals_llama_cpp_loss_on_llama_cpp_s_conversion() {
     for fx in FIXTURES {
         let variant = format!("{} {}", fx.0, fx.1);
-        let path = fixture(fx).join("llama-cpp-f32.gguf");
+        let path = fixture_dir(fx.0, fx.1).join("llama-cpp-f32.gguf");
         let model = Model::open(&path).unwrap();
         let tokens: Vec<i32> = std::iter::once(1).chain((0..419).map(|i| (i * 131 + 7) % 509 + 3)).collect();
         let targets: Vec<Option<i32>> = (0..tokens.len()).map(|i| tokens.get(i + 1).copied()).collect();
@@ -182,9 +178,9 @@ fn adapters_ours_and_peft_s_run_in_llama_cpp() {
         let err = max_relative_error(&ours, &theirs);
         assert!(err < F32_RELATIVE_TOLERANCE, "{variant} + our adapter: relative error {err}");
 
-        let want = read_logits(&fixture(fx).join("logits-adapter.bin"), tokens.len());
+        let want = read_logits(&fixture_dir(fx.0, fx.1).join("logits-adapter.bin"), tokens.len());
         let imported = root.path().join("peft.gguf");
-        let summary = import_peft(&fixture(fx).join("adapter"), &base, &imported).unwrap();
+        let summary = import_peft(&fixture_dir(fx.0, fx.1).join("adapter"), &base, &imported).unwrap();
         let projections = model.hparams().arch.projections().len();
         assert_eq!(summary.pairs, 2 * projections, "{variant}: every projection in two layers");
         let got = llama_logits(&base, Some((&imported, 1.0)), &tokens);
@@ -251,7 +247,7 @@ fn a_model_carrying_what_the_graph_does_not_implement_is_refused_by_name() {
     copy_with(&base, &window, Some(("llama.attention.sliding_window", MetaValue::U32(2047))), None);
     let err = Model::open(&window).unwrap_err().to_string();
     assert!(err.contains("metadata key 'llama.attention.sliding_window' = 2047"), "{err}");
-    let phi3 = fixture(("phi3", "partial-rope")).join("llama-cpp-f32.gguf");
+    let phi3 = fixture_dir("phi3", "partial-rope").join("llama-cpp-f32.gguf");
     let phi3_window = root.path().join("phi3-window.gguf");
     copy_with(&phi3, &phi3_window, Some(("phi3.attention.sliding_window", MetaValue::U32(2047))), None);
     let want = Model::open(&phi3).unwrap().logits(&tokens, 2).unwrap();

@@ -54,7 +54,7 @@ pub fn transformers_checkpoint(
     family: &str,
     variant: &str,
 ) -> (PathBuf, Vec<i32>, Vec<Vec<f32>>) {
-    let fixture = repo_root().join("tests/fixtures").join(family).join(variant);
+    let fixture = fixture_dir(family, variant);
     // Named by its variant alone, which becomes general.name: llama.cpp sets token attributes
     // by the model's name, and one containing "phi3" must have Phi-3's special tokens
     // (`<|endoftext|>`), which the tiny tokenizer has not.
@@ -84,6 +84,11 @@ pub fn transformers_checkpoint(
     let logits = reference::read_logits(&fixture.join("logits.bin"), tokens.len());
     assert_eq!(logits[0].len(), vocab);
     (dir, tokens, logits)
+}
+
+/// The folder of a transformers-made fixture: tests/fixtures/`family`/`variant`.
+pub fn fixture_dir(family: &str, variant: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(family).join(variant)
 }
 
 /// The repository root (for tests that read the sources).
