@@ -1,5 +1,5 @@
 //! GGUF tensor names, in one table (mirrors `LLM_TENSOR_NAMES` in llama.cpp's src/llama-arch.cpp),
-//! and the Hugging Face names of the Llama family, Falcon, GPT-NeoX and Phi-3 that map onto them.
+//! and their mapping to and from each family's Hugging Face names.
 
 use std::fmt;
 
@@ -24,120 +24,56 @@ pub enum TensorKind {
     AttnQNorm,
     /// Qwen3's RMS norm of each key head.
     AttnKNorm,
+    /// Gemma's RMS norm of attention's output, before the residual sum.
+    AttnPostNorm,
     FfnNorm,
     FfnGate,
     FfnUp,
     FfnDown,
+    /// Gemma's RMS norm of the MLP's output, before the residual sum.
+    FfnPostNorm,
     /// Llama 3's rope frequency factors (`rope_freqs.weight`): one per rotary pair, computed from
     /// config.json's `rope_scaling` by the converter; no Hugging Face tensor holds them.
     RopeFreqs,
 }
 
-/// One row of the name table: what the tensor is, its GGUF base name, whether it exists per
-/// layer, and its Hugging Face names in the Llama family (after `model.` or `model.layers.N.`),
-/// in Falcon (after `transformer.` or `transformer.h.N.`), in GPT-NeoX (after `gpt_neox.` or
-/// `gpt_neox.layers.N.`) and in Phi-3 (the Llama family's prefixes, fused `qkv_proj` and
-/// `gate_up_proj`), where it has them; the first of several is the one written back.
+/// One row of the name table: what the tensor is, its GGUF base name, and whether it exists per
+/// layer. Each family knows its tensors' Hugging Face names ([`crate::arch::Family::hf_names`]).
 struct NameRow {
     kind: TensorKind,
     gguf: &'static str,
     per_layer: bool,
-    llama: &'static [&'static str],
-    falcon: &'static [&'static str],
-    gptneox: &'static [&'static str],
-    phi3: &'static [&'static str],
 }
 
-const fn row(
-    kind: TensorKind,
-    gguf: &'static str,
-    per_layer: bool,
-    [llama, falcon, gptneox, phi3]: [&'static [&'static str]; 4],
-) -> NameRow {
-    NameRow { kind, gguf, per_layer, llama, falcon, gptneox, phi3 }
+const fn row(kind: TensorKind, gguf: &'static str, per_layer: bool) -> NameRow {
+    NameRow { kind, gguf, per_layer }
 }
 
 const TABLE: &[NameRow] = &[
-    row(
-        TensorKind::TokenEmbd,
-        "token_embd",
-        false,
-        [&["embed_tokens"], &["word_embeddings"], &["embed_in"], &["embed_tokens"]],
-    ),
-    row(TensorKind::OutputNorm, "output_norm", false, [&["norm"], &["ln_f"], &["final_layer_norm"], &["norm"]]),
-    row(TensorKind::Output, "output", false, [&["lm_head"], &["lm_head"], &["embed_out"], &["lm_head"]]),
-    // Falcon-40B's MLP norm is llama.cpp's attn_norm and its attention norm attn_norm_2.
-    row(
-        TensorKind::AttnNorm,
-        "attn_norm",
-        true,
-        [&["input_layernorm"], &["input_layernorm", "ln_mlp"], &["input_layernorm"], &["input_layernorm"]],
-    ),
-    row(TensorKind::AttnNorm2, "attn_norm_2", true, [&[], &["ln_attn"], &[], &[]]),
-    row(TensorKind::AttnQ, "attn_q", true, [&["self_attn.q_proj"], &[], &[], &[]]),
-    row(TensorKind::AttnK, "attn_k", true, [&["self_attn.k_proj"], &[], &[], &[]]),
-    row(TensorKind::AttnV, "attn_v", true, [&["self_attn.v_proj"], &[], &[], &[]]),
-    row(
-        TensorKind::AttnQkv,
-        "attn_qkv",
-        true,
-        [&[], &["self_attention.query_key_value"], &["attention.query_key_value"], &["self_attn.qkv_proj"]],
-    ),
-    row(
-        TensorKind::AttnOutput,
-        "attn_output",
-        true,
-        [&["self_attn.o_proj"], &["self_attention.dense"], &["attention.dense"], &["self_attn.o_proj"]],
-    ),
-    row(TensorKind::AttnQNorm, "attn_q_norm", true, [&["self_attn.q_norm"], &[], &[], &[]]),
-    row(TensorKind::AttnKNorm, "attn_k_norm", true, [&["self_attn.k_norm"], &[], &[], &[]]),
-    row(
-        TensorKind::FfnNorm,
-        "ffn_norm",
-        true,
-        [&["post_attention_layernorm"], &[], &["post_attention_layernorm"], &["post_attention_layernorm"]],
-    ),
-    row(TensorKind::FfnGate, "ffn_gate", true, [&["mlp.gate_proj"], &[], &[], &[]]),
-    // Phi-3's gate_up_proj holds the gate's rows, then the up projection's: llama.cpp's ffn_up.
-    row(
-        TensorKind::FfnUp,
-        "ffn_up",
-        true,
-        [&["mlp.up_proj"], &["mlp.dense_h_to_4h"], &["mlp.dense_h_to_4h"], &["mlp.gate_up_proj"]],
-    ),
-    row(
-        TensorKind::FfnDown,
-        "ffn_down",
-        true,
-        [&["mlp.down_proj"], &["mlp.dense_4h_to_h"], &["mlp.dense_4h_to_h"], &["mlp.down_proj"]],
-    ),
-    row(TensorKind::RopeFreqs, "rope_freqs", false, [&[], &[], &[], &[]]),
+    row(TensorKind::TokenEmbd, "token_embd", false),
+    row(TensorKind::OutputNorm, "output_norm", false),
+    row(TensorKind::Output, "output", false),
+    row(TensorKind::AttnNorm, "attn_norm", true),
+    row(TensorKind::AttnNorm2, "attn_norm_2", true),
+    row(TensorKind::AttnQ, "attn_q", true),
+    row(TensorKind::AttnK, "attn_k", true),
+    row(TensorKind::AttnV, "attn_v", true),
+    row(TensorKind::AttnQkv, "attn_qkv", true),
+    row(TensorKind::AttnOutput, "attn_output", true),
+    row(TensorKind::AttnQNorm, "attn_q_norm", true),
+    row(TensorKind::AttnKNorm, "attn_k_norm", true),
+    row(TensorKind::AttnPostNorm, "post_attention_norm", true),
+    row(TensorKind::FfnNorm, "ffn_norm", true),
+    row(TensorKind::FfnGate, "ffn_gate", true),
+    row(TensorKind::FfnUp, "ffn_up", true),
+    row(TensorKind::FfnDown, "ffn_down", true),
+    row(TensorKind::FfnPostNorm, "post_ffw_norm", true),
+    row(TensorKind::RopeFreqs, "rope_freqs", false),
 ];
-
-impl NameRow {
-    /// This tensor's Hugging Face names in `arch` checkpoints.
-    fn hf_names(&self, arch: Arch) -> &'static [&'static str] {
-        match arch {
-            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => self.llama,
-            Arch::Falcon => self.falcon,
-            Arch::GptNeox => self.gptneox,
-            Arch::Phi3 => self.phi3,
-        }
-    }
-}
-
-/// The prefixes of per-layer and of other tensor names in `arch` checkpoints.
-fn hf_prefixes(arch: Arch) -> (&'static str, &'static str) {
-    match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => ("model.layers.", "model."),
-        Arch::Falcon => ("transformer.h.", "transformer."),
-        Arch::GptNeox => ("gpt_neox.layers.", "gpt_neox."),
-    }
-}
 
 impl TensorKind {
     /// The tensors of one layer, in the order llama.cpp's converter writes them.
-    pub const PER_LAYER: [TensorKind; 13] = [
+    pub const PER_LAYER: [TensorKind; 15] = [
         TensorKind::AttnNorm,
         TensorKind::AttnNorm2,
         TensorKind::AttnQ,
@@ -147,10 +83,12 @@ impl TensorKind {
         TensorKind::AttnOutput,
         TensorKind::AttnQNorm,
         TensorKind::AttnKNorm,
+        TensorKind::AttnPostNorm,
         TensorKind::FfnNorm,
         TensorKind::FfnGate,
         TensorKind::FfnUp,
         TensorKind::FfnDown,
+        TensorKind::FfnPostNorm,
     ];
 
     fn row(self) -> &'static NameRow {
@@ -195,7 +133,8 @@ impl TensorName {
         if suffix != "weight" && suffix != "bias" {
             return None;
         }
-        let (layers, top) = hf_prefixes(arch);
+        let family = arch.family();
+        let (layers, top) = family.hf_prefixes();
         let (layer, rest) = if let Some(rest) = stem.strip_prefix(layers) {
             let (n, rest) = rest.split_once('.')?;
             (Some(n.parse::<u32>().ok()?), rest)
@@ -204,7 +143,8 @@ impl TensorName {
         } else {
             (None, stem)
         };
-        let kind = TABLE.iter().find(|r| r.per_layer == layer.is_some() && r.hf_names(arch).contains(&rest))?.kind;
+        let kind =
+            TABLE.iter().find(|r| r.per_layer == layer.is_some() && family.hf_names(r.kind).contains(&rest))?.kind;
         Some(TensorName { kind, layer, suffix: suffix.to_owned() })
     }
 }
@@ -229,8 +169,9 @@ impl TensorName {
     /// `transformer.h.3.self_attention.query_key_value.weight`, `lm_head.weight`), the inverse of
     /// [`TensorName::from_hf`]; `None` for tensors the family does not have.
     pub fn to_hf(&self, arch: Arch) -> Option<String> {
-        let hf = self.kind.row().hf_names(arch).first()?;
-        let (layers, top) = hf_prefixes(arch);
+        let family = arch.family();
+        let hf = family.hf_names(self.kind).first()?;
+        let (layers, top) = family.hf_prefixes();
         Some(match (self.layer, self.kind) {
             (Some(l), _) => format!("{layers}{l}.{hf}.{}", self.suffix),
             (None, TensorKind::Output) => format!("{hf}.{}", self.suffix),
@@ -242,6 +183,10 @@ impl TensorName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn arch(name: &str) -> Arch {
+        Arch::from_name(name).unwrap()
+    }
 
     #[test]
     fn maps_hugging_face_names() {
@@ -256,8 +201,8 @@ mod tests {
             ("model.layers.7.mlp.down_proj.weight", "blk.7.ffn_down.weight"),
         ];
         for (hf, gguf) in cases {
-            assert_eq!(TensorName::from_hf(hf, Arch::Llama).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
-            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Llama));
+            assert_eq!(TensorName::from_hf(hf, arch("llama")).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(arch("llama")));
             assert_eq!(back.as_deref(), Some(hf), "{gguf}");
         }
         assert_eq!(TensorName::from_gguf("blk.x.attn_q.weight"), None);
@@ -265,7 +210,7 @@ mod tests {
         for ignored in
             ["model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.x.mlp.up_proj.weight", "model.norm"]
         {
-            assert_eq!(TensorName::from_hf(ignored, Arch::Llama), None, "{ignored}");
+            assert_eq!(TensorName::from_hf(ignored, arch("llama")), None, "{ignored}");
         }
     }
 
@@ -284,17 +229,17 @@ mod tests {
             ("transformer.h.2.mlp.dense_4h_to_h.weight", "blk.2.ffn_down.weight"),
         ];
         for (hf, gguf) in cases {
-            assert_eq!(TensorName::from_hf(hf, Arch::Falcon).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            assert_eq!(TensorName::from_hf(hf, arch("falcon")).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
             if !hf.contains("ln_mlp") {
-                let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Falcon));
+                let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(arch("falcon")));
                 assert_eq!(back.as_deref(), Some(hf), "{gguf}");
             }
         }
         // Each family's names are its own.
-        assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", Arch::Falcon), None);
-        assert_eq!(TensorName::from_hf("transformer.h.0.self_attention.dense.weight", Arch::Llama), None);
-        assert_eq!(TensorName::from_gguf("blk.0.attn_qkv.weight").and_then(|n| n.to_hf(Arch::Llama)), None);
-        assert_eq!(TensorName::from_gguf("blk.0.attn_q.weight").and_then(|n| n.to_hf(Arch::Falcon)), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", arch("falcon")), None);
+        assert_eq!(TensorName::from_hf("transformer.h.0.self_attention.dense.weight", arch("llama")), None);
+        assert_eq!(TensorName::from_gguf("blk.0.attn_qkv.weight").and_then(|n| n.to_hf(arch("llama"))), None);
+        assert_eq!(TensorName::from_gguf("blk.0.attn_q.weight").and_then(|n| n.to_hf(arch("falcon"))), None);
     }
 
     #[test]
@@ -311,13 +256,13 @@ mod tests {
             ("gpt_neox.layers.2.mlp.dense_4h_to_h.weight", "blk.2.ffn_down.weight"),
         ];
         for (hf, gguf) in cases {
-            assert_eq!(TensorName::from_hf(hf, Arch::GptNeox).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
-            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::GptNeox));
+            assert_eq!(TensorName::from_hf(hf, arch("gptneox")).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(arch("gptneox")));
             assert_eq!(back.as_deref(), Some(hf), "{gguf}");
         }
         // The buffers old checkpoints store have no GGUF counterpart.
-        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.masked_bias", Arch::GptNeox), None);
-        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.bias", Arch::GptNeox), None);
+        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.masked_bias", arch("gptneox")), None);
+        assert_eq!(TensorName::from_hf("gpt_neox.layers.0.attention.bias", arch("gptneox")), None);
     }
 
     #[test]
@@ -334,14 +279,14 @@ mod tests {
             ("model.norm.weight", "output_norm.weight"),
         ];
         for (hf, gguf) in cases {
-            assert_eq!(TensorName::from_hf(hf, Arch::Phi3).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
-            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(Arch::Phi3));
+            assert_eq!(TensorName::from_hf(hf, arch("phi3")).map(|n| n.to_string()).as_deref(), Some(gguf), "{hf}");
+            let back = TensorName::from_gguf(gguf).and_then(|n| n.to_hf(arch("phi3")));
             assert_eq!(back.as_deref(), Some(hf), "{gguf}");
         }
         // Separate projections are not Phi-3's, nor its fused ones the Llama family's.
-        assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", Arch::Phi3), None);
-        assert_eq!(TensorName::from_hf("model.layers.0.mlp.up_proj.weight", Arch::Phi3), None);
-        assert_eq!(TensorName::from_hf("model.layers.0.mlp.gate_up_proj.weight", Arch::Llama), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.self_attn.q_proj.weight", arch("phi3")), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.mlp.up_proj.weight", arch("phi3")), None);
+        assert_eq!(TensorName::from_hf("model.layers.0.mlp.gate_up_proj.weight", arch("llama")), None);
     }
 
     #[test]

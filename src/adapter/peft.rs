@@ -196,23 +196,13 @@ pub struct PeftSummary {
     pub permuted: bool,
 }
 
-/// The Hugging Face module names an architecture's adapters use, for messages.
-fn module_names(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => "q/k/v/o_proj, gate/up/down_proj, lm_head",
-        Arch::Falcon => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, lm_head",
-        Arch::GptNeox => "query_key_value, dense, dense_h_to_4h, dense_4h_to_h, embed_out",
-        Arch::Phi3 => "qkv_proj, o_proj, gate_up_proj, down_proj, lm_head",
-    }
-}
-
 /// The architecture named by `general.architecture`, if PEFT adapters of it are supported.
 fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
     Arch::from_name(name).ok_or_else(|| PeftError::Unsupported {
         path: path.to_owned(),
         field: "general.architecture",
         found: name.to_owned(),
-        reason: "PEFT adapters are supported for llama, qwen2, qwen3, falcon, gptneox and phi3 models",
+        reason: "PEFT adapters are supported for the families gguftune runs (see `gguftune inspect`)",
     })
 }
 
@@ -231,7 +221,7 @@ impl RowLayout {
     /// Qwen2, Qwen3 and Phi-3 (NEOX rope, and Phi-3's fused QKV already all queries, all keys, all
     /// values).
     fn applies_to(arch: Arch) -> bool {
-        matches!(arch, Arch::Llama | Arch::Falcon | Arch::GptNeox)
+        matches!(arch.name(), "llama" | "falcon" | "gptneox")
     }
 
     /// The layout of the base's architecture, from its head counts; `None` when its conversion
@@ -331,7 +321,7 @@ pub fn import_peft(dir: &Path, base: &Path, output: &Path) -> Result<PeftSummary
             path: p(),
             tensor: name.clone(),
             arch: family.name(),
-            modules: module_names(family),
+            modules: family.family().peft_modules(),
         })?;
         let entry = found.entry(gguf.to_string()).or_default();
         *(if is_a { &mut entry.0 } else { &mut entry.1 }) = Some(name.clone());
@@ -443,7 +433,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
             path: path(),
             tensor: info.base.clone(),
             arch: family.name(),
-            modules: module_names(family),
+            modules: family.family().peft_modules(),
         };
         let name = TensorName::from_gguf(&info.base)
             .filter(|n| n.suffix == "weight" && n.kind != TensorKind::TokenEmbd)
@@ -561,7 +551,7 @@ mod tests {
             ("base_model.model.model.layers.0.self_attn.q_proj.weight", None),
         ];
         for (peft, want) in cases {
-            let got = parse_peft_name(peft, Arch::Llama).map(|(n, a)| (n.to_string(), a));
+            let got = parse_peft_name(peft, Arch::from_name("llama").unwrap()).map(|(n, a)| (n.to_string(), a));
             assert_eq!(got.as_ref().map(|(n, a)| (n.as_str(), *a)), want, "{peft}");
         }
         let falcon = [
@@ -573,7 +563,7 @@ mod tests {
             ("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight", None),
         ];
         for (peft, want) in falcon {
-            let got = parse_peft_name(peft, Arch::Falcon).map(|(n, a)| (n.to_string(), a));
+            let got = parse_peft_name(peft, Arch::from_name("falcon").unwrap()).map(|(n, a)| (n.to_string(), a));
             assert_eq!(got.as_ref().map(|(n, a)| (n.as_str(), *a)), want, "{peft}");
         }
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gguftune::arch::Arch;
 use gguftune::model::{LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
@@ -258,11 +257,7 @@ fn suggestions(
         }
     }
     let arch = planned.model.hparams().arch;
-    let fewer_targets: &[&str] = match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => &["q,k,v,o", "q,v"],
-        Arch::Falcon | Arch::GptNeox | Arch::Phi3 => &["qkv,o", "qkv"],
-    };
-    for &targets in fewer_targets {
+    for &targets in arch.family().fewer_targets() {
         let fewer =
             RunShape { lora: LoraConfig { targets: parse_targets(targets, arch)?, ..run.lora.clone() }, ..run.clone() };
         if fewer.lora.targets.len() < run.lora.targets.len() {

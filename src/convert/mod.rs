@@ -1,4 +1,5 @@
-//! `convert`: a Hugging Face Llama-family, Falcon or GPT-NeoX checkpoint to a GGUF llama.cpp loads.
+//! `convert`: a Hugging Face checkpoint of a supported family (see [`crate::arch`]) to a GGUF
+//! llama.cpp loads.
 //!
 //! [`plan`] decides everything first (names, types, shapes, metadata, the output's size) and can be
 //! printed (`--dry-run`); [`execute`] then streams tensor by tensor, a block of rows at a time, from
@@ -12,7 +13,6 @@ use std::time::Instant;
 
 use safetensors::Dtype;
 
-use crate::arch::Arch;
 use crate::gguf::{GgmlType, GgufPlan, GgufWriteError, GgufWriter, MetaValue};
 use crate::hf::{llama3_frequency_factors, Checkpoint, HfError, ModelConfig, RopeScaling};
 use crate::names::{TensorKind, TensorName};
@@ -62,6 +62,9 @@ pub struct TensorPlan {
     pub ne: Vec<u64>,
     /// How the rows are reordered on the way.
     pub row_order: RowOrder,
+    /// A value added to every element on the way (Gemma's norms: see
+    /// [`crate::arch::Family::stored_offset`]).
+    pub offset: f32,
     /// Bytes in the checkpoint.
     pub src_bytes: u64,
     /// Bytes in the output.
@@ -111,9 +114,12 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let mut sources = Vec::new();
     for (entry, _) in checkpoint.tensors()? {
         let Some(name) = TensorName::from_hf(&entry.name, config.arch) else {
-            // Buffers some checkpoints store: rope frequencies, GPT-NeoX's causal masks.
+            // Buffers some checkpoints store: rope frequencies, GPT-NeoX's causal masks; and what
+            // llama.cpp's converter drops for the family.
             let buffers = ["rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias"];
-            if buffers.iter().any(|b| entry.name.ends_with(b)) {
+            if buffers.iter().any(|b| entry.name.ends_with(b))
+                || config.arch.family().dropped_hf_tensors().contains(&entry.name.as_str())
+            {
                 continue;
             }
             return Err(ConvertError::UnknownTensor {
@@ -133,19 +139,8 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
     let mut tensors = Vec::new();
     for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors().iter().skip(computed.len())) {
-        let row_order = match (config.arch, name.kind) {
-            (Arch::Llama, TensorKind::AttnQ | TensorKind::AttnK) => {
-                RowOrder::RotaryHeads { head_dim: config.head_dim as usize }
-            }
-            // GPT-NeoX interleaves whole heads (query, key, value per head): Falcon's layout
-            // with a key/value head per query head, as llama.cpp's converter treats both.
-            (Arch::Falcon | Arch::GptNeox, TensorKind::AttnQkv) => RowOrder::FalconQkv {
-                n_head: config.num_heads as usize,
-                n_head_kv: config.num_kv_heads as usize,
-                head_dim: config.head_dim as usize,
-            },
-            _ => RowOrder::AsIs,
-        };
+        let row_order = config.arch.family().row_order(&config, name.kind);
+        let offset = config.arch.family().stored_offset(&name);
         tensors.push(TensorPlan {
             hf_name: entry.name.clone(),
             gguf_name: planned.name.clone(),
@@ -153,6 +148,7 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             ty: planned.ty,
             ne: planned.ne.clone(),
             row_order,
+            offset,
             src_bytes: entry.n_bytes as u64,
             out_bytes: planned.n_bytes,
         });
@@ -291,7 +287,12 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
     let w = |out: usize, inp: usize| if bias { vec![out] } else { vec![out, inp] };
     match name.kind {
         TensorKind::TokenEmbd | TensorKind::Output => vec![v, h],
-        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::AttnNorm2 | TensorKind::FfnNorm => vec![h],
+        TensorKind::OutputNorm
+        | TensorKind::AttnNorm
+        | TensorKind::AttnNorm2
+        | TensorKind::FfnNorm
+        | TensorKind::AttnPostNorm
+        | TensorKind::FfnPostNorm => vec![h],
         TensorKind::AttnQ => w(q, h),
         TensorKind::AttnQkv => w(q + 2 * kv, h),
         TensorKind::AttnK | TensorKind::AttnV => w(kv, h),
@@ -304,56 +305,22 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
     }
 }
 
-/// The tensors of one layer of a checkpoint of `c`: kind and suffix.
-fn layer_tensors(c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
-    use TensorKind::*;
-    match c.arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => {
-            let mut t: Vec<_> = [AttnNorm, AttnQ, AttnK, AttnV, AttnOutput, FfnNorm, FfnGate, FfnUp, FfnDown]
-                .into_iter()
-                .map(|k| (k, "weight"))
-                .collect();
-            if c.arch == Arch::Qwen2 {
-                t.extend([(AttnQ, "bias"), (AttnK, "bias"), (AttnV, "bias")]);
-            }
-            if c.arch.qk_norms() {
-                t.extend([(AttnQNorm, "weight"), (AttnKNorm, "weight")]);
-            }
-            t
-        }
-        Arch::Falcon => {
-            let mut t = vec![(AttnNorm, "weight"), (AttnNorm, "bias")];
-            if c.attn_norm_2 {
-                t.extend([(AttnNorm2, "weight"), (AttnNorm2, "bias")]);
-            }
-            t.extend([(AttnQkv, "weight"), (AttnOutput, "weight"), (FfnUp, "weight"), (FfnDown, "weight")]);
-            t
-        }
-        Arch::GptNeox => [AttnNorm, AttnQkv, AttnOutput, FfnNorm, FfnUp, FfnDown]
-            .into_iter()
-            .flat_map(|k| [(k, "weight"), (k, "bias")])
-            .collect(),
-        Arch::Phi3 => {
-            [AttnNorm, AttnQkv, AttnOutput, FfnNorm, FfnUp, FfnDown].into_iter().map(|k| (k, "weight")).collect()
-        }
-    }
-}
-
 /// The tensors a checkpoint of `c` must have, in llama.cpp's order. Falcon's `lm_head.weight`
-/// is written when present and never required: llama.cpp reads the token embeddings in its place.
+/// is written when present and never required: llama.cpp reads the token embeddings in its place
+/// ([`crate::arch::Family::requires_output`]).
 fn required_tensors(c: &ModelConfig) -> Vec<TensorName> {
     let top = |kind, suffix: &str| TensorName { kind, layer: None, suffix: suffix.into() };
     let mut required = vec![top(TensorKind::TokenEmbd, "weight")];
     for layer in 0..c.num_layers as u32 {
-        for (kind, suffix) in layer_tensors(c) {
+        for (kind, suffix) in c.arch.family().layer_tensors(c) {
             required.push(TensorName { kind, layer: Some(layer), suffix: suffix.into() });
         }
     }
     required.push(top(TensorKind::OutputNorm, "weight"));
-    if matches!(c.arch, Arch::Falcon | Arch::GptNeox) {
+    if c.arch.layer_norms() {
         required.push(top(TensorKind::OutputNorm, "bias"));
     }
-    if c.arch != Arch::Falcon && !c.tie_word_embeddings {
+    if c.arch.family().requires_output() && !c.tie_word_embeddings {
         required.push(top(TensorKind::Output, "weight"));
     }
     required.sort_by_key(order_key);
@@ -363,7 +330,7 @@ fn required_tensors(c: &ModelConfig) -> Vec<TensorName> {
 /// Every tensor a checkpoint of `c` holds with its Hugging Face shape, in llama.cpp's order.
 fn expected_tensors(c: &ModelConfig) -> Vec<(TensorName, Vec<usize>)> {
     let mut names = required_tensors(c);
-    if c.arch == Arch::Falcon && !c.tie_word_embeddings {
+    if !c.arch.family().requires_output() && !c.tie_word_embeddings {
         names.push(TensorName { kind: TensorKind::Output, layer: None, suffix: "weight".into() });
     }
     names.into_iter().map(|n| (n.clone(), expected_shape(c, &n))).collect()
@@ -436,16 +403,7 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
     ];
     let norm_eps_key = if c.arch.layer_norms() { "layer_norm_epsilon" } else { "layer_norm_rms_epsilon" };
     kv.push((format!("{a}.attention.{norm_eps_key}"), MetaValue::F32(c.norm_eps)));
-    if c.arch == Arch::GptNeox {
-        kv.push((format!("{a}.use_parallel_residual"), MetaValue::Bool(c.parallel_residual)));
-    }
-    // Phi-3's keys as llama.cpp's converter writes them; llama.cpp's phi3 ignores the window.
-    if let Some(n) = c.original_context_length {
-        kv.push((format!("{a}.rope.scaling.original_context_length"), u32_of(n)));
-    }
-    if let Some(n) = c.sliding_window {
-        kv.push((format!("{a}.attention.sliding_window"), u32_of(n)));
-    }
+    c.arch.family().metadata(c, &mut kv);
     if c.head_dim * c.num_heads != c.hidden_size {
         kv.push((format!("{a}.attention.key_length"), u32_of(c.head_dim)));
         kv.push((format!("{a}.attention.value_length"), u32_of(c.head_dim)));
@@ -505,7 +463,8 @@ pub fn execute(
         let n_rows = (t.ne.iter().product::<u64>() / row_len.max(1) as u64) as usize;
         let src_width = data.len() / (row_len * n_rows).max(1);
         let src_row_bytes = row_len * src_width;
-        let same_encoding = !matches!(t.row_order, RowOrder::RotaryHeads { .. }) && t.src_type == t.ty;
+        let same_encoding =
+            !matches!(t.row_order, RowOrder::RotaryHeads { .. }) && t.offset == 0.0 && t.src_type == t.ty;
         // Blocks of whole heads for permuted tensors, else of ROWS_PER_BLOCK rows.
         let rows_per_block = match t.row_order {
             RowOrder::RotaryHeads { head_dim } => (ROWS_PER_BLOCK / head_dim).max(1) * head_dim,
@@ -532,6 +491,9 @@ pub fn execute(
                 staged.resize(rows * row_len, 0.0);
                 decode_to_f32(t.src_type, src, &mut staged)
                     .map_err(|source| ConvertError::Decode { tensor: t.hf_name.clone(), source })?;
+                if t.offset != 0.0 {
+                    staged.iter_mut().for_each(|v| *v += t.offset);
+                }
                 let rows_f32 = match t.row_order {
                     RowOrder::RotaryHeads { head_dim } => {
                         permuted.resize(staged.len(), 0.0);

@@ -1,5 +1,5 @@
-//! `config.json` of a Llama-family, Falcon, GPT-NeoX or Phi-3 checkpoint, resolved into the
-//! hyper-parameters conversion needs.
+//! `config.json` of a checkpoint, resolved by its family (see [`crate::arch::Family::config`])
+//! into the hyper-parameters conversion needs, through a [`ConfigReader`].
 //!
 //! config.json varies with the transformers version that wrote it: `rope_theta` at the top level
 //! or inside `rope_parameters`, `torch_dtype` or `dtype`, `head_dim` explicit or derived,
@@ -66,9 +66,15 @@ pub struct ModelConfig {
     /// Phi-3's `original_max_position_embeddings`, which llama.cpp's converter writes as
     /// `rope.scaling.original_context_length` (the rope of the supported variants does not read it).
     pub original_context_length: Option<u64>,
-    /// Phi-3's `sliding_window` (0 when null), which llama.cpp's converter writes and its phi3 graph
-    /// ignores: llama.cpp runs full attention in every layer.
+    /// The attention window of the sliding-window layers (Gemma 2 and 3); Phi-3's `sliding_window`
+    /// (0 when null), which llama.cpp's converter writes and its phi3 graph ignores.
     pub sliding_window: Option<u64>,
+    /// The rope base of the sliding-window layers, when it differs (Gemma 3's local base).
+    pub rope_theta_local: Option<f32>,
+    /// Soft-capping of the attention scores (Gemma 2's `attn_logit_softcapping`).
+    pub attn_logit_softcapping: Option<f32>,
+    /// Soft-capping of the output logits (`final_logit_softcapping`).
+    pub final_logit_softcapping: Option<f32>,
 }
 
 /// Why a config.json cannot be used.
@@ -92,20 +98,24 @@ pub enum ConfigError {
 }
 
 fn supported_list() -> String {
-    Arch::HF_CLASSES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    Arch::hf_class_list()
 }
 
-struct Reader<'a> {
+/// A config.json being resolved: typed access to its keys, with errors naming the file and the
+/// key. Each family's [`crate::arch::Family::config`] reads its keys through it.
+pub struct ConfigReader<'a> {
     path: &'a Path,
     json: &'a Value,
 }
 
-impl Reader<'_> {
-    fn get(&self, key: &'static str) -> Option<&Value> {
+impl ConfigReader<'_> {
+    /// The value of `key`, unless absent or null.
+    pub fn get(&self, key: &'static str) -> Option<&Value> {
         self.json.get(key).filter(|v| !v.is_null())
     }
 
-    fn u64_opt(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    /// `key` as a non-negative integer, if present.
+    pub fn u64_opt(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| ConfigError::WrongType {
@@ -117,11 +127,13 @@ impl Reader<'_> {
         }
     }
 
-    fn u64(&self, key: &'static str) -> Result<u64, ConfigError> {
+    /// `key` as a non-negative integer, which must be present.
+    pub fn u64(&self, key: &'static str) -> Result<u64, ConfigError> {
         self.u64_opt(key)?.ok_or(ConfigError::Missing { path: self.path.to_owned(), key, expected: "an integer" })
     }
 
-    fn bool_opt(&self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+    /// `key` as a boolean, if present.
+    pub fn bool_opt(&self, key: &'static str) -> Result<Option<bool>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| ConfigError::WrongType {
@@ -134,7 +146,7 @@ impl Reader<'_> {
     }
 
     /// The first of `keys` present (configs renamed keys over time), as an integer.
-    fn u64_any(&self, keys: &[&'static str]) -> Result<u64, ConfigError> {
+    pub fn u64_any(&self, keys: &[&'static str]) -> Result<u64, ConfigError> {
         for key in keys {
             if let Some(v) = self.u64_opt(key)? {
                 return Ok(v);
@@ -144,7 +156,7 @@ impl Reader<'_> {
     }
 
     /// `key` has a value (`found`) that llama.cpp's `arch` graph does not run.
-    fn unsupported(&self, arch: Arch, key: &'static str, found: &str, expected: &'static str) -> ConfigError {
+    pub fn unsupported(&self, arch: Arch, key: &'static str, found: &str, expected: &'static str) -> ConfigError {
         ConfigError::UnsupportedValue {
             path: self.path.to_owned(),
             arch: arch.name(),
@@ -154,12 +166,13 @@ impl Reader<'_> {
         }
     }
 
-    fn inconsistent(&self, what: String) -> ConfigError {
+    /// The config contradicts itself (`what`).
+    pub fn inconsistent(&self, what: String) -> ConfigError {
         ConfigError::Inconsistent { path: self.path.to_owned(), what }
     }
 
     /// `head_dim`, given or derived, checked against the head counts.
-    fn head_dim(&self, hidden_size: u64, num_heads: u64, num_kv_heads: u64) -> Result<u64, ConfigError> {
+    pub fn head_dim(&self, hidden_size: u64, num_heads: u64, num_kv_heads: u64) -> Result<u64, ConfigError> {
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(self.inconsistent(format!(
                 "num_attention_heads {num_heads} is not a positive multiple of the key/value heads {num_kv_heads}"
@@ -183,13 +196,30 @@ impl Reader<'_> {
     }
 
     /// transformers 5's `rope_parameters` object (empty when absent).
-    fn rope_parameters(&self) -> Reader<'_> {
-        Reader { path: self.path, json: self.get("rope_parameters").unwrap_or(&Value::Null) }
+    pub fn rope_parameters(&self) -> ConfigReader<'_> {
+        self.object("rope_parameters")
+    }
+
+    /// The object `key` (empty when absent), read with this reader's file name for messages.
+    pub fn object(&self, key: &'static str) -> ConfigReader<'_> {
+        ConfigReader { path: self.path, json: self.get(key).unwrap_or(&Value::Null) }
+    }
+
+    /// A rope object of transformers 5's per-layer-type `rope_parameters` (`{"rope_type":
+    /// "linear", "factor": 8.0, "rope_theta": ...}`): its base (`default_theta` when absent) and
+    /// scaling (`None` for `default`).
+    pub fn rope_object(&self, default_theta: f32) -> Result<(f32, Option<RopeScaling>), ConfigError> {
+        let theta = self.f32_opt("rope_theta")?.unwrap_or(default_theta);
+        let scaling = match self.get("rope_type").and_then(Value::as_str) {
+            None | Some("default") => None,
+            Some(_) => Some(RopeScaling::parse(self.path, self.json, self.json)?),
+        };
+        Ok((theta, scaling))
     }
 
     /// The share of each head the rope rotates: the first of `top_level_keys` present (each
     /// checked to be a number), else `partial_rotary_factor` in `rope_parameters`, else `default`.
-    fn rotary_fraction(&self, top_level_keys: &[&'static str], default: f32) -> Result<f32, ConfigError> {
+    pub fn rotary_fraction(&self, top_level_keys: &[&'static str], default: f32) -> Result<f32, ConfigError> {
         let mut top_level = None;
         for key in top_level_keys {
             top_level = top_level.or(self.f32_opt(key)?);
@@ -202,7 +232,7 @@ impl Reader<'_> {
 
     /// Refuses a rotary fraction (named `what` in the message) outside (0, 1], or one that rotates
     /// `rope_dims` dimensions of each `head_dim`-wide head when that is none or an odd number.
-    fn check_rope_dims(&self, what: &str, fraction: f32, head_dim: u64, rope_dims: u64) -> Result<(), ConfigError> {
+    pub fn check_rope_dims(&self, what: &str, fraction: f32, head_dim: u64, rope_dims: u64) -> Result<(), ConfigError> {
         if !(fraction > 0.0 && fraction <= 1.0) || rope_dims == 0 || rope_dims % 2 != 0 {
             return Err(self.inconsistent(format!(
                 "{what} {fraction} of head_dim {head_dim} is {rope_dims} dimensions; rope needs an even number of at least 2"
@@ -212,7 +242,7 @@ impl Reader<'_> {
     }
 
     /// `rope_theta` (top level or in `rope_parameters`, 10000 when absent) and the rope scaling.
-    fn rope(&self) -> Result<(f32, Option<RopeScaling>), ConfigError> {
+    pub fn rope(&self) -> Result<(f32, Option<RopeScaling>), ConfigError> {
         let rope_parameters = self.rope_parameters();
         let rope_theta = match self.f32_opt("rope_theta")? {
             Some(t) => t,
@@ -228,11 +258,13 @@ impl Reader<'_> {
         Ok((rope_theta, rope_scaling))
     }
 
-    fn dtype(&self) -> Option<String> {
+    /// `torch_dtype` or `dtype`, when given.
+    pub fn dtype(&self) -> Option<String> {
         self.get("torch_dtype").or_else(|| self.get("dtype")).and_then(Value::as_str).map(str::to_owned)
     }
 
-    fn f32_opt(&self, key: &'static str) -> Result<Option<f32>, ConfigError> {
+    /// `key` as a number, if present.
+    pub fn f32_opt(&self, key: &'static str) -> Result<Option<f32>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_f64().map(|f| Some(f as f32)).ok_or_else(|| ConfigError::WrongType {
@@ -242,6 +274,58 @@ impl Reader<'_> {
                 found: v.to_string(),
             }),
         }
+    }
+
+    /// A config of the Llama layout (Llama, Mistral, Qwen2, Qwen3), with transformers' defaults.
+    /// Sliding-window attention on some layers (Qwen2's and Qwen3's `use_sliding_window`,
+    /// `layer_types`), which llama.cpp's graphs of these families do not run, is refused by key.
+    pub fn llama_layout(&self, arch: Arch, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+        let r = self;
+        if r.bool_opt("use_sliding_window")? == Some(true) {
+            return Err(r.unsupported(arch, "use_sliding_window", "true", "full attention in every layer"));
+        }
+        if let Some(types) = r.get("layer_types").and_then(Value::as_array) {
+            if let Some(other) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
+                return Err(r.unsupported(arch, "layer_types", &other.to_string(), "full_attention in every layer"));
+            }
+        }
+        r.decoder(arch, hf_architecture)
+    }
+
+    /// The sizes, norm and rope of a decoder config with the Llama layout's keys and defaults,
+    /// whatever its attention pattern (the caller checks that).
+    pub fn decoder(&self, arch: Arch, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+        let r = self;
+        let hidden_size = r.u64("hidden_size")?;
+        let num_heads = r.u64("num_attention_heads")?;
+        let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
+        let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
+        let (rope_theta, rope_scaling) = r.rope()?;
+        Ok(ModelConfig {
+            arch,
+            hf_architecture,
+            hidden_size,
+            intermediate_size: r.u64("intermediate_size")?,
+            num_layers: r.u64("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope_dims: head_dim,
+            parallel_residual: false,
+            context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
+            norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            vocab_size: r.u64("vocab_size")?,
+            tie_word_embeddings: r.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            attn_norm_2: false,
+            dtype: r.dtype(),
+            original_context_length: None,
+            sliding_window: None,
+            rope_theta_local: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+        })
     }
 }
 
@@ -275,18 +359,11 @@ impl ModelConfig {
     }
 
     fn resolve(path: &Path, json: &Value) -> Result<ModelConfig, ConfigError> {
-        let r = Reader { path, json };
+        let r = ConfigReader { path, json };
         let hf_architecture = match r.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str) {
             Some(a) => a.to_owned(),
             None => match r.get("model_type").and_then(Value::as_str) {
-                Some("llama") => "LlamaForCausalLM".to_owned(),
-                Some("mistral") => "MistralForCausalLM".to_owned(),
-                Some("qwen2") => "Qwen2ForCausalLM".to_owned(),
-                Some("qwen3") => "Qwen3ForCausalLM".to_owned(),
-                Some("falcon") => "FalconForCausalLM".to_owned(),
-                Some("gpt_neox") => "GPTNeoXForCausalLM".to_owned(),
-                Some("phi3") => "Phi3ForCausalLM".to_owned(),
-                Some(other) => other.to_owned(),
+                Some(model_type) => Arch::hf_class_of_model_type(model_type).unwrap_or(model_type).to_owned(),
                 None => {
                     return Err(ConfigError::Missing {
                         path: path.to_owned(),
@@ -296,54 +373,9 @@ impl ModelConfig {
                 }
             },
         };
-        let arch =
-            Arch::HF_CLASSES.iter().find(|(n, _)| *n == hf_architecture).map(|(_, a)| *a).ok_or_else(|| {
-                ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() }
-            })?;
-
-        match arch {
-            Arch::Falcon => return falcon_config(&r, hf_architecture),
-            Arch::GptNeox => return gptneox_config(&r, hf_architecture),
-            Arch::Phi3 => return phi3_config(&r, hf_architecture),
-            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => {}
-        }
-        // Qwen2/Qwen3's sliding-window attention on some layers, which llama.cpp's graphs of
-        // those architectures do not run.
-        if r.bool_opt("use_sliding_window")? == Some(true) {
-            return Err(r.unsupported(arch, "use_sliding_window", "true", "full attention in every layer"));
-        }
-        if let Some(types) = r.get("layer_types").and_then(Value::as_array) {
-            if let Some(other) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
-                return Err(r.unsupported(arch, "layer_types", &other.to_string(), "full_attention in every layer"));
-            }
-        }
-        let hidden_size = r.u64("hidden_size")?;
-        let num_heads = r.u64("num_attention_heads")?;
-        let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
-        let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
-        let (rope_theta, rope_scaling) = r.rope()?;
-        Ok(ModelConfig {
-            arch,
-            hf_architecture,
-            hidden_size,
-            intermediate_size: r.u64("intermediate_size")?,
-            num_layers: r.u64("num_hidden_layers")?,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            rope_dims: head_dim,
-            parallel_residual: false,
-            context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
-            norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
-            vocab_size: r.u64("vocab_size")?,
-            tie_word_embeddings: r.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
-            attn_norm_2: false,
-            dtype: r.dtype(),
-            original_context_length: None,
-            sliding_window: None,
-        })
+        let arch = Arch::from_hf_class(&hf_architecture)
+            .ok_or_else(|| ConfigError::UnsupportedArch { path: path.to_owned(), found: hf_architecture.clone() })?;
+        arch.family().config(&r, hf_architecture)
     }
 
     /// Reads and resolves `dir/config.json`.
@@ -356,178 +388,6 @@ impl ModelConfig {
         let json = super::checkpoint::read_json(path)?;
         ModelConfig::from_json(path, &json).map_err(HfError::Config)
     }
-}
-
-/// A Falcon config (transformers' `FalconConfig`, or the older `RWConfig` key names), with
-/// transformers' defaults: `multi_query` true, `parallel_attn` true, `num_kv_heads` the head count
-/// (used only with `new_decoder_architecture` or without `multi_query`), `ffn_hidden_size` four
-/// times the hidden size, and two layer norms per layer with the new architecture
-/// (`num_ln_in_parallel_attn`, Falcon2 11B has one).
-fn falcon_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key, found: &str, expected| r.unsupported(Arch::Falcon, key, found, expected);
-    // The layouts llama.cpp's Falcon graph runs: no ALiBi, no linear biases, attention and MLP in
-    // parallel (Falcon-RW's sequential blocks with ALiBi are another architecture there).
-    if r.bool_opt("alibi")? == Some(true) {
-        return Err(unsupported("alibi", "true", "false (rotary position embeddings)"));
-    }
-    if r.bool_opt("bias")? == Some(true) {
-        return Err(unsupported("bias", "true", "false (projections without biases)"));
-    }
-    if r.bool_opt("parallel_attn")? == Some(false) {
-        return Err(unsupported("parallel_attn", "false", "true (attention and MLP in parallel)"));
-    }
-    if let Some(activation) = r.get("activation").and_then(Value::as_str).filter(|a| *a != "gelu") {
-        return Err(unsupported("activation", activation, "gelu"));
-    }
-    let new_architecture = r.bool_opt("new_decoder_architecture")?.unwrap_or(false);
-    let hidden_size = r.u64("hidden_size")?;
-    let num_heads = r.u64_any(&["num_attention_heads", "n_head"])?;
-    let multi_query = r.bool_opt("multi_query")?.unwrap_or(true);
-    let num_kv_heads = if new_architecture || !multi_query {
-        match r.u64_opt("num_kv_heads")? {
-            Some(n) => n,
-            None => r.u64_opt("n_head_kv")?.unwrap_or(num_heads),
-        }
-    } else {
-        1
-    };
-    let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
-    let (rope_theta, rope_scaling) = r.rope()?;
-    let norms = if new_architecture { r.u64_opt("num_ln_in_parallel_attn")?.unwrap_or(2) } else { 1 };
-    Ok(ModelConfig {
-        arch: Arch::Falcon,
-        hf_architecture,
-        hidden_size,
-        intermediate_size: r.u64_opt("ffn_hidden_size")?.unwrap_or(hidden_size.saturating_mul(4)),
-        num_layers: r.u64_any(&["num_hidden_layers", "n_layer"])?,
-        num_heads,
-        num_kv_heads,
-        head_dim,
-        rope_dims: head_dim,
-        parallel_residual: true,
-        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
-        norm_eps: r.f32_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
-        rope_theta,
-        rope_scaling,
-        vocab_size: r.u64_opt("vocab_size")?.unwrap_or(65024),
-        tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
-        attn_norm_2: norms == 2,
-        dtype: r.dtype(),
-        original_context_length: None,
-        sliding_window: None,
-    })
-}
-
-/// A GPT-NeoX config (transformers' `GPTNeoXConfig`): `rotary_pct` / `rotary_emb_base` at the top
-/// level (older files) or `partial_rotary_factor` / `rope_theta` in `rope_parameters`
-/// (transformers 5), with its defaults (a quarter of each head rotated, base 10000, parallel
-/// residual, biases, untied embeddings).
-fn gptneox_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key, found: &str, expected| r.unsupported(Arch::GptNeox, key, found, expected);
-    if r.bool_opt("attention_bias")? == Some(false) {
-        return Err(unsupported("attention_bias", "false", "true (llama.cpp's GPT-NeoX has QKV and output biases)"));
-    }
-    if r.bool_opt("tie_word_embeddings")? == Some(true) {
-        return Err(unsupported("tie_word_embeddings", "true", "false (llama.cpp's GPT-NeoX reads embed_out)"));
-    }
-    if let Some(act) =
-        r.get("hidden_act").and_then(Value::as_str).filter(|a| !matches!(*a, "gelu" | "gelu_new" | "gelu_fast"))
-    {
-        return Err(unsupported("hidden_act", act, "gelu (llama.cpp applies GELU's tanh approximation)"));
-    }
-    let hidden_size = r.u64("hidden_size")?;
-    let num_heads = r.u64("num_attention_heads")?;
-    let head_dim = r.head_dim(hidden_size, num_heads, num_heads)?;
-    let fraction = r.rotary_fraction(&["rotary_pct", "partial_rotary_factor"], 0.25)?;
-    let rope_dims = (fraction * head_dim as f32) as u64;
-    r.check_rope_dims("rotary fraction", fraction, head_dim, rope_dims)?;
-    let (rope_theta, rope_scaling) = r.rope()?;
-    let rope_theta = r.f32_opt("rotary_emb_base")?.unwrap_or(rope_theta);
-    Ok(ModelConfig {
-        arch: Arch::GptNeox,
-        hf_architecture,
-        hidden_size,
-        intermediate_size: r.u64("intermediate_size")?,
-        num_layers: r.u64("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads: num_heads,
-        head_dim,
-        rope_dims,
-        parallel_residual: r.bool_opt("use_parallel_residual")?.unwrap_or(true),
-        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(2048),
-        norm_eps: r.f32_opt("layer_norm_eps")?.unwrap_or(1e-5),
-        rope_theta,
-        rope_scaling,
-        vocab_size: r.u64("vocab_size")?,
-        tie_word_embeddings: false,
-        attn_norm_2: false,
-        dtype: r.dtype(),
-        original_context_length: None,
-        sliding_window: None,
-    })
-}
-
-/// A Phi-3 config (transformers' `Phi3Config`): Phi-3-mini-4k's and Phi-4-mini's layout, with
-/// `partial_rotary_factor` at the top level or in `rope_parameters` (1 when absent), rotating
-/// `int(factor × hidden_size) / num_attention_heads` dimensions of each head as llama.cpp's
-/// converter computes them. The long-context variants' `rope_scaling` (longrope/su factors) is
-/// refused: llama.cpp's `rope_factors_long`/`rope_factors_short` are not implemented.
-fn phi3_config(r: &Reader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key, found: &str, expected| r.unsupported(Arch::Phi3, key, found, expected);
-    for key in ["attention_bias", "mlp_bias"] {
-        if r.bool_opt(key)? == Some(true) {
-            return Err(unsupported(key, "true", "false (llama.cpp's phi3 has no projection biases)"));
-        }
-    }
-    if let Some(act) = r.get("hidden_act").and_then(Value::as_str).filter(|a| *a != "silu") {
-        return Err(unsupported("hidden_act", act, "silu (llama.cpp's phi3 runs a SwiGLU MLP)"));
-    }
-    let hidden_size = r.u64("hidden_size")?;
-    let num_heads = r.u64("num_attention_heads")?;
-    let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
-    let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
-    if head_dim * num_heads != hidden_size {
-        return Err(r.inconsistent(format!(
-            "head_dim {head_dim} times num_attention_heads {num_heads} is not hidden_size {hidden_size}, as llama.cpp's phi3 needs"
-        )));
-    }
-    let (rope_theta, rope_scaling) = r.rope()?;
-    if let Some(scaling) = rope_scaling {
-        return Err(unsupported(
-            "rope_scaling",
-            &format!("{scaling:?}"),
-            "null (llama.cpp's converter writes no rope scaling for phi3)",
-        ));
-    }
-    let fraction = r.rotary_fraction(&["partial_rotary_factor"], 1.0)?;
-    let rope_dims = (f64::from(fraction) * hidden_size as f64) as u64 / num_heads;
-    r.check_rope_dims("partial_rotary_factor", fraction, head_dim, rope_dims)?;
-    let original_context_length = match r.u64_opt("original_max_position_embeddings")? {
-        Some(n) => Some(n),
-        None => r.rope_parameters().u64_opt("original_max_position_embeddings")?,
-    };
-    Ok(ModelConfig {
-        arch: Arch::Phi3,
-        hf_architecture,
-        hidden_size,
-        intermediate_size: r.u64("intermediate_size")?,
-        num_layers: r.u64("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads,
-        head_dim,
-        rope_dims,
-        parallel_residual: false,
-        context_length: r.u64_opt("max_position_embeddings")?.unwrap_or(4096),
-        norm_eps: r.f32_opt("rms_norm_eps")?.unwrap_or(1e-5),
-        rope_theta,
-        rope_scaling: None,
-        vocab_size: r.u64("vocab_size")?,
-        tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
-        attn_norm_2: false,
-        dtype: r.dtype(),
-        original_context_length,
-        sliding_window: Some(r.u64_opt("sliding_window")?.unwrap_or(0)),
-    })
 }
 
 #[cfg(test)]
@@ -593,7 +453,7 @@ mod tests {
         qwen3["use_sliding_window"] = json!(false);
         qwen3["layer_types"] = json!(["full_attention", "full_attention"]);
         let c = ModelConfig::from_json(Path::new("config.json"), &qwen3).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.rope_dims), (Arch::Qwen3, 32, 32));
+        assert_eq!((c.arch.name(), c.head_dim, c.rope_dims), ("qwen3", 32, 32));
         let mut sliding = qwen3.clone();
         sliding["use_sliding_window"] = json!(true);
         let err = ModelConfig::from_json(Path::new("config.json"), &sliding).unwrap_err().to_string();
@@ -623,7 +483,7 @@ mod tests {
             "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &llama_3_2_1b).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.tie_word_embeddings, c.rope_theta), (Arch::Llama, 64, true, 500000.0));
+        assert_eq!((c.arch.name(), c.head_dim, c.tie_word_embeddings, c.rope_theta), ("llama", 64, true, 500000.0));
         let llama3 =
             RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_context: 8192 };
         assert_eq!(c.rope_scaling, Some(llama3));
@@ -638,7 +498,7 @@ mod tests {
             "torch_dtype": "bfloat16", "transformers_version": "4.42.3", "use_cache": true, "vocab_size": 49152
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &smollm2_135m).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.num_kv_heads, c.rope_scaling), (Arch::Llama, 64, 3, None));
+        assert_eq!((c.arch.name(), c.head_dim, c.num_kv_heads, c.rope_scaling), ("llama", 64, 3, None));
 
         let qwen2_5_0_5b = json!({
             "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
@@ -650,7 +510,7 @@ mod tests {
             "use_sliding_window": false, "vocab_size": 151936
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &qwen2_5_0_5b).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.num_kv_heads), (Arch::Qwen2, 64, 2));
+        assert_eq!((c.arch.name(), c.head_dim, c.num_kv_heads), ("qwen2", 64, 2));
 
         let qwen3_0_6b = json!({
             "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
@@ -663,7 +523,7 @@ mod tests {
             "use_sliding_window": false, "vocab_size": 151936
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &qwen3_0_6b).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.rope_dims, c.num_heads * c.head_dim), (Arch::Qwen3, 128, 128, 2048));
+        assert_eq!((c.arch.name(), c.head_dim, c.rope_dims, c.num_heads * c.head_dim), ("qwen3", 128, 128, 2048));
     }
 
     /// microsoft/Phi-3-mini-4k-instruct's config.json as published, and Phi-4-mini's partial rope
@@ -678,7 +538,7 @@ mod tests {
             "hidden_act": "silu", "vocab_size": 32064, "tie_word_embeddings": false, "torch_dtype": "bfloat16"
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &mini).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.rope_dims, c.num_kv_heads), (Arch::Phi3, 96, 96, 32));
+        assert_eq!((c.arch.name(), c.head_dim, c.rope_dims, c.num_kv_heads), ("phi3", 96, 96, 32));
         assert_eq!((c.original_context_length, c.sliding_window, c.norm_eps), (Some(4096), Some(2047), 1e-5));
         let mut phi4 = mini.clone();
         phi4.as_object_mut().unwrap().remove("rope_theta");
@@ -717,7 +577,7 @@ mod tests {
     #[test]
     fn resolves_falcon_configs_with_transformers_defaults() {
         let c = ModelConfig::from_json(Path::new("config.json"), &falcon_7b()).unwrap();
-        assert_eq!(c.arch, Arch::Falcon);
+        assert_eq!(c.arch.name(), "falcon");
         assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (71, 1, 64), "multi-query: one key/value head");
         assert_eq!((c.intermediate_size, c.context_length, c.norm_eps), (4 * 4544, 2048, 1e-5));
         assert!(!c.tie_word_embeddings && !c.attn_norm_2, "the hub's checkpoints store lm_head; one norm");
@@ -773,7 +633,7 @@ mod tests {
             "torch_dtype": "float16", "use_cache": true, "use_parallel_residual": true, "vocab_size": 50304
         });
         let c = ModelConfig::from_json(Path::new("config.json"), &pythia).unwrap();
-        assert_eq!(c.arch, Arch::GptNeox);
+        assert_eq!(c.arch.name(), "gptneox");
         assert_eq!((c.head_dim, c.rope_dims, c.num_kv_heads, c.parallel_residual), (64, 16, 12, true));
         assert_eq!((c.rope_theta, c.norm_eps, c.tie_word_embeddings), (10000.0, 1e-5, false));
         // transformers 5 moves the rotary fraction and base into rope_parameters.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub(crate) use checkpoint::read_json;
 pub use checkpoint::{Checkpoint, ShardIndex, INDEX_FILE, SINGLE_FILE};
-pub use config::{ConfigError, ModelConfig, LIMITS};
+pub use config::{ConfigError, ConfigReader, ModelConfig, LIMITS};
 pub use rope::{llama3_frequency_factors, RopeScaling};
 pub use safetensors_file::{
     header_len, parse_header, read_header, Header, SafetensorsFile, TensorEntry, HEADER_LEN_BYTES, MAX_HEADER_BYTES,

@@ -101,8 +101,11 @@ impl Batch {
 
     /// The attention mask, `[seq_len keys, seq_len queries, 1, n_seq]` as ggml lays it out: 0
     /// where a query may see a key (an earlier or the same position of its own segment; padding
-    /// sees only itself, so no row is empty), -inf elsewhere.
-    pub(super) fn mask(&self) -> Vec<f32> {
+    /// sees only itself, so no row is empty), -inf elsewhere. With a sliding `window`, a query
+    /// also sees no key `window` or more positions before it (llama.cpp's
+    /// `LLAMA_SWA_TYPE_STANDARD`: masked when `p_query - p_key >= window`).
+    pub(super) fn mask(&self, window: Option<u64>) -> Vec<f32> {
+        let window = window.map_or(usize::MAX, |w| usize::try_from(w).unwrap_or(usize::MAX));
         let l = self.seq_len;
         let mut mask = vec![f32::NEG_INFINITY; l * l * self.n_seq];
         for row in 0..self.n_seq {
@@ -113,7 +116,7 @@ impl Batch {
                     out[q] = 0.0;
                     continue;
                 }
-                for k in 0..=q {
+                for k in (q + 1).saturating_sub(window)..=q {
                     if seg[k] == seg[q] {
                         out[k] = 0.0;
                     }
@@ -134,12 +137,24 @@ mod tests {
         b.place(0, 0, &[7, 8], &[Some(8), None]).unwrap();
         b.place(0, 2, &[9, 10], &[Some(10), None]).unwrap();
         assert_eq!(b.positions, vec![0, 1, 0, 1, 4]);
-        let m = b.mask();
+        let m = b.mask(None);
         let visible = |q: usize| (0..5).filter(|&k| m[q * 5 + k] == 0.0).collect::<Vec<_>>();
         assert_eq!(visible(1), vec![0, 1]);
         assert_eq!(visible(3), vec![2, 3]);
         assert_eq!(visible(4), vec![4]);
         assert_eq!((b.n_targets(), b.n_tokens()), (2, 4));
         assert!(b.place(0, 4, &[1, 2], &[None, None]).is_err());
+    }
+
+    #[test]
+    fn a_sliding_window_hides_keys_window_or_more_positions_back() {
+        let mut b = Batch::new(6, 1);
+        b.place(0, 0, &[1, 2, 3, 4, 5, 6], &[None; 6]).unwrap();
+        let m = b.mask(Some(3));
+        let visible = |q: usize| (0..6).filter(|&k| m[q * 6 + k] == 0.0).collect::<Vec<_>>();
+        assert_eq!(visible(0), vec![0]);
+        assert_eq!(visible(2), vec![0, 1, 2]);
+        assert_eq!(visible(5), vec![3, 4, 5]);
+        assert_eq!(b.mask(Some(100)), b.mask(None));
     }
 }

@@ -26,6 +26,40 @@ pub struct HParams {
     /// Whether attention and the MLP read the same layer input (Falcon; GPT-NeoX's
     /// `use_parallel_residual`, true when absent as in llama.cpp).
     pub parallel_residual: bool,
+    /// The factor of the token embeddings (Gemma: `sqrt(n_embd)`).
+    pub embed_scale: Option<f32>,
+    /// The factor of the attention scores: `1 / sqrt(head_dim)` unless the family says otherwise.
+    pub attn_scale: f32,
+    /// Whether llama.cpp applies `attn_scale` to the queries (Gemma) rather than to the scores in
+    /// the softmax: the same value, another rounding.
+    pub scale_queries: bool,
+    /// Soft-capping of the attention scores, `c · tanh(s / c)` (Gemma 2's `attn_logit_softcapping`).
+    pub attn_softcap: Option<f32>,
+    /// Soft-capping of the output logits (Gemma 2's and Gemma 3's `final_logit_softcapping`).
+    pub final_softcap: Option<f32>,
+    /// Sliding-window attention in some layers (Gemma 2 and 3).
+    pub sliding_window: Option<SlidingWindow>,
+}
+
+/// Sliding-window attention: the layers that use it see only the last `size` positions, and
+/// rotate with their own rope base.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a query sees, its own included.
+    pub size: u64,
+    /// Whether each layer uses the window.
+    pub layers: Vec<bool>,
+    /// The rope base of the windowed layers.
+    pub rope_freq_base: f32,
+    /// The rope's position scale in the windowed layers (1 / linear scaling factor).
+    pub rope_freq_scale: f32,
+}
+
+impl HParams {
+    /// Whether layer `il` attends through the sliding window.
+    pub fn is_sliding(&self, il: u32) -> bool {
+        self.sliding_window.as_ref().is_some_and(|w| w.layers.get(il as usize) == Some(&true))
+    }
 }
 
 /// The keys of a model's own namespace (`llama.`, `qwen2.`, ...) that gguftune's graph reads, or
@@ -64,25 +98,13 @@ const NEUTRAL_VALUES: &[(&str, f64)] = &[
     ("rope.scaling.attn_factor", 1.0),
 ];
 
-/// Keys of one architecture's namespace that llama.cpp reads and then ignores, so that they are
-/// neutral at any value there.
-fn ignored_keys(arch: Arch) -> &'static [&'static str] {
-    match arch {
-        // llama.cpp's phi3 (src/models/phi3.cpp, load_arch_hparams) reads the sliding window and
-        // then disables it (n_swa = 0, full attention in every layer); its converter writes the key
-        // for every Phi-3 (Phi-3-mini-4k: 2047; 0 when config.json has none).
-        Arch::Phi3 => &["attention.sliding_window"],
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Falcon | Arch::GptNeox => &[],
-    }
-}
-
 /// Refuses the first key of `arch`'s namespace that changes the math and that gguftune's graph
 /// does not implement.
 fn check_keys(g: &Gguf<'_>, arch: Arch) -> Result<(), ModelError> {
     let prefix = format!("{}.", arch.name());
     for (key, value) in &g.metadata {
         let Some(own) = key.strip_prefix(&prefix) else { continue };
-        if KNOWN_KEYS.contains(&own) || ignored_keys(arch).contains(&own) {
+        if KNOWN_KEYS.contains(&own) || arch.family().own_keys().contains(&own) {
             continue;
         }
         let number = value.as_f64().or_else(|| value.as_i64().map(|v| v as f64));
@@ -101,6 +123,16 @@ fn check_keys(g: &Gguf<'_>, arch: Arch) -> Result<(), ModelError> {
 }
 
 impl HParams {
+    /// Rows of the query projection: `n_head × head_dim`.
+    pub fn n_q(&self) -> u64 {
+        self.n_head * self.head_dim
+    }
+
+    /// Rows of the key and of the value projection: `n_head_kv × head_dim`.
+    pub fn n_kv(&self) -> u64 {
+        self.n_head_kv * self.head_dim
+    }
+
     /// Reads the hyper-parameters; every missing key is reported at once, and a key that would
     /// change the math in a way gguftune does not implement is refused by name.
     pub fn from_gguf(g: &Gguf<'_>) -> Result<HParams, ModelError> {
@@ -164,7 +196,7 @@ impl HParams {
             Some("linear") if factor > 0.0 => 1.0 / factor,
             Some(other) => return Err(ModelError::Unsupported { what: format!("rope scaling '{other}'") }),
         };
-        Ok(HParams {
+        let mut h = HParams {
             arch,
             n_embd,
             n_layer,
@@ -178,13 +210,15 @@ impl HParams {
             rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0) as f32,
             rope_freq_scale,
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
-            parallel_residual: match arch {
-                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => false,
-                Arch::Falcon => true,
-                Arch::GptNeox => {
-                    g.get(&format!("{arch_name}.use_parallel_residual")).and_then(|v| v.as_bool()).unwrap_or(true)
-                }
-            },
-        })
+            parallel_residual: arch.family().parallel_residual(g),
+            embed_scale: None,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_queries: false,
+            attn_softcap: None,
+            final_softcap: None,
+            sliding_window: None,
+        };
+        arch.family().hparams(g, &mut h)?;
+        Ok(h)
     }
 }

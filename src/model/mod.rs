@@ -5,14 +5,19 @@
 mod batch;
 mod graph;
 mod hparams;
+mod layer;
 mod lora;
+mod ops;
+mod weights;
 
 use std::path::Path;
 
 pub use batch::{Batch, BatchOverflow};
-pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss, Weights};
-pub use hparams::HParams;
+pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss};
+pub use hparams::{HParams, SlidingWindow};
+pub use layer::{Activation, AdapterSlot, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
+pub use weights::{Binder, LayerWeights, Weights};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
 use crate::gguf::{GgufFile, GgufFileError, GgufPlan};
@@ -47,7 +52,7 @@ pub enum ModelError {
 
 /// llama.cpp's names of the architectures gguftune runs, for messages.
 fn supported_architectures() -> String {
-    crate::arch::Arch::ALL.map(crate::arch::Arch::name).join(", ")
+    crate::arch::Arch::name_list()
 }
 
 /// A GGUF model opened for running.
@@ -112,7 +117,7 @@ impl Model {
             None => None,
         };
         let flat = self.with_bound_weights(1, |ctx, weights| {
-            let inputs = Inputs::new(ctx, tokens.len() as u64, 1)?;
+            let inputs = Inputs::new(ctx, h, tokens.len() as u64, 1)?;
             let logits = graph::forward(ctx, h, weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
             let mut graph = Graph::new(ctx, self.graph_size())?;
             graph.build_forward_expand(logits)?;
@@ -131,7 +136,7 @@ impl Model {
     pub fn measure_forward(&self, seq_len: usize, threads: usize) -> Result<usize, ModelError> {
         let backend = Backend::cpu(Runtime::get(), threads)?;
         self.with_bound_weights(1, |ctx, weights| {
-            let inputs = Inputs::new(ctx, seq_len as u64, 1)?;
+            let inputs = Inputs::new(ctx, &self.hparams, seq_len as u64, 1)?;
             let logits = graph::forward(ctx, &self.hparams, weights, &inputs, None)?;
             let mut graph = Graph::new(ctx, self.graph_size())?;
             graph.build_forward_expand(logits)?;

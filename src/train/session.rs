@@ -168,7 +168,7 @@ pub fn with_session<R>(
     // Room for the graphs: validation, training with gradients (twice the size), and its two
     // rewrites (twice the size each).
     model.with_bound_weights(8, |ctx, weights| {
-        let inputs = Inputs::new(ctx, shape.seq_len as u64, shape.n_seq as u64)?;
+        let inputs = Inputs::new(ctx, h, shape.seq_len as u64, shape.n_seq as u64)?;
         let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
         let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
         let loss = training.loss;

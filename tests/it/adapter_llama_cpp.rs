@@ -43,7 +43,7 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         let base = root.path().join(format!("{name}.gguf"));
         convert_to(&dir, ft, &base).unwrap();
         let model = Model::open(&base).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Llama.projections().to_vec() };
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
         let pairs = random_lora_pairs(&model, &cfg, 21, 0.2);
         let adapter_path = root.path().join(format!("{name}-adapter.gguf"));
         write_lora_gguf(&adapter_path, if spec.arch == TinyArch::Qwen2 { "qwen2" } else { "llama" }, cfg.alpha, &pairs)

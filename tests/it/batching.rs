@@ -41,7 +41,7 @@ fn rows_and_packing_give_the_losses_and_gradients_of_separate_examples() {
     let root = temp_dir();
     let spec = TinyLlamaSpec { hidden: 32, ffn: 64, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     let model = tiny_f32_model(root.path(), &spec, 3);
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let mut rng = Rng::new(5);
     let mut values = gguftune::train::init_lora(&model, &cfg, 1).unwrap();
     // B random too, so that every gradient is non-zero.

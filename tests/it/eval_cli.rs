@@ -49,7 +49,7 @@ fn a_trained_adapter_beats_its_base_and_eval_loss_is_the_training_loss() {
 
     let vocab = LlamaModel::load_vocab(Runtime::get(), &base).unwrap();
     let model = Model::open(&base).unwrap();
-    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let (values, losses) = train_lora(&model, &cfg, &examples(&vocab, &root.path().join("train.jsonl")), 8, 20, 3e-3);
     eprintln!("training loss {:.3} -> {:.3}", losses[0], losses.last().unwrap());
     let slots = lora_layout(model.hparams(), &cfg).unwrap();

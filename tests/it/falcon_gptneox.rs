@@ -35,7 +35,7 @@ fn lora_gradients_equal_finite_differences() {
         let root = temp_dir();
         let (path, _) = converted(root.path(), fixture, FileType::F32);
         let model = Model::open(&path).unwrap();
-        assert_eq!(model.hparams().arch.projections(), Arch::Falcon.projections());
+        assert_eq!(model.hparams().arch.projections(), Arch::from_name("falcon").unwrap().projections());
         // Layer 0's four projections (qkv, o, up, down): A and B of each.
         check_model_gradients_by_finite_differences(&model, 10, 8, GELU_STEP, GELU_RELATIVE_TOLERANCE);
     }
@@ -52,7 +52,8 @@ fn llama_cpp_with_our_adapter_computes_our_logits() {
         let (f32_path, _) = converted(root.path(), fixture, FileType::F32);
         let (base, tokens) = converted(root.path(), fixture, ft);
         let model = Model::open(&base).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::Falcon.projections().to_vec() };
+        let cfg =
+            LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("falcon").unwrap().projections().to_vec() };
         let pairs = random_lora_pairs(&model, &cfg, 21, 0.2);
         assert!(pairs.iter().any(|p| p.base == "blk.0.attn_qkv.weight"));
         let adapter = root.path().join("adapter.gguf");

@@ -29,7 +29,7 @@ fn base_model(root: &Path, spec: &TinyLlamaSpec) -> PathBuf {
 /// enough to change what the model generates.
 fn random_adapter(base: &Path, out: &Path) {
     let model = Model::open(base).unwrap();
-    let cfg = LoraConfig { rank: 4, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 4, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
     let mut rng = Rng::new(5);
     let values: Vec<Vec<f32>> = slots

@@ -211,7 +211,7 @@ fn gradients_through_f16_and_bf16_weights_equal_those_through_f32() {
     std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 8).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
     let targets: Vec<Option<i32>> = (0..12).map(|i| (3..11).contains(&i).then(|| tokens[i + 1])).collect();
     let mut results = Vec::new();
@@ -241,7 +241,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
     let root = temp_dir();
     let spec = TinyLlamaSpec { hidden: 64, ffn: 128, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     let model = tiny_f32_model(root.path(), &spec, 8);
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let tokens: Vec<i32> = (0..13).map(|i| (i * 37 + 5) % 512).collect();
     let targets: Vec<Option<i32>> = (0..13).map(|i| (2..12).contains(&i).then(|| tokens[i + 1])).collect();
     let values = random_lora_values(&model, &cfg, 3);
@@ -271,7 +271,7 @@ fn recomputed_activations_give_the_same_loss_and_gradients() {
     std::fs::create_dir(&dir).unwrap();
     let spec = TinyLlamaSpec { hidden: 256, ffn: 512, heads: 4, kv_heads: 2, ..TinyLlamaSpec::default() };
     tiny_llama(&dir, &spec, Dtype::BF16, Shards::One, 9).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let tokens: Vec<i32> = (0..16).map(|i| (i * 29 + 7) % 512).collect();
     let targets: Vec<Option<i32>> = (0..16).map(|i| (2..15).contains(&i).then(|| tokens[i + 1])).collect();
     for ty in [FileType::F32, FileType::Q4_K_M] {
@@ -308,7 +308,7 @@ fn the_training_loss_is_the_mean_cross_entropy_of_the_scored_positions() {
         let path = root.path().join("m.gguf");
         crate::common::convert_to(&dir, FileType::F32, &path).unwrap();
         let model = Model::open(&path).unwrap();
-        let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+        let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
         let values = random_lora_values(&model, &cfg, 8);
         let tokens: Vec<i32> = (0..n_tokens).map(|i| (i as i32 * 37 + 5) % 512).collect();
         // Every third position scored, with a target that is not the next token.
@@ -339,7 +339,7 @@ fn with_recomputation_each_layer_adds_little_more_than_its_kept_input() {
     // rewrite leaving a view of a gradient unread kept every frozen weight's input gradient, 8
     // residuals' worth per layer here) shows as many times that.
     let root = temp_dir();
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let shape = BatchShape { seq_len: 64, n_seq: 2 };
     let compute_bytes = |layers: usize| {
         let dir = root.path().join(format!("m{layers}"));

@@ -91,7 +91,7 @@ pub(crate) fn stderr(out: &Output) -> String {
 /// A random LoRA adapter for the model at `base`.
 pub(crate) fn adapter_for(base: &Path, out: &Path) {
     let model = Model::open(base).unwrap();
-    let cfg = LoraConfig { rank: 2, alpha: 2.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 2, alpha: 2.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let slots = lora_layout(model.hparams(), &cfg).unwrap();
     let values: Vec<Vec<f32>> =
         slots.iter().flat_map(|s| [s.n_in * cfg.rank, cfg.rank * s.n_out]).map(|n| vec![0.01; n as usize]).collect();

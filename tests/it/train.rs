@@ -59,7 +59,7 @@ fn lora_learns_a_task_and_llama_cpp_reproduces_it_with_the_adapter() {
     }
 
     let model = Model::open(&base).unwrap();
-    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: Arch::Llama.projections().to_vec() };
+    let cfg = LoraConfig { rank: 8, alpha: 16.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
     let (values, losses) = train_lora(&model, &cfg, &examples, 4, 60, 3e-3);
     assert_eq!(losses.len(), 60, "one step per epoch of 4 examples in one micro-batch of 4");
     let (first, last) = (losses[0], *losses.last().unwrap());
