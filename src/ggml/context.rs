@@ -198,6 +198,30 @@ impl Context {
         self.wrap("gelu", unsafe { sys::ggml_gelu(self.raw(), a.raw()) })
     }
 
+    /// `ggml_exp(a)`, element-wise (differentiable: its gradient is the result times the incoming
+    /// one).
+    pub fn exp<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("exp")?;
+        // SAFETY: live context and tensor; exp accepts any f32 tensor.
+        self.wrap("exp", unsafe { sys::ggml_exp(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_softplus(a)`: `ln(1 + e^a)`, element-wise, `a` itself above 20 (differentiable: its
+    /// gradient is the incoming one times `sigmoid(a)`).
+    pub fn softplus<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("softplus")?;
+        // SAFETY: live context and tensor; softplus accepts any f32 tensor.
+        self.wrap("softplus", unsafe { sys::ggml_softplus(self.raw(), a.raw()) })
+    }
+
+    /// `ggml_tanh(a)`, element-wise, as llama.cpp's soft-capping applies it. ggml has no backward
+    /// pass for it: graphs to be trained use `model::ops::soft_cap`.
+    pub fn tanh<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
+        self.room("tanh")?;
+        // SAFETY: live context and tensor; tanh accepts any f32 tensor.
+        self.wrap("tanh", unsafe { sys::ggml_tanh(self.raw(), a.raw()) })
+    }
+
     /// `ggml_sum_rows(a)`: `[1, ne1, ne2, ne3]`, each row summed.
     pub fn sum_rows<'c>(&'c self, a: Tensor<'c>) -> Result<Tensor<'c>, Error> {
         self.room("sum_rows")?;

@@ -6,6 +6,7 @@ mod batch;
 mod graph;
 mod hparams;
 mod lora;
+mod ops;
 
 use std::path::Path;
 
