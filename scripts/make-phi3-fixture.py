@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/phi3/partial-rope/: a tiny random Phi3ForCausalLM checkpoint (transformers), its
+"""Writes tests/fixtures/phi3/partial-rope/ (or /longrope/): a tiny random Phi3ForCausalLM checkpoint (transformers), its
 logits, a PEFT adapter on all four projections, and the GGUF llama.cpp's own converter (convert_hf_to_gguf.py)
 writes from it: the references our Rust tests convert to GGUF, run in llama.cpp and train on.
 
 The layout of Phi-3-mini-4k and Phi-4-mini: one fused qkv_proj (rows q; k; v), one fused gate_up_proj (rows
 gate; up), RMS norms, a NEOX rope, no biases, untied embeddings (Phi-3's; Phi-4-mini ties them, which the
 Llama fixtures already cover), grouped-query attention (Phi-4-mini's), and Phi-4-mini's partial rope
-(partial_rotary_factor 0.75: 12 of each head's 16 dimensions rotate). rope_scaling is null: the long-context
-variants' longrope factors are not supported. The attention is made sharp (the q and k rows of qkv_proj
+(partial_rotary_factor 0.75: 12 of each head's 16 dimensions rotate); with `longrope`, the long-context
+variants' rope (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini as published): short and long per-pair factors and
+the attention factor, with an original context of 32 that the fixture's 48 tokens run past. The attention is made sharp (the q and k rows of qkv_proj
 scaled by Q_K_SCALE) so that the rope matters.
 
 Run with a Python that has torch, transformers, safetensors and peft, and llama.cpp's converter (the
 conversion/ and gguf-py/ folders beside convert_hf_to_gguf.py, as in llama-cpp-python's source package,
 which scripts/bench-peers.sh unpacks into target/peers/llama.cpp):
-    python scripts/make-phi3-fixture.py LLAMA_CPP_DIR
+    python scripts/make-phi3-fixture.py LLAMA_CPP_DIR [partial-rope|longrope]
 The converter reads the SentencePiece model of tests/data/spm (480 pieces, padded to the checkpoint's 512 by
 the converter). The tests write the tiny tokenizer of tests/it/common for our own conversion.
 
@@ -33,13 +34,26 @@ from hf_fixture import (
 )
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-OUT = os.path.join(ROOT, "tests", "fixtures", "phi3", "partial-rope")
 CONFIG = dict(
     vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=1024, original_max_position_embeddings=1024,
     rms_norm_eps=1e-5, rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.75),
     tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
+# Phi-3-mini-128k's and Phi-4-mini's long context: the rope's per-pair factors, short ones up to
+# original_max_position_embeddings and long ones beyond (transformers picks by the sequence length,
+# llama.cpp by its context size), and cos/sin scaled by sqrt(1 + ln(1024/32) / ln(32)) = sqrt(2).
+# 48 tokens run past the original 32: the long factors.
+ROPE_PAIRS = 6
+LONGROPE_CONFIG = dict(
+    CONFIG, original_max_position_embeddings=32,
+    rope_parameters=dict(
+        rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75, original_max_position_embeddings=32,
+        short_factor=[1.0 + 0.25 * i for i in range(ROPE_PAIRS)],
+        long_factor=[1.0 + 1.5 * i for i in range(ROPE_PAIRS)],
+    ),
+)
+VARIANTS = {"partial-rope": CONFIG, "longrope": LONGROPE_CONFIG}
 Q_K_SCALE = 5.0
 TOKENS = [1] + [(37 * i + 11) % 509 + 3 for i in range(47)]
 ADAPTER = dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
@@ -59,10 +73,13 @@ def sharpen_qkv(model, scale):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: make-phi3-fixture.py LLAMA_CPP_DIR")
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] and sys.argv[2] not in VARIANTS:
+        sys.exit(f"usage: make-phi3-fixture.py LLAMA_CPP_DIR [{'|'.join(VARIANTS)}]")
+    variant = sys.argv[2] if len(sys.argv) == 3 else "partial-rope"
+    config = VARIANTS[variant]
+    out = os.path.join(ROOT, "tests", "fixtures", "phi3", variant)
     torch.manual_seed(1234)
-    model = Phi3ForCausalLM(Phi3Config(**CONFIG, attn_implementation="eager")).eval()
+    model = Phi3ForCausalLM(Phi3Config(**config, attn_implementation="eager")).eval()
     reinit(model)
     with torch.no_grad():
         # RMS norm weights away from 1, so that a norm applied with the wrong weight shows.
@@ -75,27 +92,38 @@ def main():
     moved = layers_nmse(model, TOKENS, logits)
     # How far a graph would be off that rotated every dimension of the heads, or read the fused
     # gate_up_proj's halves the other way round.
-    full = Phi3ForCausalLM(Phi3Config(**dict(CONFIG, rope_parameters=dict(CONFIG["rope_parameters"],
-                                                                          partial_rotary_factor=1.0)),
-                                      attn_implementation="eager")).eval()
-    full.load_state_dict(model.state_dict())
-    with_full_rope = nmse(logits_of(full, TOKENS), logits)
+    sensitivity = {}
+    if variant == "partial-rope":
+        full = Phi3ForCausalLM(Phi3Config(**dict(config, rope_parameters=dict(config["rope_parameters"],
+                                                                              partial_rotary_factor=1.0)),
+                                          attn_implementation="eager")).eval()
+        full.load_state_dict(model.state_dict())
+        sensitivity["nmse_with_full_rope"] = nmse(logits_of(full, TOKENS), logits)
+    # How far the short factors, or plain rope, would be from the long context's.
+    if variant == "longrope":
+        for name, parameters in [
+            ("nmse_with_short_factors", dict(config["rope_parameters"], long_factor=config["rope_parameters"]["short_factor"])),
+            ("nmse_without_rope_factors", dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.75)),
+        ]:
+            other = Phi3ForCausalLM(Phi3Config(**dict(config, rope_parameters=parameters),
+                                               attn_implementation="eager")).eval()
+            other.load_state_dict(model.state_dict())
+            sensitivity[name] = nmse(logits_of(other, TOKENS), logits)
     swapped = copy.deepcopy(model)
     with torch.no_grad():
         for layer in swapped.model.layers:
             w = layer.mlp.gate_up_proj.weight
-            w.copy_(torch.cat([w[CONFIG["intermediate_size"]:], w[:CONFIG["intermediate_size"]]]))
+            w.copy_(torch.cat([w[config["intermediate_size"]:], w[:config["intermediate_size"]]]))
     gate_up_swapped = nmse(logits_of(swapped, TOKENS), logits)
-    save_bf16(model, OUT)
-    write_f32(logits, os.path.join(OUT, "logits.bin"))
-    adapter_nmse, adapter_argmax, _ = make_adapter(OUT, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
-    llama_cpp_convert(OUT, sys.argv[1], [os.path.join(ROOT, "tests", "data", "spm", "tokenizer.model")])
+    save_bf16(model, out)
+    write_f32(logits, os.path.join(out, "logits.bin"))
+    adapter_nmse, adapter_argmax, _ = make_adapter(out, model, TOKENS, logits, ADAPTER, ADAPTER_SEED)
+    llama_cpp_convert(out, sys.argv[1], [os.path.join(ROOT, "tests", "data", "spm", "tokenizer.model")])
     write_reference(
-        OUT,
+        out,
         {
-            "tokens": TOKENS, "shape": list(logits.shape), "config": CONFIG, "q_k_scale": Q_K_SCALE,
-            "layers_nmse_vs_embeddings_only": moved, "nmse_with_full_rope": with_full_rope,
-            "nmse_gate_up_swapped": gate_up_swapped,
+            "tokens": TOKENS, "shape": list(logits.shape), "config": config, "q_k_scale": Q_K_SCALE,
+            "layers_nmse_vs_embeddings_only": moved, "nmse_gate_up_swapped": gate_up_swapped, **sensitivity,
             "adapter": dict(ADAPTER, target_modules=sorted(ADAPTER["target_modules"]),
                             adapter_nmse_vs_base=adapter_nmse),
             "llama_cpp_converter": "convert_hf_to_gguf.py --outtype f32 (llama-cpp-python 0.3.36's llama.cpp), "
@@ -103,9 +131,8 @@ def main():
             "versions": versions(),
         },
     )
-    print_summary(OUT, logits, moved)
-    print(f"  rotating every dimension moves the logits by nmse {with_full_rope:.3e}, "
-          f"swapping gate and up by {gate_up_swapped:.3e}")
+    print_summary(out, logits, moved)
+    print(f"  {sensitivity}, swapping gate and up: nmse {gate_up_swapped:.3e}")
     print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
 
 

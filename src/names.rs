@@ -35,6 +35,11 @@ pub enum TensorKind {
     /// Llama 3's rope frequency factors (`rope_freqs.weight`): one per rotary pair, computed from
     /// config.json's `rope_scaling` by the converter; no Hugging Face tensor holds them.
     RopeFreqs,
+    /// Phi-3's long-context rope factors (`rope_factors_long.weight`), from config.json's
+    /// `long_factor`; used beyond the original context.
+    RopeFactorsLong,
+    /// Phi-3's short-context rope factors (`rope_factors_short.weight`), from `short_factor`.
+    RopeFactorsShort,
 }
 
 /// One row of the name table: what the tensor is, its GGUF base name, and whether it exists per
@@ -69,6 +74,8 @@ const TABLE: &[NameRow] = &[
     row(TensorKind::FfnDown, "ffn_down", true),
     row(TensorKind::FfnPostNorm, "post_ffw_norm", true),
     row(TensorKind::RopeFreqs, "rope_freqs", false),
+    row(TensorKind::RopeFactorsLong, "rope_factors_long", false),
+    row(TensorKind::RopeFactorsShort, "rope_factors_short", false),
 ];
 
 impl TensorKind {

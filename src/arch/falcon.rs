@@ -50,7 +50,7 @@ impl Family for Falcon {
             FfnUp => &["mlp.dense_h_to_4h"],
             FfnDown => &["mlp.dense_4h_to_h"],
             AttnQ | AttnK | AttnV | AttnQNorm | AttnKNorm | FfnNorm | FfnGate | AttnPostNorm | FfnPostNorm
-            | RopeFreqs => &[],
+            | RopeFreqs | RopeFactorsLong | RopeFactorsShort => &[],
         }
     }
 

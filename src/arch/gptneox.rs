@@ -47,7 +47,7 @@ impl Family for GptNeox {
             FfnUp => &["mlp.dense_h_to_4h"],
             FfnDown => &["mlp.dense_4h_to_h"],
             AttnNorm2 | AttnQ | AttnK | AttnV | AttnQNorm | AttnKNorm | FfnGate | AttnPostNorm | FfnPostNorm
-            | RopeFreqs => &[],
+            | RopeFreqs | RopeFactorsLong | RopeFactorsShort => &[],
         }
     }
 

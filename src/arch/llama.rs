@@ -97,7 +97,7 @@ pub(super) fn hf_names(kind: TensorKind) -> &'static [&'static str] {
         FfnGate => &["mlp.gate_proj"],
         FfnUp => &["mlp.up_proj"],
         FfnDown => &["mlp.down_proj"],
-        AttnNorm2 | AttnQkv | AttnPostNorm | FfnPostNorm | RopeFreqs => &[],
+        AttnNorm2 | AttnQkv | AttnPostNorm | FfnPostNorm | RopeFreqs | RopeFactorsLong | RopeFactorsShort => &[],
     }
 }
 

@@ -172,7 +172,7 @@ fn tensor_table(
 }
 
 /// The tensors llama.cpp reads that a checkpoint of `c` does not hold, computed from its config:
-/// Llama 3's rope frequency factors.
+/// Llama 3's rope frequency factors, Phi-3's long and short rope factors.
 fn computed_tensors(c: &ModelConfig) -> Vec<(TensorName, Vec<f32>)> {
     match c.rope_scaling {
         Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context }) => {
@@ -186,6 +186,11 @@ fn computed_tensors(c: &ModelConfig) -> Vec<(TensorName, Vec<f32>)> {
             );
             vec![(TensorName { kind: TensorKind::RopeFreqs, layer: None, suffix: "weight".into() }, values)]
         }
+        // Long first, as llama.cpp's converter writes them.
+        Some(RopeScaling::LongRope { ref short, ref long }) => vec![
+            (TensorName { kind: TensorKind::RopeFactorsLong, layer: None, suffix: "weight".into() }, long.clone()),
+            (TensorName { kind: TensorKind::RopeFactorsShort, layer: None, suffix: "weight".into() }, short.clone()),
+        ],
         _ => Vec::new(),
     }
 }
@@ -300,7 +305,9 @@ fn expected_shape(c: &ModelConfig, name: &TensorName) -> Vec<usize> {
         TensorKind::FfnUp if c.arch.fused_gate_up() => w(2 * ff, h),
         TensorKind::FfnGate | TensorKind::FfnUp => w(ff, h),
         TensorKind::FfnDown => w(h, ff),
-        TensorKind::RopeFreqs => vec![(c.rope_dims / 2) as usize],
+        TensorKind::RopeFreqs | TensorKind::RopeFactorsLong | TensorKind::RopeFactorsShort => {
+            vec![(c.rope_dims / 2) as usize]
+        }
         TensorKind::AttnQNorm | TensorKind::AttnKNorm => vec![c.head_dim as usize],
     }
 }
@@ -420,8 +427,9 @@ fn model_metadata(c: &ModelConfig, ft: FileType, dir: &Path) -> Result<Vec<(Stri
             kv.push((format!("{a}.rope.scaling.original_context_length"), MetaValue::U32(*original_context)));
         }
         // Written as rope_freqs.weight (computed_tensors), with no scaling keys, as llama.cpp's
-        // converter writes Llama 3.
-        Some(RopeScaling::Llama3 { .. }) => {}
+        // converter writes Llama 3; longrope as its two factor tensors and Phi-3's attention
+        // factor key.
+        Some(RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }) => {}
     }
     Ok(kv)
 }

@@ -43,6 +43,8 @@ pub struct RopeParams {
     pub n_ctx_orig: i32,
     pub freq_base: f32,
     pub freq_scale: f32,
+    /// The factor of cos and sin (1 but for longrope's attention factor).
+    pub attn_factor: f32,
 }
 
 impl Context {
@@ -468,7 +470,7 @@ impl Context {
                 p.freq_base,
                 p.freq_scale,
                 0.0,
-                1.0,
+                p.attn_factor,
                 32.0,
                 1.0,
             )

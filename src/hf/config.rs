@@ -91,7 +91,7 @@ pub enum ConfigError {
     Inconsistent { path: PathBuf, what: String },
     #[error("{}: '{key}' is {value}; expected 1 to {max}", path.display())]
     OutOfRange { path: PathBuf, key: &'static str, value: u64, max: u64 },
-    #[error("{}: rope_scaling type '{kind}' is not supported yet (supported: linear, yarn, llama3)", path.display())]
+    #[error("{}: rope_scaling type '{kind}' is not supported yet (supported: linear, yarn, llama3, longrope)", path.display())]
     UnsupportedRopeScaling { path: PathBuf, kind: String },
     #[error("{}: '{key}' is {found}; llama.cpp's {arch} needs {expected}", path.display())]
     UnsupportedValue { path: PathBuf, arch: &'static str, key: &'static str, found: String, expected: &'static str },
@@ -301,6 +301,14 @@ impl ConfigReader<'_> {
         let num_kv_heads = r.u64_opt("num_key_value_heads")?.unwrap_or(num_heads);
         let head_dim = r.head_dim(hidden_size, num_heads, num_kv_heads)?;
         let (rope_theta, rope_scaling) = r.rope()?;
+        if let Some(RopeScaling::LongRope { .. }) = rope_scaling {
+            return Err(r.unsupported(
+                arch,
+                "rope_scaling",
+                "longrope",
+                "linear, yarn or llama3 (llama.cpp reads longrope factors for phi3 only)",
+            ));
+        }
         Ok(ModelConfig {
             arch,
             hf_architecture,
@@ -529,7 +537,7 @@ mod tests {
     /// microsoft/Phi-3-mini-4k-instruct's config.json as published, and Phi-4-mini's partial rope
     /// (transformers 5 writes it inside rope_parameters); the long-context variants are refused.
     #[test]
-    fn phi3_resolves_with_partial_rope_and_long_context_variants_are_refused() {
+    fn phi3_resolves_with_partial_rope_and_long_context_and_other_scalings_are_refused() {
         let mini = json!({
             "architectures": ["Phi3ForCausalLM"], "hidden_size": 3072, "intermediate_size": 8192,
             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
@@ -547,10 +555,30 @@ mod tests {
         phi4["rope_parameters"] = json!({"rope_theta": 10000.0, "rope_type": "default", "partial_rotary_factor": 0.75});
         let c = ModelConfig::from_json(Path::new("config.json"), &phi4).unwrap();
         assert_eq!((c.rope_dims, c.sliding_window), (72, Some(0)));
+        // Phi-3-mini-128k: 48 factors of each kind for 96 rotated dimensions, in either name.
         let mut long = mini.clone();
+        long["max_position_embeddings"] = json!(131072);
+        let (short, long_factors): (Vec<f32>, Vec<f32>) =
+            (0..48).map(|i| (1.0 + i as f32 / 48.0, 1.0 + i as f32)).unzip();
+        for kind in ["longrope", "su"] {
+            long["rope_scaling"] = json!({"type": kind, "long_factor": long_factors, "short_factor": short});
+            let c = ModelConfig::from_json(Path::new("config.json"), &long).unwrap();
+            assert_eq!(
+                c.rope_scaling,
+                Some(RopeScaling::LongRope { short: short.clone(), long: long_factors.clone() })
+            );
+        }
         long["rope_scaling"] = json!({"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]});
         let err = ModelConfig::from_json(Path::new("config.json"), &long).unwrap_err().to_string();
-        assert!(err.contains("rope_scaling type 'longrope' is not supported"), "{err}");
+        assert!(err.contains("rope_scaling has 1 short and 1 long factors; 96 rotated dimensions need 48"), "{err}");
+        long["rope_scaling"] = json!({"type": "longrope", "long_factor": long_factors, "short_factor": "x"});
+        let err = ModelConfig::from_json(Path::new("config.json"), &long).unwrap_err().to_string();
+        assert!(err.contains("'short_factor' is \"x\""), "{err}");
+        // Other families refuse longrope by key.
+        let mut llama = base();
+        llama["rope_scaling"] = json!({"type": "longrope", "long_factor": vec![1.0; 8], "short_factor": vec![1.0; 8]});
+        let err = ModelConfig::from_json(Path::new("config.json"), &llama).unwrap_err().to_string();
+        assert!(err.contains("'rope_scaling' is longrope"), "{err}");
         let mut linear = mini.clone();
         linear["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
         let err = ModelConfig::from_json(Path::new("config.json"), &linear).unwrap_err().to_string();

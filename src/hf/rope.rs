@@ -18,6 +18,10 @@ pub enum RopeScaling {
     /// `"llama3"` (Llama 3.1, 3.2, 3.3): the low frequencies divided by `factor`, the high ones
     /// kept, a smooth mix between; written as `rope_freqs.weight` (see [`llama3_frequency_factors`]).
     Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: u64 },
+    /// `"longrope"` (or its older name `"su"`: Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini): each
+    /// rotary pair's frequency divided by its `short` factor up to the original context, by its
+    /// `long` factor beyond; written as `rope_factors_short.weight` and `rope_factors_long.weight`.
+    LongRope { short: Vec<f32>, long: Vec<f32> },
 }
 
 /// The context Llama 3 was trained at before its context was extended, where a config does not
@@ -87,6 +91,25 @@ impl RopeScaling {
                     high_freq_factor: high,
                     original_context: original,
                 })
+            }
+            "longrope" | "su" => {
+                let factors = |key: &'static str| -> Result<Vec<f32>, ConfigError> {
+                    let wrong = |found: String| ConfigError::WrongType {
+                        path: path.to_owned(),
+                        key,
+                        expected: "a list of positive numbers in rope_scaling (rope_type longrope)",
+                        found,
+                    };
+                    let list = s
+                        .get(key)
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| wrong(s.get(key).map_or_else(|| "absent".to_owned(), Value::to_string)))?;
+                    list.iter()
+                        .map(|v| v.as_f64().filter(|f| *f > 0.0 && f.is_finite()).map(|f| f as f32))
+                        .collect::<Option<Vec<f32>>>()
+                        .ok_or_else(|| wrong(Value::Array(list.clone()).to_string()))
+                };
+                Ok(RopeScaling::LongRope { short: factors("short_factor")?, long: factors("long_factor")? })
             }
             other => Err(ConfigError::UnsupportedRopeScaling { path: path.to_owned(), kind: other.to_owned() }),
         }

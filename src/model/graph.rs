@@ -158,13 +158,19 @@ fn hidden<'c>(
     differentiable: bool,
 ) -> Result<Tensor<'c>, ModelError> {
     let family = h.arch.family();
+    // Llama 3's factors, or Phi-3's long or short ones by the context, as llama.cpp chooses them
+    // by its context size (here: the graph's sequence length).
+    let rope_freqs = match w.rope_factors {
+        Some((long, short)) => Some(if inp.seq_len() > h.n_ctx_orig { long } else { short }),
+        None => w.rope_freqs,
+    };
     let mut x = ctx.get_rows(w.token_embd, inp.tokens)?;
     if let Some(scale) = h.embed_scale {
         x = ctx.scale(x, scale)?;
     }
     for (il, l) in (0u32..).zip(&w.layers) {
         layer_inputs.push(x);
-        x = family.layer(&LayerGraph::new(ctx, h, lora, inp, w.rope_freqs, il, differentiable), l, x)?;
+        x = family.layer(&LayerGraph::new(ctx, h, lora, inp, rope_freqs, il, differentiable), l, x)?;
     }
     layer_inputs.push(x);
     Ok(match w.output_norm_b {

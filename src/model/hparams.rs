@@ -22,6 +22,13 @@ pub struct HParams {
     pub rope_freq_base: f32,
     /// 1 / linear rope scaling factor.
     pub rope_freq_scale: f32,
+    /// The factor of the rope's cos and sin (Phi-3's longrope `rope.scaling.attn_factor`), 1
+    /// elsewhere.
+    pub rope_attn_factor: f32,
+    /// The context the rope was trained at before any extension
+    /// (`rope.scaling.original_context_length`, else the training context): Phi-3's long rope
+    /// factors apply to contexts beyond it.
+    pub n_ctx_orig: u64,
     pub rope_dims: u64,
     /// Whether attention and the MLP read the same layer input (Falcon; GPT-NeoX's
     /// `use_parallel_residual`, true when absent as in llama.cpp).
@@ -209,6 +216,8 @@ impl HParams {
             norm_eps: norm_eps.unwrap_or(1e-5) as f32,
             rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0) as f32,
             rope_freq_scale,
+            rope_attn_factor: 1.0,
+            n_ctx_orig: opt_int("rope.scaling.original_context_length").unwrap_or(n_ctx_train),
             rope_dims: opt_int("rope.dimension_count").unwrap_or(head_dim),
             parallel_residual: arch.family().parallel_residual(g),
             embed_scale: None,

@@ -128,6 +128,7 @@ impl<'a, 'c> LayerGraph<'a, 'c> {
             n_ctx_orig: h.n_ctx_train as i32,
             freq_base,
             freq_scale,
+            attn_factor: h.rope_attn_factor,
         };
         let own = AdapterSlot::own;
         let [q_slot, k_slot, v_slot] = if l.fused_qkv {

@@ -109,6 +109,9 @@ pub struct Weights<'c> {
     /// Llama 3's per-pair rope frequency factors (`rope_freqs.weight`), which llama.cpp passes to
     /// every rope of every layer.
     pub rope_freqs: Option<Tensor<'c>>,
+    /// Phi-3's long-context rope factors (long, short): llama.cpp passes the long ones to every
+    /// rope when its context exceeds the original one, else the short ones.
+    pub rope_factors: Option<(Tensor<'c>, Tensor<'c>)>,
     pub layers: Vec<LayerWeights<'c>>,
 }
 
@@ -226,13 +229,19 @@ impl<'c> Weights<'c> {
         let output_norm = b.need(TensorKind::OutputNorm, &[e])?;
         let output_norm_b = if h.arch.layer_norms() { Some(b.need_bias(TensorKind::OutputNorm, &[e])?) } else { None };
         let output = b.get(TensorKind::Output, &[e, v])?.unwrap_or(token_embd);
-        let rope_freqs = b.get(TensorKind::RopeFreqs, &[h.rope_dims / 2])?;
-        if let Some(t) = rope_freqs {
-            if t.ty() != Some(GgmlType::F32) {
-                return Err(ModelError::Unsupported {
-                    what: "rope_freqs.weight stored in another type than F32".into(),
-                });
-            }
+        let pairs = [h.rope_dims / 2];
+        let rope_freqs = b.get(TensorKind::RopeFreqs, &pairs)?;
+        let rope_factors = match b.get(TensorKind::RopeFactorsLong, &pairs)? {
+            Some(long) => Some((long, b.need(TensorKind::RopeFactorsShort, &pairs)?)),
+            None => None,
+        };
+        let factors = [
+            ("rope_freqs.weight", rope_freqs),
+            ("rope_factors_long.weight", rope_factors.map(|f| f.0)),
+            ("rope_factors_short.weight", rope_factors.map(|f| f.1)),
+        ];
+        if let Some((name, _)) = factors.iter().find(|(_, t)| t.is_some_and(|t| t.ty() != Some(GgmlType::F32))) {
+            return Err(ModelError::Unsupported { what: format!("{name} stored in another type than F32") });
         }
         let mut layers = Vec::new();
         for il in 0..u32::try_from(h.n_layer).unwrap_or(0) {
@@ -243,6 +252,6 @@ impl<'c> Weights<'c> {
         if let Some(unused) = g.tensors.iter().find(|t| !bound.contains(t.name)) {
             return Err(ModelError::UnusedTensor { name: unused.name.to_owned(), arch: h.arch.name() });
         }
-        Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, layers })
+        Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, rope_factors, layers })
     }
 }

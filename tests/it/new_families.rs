@@ -28,11 +28,12 @@ use crate::common::{convert_to, fixture_dir, temp_dir, transformers_checkpoint};
 use crate::lora_grad::check_model_gradients_by_finite_differences;
 
 /// Every fixture: (family, variant).
-const FIXTURES: [(&str, &str); 7] = [
+const FIXTURES: [(&str, &str); 8] = [
     ("llama3", "3.1"),
     ("llama3", "3.2"),
     ("qwen3", "tied"),
     ("phi3", "partial-rope"),
+    ("phi3", "longrope"),
     ("gemma2", "9b"),
     ("gemma3", "1b"),
     ("gemma3", "4b"),
@@ -95,6 +96,19 @@ fn llama_cpp_on_our_conversion_computes_transformers_logits() {
             for (a, b) in ours.iter().zip(&theirs) {
                 assert!((a - b).abs() <= 1e-6 * b, "{name}: factors {ours:?} vs llama.cpp's converter's {theirs:?}");
             }
+        }
+        if fx.1 == "longrope" {
+            // Phi-3's long and short factors and attention factor, as llama.cpp's converter wrote them.
+            let theirs = fixture_dir(fx.0, fx.1).join("llama-cpp-f32.gguf");
+            for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+                assert_eq!(f32_tensor(&path, name), f32_tensor(&theirs, name), "{name}");
+            }
+            let attn_factor = |p: &Path| {
+                let file = GgufFile::open(p).unwrap();
+                let value = file.gguf().unwrap().get("phi3.rope.scaling.attn_factor").and_then(|v| v.as_f64());
+                value.unwrap()
+            };
+            assert_eq!(attn_factor(&path), attn_factor(&theirs));
         }
         let got = llama_logits(&path, None, &tokens);
         let err = max_relative_error(&got, &want);
@@ -182,7 +196,8 @@ fn training_loss_equals_llama_cpp_loss_on_llama_cpp_s_conversion() {
 /// under the bound of 2% of gradients of order 1.
 #[test]
 fn lora_gradients_through_scaled_rope_qk_norms_and_fused_weights_equal_finite_differences() {
-    for fx in [("llama3", "3.1"), ("qwen3", "tied"), ("phi3", "partial-rope"), ("gemma2", "9b"), ("gemma3", "4b")] {
+    let fixtures = [("llama3", "3.1"), ("qwen3", "tied"), ("phi3", "partial-rope"), ("phi3", "longrope")];
+    for fx in fixtures.into_iter().chain([("gemma2", "9b"), ("gemma3", "4b")]) {
         let root = temp_dir();
         let (path, _) = converted(root.path(), fx, FileType::F32);
         let model = Model::open(&path).unwrap();
@@ -287,12 +302,11 @@ fn a_model_carrying_what_the_graph_does_not_implement_is_refused_by_name() {
     copy_with(&phi3, &phi3_window, Some(("phi3.attention.sliding_window", MetaValue::U32(2047))), None);
     let want = Model::open(&phi3).unwrap().logits(&tokens, 2).unwrap();
     assert_eq!(Model::open(&phi3_window).unwrap().logits(&tokens, 2).unwrap(), want);
-    // Phi-3's long-context rope factors (Phi-3-mini-128k, Phi-3.5, Phi-4-mini), which llama.cpp
-    // picks by the context size, are not implemented: refused by name.
+    // Phi-3's long-context rope factors come in pairs: long ones without short ones are refused.
     let long = root.path().join("phi3-long.gguf");
     copy_with(&phi3, &long, None, Some(("rope_factors_long.weight", &[1.0; 6])));
     let err = Model::open(&long).unwrap().logits(&tokens, 2).unwrap_err().to_string();
-    assert!(err.contains("tensor 'rope_factors_long.weight' is not part of gguftune's phi3 graph"), "{err}");
+    assert!(err.contains("missing tensor 'rope_factors_short.weight'"), "{err}");
 
     // Gemma: a config whose attention scale llama.cpp would not apply (the fixture's
     // query_pre_attn_scalar of 8 with 32-wide heads: llama.cpp's logits are off by nmse 4.7e-2
