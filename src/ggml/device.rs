@@ -1,0 +1,253 @@
+//! ggml's device registry: the devices this build can compute on (the CPU, CUDA, Metal and
+//! Vulkan devices of the backends compiled in, and the devices of RPC servers added with
+//! [`add_rpc_server`]), and the devices a [`DeviceList`] names.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+use std::sync::Mutex;
+
+use llama_cpp_sys_2 as sys;
+
+use super::device_spec::{DeviceList, DeviceSpec, RpcEndpoint};
+use super::rpc::{self, RpcError};
+use super::Runtime;
+
+/// One device of ggml's registry. Devices live as long as the program (ggml never frees a
+/// registered device), so this is a plain copyable handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Device {
+    raw: std::ptr::NonNull<sys::ggml_backend_device>,
+}
+
+/// What kind of device ggml says a device is (`enum ggml_backend_dev_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceType {
+    /// The CPU, with system memory.
+    Cpu,
+    /// A GPU with its own memory (ggml also reports RPC devices as GPUs).
+    Gpu,
+    /// A GPU that shares the system's memory.
+    Igpu,
+    /// An accelerator used beside the CPU (BLAS, AMX).
+    Accel,
+    /// A device made of other devices.
+    Meta,
+}
+
+/// Free and total memory of a device, in bytes, as its backend reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Memory {
+    pub free: u64,
+    pub total: u64,
+}
+
+/// What a device is, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// ggml's device name (`CPU`, `CUDA0`, `Vulkan1`, `RPC0`, ...).
+    pub name: String,
+    /// ggml's description (the processor or GPU model; an RPC device's endpoint).
+    pub description: String,
+    /// The backend (registry entry) it belongs to (`CPU`, `CUDA`, `RPC`, ...).
+    pub backend: String,
+    #[serde(rename = "type")]
+    pub kind: DeviceType,
+    pub memory: Memory,
+}
+
+/// A device that cannot be had: not compiled in, not on this machine, or an RPC server that
+/// cannot be reached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    #[error("device '{spec}': this build has no {backend} backend (rebuild with --features {feature}); devices of this build: {}", available.join(", "))]
+    NotCompiledIn { spec: DeviceSpec, backend: &'static str, feature: &'static str, available: Vec<String> },
+    #[error("device '{spec}': no such device; {backend} devices here: {}", list_or_none(available))]
+    NoSuchDevice { spec: DeviceSpec, backend: &'static str, available: Vec<String> },
+    #[error("device {device}: ggml could not start its backend")]
+    BackendInit { device: String },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+impl DeviceError {
+    /// Whether this is the network failing (an RPC server that cannot be reached): exit code 4.
+    pub fn is_io(&self) -> bool {
+        matches!(self, DeviceError::Rpc(e) if e.is_io())
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Device {
+    /// Every device of ggml's registry, in its order (GPUs, then accelerators, then the CPU,
+    /// then RPC devices in the order their servers were added).
+    pub fn all(_rt: &Runtime) -> Vec<Device> {
+        // SAFETY: reads the registry's size; ggml initialises the registry on first use.
+        let n = unsafe { sys::ggml_backend_dev_count() };
+        // SAFETY: 0 <= i < count, so ggml_backend_dev_get returns a registered device.
+        (0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_dev_get(i) })).collect()
+    }
+
+    pub(super) fn from_raw(raw: sys::ggml_backend_dev_t) -> Option<Device> {
+        std::ptr::NonNull::new(raw).map(|raw| Device { raw })
+    }
+
+    pub(super) fn raw(&self) -> sys::ggml_backend_dev_t {
+        self.raw.as_ptr()
+    }
+
+    /// ggml's name of the device (`CPU`, `CUDA0`, `RPC0`, ...).
+    pub fn name(&self) -> String {
+        // SAFETY: a registered device; ggml returns a NUL-terminated string it owns.
+        c_string(unsafe { sys::ggml_backend_dev_name(self.raw()) })
+    }
+
+    /// ggml's description of the device.
+    pub fn description(&self) -> String {
+        // SAFETY: as in `name`.
+        c_string(unsafe { sys::ggml_backend_dev_description(self.raw()) })
+    }
+
+    /// The name of the backend (registry entry) the device belongs to.
+    pub fn backend_name(&self) -> String {
+        // SAFETY: a registered device has a registry entry, which has a name.
+        c_string(unsafe { sys::ggml_backend_reg_name(sys::ggml_backend_dev_backend_reg(self.raw())) })
+    }
+
+    /// What kind of device ggml says it is.
+    pub fn kind(&self) -> DeviceType {
+        // SAFETY: a registered device.
+        match unsafe { sys::ggml_backend_dev_type(self.raw()) } {
+            sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceType::Cpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceType::Igpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceType::Accel,
+            sys::GGML_BACKEND_DEVICE_TYPE_META => DeviceType::Meta,
+            _ => DeviceType::Gpu,
+        }
+    }
+
+    /// Free and total memory. An RPC device asks its server, over a connection of its own when
+    /// no backend of it is open: ggml aborts if that server has gone away since it was added.
+    pub fn memory(&self) -> Memory {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: a registered device; both pointers are valid for one write.
+        unsafe { sys::ggml_backend_dev_memory(self.raw(), &mut free, &mut total) };
+        Memory { free: free as u64, total: total as u64 }
+    }
+
+    /// Everything a listing shows.
+    pub fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.name(),
+            description: self.description(),
+            backend: self.backend_name(),
+            kind: self.kind(),
+            memory: self.memory(),
+        }
+    }
+
+    /// Whether ggml says the device can compute `node` (`ggml_backend_dev_supports_op`). An RPC
+    /// device answers yes to every op, custom ops included, which cannot cross the wire.
+    pub fn supports(&self, node: super::Tensor<'_>) -> bool {
+        // SAFETY: a registered device and a live tensor; the answer only reads the tensor.
+        unsafe { sys::ggml_backend_dev_supports_op(self.raw(), node.raw()) }
+    }
+}
+
+fn c_string(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: ggml's names and descriptions are NUL-terminated strings that live as long as
+    // their device.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Adds the devices of the RPC server at `endpoint` to ggml's registry (once per endpoint; a
+/// second call returns the same devices) and returns them. The server is greeted first
+/// ([`rpc::greet_rpc_server`]): an absent, busy or mismatched server is an error here, where ggml would abort.
+pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Device>, RpcError> {
+    static ADDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let name = endpoint.to_string();
+    let c_endpoint = CString::new(name.clone()).map_err(|_| RpcError::NoDevices { endpoint: endpoint.clone() })?;
+    let mut added = ADDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let first_time = !added.contains(&name);
+    if first_time {
+        rpc::greet_rpc_server(endpoint)?;
+    }
+    // SAFETY: a NUL-terminated "host:port" that ggml copies. The first time, the server answered
+    // ggml's HELLO with a compatible version just now, which is what ggml's connection checks
+    // (it aborts otherwise); later calls return ggml's cached entry without connecting. Null
+    // when the server has no device.
+    let reg = unsafe { rpc::ggml_backend_rpc_add_server(c_endpoint.as_ptr()) };
+    if reg.is_null() {
+        return Err(RpcError::NoDevices { endpoint: endpoint.clone() });
+    }
+    if first_time {
+        // SAFETY: a registry entry ggml made for this endpoint and never frees; registered once
+        // (guarded by ADDED), so its devices are not listed twice.
+        unsafe { sys::ggml_backend_register(reg) };
+        added.push(name);
+    }
+    // SAFETY: a live registry entry; 0 <= i < its device count.
+    let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };
+    // SAFETY: as above.
+    Ok((0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_reg_dev_get(reg, i) })).collect())
+}
+
+/// The registry entry names of ggml's backends for the kinds of [`DeviceSpec`], and the cargo
+/// feature that compiles each in.
+fn backend_of(spec: &DeviceSpec) -> (&'static str, &'static str) {
+    match spec {
+        DeviceSpec::Cuda(_) => ("CUDA", "cuda"),
+        DeviceSpec::Metal => ("MTL", "metal"),
+        DeviceSpec::Vulkan(_) => ("Vulkan", "vulkan"),
+        DeviceSpec::Cpu => ("CPU", ""),
+        DeviceSpec::Rpc(_) => ("RPC", ""),
+    }
+}
+
+/// The devices `list` names, in its order (an RPC server's devices in the server's order),
+/// adding RPC servers to the registry.
+pub fn resolve_devices(rt: &Runtime, list: &DeviceList) -> Result<Vec<Device>, DeviceError> {
+    let mut devices = Vec::new();
+    let mut seen = HashSet::new();
+    for spec in list.specs() {
+        for device in resolve_one(rt, spec)? {
+            if seen.insert(device) {
+                devices.push(device);
+            }
+        }
+    }
+    Ok(devices)
+}
+
+fn resolve_one(rt: &Runtime, spec: &DeviceSpec) -> Result<Vec<Device>, DeviceError> {
+    let (index, backend, feature) = match spec {
+        DeviceSpec::Rpc(endpoint) => return Ok(add_rpc_server(rt, endpoint)?),
+        DeviceSpec::Cuda(i) | DeviceSpec::Vulkan(i) => (*i as usize, backend_of(spec).0, backend_of(spec).1),
+        DeviceSpec::Cpu | DeviceSpec::Metal => (0, backend_of(spec).0, backend_of(spec).1),
+    };
+    let all = Device::all(rt);
+    let of_backend: Vec<Device> = all.iter().copied().filter(|d| d.backend_name() == backend).collect();
+    let c_backend = CString::new(backend).unwrap_or_default();
+    // SAFETY: a NUL-terminated name; returns null when no such backend is registered.
+    let compiled_in = !unsafe { sys::ggml_backend_reg_by_name(c_backend.as_ptr()) }.is_null();
+    if !compiled_in {
+        let available = all.iter().map(|d| d.name()).collect();
+        return Err(DeviceError::NotCompiledIn { spec: spec.clone(), backend, feature, available });
+    }
+    of_backend.get(index).map(|d| vec![*d]).ok_or_else(|| DeviceError::NoSuchDevice {
+        spec: spec.clone(),
+        backend,
+        available: of_backend.iter().map(|d| d.name()).collect(),
+    })
+}
