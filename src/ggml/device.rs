@@ -61,8 +61,8 @@ pub struct DeviceInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeviceError {
-    #[error("device '{spec}': this build has no {backend} backend (rebuild with --features {feature}); devices of this build: {}", available.join(", "))]
-    NotCompiledIn { spec: DeviceSpec, backend: &'static str, feature: &'static str, available: Vec<String> },
+    #[error("device '{spec}': this build has no {backend} backend ({}); devices of this build: {}", rebuild_hint(*feature), available.join(", "))]
+    NotCompiledIn { spec: DeviceSpec, backend: &'static str, feature: Option<&'static str>, available: Vec<String> },
     #[error("device '{spec}': no such device; {backend} devices here: {}", list_or_none(available))]
     NoSuchDevice { spec: DeviceSpec, backend: &'static str, available: Vec<String> },
     #[error("device {device}: ggml could not start its backend")]
@@ -75,6 +75,13 @@ impl DeviceError {
     /// Whether this is the network failing (an RPC server that cannot be reached): exit code 4.
     pub fn is_io(&self) -> bool {
         matches!(self, DeviceError::Rpc(e) if e.is_io())
+    }
+}
+
+fn rebuild_hint(feature: Option<&str>) -> String {
+    match feature {
+        Some(feature) => format!("rebuild with --features {feature}"),
+        None => "gguftune has no build feature for it yet".to_owned(),
     }
 }
 
@@ -203,15 +210,14 @@ pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Devic
     Ok((0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_reg_dev_get(reg, i) })).collect())
 }
 
-/// The registry entry names of ggml's backends for the kinds of [`DeviceSpec`], and the cargo
-/// feature that compiles each in.
-fn backend_of(spec: &DeviceSpec) -> (&'static str, &'static str) {
+/// The name of ggml's registry entry for a kind of local device, and the cargo feature of this
+/// crate that compiles that backend in (none for Vulkan yet).
+fn backend_of(spec: &DeviceSpec) -> (&'static str, Option<&'static str>) {
     match spec {
-        DeviceSpec::Cuda(_) => ("CUDA", "cuda"),
-        DeviceSpec::Metal => ("MTL", "metal"),
-        DeviceSpec::Vulkan(_) => ("Vulkan", "vulkan"),
-        DeviceSpec::Cpu => ("CPU", ""),
-        DeviceSpec::Rpc(_) => ("RPC", ""),
+        DeviceSpec::Cuda(_) => ("CUDA", Some("cuda")),
+        DeviceSpec::Metal => ("MTL", Some("metal")),
+        DeviceSpec::Vulkan(_) => ("Vulkan", None),
+        DeviceSpec::Cpu | DeviceSpec::Rpc(_) => ("CPU", None),
     }
 }
 
@@ -231,23 +237,23 @@ pub fn resolve_devices(rt: &Runtime, list: &DeviceList) -> Result<Vec<Device>, D
 }
 
 fn resolve_one(rt: &Runtime, spec: &DeviceSpec) -> Result<Vec<Device>, DeviceError> {
-    let (index, backend, feature) = match spec {
+    let index = match spec {
         DeviceSpec::Rpc(endpoint) => return Ok(add_rpc_server(rt, endpoint)?),
-        DeviceSpec::Cuda(i) | DeviceSpec::Vulkan(i) => (*i as usize, backend_of(spec).0, backend_of(spec).1),
-        DeviceSpec::Cpu | DeviceSpec::Metal => (0, backend_of(spec).0, backend_of(spec).1),
+        DeviceSpec::Cuda(i) | DeviceSpec::Vulkan(i) => *i as usize,
+        DeviceSpec::Cpu | DeviceSpec::Metal => 0,
     };
+    let (backend, feature) = backend_of(spec);
     let all = Device::all(rt);
-    let of_backend: Vec<Device> = all.iter().copied().filter(|d| d.backend_name() == backend).collect();
     let c_backend = CString::new(backend).unwrap_or_default();
     // SAFETY: a NUL-terminated name; returns null when no such backend is registered.
-    let compiled_in = !unsafe { sys::ggml_backend_reg_by_name(c_backend.as_ptr()) }.is_null();
-    if !compiled_in {
-        let available = all.iter().map(|d| d.name()).collect();
+    if unsafe { sys::ggml_backend_reg_by_name(c_backend.as_ptr()) }.is_null() {
+        let available = all.iter().map(Device::name).collect();
         return Err(DeviceError::NotCompiledIn { spec: spec.clone(), backend, feature, available });
     }
+    let of_backend: Vec<Device> = all.into_iter().filter(|d| d.backend_name() == backend).collect();
     of_backend.get(index).map(|d| vec![*d]).ok_or_else(|| DeviceError::NoSuchDevice {
         spec: spec.clone(),
         backend,
-        available: of_backend.iter().map(|d| d.name()).collect(),
+        available: of_backend.iter().map(Device::name).collect(),
     })
 }

@@ -111,10 +111,11 @@ impl fmt::Display for RpcEndpoint {
 impl FromStr for RpcEndpoint {
     type Err = DeviceSpecError;
 
-    /// `HOST:PORT`.
+    /// `HOST:PORT`, or `rpc:HOST:PORT` as in a device list.
     fn from_str(s: &str) -> Result<RpcEndpoint, DeviceSpecError> {
         let error = |kind| DeviceSpecError { item: s.to_owned(), kind };
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| error(DeviceSpecErrorKind::MissingPort))?;
+        let bare = s.strip_prefix("rpc:").unwrap_or(s);
+        let (host, port) = bare.rsplit_once(':').ok_or_else(|| error(DeviceSpecErrorKind::MissingPort))?;
         RpcEndpoint::new(host, port).map_err(error)
     }
 }
@@ -267,6 +268,7 @@ mod tests {
             (endpoint.host(), endpoint.port(), endpoint.to_string()),
             ("10.0.0.2", 65535, "10.0.0.2:65535".into())
         );
+        assert_eq!("rpc:10.0.0.2:65535".parse::<RpcEndpoint>().unwrap(), endpoint);
         assert_eq!("10.0.0.2".parse::<RpcEndpoint>().unwrap_err().kind, DeviceSpecErrorKind::MissingPort);
     }
 }
