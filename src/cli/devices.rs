@@ -26,13 +26,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = Runtime::get();
-    for endpoint in &args.rpc {
-        add_rpc_server(rt, endpoint)?;
-    }
-    let devices = match &args.device {
+    let mut devices = match &args.device {
         Some(list) => resolve_devices(rt, list)?,
         None => Device::all(rt),
     };
+    for endpoint in &args.rpc {
+        let remote: Vec<Device> = add_rpc_server(rt, endpoint)?.into_iter().filter(|d| !devices.contains(d)).collect();
+        devices.extend(remote);
+    }
     let infos: Vec<DeviceInfo> = devices.iter().map(Device::info).collect();
     let mut out = std::io::stdout().lock();
     if args.json {

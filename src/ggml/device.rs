@@ -1,6 +1,12 @@
-//! ggml's device registry: the devices this build can compute on (the CPU, CUDA, Metal and
-//! Vulkan devices of the backends compiled in, and the devices of RPC servers added with
-//! [`add_rpc_server`]), and the devices a [`DeviceList`] names.
+//! ggml's devices: those of its registry (the CPU, CUDA, Metal and Vulkan devices of the
+//! backends compiled in), the devices of RPC servers ([`add_rpc_server`]), and the devices a
+//! [`DeviceList`] names.
+//!
+//! RPC servers' devices are kept out of ggml's global registry (llama.cpp's `rpc-server` client
+//! code registers them): llama.cpp enumerates that registry whenever it loads a model (`generate`,
+//! `eval`, the oracle in tests) and queries every GPU there, which for an RPC device means
+//! connecting to its server, and ggml aborts the process when that server has gone away. Only
+//! code that was handed an RPC device ever talks to its server.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
@@ -94,8 +100,8 @@ fn list_or_none(names: &[String]) -> String {
 }
 
 impl Device {
-    /// Every device of ggml's registry, in its order (GPUs, then accelerators, then the CPU,
-    /// then RPC devices in the order their servers were added).
+    /// Every device of ggml's registry, in its order (GPUs, then accelerators, then the CPU); not
+    /// RPC servers' devices, which [`add_rpc_server`] returns.
     pub fn all(_rt: &Runtime) -> Vec<Device> {
         // SAFETY: reads the registry's size; ggml initialises the registry on first use.
         let n = unsafe { sys::ggml_backend_dev_count() };
@@ -178,9 +184,11 @@ fn c_string(p: *const std::ffi::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// Adds the devices of the RPC server at `endpoint` to ggml's registry (once per endpoint; a
-/// second call returns the same devices) and returns them. The server is greeted first
-/// ([`rpc::greet_rpc_server`]): an absent, busy or mismatched server is an error here, where ggml would abort.
+/// The devices of the RPC server at `endpoint` (ggml's `ggml_backend_rpc_add_server`, which
+/// makes them once per endpoint; a second call returns the same devices without connecting).
+/// The server is greeted first ([`rpc::greet_rpc_server`]): an absent, busy or mismatched
+/// server is an error here, where ggml would abort. The devices do not join ggml's global
+/// registry (see the module's documentation).
 pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Device>, RpcError> {
     static ADDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let name = endpoint.to_string();
@@ -199,14 +207,11 @@ pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Devic
         return Err(RpcError::NoDevices { endpoint: endpoint.clone() });
     }
     if first_time {
-        // SAFETY: a registry entry ggml made for this endpoint and never frees; registered once
-        // (guarded by ADDED), so its devices are not listed twice.
-        unsafe { sys::ggml_backend_register(reg) };
         added.push(name);
     }
-    // SAFETY: a live registry entry; 0 <= i < its device count.
+    // SAFETY: a registry entry ggml made for this endpoint and never frees.
     let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };
-    // SAFETY: as above.
+    // SAFETY: a live registry entry; 0 <= i < its device count.
     Ok((0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_reg_dev_get(reg, i) })).collect())
 }
 

@@ -126,8 +126,9 @@ impl Runtime {
             // SAFETY: llama_backend_init takes no arguments and is made idempotent here by the
             // OnceLock; it only initialises ggml's global tables and timers.
             unsafe { sys::llama_backend_init() };
-            // SAFETY: ggml_backend_rpc_reg returns a static registry entry with no device; it is
-            // registered once (this OnceLock), so that RPC servers' entries can join it.
+            // SAFETY: ggml_backend_rpc_reg returns a static registry entry with no device (RPC
+            // servers' devices stay out of the registry: see `device`); registered once (this
+            // OnceLock), it names the RPC backend among the compiled-in ones.
             unsafe { sys::ggml_backend_register(rpc::ggml_backend_rpc_reg()) };
             Runtime { _private: () }
         })
