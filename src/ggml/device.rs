@@ -18,8 +18,9 @@ use super::device_spec::{DeviceList, DeviceSpec, RpcEndpoint};
 use super::rpc::{self, RpcError};
 use super::Runtime;
 
-/// One device of ggml's registry. Devices live as long as the program (ggml never frees a
-/// registered device), so this is a plain copyable handle.
+/// One ggml device: of its registry, or of an RPC server. Devices live as long as the program
+/// (ggml frees neither registered devices nor RPC servers' devices), so this is a plain copyable
+/// handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Device {
     raw: std::ptr::NonNull<sys::ggml_backend_device>,
@@ -44,7 +45,9 @@ pub enum DeviceType {
 /// Free and total memory of a device, in bytes, as its backend reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Memory {
+    /// Bytes free now.
     pub free: u64,
+    /// Bytes in all.
     pub total: u64,
 }
 
@@ -57,8 +60,10 @@ pub struct DeviceInfo {
     pub description: String,
     /// The backend (registry entry) it belongs to (`CPU`, `CUDA`, `RPC`, ...).
     pub backend: String,
+    /// What kind of device it is (`type` in JSON).
     #[serde(rename = "type")]
     pub kind: DeviceType,
+    /// Its memory, as its backend reports it (an RPC device's server's).
     pub memory: Memory,
 }
 

@@ -2,9 +2,11 @@
 //! remote ggml devices reached over TCP, and the server that offers this build's devices.
 //!
 //! ggml's RPC client aborts the process when it cannot connect to a server or the server speaks
-//! another protocol version (`GGML_ABORT` in `rpc_dispatcher::start`). [`greet_rpc_server`] connects and
-//! exchanges ggml's HELLO message first, so that an absent, busy or mismatched server is an
-//! [`RpcError`] naming its endpoint before ggml ever connects. ggml's RPC has no authentication.
+//! another protocol version (`GGML_ABORT` in `rpc_dispatcher::start`). [`greet_rpc_server`]
+//! connects and exchanges ggml's HELLO message first, so that an absent, busy or mismatched
+//! server is an [`RpcError`] naming its endpoint before ggml ever connects. A server that goes
+//! away while a client uses it still aborts the client (`RPC_STATUS_ASSERT`: ggml has no error
+//! path there). ggml's RPC has no authentication.
 
 use std::ffi::{c_char, CString};
 use std::io::{Read, Write};
@@ -56,8 +58,11 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// An RPC protocol version (major.minor.patch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ProtocolVersion {
+    /// Differs between incompatible versions.
     pub major: u8,
+    /// A client accepts servers of its own minor version or an older one.
     pub minor: u8,
+    /// Changes with ggml's op list (`GGML_OP_COUNT`).
     pub patch: u8,
 }
 
