@@ -33,6 +33,9 @@ fn main() {
     let cache = root.join("build").join("CMakeCache.txt");
     let ggml = ggml_source_dir(&cache);
     let rpc = ggml.join("src").join("ggml-rpc");
+    // Should llama-cpp-sys-2 ever build ggml with RPC itself, its libraries have the backend:
+    // compiling it again would define every RPC symbol twice.
+    let compiled_in = cache_has(&cache, "GGML_RPC:BOOL=ON");
     let sources = [rpc.join("ggml-rpc.cpp"), rpc.join("transport.cpp")];
     for source in &sources {
         if !source.is_file() {
@@ -42,11 +45,19 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", cache.display());
 
+    if !compiled_in {
+        compile(&ggml, &sources);
+    }
+    protocol_constants(&ggml, &rpc);
+}
+
+/// Compiles the RPC backend into a static library `gguftune-ggml-rpc`, which cargo links.
+fn compile(ggml: &Path, sources: &[PathBuf]) {
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .std("c++17")
-        .files(&sources)
+        .files(sources)
         .include(ggml.join("include"))
         .include(ggml.join("src"))
         .define("_GNU_SOURCE", None)
@@ -61,7 +72,11 @@ fn main() {
         println!("cargo:rustc-link-lib=ws2_32");
     }
     build.compile("gguftune-ggml-rpc");
+}
 
+/// The RPC protocol version and the size of the HELLO capabilities, as environment variables of
+/// the crate.
+fn protocol_constants(ggml: &Path, rpc: &Path) {
     let header = ggml.join("include").join("ggml-rpc.h");
     let transport = rpc.join("transport.h");
     for (name, file, pattern) in [
@@ -73,6 +88,11 @@ fn main() {
         println!("cargo:rustc-env={name}={}", integer_after(file, pattern));
         println!("cargo:rerun-if-changed={}", file.display());
     }
+}
+
+/// Whether the CMake cache has the line `entry`.
+fn cache_has(cache: &Path, entry: &str) -> bool {
+    std::fs::read_to_string(cache).is_ok_and(|text| text.lines().any(|line| line.trim() == entry))
 }
 
 /// `ggml_SOURCE_DIR` from the CMake cache of llama-cpp-sys-2's build.
