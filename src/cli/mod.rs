@@ -17,6 +17,7 @@
 //! 4xx, such as a name it does not accept), 1 when the server fails while creating the model.
 
 mod convert;
+mod devices;
 mod eval;
 mod finetune;
 mod generate;
@@ -30,6 +31,7 @@ mod output;
 mod peft;
 mod plan;
 mod quantize;
+mod rpc_server;
 mod run_args;
 mod source;
 
@@ -55,6 +57,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Convert(convert::Args),
+    Devices(devices::Args),
     Eval(eval::Args),
     Finetune(Box<finetune::Args>),
     Generate(generate::Args),
@@ -66,12 +69,14 @@ enum Command {
     OllamaCreate(ollama_create::Args),
     Plan(plan::Args),
     Quantize(quantize::Args),
+    RpcServer(rpc_server::Args),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Devices(args) => devices::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Generate(args) => generate::run(args),
@@ -83,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::OllamaCreate(args) => ollama_create::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::RpcServer(args) => rpc_server::run(args),
     }
 }
 
@@ -126,6 +132,12 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             PlanError::UnknownSource { .. } => Some(3),
             _ => None,
         };
+    }
+    if let Some(e) = cause.downcast_ref::<gguftune::ggml::DeviceError>() {
+        return e.is_io().then_some(4);
+    }
+    if let Some(e) = cause.downcast_ref::<gguftune::ggml::RpcError>() {
+        return e.is_io().then_some(4);
     }
     if let Some(e) = cause.downcast_ref::<gguftune::hub::HubError>() {
         return Some(if e.is_io() { 4 } else { 3 });

@@ -8,9 +8,11 @@ use std::ptr::NonNull;
 use llama_cpp_sys_2 as sys;
 
 use super::context::{Context, Tensor};
+use super::device::{Device, DeviceError};
 use super::{Error, Runtime};
 
-/// A ggml compute backend. Only the CPU for now; CUDA and Metal come through the same type.
+/// A ggml compute backend: the CPU's, or that of any device of ggml's registry
+/// ([`Backend::from_device`]: a GPU, an RPC server's device).
 #[derive(Debug)]
 pub struct Backend {
     ptr: NonNull<sys::ggml_backend>,
@@ -18,6 +20,39 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// The backend of `device`, with `threads` threads where its backend takes a thread count
+    /// (the CPU's; ggml's `ggml_backend_set_n_threads` entry of the device's registry).
+    pub fn from_device(_rt: &Runtime, device: &Device, threads: usize) -> Result<Backend, DeviceError> {
+        // SAFETY: a registered device; null parameters are allowed; the backend is owned by the
+        // returned value and freed in Drop. An RPC device's server was greeted when it was added.
+        let ptr = unsafe { sys::ggml_backend_dev_init(device.raw(), std::ptr::null()) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| DeviceError::BackendInit { device: device.name() })?;
+        let threads = threads.clamp(1, 512);
+        // SAFETY: a registered device has a registry entry; the name is NUL-terminated.
+        let set_threads = unsafe {
+            sys::ggml_backend_reg_get_proc_address(
+                sys::ggml_backend_dev_backend_reg(device.raw()),
+                c"ggml_backend_set_n_threads".as_ptr(),
+            )
+        };
+        if !set_threads.is_null() {
+            // SAFETY: ggml's registries return this entry only with the signature of
+            // `ggml_backend_set_n_threads_t` (ggml-backend.h), a function of the backend's own.
+            let set_threads: sys::ggml_backend_set_n_threads_t = unsafe { std::mem::transmute(set_threads) };
+            if let Some(set_threads) = set_threads {
+                // SAFETY: a live backend of that registry; any positive thread count is valid.
+                unsafe { set_threads(ptr.as_ptr(), threads as i32) };
+            }
+        }
+        Ok(Backend { ptr, threads })
+    }
+
+    /// The device the backend runs on.
+    pub fn device(&self) -> Option<Device> {
+        // SAFETY: a live backend; returns its registered device (or null for one without).
+        Device::from_raw(unsafe { sys::ggml_backend_get_device(self.ptr.as_ptr()) })
+    }
+
     /// The CPU backend with `threads` threads.
     pub fn cpu(_rt: &Runtime, threads: usize) -> Result<Backend, Error> {
         // SAFETY: creates a new backend owned by the returned value, freed in Drop.
@@ -52,7 +87,7 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        // SAFETY: created by ggml_backend_cpu_init, freed exactly once.
+        // SAFETY: created by ggml_backend_cpu_init or ggml_backend_dev_init, freed exactly once.
         unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) }
     }
 }
@@ -560,6 +595,12 @@ impl<'ctx> ParamBuffer<'ctx> {
     /// The data of the f32 tensor `t` of this buffer's context.
     pub fn get_f32(&self, t: Tensor<'ctx>) -> Result<Vec<f32>, Error> {
         get_f32(t)
+    }
+
+    /// Copies `bytes` into the tensor `t` of this buffer's context, of any type (quantized weights
+    /// as ggml stores them); `bytes` must be exactly the tensor's size.
+    pub fn set_bytes(&self, t: Tensor<'ctx>, bytes: &[u8]) -> Result<(), Error> {
+        set_bytes(t, bytes.as_ptr(), bytes.len())
     }
 
     /// Sets every byte of the tensor `t` of this buffer's context to zero.

@@ -10,9 +10,12 @@
 
 mod backend;
 mod context;
+mod device;
+mod device_spec;
 mod log;
 mod oracle;
 mod quant;
+mod rpc;
 mod sampling;
 
 use std::ffi::CString;
@@ -25,8 +28,11 @@ use crate::gguf::GgmlType;
 
 pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use context::{gelu_derivative, Context, RopeMode, RopeParams, Tensor};
+pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
+pub use device_spec::{DeviceList, DeviceSpec, DeviceSpecError, DeviceSpecErrorKind, RpcEndpoint, ACCEPTED_DEVICES};
 pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
+pub use rpc::{greet_rpc_server, serve_rpc, ProtocolVersion, RpcError, ServeOptions, RPC_PROTOCOL_VERSION};
 pub use sampling::{Sampler, SamplerParams};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
@@ -120,6 +126,10 @@ impl Runtime {
             // SAFETY: llama_backend_init takes no arguments and is made idempotent here by the
             // OnceLock; it only initialises ggml's global tables and timers.
             unsafe { sys::llama_backend_init() };
+            // SAFETY: ggml_backend_rpc_reg returns a static registry entry with no device (RPC
+            // servers' devices stay out of the registry: see `device`); registered once (this
+            // OnceLock), it names the RPC backend among the compiled-in ones.
+            unsafe { sys::ggml_backend_register(rpc::ggml_backend_rpc_reg()) };
             Runtime { _private: () }
         })
     }

@@ -8,6 +8,7 @@ mod adapter_peft;
 mod batching;
 mod convert;
 mod data_formats;
+mod devices;
 mod docs_help;
 mod eval_cli;
 mod falcon_gptneox;

@@ -1,0 +1,275 @@
+//! ggml devices and the RPC backend, without a GPU: `gguftune rpc-server` on 127.0.0.1 serves the
+//! CPU, and its device is reached only through ggml's backend API, as a GPU is: it is listed with
+//! its own memory, and a training step computed on it (forward through a frozen Q8_0 weight,
+//! backward through it, AdamW) equals the local CPU backend's bit for bit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+use gguftune::ggml::{
+    add_rpc_server, greet_rpc_server, quantize_rows, Allocator, Backend, Context, Device, DeviceType, Graph,
+    ParamBuffer, RpcEndpoint, RpcError, Runtime, RPC_PROTOCOL_VERSION,
+};
+use gguftune::gguf::GgmlType;
+
+use crate::common::fixtures::Rng;
+use crate::common::{gguftune, temp_dir};
+
+/// CPU threads of both the server's and the local CPU backend: the same row split on both.
+const THREADS: usize = 2;
+
+/// A `gguftune rpc-server` child process, killed when dropped (also when a test panics).
+struct Server {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    endpoint: RpcEndpoint,
+}
+
+impl Server {
+    /// Starts `gguftune rpc-server --host HOST --port <a free port> --threads 2` and returns once
+    /// it printed the line naming what it serves (the lines before it: `before`) and accepts
+    /// connections.
+    fn start(host: Ipv4Addr) -> (Server, Vec<String>) {
+        let port = free_port(host);
+        let child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
+            .args(["rpc-server", "--host", &host.to_string(), "--port", &port.to_string()])
+            .args(["--threads", &THREADS.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gguftune binary runs");
+        let endpoint = RpcEndpoint::new(&host.to_string(), &port.to_string()).unwrap();
+        let mut child = child;
+        let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let mut server = Server { child, stderr, endpoint };
+        let mut before = Vec::new();
+        loop {
+            let line = server.read_line();
+            if line.starts_with("gguftune rpc-server: serving") {
+                before.push(line);
+                break;
+            }
+            before.push(line);
+        }
+        // The line is printed right before ggml listens: connect until it does (each connection
+        // that sends nothing is closed by the server, which then accepts the next).
+        let address = SocketAddrV4::new(host, port);
+        while TcpStream::connect(address).is_err() {
+            assert!(server.child.try_wait().unwrap().is_none(), "rpc-server exited: {before:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (server, before)
+    }
+
+    /// The next line of the server's stderr (the test fails if the server ends first).
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.stderr.read_line(&mut line).unwrap();
+        assert!(n > 0, "rpc-server ended before printing what it serves");
+        line.trim_end().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port of `host` no one listens on (bound by the system, then released).
+fn free_port(host: Ipv4Addr) -> u16 {
+    TcpListener::bind(SocketAddrV4::new(host, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// What one training step computed: the trained tensor before, the loss, its gradient, and the
+/// tensor after one AdamW update.
+#[derive(Debug, PartialEq)]
+struct Step {
+    initial: Vec<f32>,
+    loss: Vec<f32>,
+    grad: Vec<f32>,
+    updated: Vec<f32>,
+}
+
+/// One step on `backend`: `loss = sum((W·P)²)` with W a frozen 32×64 Q8_0 weight and P a trained
+/// 64×8 f32 tensor (W·P is `mul_mat` of a quantized weight by f32 activations, as every frozen
+/// projection of a model), its backward pass (through the Q8_0 weight: `out_prod` of W and the
+/// incoming gradient), then `opt_step_adamw` on P. Every tensor lives on the backend: the
+/// weight, P, its gradient accumulator and moments in one buffer, the rest in the allocator's.
+/// Also checks that the backend's device says it supports every node of both graphs.
+fn training_step(rt: &Runtime, backend: &Backend) -> Step {
+    let (k, m, n) = (64u64, 32u64, 8u64);
+    let mut rng = Rng::new(7);
+    let weight_f32: Vec<f32> = (0..k * m).map(|_| rng.uniform(1.0)).collect();
+    let mut weight_q8 = vec![0u8; (m * k / 32 * 34) as usize];
+    quantize_rows(GgmlType::Q8_0, &weight_f32, k as usize, &mut weight_q8).unwrap();
+    let p0: Vec<f32> = (0..k * n).map(|_| rng.uniform(0.5)).collect();
+
+    let params = Context::new(rt, 16, 0).unwrap();
+    let w = params.new_tensor(GgmlType::Q8_0, &[k, m]).unwrap();
+    let p = params.new_tensor(GgmlType::F32, &[k, n]).unwrap().set_param().unwrap();
+    let p_grad = params.new_tensor(GgmlType::F32, &[k, n]).unwrap();
+    let (p_m, p_v) =
+        (params.new_tensor(GgmlType::F32, &[k, n]).unwrap(), params.new_tensor(GgmlType::F32, &[k, n]).unwrap());
+    let loss_grad = params.new_tensor(GgmlType::F32, &[1]).unwrap();
+    let adamw = params.new_tensor(GgmlType::F32, &[7]).unwrap();
+    let buffer = ParamBuffer::alloc(&params, backend).unwrap();
+    buffer.set_bytes(w, &weight_q8).unwrap();
+    buffer.set_f32(p, &p0).unwrap();
+    for t in [p_grad, p_m, p_v] {
+        buffer.fill_zero(t).unwrap();
+    }
+    buffer.set_f32(loss_grad, &[1.0]).unwrap();
+    // lr, beta1, beta2, eps, weight decay, 1/(1-beta1^1), 1/(1-beta2^1)
+    buffer.set_f32(adamw, &[1e-2, 0.9, 0.999, 1e-8, 0.01, 1.0 / 0.1, 1.0 / 0.001]).unwrap();
+
+    let device = backend.device().expect("a backend made from a device has one");
+    let ctx = Context::new(rt, 64, 64).unwrap();
+    let h = ctx.mul_mat(w, p).unwrap();
+    let loss = ctx.sum(ctx.sqr(h).unwrap()).unwrap().set_output().set_loss().unwrap();
+    let mut graph = Graph::with_grads(&ctx, 64).unwrap();
+    graph.build_forward_expand(loss).unwrap();
+    graph.build_backward_expand(&ctx, &[(p, p_grad), (loss, loss_grad)]).unwrap();
+    let mut alloc = Allocator::new(backend).unwrap();
+    let allocated = alloc.alloc_graph(&graph).unwrap();
+    backend.compute(&allocated).unwrap();
+    let loss_value = allocated.get_f32(loss).unwrap();
+    let grad = buffer.get_f32(p_grad).unwrap();
+
+    let opt_ctx = Context::new(rt, 8, 8).unwrap();
+    let mut opt_graph = Graph::new(&opt_ctx, 8).unwrap();
+    let step = opt_ctx.opt_step_adamw(p, p_grad, p_m, p_v, adamw).unwrap();
+    opt_graph.build_forward_expand(step).unwrap();
+    for node in [h, loss, step] {
+        assert!(device.supports(node), "{} does not support a node of the step", device.name());
+    }
+    let mut opt_alloc = Allocator::new(backend).unwrap();
+    backend.compute(&opt_alloc.alloc_graph(&opt_graph).unwrap()).unwrap();
+    Step { initial: p0, loss: loss_value, grad, updated: buffer.get_f32(p).unwrap() }
+}
+
+#[test]
+fn a_training_step_on_an_rpc_device_equals_the_local_cpu_s_bit_for_bit() {
+    let (server, before) = Server::start(Ipv4Addr::LOCALHOST);
+    assert_eq!(before.len(), 1, "no warning on 127.0.0.1: {before:?}");
+    assert!(before[0].contains("serving CPU") && before[0].contains(&server.endpoint.to_string()), "{before:?}");
+    let rt = Runtime::get();
+    let devices = add_rpc_server(rt, &server.endpoint).unwrap();
+    assert_eq!(devices.len(), 1, "the server serves its CPU alone");
+    let remote = devices[0];
+    assert!(remote.name().starts_with("RPC"), "{}", remote.name());
+    assert_eq!(remote.description(), server.endpoint.to_string());
+    // ggml reports every RPC device as a GPU, whatever the server's device is.
+    assert_eq!(remote.kind(), DeviceType::Gpu);
+    let memory = remote.memory();
+    assert!(memory.total > 0 && memory.free <= memory.total, "{memory:?}");
+    // Kept out of ggml's global registry, which llama.cpp queries on every model load (and
+    // other tests of this binary load models after this server is gone).
+    assert!(!Device::all(rt).contains(&remote), "the RPC device stays out of ggml's registry");
+    // Added again: the same device, not a second one.
+    assert_eq!(add_rpc_server(rt, &server.endpoint).unwrap(), devices);
+
+    // The server runs the same ggml (this binary), the same CPU kernels on the same bytes with
+    // the same thread count (so the same split of rows between threads), and RPC moves bytes
+    // unchanged: any difference is a bug in the transport, not rounding.
+    let on_remote = {
+        let backend = Backend::from_device(rt, &remote, THREADS).unwrap();
+        assert_eq!(backend.device(), Some(remote));
+        training_step(rt, &backend)
+    };
+    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    let on_cpu = training_step(rt, &Backend::from_device(rt, &cpu, THREADS).unwrap());
+    assert!(on_cpu.loss[0].is_finite() && on_cpu.loss[0] > 0.0, "{:?}", on_cpu.loss);
+    assert!(on_cpu.grad.iter().any(|&g| g != 0.0), "the gradient is not all zero");
+    assert_ne!(on_cpu.updated, on_cpu.initial, "AdamW changed the tensor");
+    assert_eq!(on_remote, on_cpu);
+    // All ggml objects using the server are gone before it is killed (the guard drops last):
+    // ggml aborts when a buffer it frees cannot reach its server.
+    drop(server);
+}
+
+#[test]
+fn a_server_that_is_not_listening_is_an_error_naming_it() {
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let dir = temp_dir();
+    let out = gguftune(dir.path(), &["devices", "--rpc", &format!("127.0.0.1:{port}")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&format!("rpc:127.0.0.1:{port}: cannot connect")), "{stderr}");
+    assert!(!stderr.contains("GGML_ABORT") && !stderr.contains("Failed to connect"), "ggml never tried: {stderr}");
+}
+
+#[test]
+fn rpc_server_warns_when_listening_beyond_loopback() {
+    let (server, before) = Server::start(Ipv4Addr::UNSPECIFIED);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before[0].starts_with(&format!("warning: listening on {}, not a loopback address", server.endpoint)),
+        "{before:?}"
+    );
+    assert!(before[0].contains("no authentication"), "{before:?}");
+}
+
+#[test]
+fn device_specs_are_checked() {
+    let dir = temp_dir();
+    let out = gguftune(dir.path(), &["devices", "--device", "cpu,gpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("device 'gpu': unknown device kind 'gpu' (expected cpu, cuda[:N], metal"), "{stderr}");
+
+    let out = gguftune(dir.path(), &["devices", "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["type"], "cpu");
+    assert!(listed[0]["memory"]["total"].as_u64().unwrap() > 0, "{listed}");
+
+    if cfg!(not(target_os = "macos")) {
+        let out = gguftune(dir.path(), &["devices", "--device", "metal"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("device 'metal': this build has no MTL backend (rebuild with --features metal)"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("devices of this build: CPU"), "{stderr}");
+    }
+}
+
+/// A peer that answers ggml's HELLO with `answer` (after its size) and closes.
+fn fake_server(answer: Vec<u8>) -> RpcEndpoint {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 1 + 8];
+        stream.read_exact(&mut hello).unwrap();
+        assert_eq!(hello[0], 14, "RPC_CMD_HELLO");
+        let mut caps = vec![0u8; u64::from_le_bytes(hello[1..].try_into().unwrap()) as usize];
+        stream.read_exact(&mut caps).unwrap();
+        stream.write_all(&(answer.len() as u64).to_le_bytes()).unwrap();
+        stream.write_all(&answer).unwrap();
+    });
+    RpcEndpoint::new("127.0.0.1", &port.to_string()).unwrap()
+}
+
+#[test]
+fn a_server_of_another_protocol_version_is_a_clean_error() {
+    let v = RPC_PROTOCOL_VERSION;
+    let mut answer = vec![v.major + 1, 0, 0, 0];
+    answer.extend([0u8; 24]);
+    let endpoint = fake_server(answer);
+    match add_rpc_server(Runtime::get(), &endpoint) {
+        Err(RpcError::VersionMismatch { server, client, .. }) => {
+            assert_eq!((server.major, client), (v.major + 1, v));
+        }
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    // An answer of another size: not a ggml RPC server.
+    let endpoint = fake_server(b"HTTP/1.1 400".to_vec());
+    assert!(matches!(greet_rpc_server(&endpoint), Err(RpcError::NotAServer { found: 12, .. })));
+}
