@@ -9,7 +9,7 @@ use std::path::Path;
 
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
 use gguftune::data::{alpaca_prompt, ChatTemplate, Message, TemplateError};
-use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+use gguftune::ggml::{chat_apply_template, LlamaAdapter, LlamaModel, Runtime};
 use gguftune::gguf::{GgmlType, GgufPlan, GgufWriter, MetaArray, MetaValue};
 use gguftune::modelfile::{
     for_adapter, plan, FamilySource, Modelfile, ModelfileError, Options, SpecialTokens, TemplateFamily, TensorProblem,
@@ -167,20 +167,28 @@ fn mistral_writes_a_system_prompt_before_the_first_instruction() {
 }
 
 #[test]
-fn gemma_writes_a_system_prompt_where_gemma_3_and_llama_cpp_do() {
-    // Gemma 3's template and llama.cpp's built-in gemma format (src/llama-chat.cpp) both open the
-    // first user turn with the system prompt and a blank line; Gemma 2's refuses it.
-    let go =
-        TemplateFamily::Gemma.go_template(&SpecialTokens { bos: "<bos>".into(), eos: "<eos>".into(), add_bos: true });
+fn gemma_writes_what_llama_cpps_own_gemma_format_writes() {
+    // llama.cpp formats Gemma conversations by itself too (src/llama-chat.cpp,
+    // LLM_CHAT_TEMPLATE_GEMMA), for both published templates, which it recognises as that
+    // format: a system prompt and a blank line open the first user turn, as in Gemma 3's
+    // template (Gemma 2's refuses a system message).
+    let tokens = SpecialTokens { bos: "<bos>".into(), eos: "<eos>".into(), add_bos: true };
+    let go = TemplateFamily::Gemma.go_template(&tokens);
+    for template in [GEMMA2_TEMPLATE, GEMMA3_TEMPLATE, "gemma"] {
+        for conversation in conversations() {
+            let llama_cpp = chat_apply_template(Runtime::get(), template, &conversation, true).unwrap();
+            let got = ollama::render(&go, &conversation, None).unwrap();
+            assert_eq!(got, llama_cpp, "{} messages, template {:.40}", conversation.len(), template);
+        }
+    }
     let conversation = &conversations()[0];
     let got = ollama::render(&go, conversation, None).unwrap();
-    let gemma3 = jinja(GEMMA3_TEMPLATE, "<bos>", "<eos>", conversation);
-    assert_eq!(Some(got.as_str()), gemma3.strip_prefix("<bos>"));
     let (system, first) = (conversation[0].1, conversation[1].1);
     assert!(got.starts_with(&format!("<start_of_turn>user\n{system}\n\n{first}<end_of_turn>\n")), "{got}");
-    assert!(got.ends_with("<end_of_turn>\n<start_of_turn>model\n"), "{got}");
-    // Ollama's SYSTEM goes to the same place.
+    // Ollama's SYSTEM goes where a system message goes.
     assert_eq!(ollama::render(&go, &conversation[1..], Some(system)).unwrap(), got);
+    let unknown = chat_apply_template(Runtime::get(), "{{ messages[0]['content'] }}", conversation, true);
+    assert!(matches!(unknown, Err(gguftune::ggml::Error::UnknownChatTemplate { .. })), "{unknown:?}");
 }
 
 #[test]
