@@ -72,7 +72,7 @@ pub fn chat_setup(model: &ModelArg, vocab: &LlamaModel) -> anyhow::Result<ChatSe
                     "warning: {label}: Ollama renders this model with its built-in renderer '{renderer}', which gguftune does not reproduce; the GGUF's chat template is used instead, and Ollama's text may differ"
                 ),
                 GgufTemplateReason::UnknownTemplate => eprintln!(
-                    "warning: {label}: Ollama's TEMPLATE for this model is not one gguftune reproduces (it reproduces its own llama2, llama3, chatml, mistral, phi3 and alpaca templates); the GGUF's chat template is used instead, and the Modelfile finetune writes sets TEMPLATE to match it"
+                    "warning: {label}: Ollama's TEMPLATE for this model is not one gguftune reproduces (it reproduces its own llama2, llama3, chatml, mistral, phi3, gemma and alpaca templates); the GGUF's chat template is used instead, and the Modelfile finetune writes sets TEMPLATE to match it"
                 ),
             }
             chat_template(&model.path, vocab)?

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     system: Option<String>,
     /// Chat format, instead of the one recognised in the model: llama2, llama3, chatml, mistral,
-    /// phi3 or alpaca.
+    /// phi3, gemma or alpaca.
     #[arg(long, value_parser = parse_family)]
     template_family: Option<TemplateFamily>,
 }

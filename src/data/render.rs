@@ -572,6 +572,52 @@ mod tests {
     /// HuggingFaceH4/zephyr-7b-beta (relies on trim_blocks and lstrip_blocks).
     const ZEPHYR: &str = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
 
+    /// google/gemma-2-9b-it (and gemma-2b-it): refuses a system message.
+    const GEMMA2: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}";
+    /// google/gemma-3-1b-it (and the other Gemma 3 instruction models): the system message opens
+    /// the first user turn; `is string` / `is iterable` tests, `{%- -%}` everywhere.
+    const GEMMA3: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"#;
+
     struct Family {
         name: &'static str,
         source: &'static str,
@@ -648,6 +694,28 @@ mod tests {
                 trainable: &["Hi there. How can I help?</s> ", " It is 4. </s> "],
             },
             Family {
+                name: "gemma2",
+                source: GEMMA2,
+                bos: "<bos>",
+                eos: "<eos>",
+                system: false,
+                bos_in_text: true,
+                full: "<bos><start_of_turn>user\nHello!<end_of_turn>\n<start_of_turn>model\nHi there. How can I help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\nIt is 4.<end_of_turn>\n",
+                generation_prompt: "<bos><start_of_turn>user\nHello!<end_of_turn>\n<start_of_turn>model\nHi there. How can I help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+                trainable: &["Hi there. How can I help?<end_of_turn>\n", "It is 4.<end_of_turn>\n"],
+            },
+            Family {
+                name: "gemma3",
+                source: GEMMA3,
+                bos: "<bos>",
+                eos: "<eos>",
+                system: true,
+                bos_in_text: true,
+                full: "<bos><start_of_turn>user\nYou are a terse assistant.\n\nHello!<end_of_turn>\n<start_of_turn>model\nHi there. How can I help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\nIt is 4.<end_of_turn>\n",
+                generation_prompt: "<bos><start_of_turn>user\nYou are a terse assistant.\n\nHello!<end_of_turn>\n<start_of_turn>model\nHi there. How can I help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+                trainable: &["Hi there. How can I help?<end_of_turn>\n", "It is 4.<end_of_turn>\n"],
+            },
+            Family {
                 name: "zephyr",
                 source: ZEPHYR,
                 bos: "<s>",
@@ -689,6 +757,23 @@ mod tests {
                 rendered.segments.iter().filter(|s| s.trainable).map(|s| s.text.as_str()).collect();
             assert_eq!(trainable, family.trainable, "{}", family.name);
             assert_eq!(rendered.bos_in_text, family.bos_in_text, "{}", family.name);
+        }
+    }
+
+    #[test]
+    fn gemma_refuses_what_its_templates_refuse() {
+        // Jinja2 raises TemplateError with these messages: Gemma 2 has no system role, and both
+        // templates want user and model turns in turn.
+        let two_users = [Message::new("user", "a"), Message::new("user", "b")];
+        let cases: [(&str, &[Message], &str); 3] = [
+            (GEMMA2, &family_conversation(true), "System role not supported"),
+            (GEMMA2, &two_users, "Conversation roles must alternate user/assistant/user/assistant/..."),
+            (GEMMA3, &two_users, "Conversation roles must alternate user/assistant/user/assistant/..."),
+        ];
+        for (source, messages, expected) in cases {
+            let template = ChatTemplate::new(source, "<bos>", "<eos>").unwrap();
+            let e = template.render(messages, false).unwrap_err();
+            assert!(matches!(&e, TemplateError::Raised { message } if message == expected), "{e:?}");
         }
     }
 

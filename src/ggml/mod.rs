@@ -30,7 +30,7 @@ pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffe
 pub use context::{gelu_derivative, Context, RopeMode, RopeParams, Tensor};
 pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
 pub use device_spec::{DeviceList, DeviceSpec, DeviceSpecError, DeviceSpecErrorKind, RpcEndpoint, ACCEPTED_DEVICES};
-pub use oracle::{GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
+pub use oracle::{chat_apply_template, GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
 pub use rpc::{greet_rpc_server, serve_rpc, ProtocolVersion, RpcError, ServeOptions, RPC_PROTOCOL_VERSION};
 pub use sampling::{Sampler, SamplerParams};
@@ -109,6 +109,10 @@ pub enum Error {
     NothingDecoded,
     #[error("index {index} is out of range: {what} has {count}")]
     IndexOutOfRange { what: &'static str, index: u64, count: u64 },
+    #[error("{what} contains a NUL byte and cannot be passed to llama.cpp")]
+    TextWithNul { what: &'static str },
+    #[error("llama.cpp has no built-in chat format for the template {head:?}...")]
+    UnknownChatTemplate { head: String },
 }
 
 /// The initialised ggml/llama.cpp library. Get it with [`Runtime::get`].

@@ -1,13 +1,62 @@
-//! llama.cpp's own readers, used as the compatibility oracle: if llama.cpp (and so Ollama) loads
-//! what we wrote, and sees what we meant, we are compatible.
+//! llama.cpp's own readers (and its built-in chat formats), used as the compatibility oracle: if
+//! llama.cpp (and so Ollama) loads what we wrote, and sees what we meant, we are compatible.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
 use super::{c_path, log, Error, Runtime};
+
+/// A conversation of `(role, content)` messages as llama.cpp formats it without a Jinja engine
+/// (`llama_chat_apply_template`): in the built-in format it recognises in `template`, a format's
+/// name (`"gemma"`) or a Jinja chat template by its markers (`llm_chat_detect_template`), with
+/// the assistant's opening after it when `add_assistant`. llama.cpp writes no BOS there: its
+/// tokenizer adds one when the vocabulary asks for it.
+pub fn chat_apply_template(
+    _rt: &Runtime,
+    template: &str,
+    messages: &[(&str, &str)],
+    add_assistant: bool,
+) -> Result<String, Error> {
+    let c_text = |text: &str, what| CString::new(text).map_err(|_| Error::TextWithNul { what });
+    let c_template = c_text(template, "the chat template")?;
+    let texts = messages
+        .iter()
+        .map(|(role, content)| Ok((c_text(role, "a message's role")?, c_text(content, "a message's content")?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let chat: Vec<sys::llama_chat_message> = texts
+        .iter()
+        .map(|(role, content)| sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() })
+        .collect();
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let length = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+        // SAFETY: the template and every role and content pointer are NUL-terminated strings in
+        // `c_template` and `texts`, which outlive the call; `chat` holds `chat.len()` messages;
+        // llama.cpp copies at most `length` bytes, no more than `buf` holds, and returns the
+        // formatted length (negative when it knows no format for the template).
+        let n = unsafe {
+            sys::llama_chat_apply_template(
+                c_template.as_ptr(),
+                chat.as_ptr(),
+                chat.len(),
+                add_assistant,
+                buf.as_mut_ptr().cast(),
+                length,
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Err(Error::UnknownChatTemplate { head: template.chars().take(60).collect() });
+        };
+        if n <= buf.len() {
+            buf.truncate(n);
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+        buf.resize(n, 0);
+    }
+}
 
 /// A GGUF file as llama.cpp's `gguf_init_from_file` reads it (metadata and tensor infos only).
 #[derive(Debug)]

@@ -26,6 +26,10 @@ pub enum TemplateFamily {
     Mistral,
     /// Phi-3: `<|{role}|>\n{content}<|end|>\n` per message, as Phi-3-mini's template writes it.
     Phi3,
+    /// Gemma (2 and 3): `<start_of_turn>{role}\n{content}<end_of_turn>\n` per message, the
+    /// assistant's role written `model`, no system turn (a system prompt opens the first user
+    /// message, followed by a blank line, as Gemma 3's template and llama.cpp write it).
+    Gemma,
     /// Alpaca: `{preamble}\n\n### Instruction:\n{user}\n\n### Response:\n{answer}`, the prompt
     /// `finetune` uses for a model without a chat template (see [`crate::data::alpaca_prompt`]).
     Alpaca,
@@ -33,16 +37,18 @@ pub enum TemplateFamily {
 
 impl TemplateFamily {
     /// Every family, in the order of their names in messages.
-    pub const ALL: [TemplateFamily; 6] = [
+    pub const ALL: [TemplateFamily; 7] = [
         TemplateFamily::Llama2,
         TemplateFamily::Llama3,
         TemplateFamily::ChatMl,
         TemplateFamily::Mistral,
         TemplateFamily::Phi3,
+        TemplateFamily::Gemma,
         TemplateFamily::Alpaca,
     ];
 
-    /// The family's name: `llama2`, `llama3`, `chatml`, `mistral`, `phi3`, `alpaca`.
+    /// The family's name: `llama2`, `llama3`, `chatml`, `mistral`, `phi3`, `gemma`,
+    /// `alpaca`.
     pub fn name(self) -> &'static str {
         match self {
             TemplateFamily::Llama2 => "llama2",
@@ -50,6 +56,7 @@ impl TemplateFamily {
             TemplateFamily::ChatMl => "chatml",
             TemplateFamily::Mistral => "mistral",
             TemplateFamily::Phi3 => "phi3",
+            TemplateFamily::Gemma => "gemma",
             TemplateFamily::Alpaca => "alpaca",
         }
     }
@@ -80,7 +87,10 @@ impl TemplateFamily {
 
     /// Whether the family's Jinja templates start with `bos_token`.
     fn writes_bos_first(self) -> bool {
-        matches!(self, TemplateFamily::Llama2 | TemplateFamily::Llama3 | TemplateFamily::Mistral)
+        matches!(
+            self,
+            TemplateFamily::Llama2 | TemplateFamily::Llama3 | TemplateFamily::Mistral | TemplateFamily::Gemma
+        )
     }
 
     /// The Go template, for a model with these special tokens.
@@ -91,6 +101,7 @@ impl TemplateFamily {
             TemplateFamily::ChatMl => CHATML.to_owned(),
             TemplateFamily::Mistral => MISTRAL.replace("@EOS@", &tokens.eos),
             TemplateFamily::Phi3 => PHI3.to_owned(),
+            TemplateFamily::Gemma => GEMMA.to_owned(),
             TemplateFamily::Alpaca => ALPACA.to_owned(),
         };
         if self.writes_bos_first() && !tokens.add_bos {
@@ -117,6 +128,7 @@ impl TemplateFamily {
             TemplateFamily::ChatMl => Some(CHATML_JINJA),
             TemplateFamily::Mistral => Some(MISTRAL_JINJA),
             TemplateFamily::Phi3 => Some(PHI3_JINJA),
+            TemplateFamily::Gemma => Some(GEMMA_JINJA),
             TemplateFamily::Alpaca => None,
         }
     }
@@ -130,6 +142,9 @@ impl TemplateFamily {
             TemplateFamily::Mistral => &["[INST]", "[/INST]"],
             // Ollama's own phi3 model's stop parameters.
             TemplateFamily::Phi3 => &["<|end|>", "<|user|>", "<|assistant|>"],
+            // Ollama's gemma-instruct template's stop parameters (its gemma3-instruct has the
+            // first alone); llama.cpp ends generation at <end_of_turn> by itself (an EOG token).
+            TemplateFamily::Gemma => &["<end_of_turn>", "<start_of_turn>"],
             TemplateFamily::Alpaca => &["### Instruction:", "### Response:"],
         };
         let eos = matches!(self, TemplateFamily::Llama2 | TemplateFamily::Mistral).then(|| tokens.eos.clone());
@@ -191,7 +206,7 @@ pub const LLAMA_CPP_FORMATS: &[LlamaCppFormat] = &[
     llama_cpp("glmedge", &["<|assistant|>", "<|user|>"], None),
     llama_cpp("zephyr", &["<|user|>", "<|endoftext|>"], None),
     llama_cpp("monarch", &["bos_token + message['role']"], None),
-    llama_cpp("gemma", &["<start_of_turn>"], None),
+    llama_cpp("gemma", &["<start_of_turn>"], Some(TemplateFamily::Gemma)),
     llama_cpp("orion", &["'\\n\\nAssistant: ' + eos_token"], None),
     llama_cpp("openchat", &["GPT4 Correct "], None),
     llama_cpp("vicuna", &["USER: ", "ASSISTANT: "], None),
@@ -252,6 +267,23 @@ const CHATML: &str = concat!(
 
 const PHI3: &str =
     concat!("{{- range .Messages }}<|{{ .Role }}|>\n", "{{ .Content }}<|end|>\n", "{{ end }}<|assistant|>\n",);
+
+/// `.System` opens the first user message, followed by a blank line, as Gemma 3's template
+/// (`first_user_prefix`) and llama.cpp's `LLM_CHAT_TEMPLATE_GEMMA` write it. Not Ollama's own
+/// template/gemma3-instruct.gotmpl, whose generation prompt ends with a second line break (its
+/// file's last one, after `{{- end }}`), which Gemma's templates do not write.
+const GEMMA: &str = concat!(
+    "{{- $system := .System }}\n",
+    "{{- range .Messages }}\n",
+    "{{- if eq .Role \"user\" }}<start_of_turn>user\n",
+    "{{ if $system }}{{ $system }}\n",
+    "\n",
+    "{{ end }}{{ $system = \"\" }}{{ .Content }}<end_of_turn>\n",
+    "{{ else if eq .Role \"assistant\" }}<start_of_turn>model\n",
+    "{{ .Content }}<end_of_turn>\n",
+    "{{ end }}\n",
+    "{{- end }}<start_of_turn>model\n",
+);
 
 /// `@BOS@` and `@EOS@` are replaced by the model's token texts. The system prompt opens the first
 /// user message; every `[INST]` but the first (whose BOS the runner adds) follows a BOS.
@@ -318,6 +350,17 @@ const PHI3_JINJA: &str = concat!(
     "{% for message in messages %}",
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}",
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
+);
+
+/// `.System` as in Llama 2, written at the start of the first user message and a blank line.
+const GEMMA_JINJA: &str = concat!(
+    "{{ bos_token }}",
+    "{% set ns = namespace(system=messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join('\\n\\n')) %}",
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<start_of_turn>user\\n' }}",
+    "{% if ns.system %}{{ ns.system + '\\n\\n' }}{% endif %}",
+    "{{ message['content'] + '<end_of_turn>\\n' }}{% set ns.system = '' %}",
+    "{% elif message['role'] == 'assistant' %}{{ '<start_of_turn>model\\n' + message['content'] + '<end_of_turn>\\n' }}",
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",
 );
 
 /// `.System` (`ns.system`) is every system message, joined by blank lines; it opens the first

@@ -20,10 +20,10 @@
 //!   adapter to llama.cpp, so a mismatch found here is one `ollama run` would fail on.
 //! - **Chat format.** The model's Jinja chat template (`tokenizer.chat_template`) is recognised
 //!   by the markers llama.cpp's `llm_chat_detect_template` (src/llama-chat.cpp) looks for, in its
-//!   order ([`TemplateFamily::detect`]), and written as one of six Go templates: Llama 2, Llama 3,
-//!   ChatML (Qwen2 and others), Mistral, Phi-3 and, for a model without a chat template, Alpaca (the
-//!   prompt `finetune` trains such models with). A template that is none of them is an error that
-//!   says what it looks like; the caller may then choose a family.
+//!   order ([`TemplateFamily::detect`]), and written as one of seven Go templates: Llama 2,
+//!   Llama 3, ChatML (Qwen2 and others), Mistral, Phi-3, Gemma (2 and 3) and, for a model without
+//!   a chat template, Alpaca (the prompt `finetune` trains such models with). A template that is
+//!   none of them is an error that says what it looks like; the caller may then choose a family.
 //! - **How Ollama renders a template** (its template/template.go and server/routes.go; Ollama
 //!   0.2.2 and later). A template that mentions `.Messages` is executed with `.Messages` = the
 //!   conversation (system messages included, consecutive messages of one role merged) and
@@ -476,7 +476,7 @@ pub enum ModelfileError {
     #[error("{}: tokenizer.chat_template is a {found}, not a string", path.display())]
     ChatTemplateNotString { path: PathBuf, found: String },
     /// The chat template is of no family here.
-    #[error("{}: tokenizer.chat_template is {found}, which has no Ollama template here (hint: if the model was trained in one of the formats llama2, llama3, chatml, mistral, phi3 or alpaca, choose it: gguftune modelfile --template-family NAME)", path.display())]
+    #[error("{}: tokenizer.chat_template is {found}, which has no Ollama template here (hint: if the model was trained in one of the formats llama2, llama3, chatml, mistral, phi3, gemma or alpaca, choose it: gguftune modelfile --template-family NAME)", path.display())]
     UnknownTemplate { path: PathBuf, found: Unrecognized },
     /// A BOS or EOS token text that would break the Go template.
     #[error("{}: the special token {token:?} contains '{{{{' or '}}}}', which cannot be written in an Ollama template", path.display())]

@@ -19,8 +19,9 @@
 //!
 //! gguftune reproduces two of these exactly: the GGUF's own chat template (it renders it as
 //! llama.cpp's Jinja does), and a Go template that is, text for text, the one gguftune's
-//! Modelfiles write for one of its chat families ([`TemplateFamily::go_template`]; for ChatML
-//! and Llama 3 also the template Ollama itself picks for GGUFs in those formats), whose
+//! Modelfiles write for one of its chat families ([`TemplateFamily::go_template`]; for ChatML,
+//! Llama 3 and Phi-3 also the template Ollama itself picks for GGUFs in those formats, but not
+//! for Gemma, whose generation prompt Ollama's template ends with an extra line break), whose
 //! rendering [`TemplateFamily::jinja`] writes. Any other Go template (Ollama's library templates
 //! with tool calls, for example) is not reproduced: then training uses the GGUF's chat template,
 //! and the Modelfile written for the adapter sets TEMPLATE to that template's family so that

@@ -8,8 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use gguftune::adapter::{write_lora_gguf, LoraTensorPair};
-use gguftune::data::{alpaca_prompt, ChatTemplate, Message};
-use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+use gguftune::data::{alpaca_prompt, ChatTemplate, Message, TemplateError};
+use gguftune::ggml::{chat_apply_template, LlamaAdapter, LlamaModel, Runtime};
 use gguftune::gguf::{GgmlType, GgufPlan, GgufWriter, MetaArray, MetaValue};
 use gguftune::modelfile::{
     for_adapter, plan, FamilySource, Modelfile, ModelfileError, Options, SpecialTokens, TemplateFamily, TensorProblem,
@@ -37,21 +37,74 @@ const QWEN2_TEMPLATE: &str = r#"{% for message in messages %}{% if loop.first an
 /// Phi-3-mini-4k-instruct's `chat_template`.
 const PHI3_TEMPLATE: &str = r#"{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"#;
 
-/// gemma-2b-it's `chat_template` (a format without a translation here).
-const GEMMA_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"#;
+/// gemma-2b-it's and Gemma 2's `chat_template` (Ollama's template/index.json `gemma-instruct`),
+/// which refuses a system message.
+const GEMMA2_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"#;
+
+/// Gemma 3's `chat_template` (google/gemma-3-*-it; Ollama's template/index.json `gemma3-instruct`):
+/// the system message opens the first user turn.
+const GEMMA3_TEMPLATE: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"#;
+
+/// openchat-3.5-0106's `chat_template` (a format without a translation here).
+const OPENCHAT_TEMPLATE: &str = r#"{{ bos_token }}{% for message in messages %}{{ 'GPT4 Correct ' + message['role'].title() + ': ' + message['content'] + '<|end_of_turn|>'}}{% endfor %}{% if add_generation_prompt %}{{ 'GPT4 Correct Assistant:' }}{% endif %}"#;
 
 /// Not a published template: Llama 3 turns with a system turn that always opens with a date line,
 /// the way Llama 3.1's template writes its "Cutting Knowledge Date" lines.
 const LLAMA3_DATED_TEMPLATE: &str = r#"{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n' + system + '<|eot_id|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"#;
 
 /// Each chat family with its published template and its models' BOS and EOS texts.
-const FAMILIES: [(TemplateFamily, &str, &str, &str); 5] = [
+const FAMILIES: [(TemplateFamily, &str, &str, &str); 7] = [
     (TemplateFamily::Llama2, LLAMA2_TEMPLATE, "<s>", "</s>"),
     (TemplateFamily::Llama3, LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>"),
     (TemplateFamily::ChatMl, CHATML_TEMPLATE, "<|begin_of_text|>", "<|im_end|>"),
     (TemplateFamily::Mistral, MISTRAL_TEMPLATE, "<s>", "</s>"),
     (TemplateFamily::Phi3, PHI3_TEMPLATE, "<s>", "<|endoftext|>"),
+    (TemplateFamily::Gemma, GEMMA2_TEMPLATE, "<bos>", "<eos>"),
+    (TemplateFamily::Gemma, GEMMA3_TEMPLATE, "<bos>", "<eos>"),
 ];
+
+/// The published templates that refuse a system message (raise_exception).
+const REFUSE_SYSTEM: [&str; 2] = [MISTRAL_TEMPLATE, GEMMA2_TEMPLATE];
 
 /// Conversations ending with a user turn; contents that would trip a template engine or the
 /// Modelfile's quoting if either mishandled data.
@@ -87,8 +140,10 @@ fn each_family_renders_a_conversation_exactly_as_its_jinja_template() {
             let tokens = SpecialTokens { bos: bos.into(), eos: eos.into(), add_bos };
             let go = family.go_template(&tokens);
             for conversation in conversations() {
-                if family == TemplateFamily::Mistral && conversation[0].0 == "system" {
-                    continue; // Mistral's template refuses system messages; see the next test.
+                if REFUSE_SYSTEM.contains(&template) && conversation[0].0 == "system" {
+                    let refused = ChatTemplate::new(template, bos, eos).unwrap().render(&messages(&conversation), true);
+                    assert!(matches!(refused, Err(TemplateError::Raised { .. })), "{family}: {refused:?}");
+                    continue; // See the next tests for where the Go templates put it.
                 }
                 let expected = jinja(template, bos, eos, &conversation);
                 // A runner that adds BOS is given the text after the template's own BOS.
@@ -109,6 +164,31 @@ fn mistral_writes_a_system_prompt_before_the_first_instruction() {
     let (system, first) = (conversation[0].1, conversation[1].1);
     assert_eq!(got, without_system.replacen(&format!("[INST] {first}"), &format!("[INST] {system}\n\n{first}"), 1));
     assert_eq!(got.matches(system).count(), 1);
+}
+
+#[test]
+fn gemma_writes_what_llama_cpps_own_gemma_format_writes() {
+    // llama.cpp formats Gemma conversations by itself too (src/llama-chat.cpp,
+    // LLM_CHAT_TEMPLATE_GEMMA), for both published templates, which it recognises as that
+    // format: a system prompt and a blank line open the first user turn, as in Gemma 3's
+    // template (Gemma 2's refuses a system message).
+    let tokens = SpecialTokens { bos: "<bos>".into(), eos: "<eos>".into(), add_bos: true };
+    let go = TemplateFamily::Gemma.go_template(&tokens);
+    for template in [GEMMA2_TEMPLATE, GEMMA3_TEMPLATE, "gemma"] {
+        for conversation in conversations() {
+            let llama_cpp = chat_apply_template(Runtime::get(), template, &conversation, true).unwrap();
+            let got = ollama::render(&go, &conversation, None).unwrap();
+            assert_eq!(got, llama_cpp, "{} messages, template {:.40}", conversation.len(), template);
+        }
+    }
+    let conversation = &conversations()[0];
+    let got = ollama::render(&go, conversation, None).unwrap();
+    let (system, first) = (conversation[0].1, conversation[1].1);
+    assert!(got.starts_with(&format!("<start_of_turn>user\n{system}\n\n{first}<end_of_turn>\n")), "{got}");
+    // Ollama's SYSTEM goes where a system message goes.
+    assert_eq!(ollama::render(&go, &conversation[1..], Some(system)).unwrap(), got);
+    let unknown = chat_apply_template(Runtime::get(), "{{ messages[0]['content'] }}", conversation, true);
+    assert!(matches!(unknown, Err(gguftune::ggml::Error::UnknownChatTemplate { .. })), "{unknown:?}");
 }
 
 #[test]
@@ -206,7 +286,10 @@ fn families_are_recognised_as_llama_cpp_does_and_others_are_named() {
     let detect = TemplateFamily::detect;
     assert_eq!(detect(QWEN2_TEMPLATE), Ok(TemplateFamily::ChatMl));
     assert_eq!(detect("chatml"), Ok(TemplateFamily::ChatMl));
-    assert_eq!(detect(GEMMA_TEMPLATE), Err(Unrecognized::Known { name: "gemma", marker: "<start_of_turn>" }));
+    assert_eq!(detect(GEMMA2_TEMPLATE), Ok(TemplateFamily::Gemma));
+    assert_eq!(detect(GEMMA3_TEMPLATE), Ok(TemplateFamily::Gemma));
+    assert_eq!(detect("gemma"), Ok(TemplateFamily::Gemma));
+    assert_eq!(detect(OPENCHAT_TEMPLATE), Err(Unrecognized::Known { name: "openchat", marker: "GPT4 Correct " }));
     let phi4 = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '<|im_sep|>' + m['content'] + '<|im_end|>'}}{% endfor %}";
     assert_eq!(detect(phi4), Err(Unrecognized::Known { name: "phi4", marker: "<|im_sep|>" }));
     let mistral_v3 = "{{- bos_token }}{%- if tools %}[AVAILABLE_TOOLS] {{ tools|tojson }}[/AVAILABLE_TOOLS]{%- endif %}{{ '[INST] ' + m + '[/INST]' }}";
@@ -219,13 +302,16 @@ fn families_are_recognised_as_llama_cpp_does_and_others_are_named() {
     );
 
     let root = temp_dir();
-    let (model, adapter) = (root.path().join("gemma.gguf"), root.path().join("adapter.gguf"));
-    write_model(&model, "llama", Some(GEMMA_TEMPLATE));
+    let (model, adapter) = (root.path().join("openchat.gguf"), root.path().join("adapter.gguf"));
+    write_model(&model, "llama", Some(OPENCHAT_TEMPLATE));
     write_adapter(&adapter, "llama", &[("blk.0.attn_q.weight", 8, 8)]);
     let err = plan(&model, &adapter, None, &Options::default()).unwrap_err();
-    assert!(matches!(&err, ModelfileError::UnknownTemplate { found: Unrecognized::Known { name: "gemma", .. }, .. }));
+    assert!(matches!(
+        &err,
+        ModelfileError::UnknownTemplate { found: Unrecognized::Known { name: "openchat", .. }, .. }
+    ));
     let message = err.to_string();
-    assert!(message.contains("gemma.gguf") && message.contains("--template-family"), "{message}");
+    assert!(message.contains("openchat.gguf") && message.contains("--template-family"), "{message}");
     let chosen = Options { family: Some(TemplateFamily::ChatMl), ..Options::default() };
     let m = plan(&model, &adapter, None, &chosen).unwrap();
     assert_eq!((m.family, m.family_source), (TemplateFamily::ChatMl, FamilySource::Chosen));
@@ -280,6 +366,7 @@ fn the_text_parses_back_to_every_value_for_every_family() {
             TemplateFamily::ChatMl => &["<|im_end|>", "<|im_start|>"],
             TemplateFamily::Mistral => &["</s>", "[INST]", "[/INST]"],
             TemplateFamily::Phi3 => &["<|end|>", "<|user|>", "<|assistant|>"],
+            TemplateFamily::Gemma => &["<end_of_turn>", "<start_of_turn>"],
             TemplateFamily::Alpaca => unreachable!(),
         };
         assert_eq!(stops, expected, "{family}");
@@ -485,7 +572,7 @@ fn modelfile_command_writes_a_modelfile_for_a_converted_model_and_its_adapter() 
 #[test]
 fn modelfile_command_refuses_an_adapter_of_another_architecture_and_unknown_templates() {
     let root = temp_dir();
-    write_model(&root.path().join("model.gguf"), "llama", Some(GEMMA_TEMPLATE));
+    write_model(&root.path().join("model.gguf"), "llama", Some(OPENCHAT_TEMPLATE));
     write_adapter(&root.path().join("qwen2.gguf"), "qwen2", &[("blk.0.attn_q.weight", 8, 8)]);
     write_adapter(&root.path().join("adapter.gguf"), "llama", &[("blk.0.attn_q.weight", 8, 8)]);
     let args = |adapter: &'static str| ["modelfile", "--model", "model.gguf", "--adapter", adapter, "-o", "Modelfile"];
@@ -499,7 +586,7 @@ fn modelfile_command_refuses_an_adapter_of_another_architecture_and_unknown_temp
     let out = gguftune(root.path(), &args("adapter.gguf"));
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("'gemma' format") && stderr.contains("--template-family"), "{stderr}");
+    assert!(stderr.contains("'openchat' format") && stderr.contains("--template-family"), "{stderr}");
 
     let mut chosen = args("adapter.gguf").to_vec();
     chosen.extend(["--template-family", "llama3", "--system", "Be brief."]);
@@ -510,7 +597,7 @@ fn modelfile_command_refuses_an_adapter_of_another_architecture_and_unknown_temp
     assert!(commands.iter().any(|c| c.name == "stop" && c.args == "<|eot_id|>"));
 
     let family = chosen.len() - 3;
-    chosen[family] = "gemma";
+    chosen[family] = "openchat";
     let out = gguftune(root.path(), &chosen);
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
