@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use super::read::{AdapterReadError, LoraAdapter};
 use super::{write_lora_gguf, AdapterError, LoraTensorPair};
 use crate::arch::Arch;
-use crate::convert::RowOrder;
+use crate::convert::{Heads, RowOrder};
 use crate::gguf::{GgmlType, Gguf, GgufFile, GgufFileError};
 use crate::hf::{HfError, SafetensorsFile};
 use crate::names::{TensorKind, TensorName};
@@ -207,77 +207,51 @@ fn peft_arch(path: &Path, name: &str) -> Result<Arch, PeftError> {
 }
 
 /// How the base's conversion reordered the rows of its attention weights, which an adapter's
-/// `lora_B` (one row per output) must follow.
+/// `lora_B` (one row per output) must follow: its family's reorder, sized by its head counts.
 #[derive(Clone, Copy, Debug)]
-enum RowLayout {
-    /// `llama`: Q and K rows permuted for ggml's rope, per head.
-    RotaryHeads { n_head: u64, n_head_kv: u64 },
-    /// `falcon`, `gptneox`: the fused QKV's rows regrouped as all queries, all keys, all values.
-    FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
+struct RowLayout {
+    arch: Arch,
+    heads: Heads,
 }
 
 impl RowLayout {
-    /// Whether the conversion of `arch` reorders any rows: it keeps Hugging Face's rows for
-    /// Qwen2, Qwen3 and Phi-3 (NEOX rope, and Phi-3's fused QKV already all queries, all keys, all
-    /// values).
-    fn applies_to(arch: Arch) -> bool {
-        matches!(arch.name(), "llama" | "falcon" | "gptneox")
-    }
-
-    /// The layout of the base's architecture, from its head counts; `None` when its conversion
-    /// keeps Hugging Face's rows.
+    /// The layout of the base's family, from its head counts; `None` when its conversion keeps
+    /// Hugging Face's rows (Qwen2, Qwen3, Gemma, Phi-3: NEOX rope, and Phi-3's fused QKV already
+    /// all queries, all keys, all values).
     fn of_base(path: &Path, g: &Gguf<'_>) -> Result<Option<RowLayout>, PeftError> {
-        let arch = g.get_str("general.architecture").unwrap_or("");
-        if !Arch::from_name(arch).is_some_and(RowLayout::applies_to) {
+        let name = g.get_str("general.architecture").unwrap_or("");
+        let Some(arch) = Arch::from_name(name).filter(|a| !a.family().reordered_rows().is_empty()) else {
             return Ok(None);
-        }
-        let key = |k: &str| format!("{arch}.{k}");
+        };
+        let key = |k: &str| format!("{name}.{k}");
         let get = |k: &str| g.get(&key(k)).and_then(|v| v.as_u64()).filter(|&n| n > 0);
         let missing = |k: &str| PeftError::MissingKey { path: path.to_owned(), key: key(k) };
         let n_head = get("attention.head_count").ok_or_else(|| missing("attention.head_count"))?;
         let n_head_kv = get("attention.head_count_kv").unwrap_or(n_head);
-        if arch == "llama" {
-            return Ok(Some(RowLayout::RotaryHeads { n_head, n_head_kv }));
-        }
         let n_embd = get("embedding_length").ok_or_else(|| missing("embedding_length"))?;
         let head_dim = get("attention.key_length").unwrap_or(n_embd / n_head);
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        Ok(Some(RowLayout::FalconQkv { n_head: size(n_head), n_head_kv: size(n_head_kv), head_dim: size(head_dim) }))
-    }
-
-    /// Whether the rows of `kind` are reordered.
-    fn reorders(kind: TensorKind) -> bool {
-        matches!(kind, TensorKind::AttnQ | TensorKind::AttnK | TensorKind::AttnQkv)
+        let heads = Heads { n_head: size(n_head), n_head_kv: size(n_head_kv), head_dim: size(head_dim) };
+        Ok(Some(RowLayout { arch, heads }))
     }
 
     /// How the converter reordered the `n_out` rows of a weight of `kind`; as stored where it
-    /// did not, or cannot have (not whole heads).
+    /// did not, or cannot have (rows that are not the whole heads the order moves).
     fn row_order(self, kind: TensorKind, n_out: u64) -> RowOrder {
-        match self {
-            RowLayout::RotaryHeads { n_head, n_head_kv } => {
-                let heads = match kind {
-                    TensorKind::AttnQ => n_head,
-                    TensorKind::AttnK => n_head_kv,
-                    _ => return RowOrder::AsIs,
-                };
-                let whole_heads = heads > 0 && n_out % heads == 0 && (n_out / heads) % 2 == 0 && n_out >= heads * 2;
-                match usize::try_from(n_out / heads.max(1)) {
-                    Ok(head_dim) if whole_heads => RowOrder::RotaryHeads { head_dim },
-                    _ => RowOrder::AsIs,
-                }
-            }
-            RowLayout::FalconQkv { n_head, n_head_kv, head_dim } => {
-                let rows = (n_head + 2 * n_head_kv) * head_dim;
-                let fits = kind == TensorKind::AttnQkv
-                    && n_head_kv > 0
+        let order = self.arch.family().row_order(&self.heads, kind);
+        let fits = match order {
+            RowOrder::AsIs => true,
+            RowOrder::RotaryHeads { head_dim } => head_dim >= 2 && head_dim % 2 == 0 && n_out % head_dim as u64 == 0,
+            RowOrder::FalconQkv { n_head, n_head_kv, head_dim } => {
+                n_head_kv > 0
                     && n_head % n_head_kv == 0
-                    && u64::try_from(rows).is_ok_and(|r| r == n_out);
-                if fits {
-                    RowOrder::FalconQkv { n_head, n_head_kv, head_dim }
-                } else {
-                    RowOrder::AsIs
-                }
+                    && u64::try_from((n_head + 2 * n_head_kv) * head_dim).is_ok_and(|rows| rows == n_out)
             }
+        };
+        if fits {
+            order
+        } else {
+            RowOrder::AsIs
         }
     }
 }
@@ -440,7 +414,7 @@ pub fn export_peft(adapter: &Path, out_dir: &Path, base: Option<&Path>) -> Resul
             .ok_or_else(unknown)?;
         let pair = adapter.read_pair(info)?;
         let mut b = pair.b;
-        if RowLayout::reorders(name.kind) && RowLayout::applies_to(family) {
+        if family.family().reordered_rows().contains(&name.kind) {
             let layout = layout.ok_or_else(|| PeftError::NeedsBase { path: path(), tensor: info.base.clone() })?;
             b = layout.row_order(name.kind, info.n_out).reorder(&b, rank as usize, false);
         }

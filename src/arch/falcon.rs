@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{Arch, Family};
-use crate::convert::RowOrder;
+use crate::convert::{Heads, RowOrder};
 use crate::ggml::Tensor;
 use crate::gguf::Gguf;
 use crate::hf::{ConfigError, ConfigReader, ModelConfig};
@@ -68,13 +68,15 @@ impl Family for Falcon {
         false
     }
 
-    fn row_order(&self, c: &ModelConfig, kind: TensorKind) -> RowOrder {
+    fn reordered_rows(&self) -> &'static [TensorKind] {
+        &[TensorKind::AttnQkv]
+    }
+
+    fn row_order(&self, heads: &Heads, kind: TensorKind) -> RowOrder {
         match kind {
-            TensorKind::AttnQkv => RowOrder::FalconQkv {
-                n_head: c.num_heads as usize,
-                n_head_kv: c.num_kv_heads as usize,
-                head_dim: c.head_dim as usize,
-            },
+            TensorKind::AttnQkv => {
+                RowOrder::FalconQkv { n_head: heads.n_head, n_head_kv: heads.n_head_kv, head_dim: heads.head_dim }
+            }
             _ => RowOrder::AsIs,
         }
     }

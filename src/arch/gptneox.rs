@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::{falcon, Arch, Family};
-use crate::convert::RowOrder;
+use crate::convert::{Heads, RowOrder};
 use crate::ggml::Tensor;
 use crate::gguf::{Gguf, MetaValue};
 use crate::hf::{ConfigError, ConfigReader, ModelConfig};
@@ -59,10 +59,14 @@ impl Family for GptNeox {
             .collect()
     }
 
-    fn row_order(&self, c: &ModelConfig, kind: TensorKind) -> RowOrder {
+    fn reordered_rows(&self) -> &'static [TensorKind] {
+        falcon::Falcon.reordered_rows()
+    }
+
+    fn row_order(&self, heads: &Heads, kind: TensorKind) -> RowOrder {
         // Whole heads interleaved (query, key, value per head): Falcon's layout with a key/value
         // head per query head, as llama.cpp's converter treats both.
-        falcon::Falcon.row_order(c, kind)
+        falcon::Falcon.row_order(heads, kind)
     }
 
     fn metadata(&self, c: &ModelConfig, kv: &mut Vec<(String, MetaValue)>) {

@@ -4,7 +4,7 @@
 //! and layer graph are shared by Qwen2, Qwen3 and Phi-3 (llama.cpp's `llm_build_llama`).
 
 use super::Family;
-use crate::convert::RowOrder;
+use crate::convert::{Heads, RowOrder};
 use crate::ggml::Tensor;
 use crate::hf::{ConfigError, ConfigReader, ModelConfig};
 use crate::model::{Activation, Binder, LayerGraph, LayerWeights, ModelError};
@@ -36,9 +36,13 @@ impl Family for Llama {
         weights(LAYER)
     }
 
-    fn row_order(&self, c: &ModelConfig, kind: TensorKind) -> RowOrder {
+    fn reordered_rows(&self) -> &'static [TensorKind] {
+        &[TensorKind::AttnQ, TensorKind::AttnK]
+    }
+
+    fn row_order(&self, heads: &Heads, kind: TensorKind) -> RowOrder {
         match kind {
-            TensorKind::AttnQ | TensorKind::AttnK => RowOrder::RotaryHeads { head_dim: c.head_dim as usize },
+            TensorKind::AttnQ | TensorKind::AttnK => RowOrder::RotaryHeads { head_dim: heads.head_dim },
             _ => RowOrder::AsIs,
         }
     }

@@ -17,7 +17,7 @@ mod qwen3;
 
 use std::fmt;
 
-use crate::convert::RowOrder;
+use crate::convert::{Heads, RowOrder};
 use crate::ggml::Tensor;
 use crate::gguf::{Gguf, MetaValue};
 use crate::hf::{ConfigError, ConfigReader, ModelConfig};
@@ -84,8 +84,14 @@ pub trait Family: Sync {
         true
     }
 
-    /// How the rows of the checkpoint's tensor `kind` are reordered into the GGUF.
-    fn row_order(&self, _c: &ModelConfig, _kind: TensorKind) -> RowOrder {
+    /// The tensors whose rows llama.cpp's converter reorders (see [`Family::row_order`]).
+    fn reordered_rows(&self) -> &'static [TensorKind] {
+        &[]
+    }
+
+    /// How the rows of the checkpoint's tensor `kind` are reordered into the GGUF, for a model
+    /// with `heads` (also how an adapter's `lora_B` rows follow, in PEFT import and export).
+    fn row_order(&self, _heads: &Heads, _kind: TensorKind) -> RowOrder {
         RowOrder::AsIs
     }
 

@@ -18,7 +18,7 @@ use crate::hf::{llama3_frequency_factors, Checkpoint, HfError, ModelConfig, Rope
 use crate::names::{TensorKind, TensorName};
 use crate::quant::{decode_to_f32, ConversionSummary, DecodeError, FileType};
 
-pub use transform::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows, RowOrder};
+pub use transform::{falcon_qkv_source_row, permute_rotary_rows, unpermute_rotary_rows, Heads, RowOrder};
 
 /// Rows converted at a time: bounds the f32 staging buffer independently of the tensor's size.
 const ROWS_PER_BLOCK: usize = 512;
@@ -139,7 +139,12 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
     let gguf = gguf_plan(&config, tokenizer.to_metadata(), file_type, dir, &table)?;
     let mut tensors = Vec::new();
     for ((name, entry), planned) in sources.into_iter().zip(gguf.tensors().iter().skip(computed.len())) {
-        let row_order = config.arch.family().row_order(&config, name.kind);
+        let heads = Heads {
+            n_head: config.num_heads as usize,
+            n_head_kv: config.num_kv_heads as usize,
+            head_dim: config.head_dim as usize,
+        };
+        let row_order = config.arch.family().row_order(&heads, name.kind);
         let offset = config.arch.family().stored_offset(&name);
         tensors.push(TensorPlan {
             hf_name: entry.name.clone(),

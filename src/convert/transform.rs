@@ -15,6 +15,14 @@ pub enum RowOrder {
     FalconQkv { n_head: usize, n_head_kv: usize, head_dim: usize },
 }
 
+/// The attention head counts that size a row reorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+}
+
 impl RowOrder {
     /// `rows` (whole heads of `row_len` values) in the GGUF's order (`to_gguf`), or back in the
     /// checkpoint's.
