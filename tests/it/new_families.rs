@@ -333,16 +333,17 @@ fn a_model_carrying_what_the_graph_does_not_implement_is_refused_by_name() {
     }
 }
 
-/// `finetune` lowers the loss of a Llama 3.2-style (tied), a Qwen3, a Phi-3 and a Gemma 2 q8_0
-/// model and
+/// `finetune` lowers the loss of a Llama 3.2-style (tied), a Qwen3, two Phi-3 (one with the
+/// long-context rope), a Gemma 2 and a Gemma 3 q8_0 model and
 /// writes an adapter that changes llama.cpp's logits; `plan` plans it; `eval` and `generate` run
 /// with it; `merge` folds the trained
 /// adapter into the f32 base (rope_freqs.weight and the q/k norms carried over; Phi-3's fused
 /// weights adapted whole) with llama.cpp's logits of base plus adapter; `export-peft` writes it
 /// with PEFT's module names.
 #[test]
-fn finetune_plan_merge_and_export_run_on_llama3_qwen3_phi3_and_gemma2() {
-    for fx in [("llama3", "3.2"), ("qwen3", "tied"), ("phi3", "partial-rope"), ("gemma2", "9b")] {
+fn finetune_plan_merge_and_export_run_on_llama3_qwen3_phi3_and_gemma() {
+    let fixtures = [("llama3", "3.2"), ("qwen3", "tied"), ("phi3", "partial-rope"), ("phi3", "longrope")];
+    for fx in fixtures.into_iter().chain([("gemma2", "9b"), ("gemma3", "1b")]) {
         finetune_plan_merge_and_export(fx);
     }
 }
@@ -386,8 +387,9 @@ fn finetune_plan_merge_and_export(fx: (&str, &str)) {
     let merged = root.path().join("merged.gguf");
     let carried = match fx.0 {
         "llama3" => "rope_freqs.weight",
+        "phi3" if fx.1 == "longrope" => "rope_factors_long.weight",
         "qwen3" => "blk.1.attn_q_norm.weight",
-        "gemma2" => "blk.1.post_ffw_norm.weight",
+        "gemma2" | "gemma3" => "blk.1.post_ffw_norm.weight",
         _ => "blk.1.ffn_norm.weight",
     };
     assert_eq!(f32_tensor(&merged, carried), f32_tensor(&f32_base, carried));
