@@ -20,169 +20,119 @@ use crate::hf::{ConfigError, ConfigReader, ModelConfig, RopeScaling};
 use crate::model::{Activation, Binder, HParams, LayerGraph, LayerWeights, ModelError, SlidingWindow};
 use crate::names::{TensorKind, TensorName};
 
-/// Gemma 2.
-pub struct Gemma2;
-
-/// Gemma 3, text only (`Gemma3ForCausalLM`: the 270M and 1B models, and the text part of the
-/// larger ones once saved as such).
-pub struct Gemma3;
-
-/// What tells the two generations apart.
-struct Generation {
-    arch: Arch,
+/// A Gemma generation: what tells Gemma 2 and Gemma 3 apart.
+pub struct Gemma {
+    name: &'static str,
+    hf_classes: &'static [(&'static str, &'static str)],
     /// Layers in each repetition of the attention pattern: all sliding but the last.
     pattern: u64,
     /// The layer count of the 27B model, whose attention scale is `1 / sqrt(n_embd / n_head)`.
     layers_27b: u64,
+    /// Whether attention scores are soft-capped (Gemma 2: always, 50 by default) and the logits
+    /// by default (30); Gemma 3 caps neither unless its config says so for the logits.
+    capped: bool,
+    /// Gemma 3's q/k norms.
+    qk_norms: bool,
+    own_keys: &'static [&'static str],
 }
 
-const GEMMA2: Generation = Generation { arch: Arch(&Gemma2), pattern: 2, layers_27b: 46 };
-const GEMMA3: Generation = Generation { arch: Arch(&Gemma3), pattern: 6, layers_27b: 62 };
+/// Gemma 2.
+pub const GEMMA2: Gemma = Gemma {
+    name: "gemma2",
+    hf_classes: &[("Gemma2ForCausalLM", "gemma2")],
+    pattern: 2,
+    layers_27b: 46,
+    capped: true,
+    qk_norms: false,
+    own_keys: &[
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "attention.sliding_window",
+        "attention.sliding_window_pattern",
+        "rope.freq_base_swa",
+    ],
+};
 
-impl Family for Gemma2 {
+/// Gemma 3, text only (`Gemma3ForCausalLM`: the 270M and 1B models, and the text part of the
+/// larger ones once saved as such).
+pub const GEMMA3: Gemma = Gemma {
+    name: "gemma3",
+    hf_classes: &[("Gemma3ForCausalLM", "gemma3_text")],
+    pattern: 6,
+    layers_27b: 62,
+    capped: false,
+    qk_norms: true,
+    own_keys: &[
+        "final_logit_softcapping",
+        "attention.sliding_window",
+        "attention.sliding_window_pattern",
+        "rope.freq_base_swa",
+    ],
+};
+
+impl Family for Gemma {
     fn name(&self) -> &'static str {
-        "gemma2"
+        self.name
     }
 
     fn hf_classes(&self) -> &'static [(&'static str, &'static str)] {
-        &[("Gemma2ForCausalLM", "gemma2")]
+        self.hf_classes
     }
 
     fn config(&self, r: &ConfigReader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-        let mut c = GEMMA2.config(r, hf_architecture)?;
-        // transformers' defaults; llama.cpp's converter requires both keys.
-        c.attn_logit_softcapping = Some(r.f32_opt("attn_logit_softcapping")?.unwrap_or(50.0));
-        c.final_logit_softcapping = Some(r.f32_opt("final_logit_softcapping")?.unwrap_or(30.0));
-        let (rope_theta, rope_scaling) = r.rope()?;
-        if let Some(scaling) = rope_scaling {
-            return Err(r.unsupported(GEMMA2.arch, "rope_scaling", &format!("{scaling:?}"), "null"));
-        }
-        c.rope_theta = rope_theta;
-        Ok(c)
-    }
-
-    fn hf_names(&self, kind: TensorKind) -> &'static [&'static str] {
-        hf_names(kind)
-    }
-
-    fn dropped_hf_tensors(&self) -> &'static [&'static str] {
-        &["lm_head.weight"]
-    }
-
-    fn stored_offset(&self, name: &TensorName) -> f32 {
-        norm_offset(name)
-    }
-
-    fn layer_tensors(&self, _c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
-        layer_tensors(false)
-    }
-
-    fn metadata(&self, c: &ModelConfig, kv: &mut Vec<(String, MetaValue)>) {
-        metadata("gemma2", c, kv);
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &[
-            "attn_logit_softcapping",
-            "final_logit_softcapping",
-            "attention.sliding_window",
-            "attention.sliding_window_pattern",
-            "rope.freq_base_swa",
-        ]
-    }
-
-    fn hparams(&self, g: &Gguf<'_>, h: &mut HParams) -> Result<(), ModelError> {
-        GEMMA2.hparams(g, h)
-    }
-
-    fn projections(&self) -> &'static [TensorKind] {
-        llama::PROJECTIONS
-    }
-
-    fn peft_modules(&self) -> &'static str {
-        "q/k/v/o_proj, gate/up/down_proj"
-    }
-
-    fn fewer_targets(&self) -> &'static [&'static str] {
-        &["q,k,v,o", "q,v"]
-    }
-
-    fn bind_layer<'c>(&self, b: &Binder<'_, 'c>) -> Result<LayerWeights<'c>, ModelError> {
-        bind_layer(b, false)
-    }
-
-    fn layer<'c>(&self, g: &LayerGraph<'_, 'c>, l: &LayerWeights<'c>, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-        layer(g, l, x)
-    }
-}
-
-impl Family for Gemma3 {
-    fn name(&self) -> &'static str {
-        "gemma3"
-    }
-
-    fn hf_classes(&self) -> &'static [(&'static str, &'static str)] {
-        &[("Gemma3ForCausalLM", "gemma3_text")]
-    }
-
-    fn config(&self, r: &ConfigReader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-        let mut c = GEMMA3.config(r, hf_architecture)?;
-        if let Some(cap) = r.f32_opt("attn_logit_softcapping")? {
-            return Err(r.unsupported(
-                GEMMA3.arch,
-                "attn_logit_softcapping",
-                &cap.to_string(),
-                "null (Gemma 3 does not cap attention)",
-            ));
-        }
-        c.final_logit_softcapping = r.f32_opt("final_logit_softcapping")?.filter(|&cap| cap != 0.0);
-        // transformers 5: a rope object per layer type; earlier: the global rope at the top level
-        // and the local base beside it.
-        let per_type = r.rope_parameters();
-        let (global, local) = match per_type.get("full_attention") {
-            Some(_) => {
-                let global = per_type.object("full_attention").rope_object(1_000_000.0)?;
-                let local = per_type.object("sliding_attention").rope_object(10_000.0)?;
-                (global, local)
-            }
-            None => {
-                let (theta, scaling) = r.rope()?;
-                let theta = if r.get("rope_theta").is_some() || per_type.get("rope_theta").is_some() {
-                    theta
-                } else {
-                    1_000_000.0
-                };
-                ((theta, scaling), (r.f32_opt("rope_local_base_freq")?.unwrap_or(10_000.0), None))
-            }
-        };
-        match global.1 {
-            None | Some(RopeScaling::Linear { .. }) => {}
-            Some(other) => {
+        let arch = self.arch();
+        let mut c = self.shared_config(r, hf_architecture)?;
+        let global_and_local = if self.capped {
+            // transformers' defaults; llama.cpp's converter requires both keys.
+            c.attn_logit_softcapping = Some(r.f32_opt("attn_logit_softcapping")?.unwrap_or(50.0));
+            c.final_logit_softcapping = Some(r.f32_opt("final_logit_softcapping")?.unwrap_or(30.0));
+            let (theta, scaling) = r.rope()?;
+            ((theta, scaling), None)
+        } else {
+            if let Some(cap) = r.f32_opt("attn_logit_softcapping")? {
                 return Err(r.unsupported(
-                    GEMMA3.arch,
-                    "rope_scaling",
-                    &format!("{other:?}"),
-                    "linear or none (llama.cpp's gemma3)",
-                ))
+                    arch,
+                    "attn_logit_softcapping",
+                    &cap.to_string(),
+                    "null (Gemma 3 does not cap attention)",
+                ));
+            }
+            c.final_logit_softcapping = r.f32_opt("final_logit_softcapping")?.filter(|&cap| cap != 0.0);
+            let (global, local) = gemma3_rope(r)?;
+            (global, Some(local))
+        };
+        let ((theta, scaling), local) = global_and_local;
+        match (&scaling, self.capped) {
+            (None, _) | (Some(RopeScaling::Linear { .. }), false) => {}
+            (Some(other), _) => {
+                let expected = if self.capped { "null" } else { "linear or none (llama.cpp's gemma3)" };
+                return Err(r.unsupported(arch, "rope_scaling", &format!("{other:?}"), expected));
             }
         }
-        if let Some(scaling) = local.1 {
+        if let Some((_, Some(scaling))) = &local {
             return Err(r.unsupported(
-                GEMMA3.arch,
+                arch,
                 "rope_parameters",
                 &format!("sliding_attention scaled {scaling:?}"),
                 "no scaling of the sliding-window layers' rope (llama.cpp's gemma3)",
             ));
         }
-        (c.rope_theta, c.rope_scaling) = global;
+        (c.rope_theta, c.rope_scaling) = (theta, scaling);
         if c.sliding_window.is_some() {
-            c.rope_theta_local = Some(local.0);
+            c.rope_theta_local = local.map(|(theta, _)| theta);
         }
         Ok(c)
     }
 
     fn hf_names(&self, kind: TensorKind) -> &'static [&'static str] {
-        hf_names(kind)
+        use TensorKind::*;
+        match kind {
+            AttnPostNorm => &["post_attention_layernorm"],
+            FfnNorm => &["pre_feedforward_layernorm"],
+            FfnPostNorm => &["post_feedforward_layernorm"],
+            Output => &[],
+            other => llama::hf_names(other),
+        }
     }
 
     fn dropped_hf_tensors(&self) -> &'static [&'static str] {
@@ -190,28 +140,53 @@ impl Family for Gemma3 {
     }
 
     fn stored_offset(&self, name: &TensorName) -> f32 {
-        norm_offset(name)
+        // llama.cpp's converter adds 1 to every `*norm.weight` of Gemma.
+        use TensorKind::*;
+        let norm =
+            matches!(name.kind, AttnNorm | AttnPostNorm | FfnNorm | FfnPostNorm | OutputNorm | AttnQNorm | AttnKNorm);
+        if norm && name.suffix == "weight" {
+            1.0
+        } else {
+            0.0
+        }
     }
 
     fn layer_tensors(&self, _c: &ModelConfig) -> Vec<(TensorKind, &'static str)> {
-        layer_tensors(true)
+        use TensorKind::*;
+        let mut t = llama::weights(llama::LAYER);
+        t.extend(llama::weights(&[AttnPostNorm, FfnPostNorm]));
+        if self.qk_norms {
+            t.extend(llama::weights(&[AttnQNorm, AttnKNorm]));
+        }
+        t
     }
 
     fn metadata(&self, c: &ModelConfig, kv: &mut Vec<(String, MetaValue)>) {
-        metadata("gemma3", c, kv);
+        // The keys llama.cpp's converter writes for Gemma beyond the shared ones.
+        let name = self.name;
+        if let Some(cap) = c.attn_logit_softcapping {
+            kv.push((format!("{name}.attn_logit_softcapping"), MetaValue::F32(cap)));
+        }
+        if let Some(cap) = c.final_logit_softcapping {
+            kv.push((format!("{name}.final_logit_softcapping"), MetaValue::F32(cap)));
+        }
+        if let Some(window) = c.sliding_window {
+            kv.push((
+                format!("{name}.attention.sliding_window"),
+                MetaValue::U32(u32::try_from(window).unwrap_or(u32::MAX)),
+            ));
+        }
+        if let Some(theta) = c.rope_theta_local {
+            kv.push((format!("{name}.rope.freq_base_swa"), MetaValue::F32(theta)));
+        }
     }
 
     fn own_keys(&self) -> &'static [&'static str] {
-        &[
-            "final_logit_softcapping",
-            "attention.sliding_window",
-            "attention.sliding_window_pattern",
-            "rope.freq_base_swa",
-        ]
+        self.own_keys
     }
 
     fn hparams(&self, g: &Gguf<'_>, h: &mut HParams) -> Result<(), ModelError> {
-        GEMMA3.hparams(g, h)
+        self.read_hparams(g, h)
     }
 
     fn projections(&self) -> &'static [TensorKind] {
@@ -227,20 +202,58 @@ impl Family for Gemma3 {
     }
 
     fn bind_layer<'c>(&self, b: &Binder<'_, 'c>) -> Result<LayerWeights<'c>, ModelError> {
-        bind_layer(b, true)
+        let (e, head_dim) = (b.h.n_embd, b.h.head_dim);
+        let mut l = llama::bind_layer(b)?;
+        l.attn_post_norm = Some(b.need(TensorKind::AttnPostNorm, &[e])?);
+        l.ffn_post_norm = Some(b.need(TensorKind::FfnPostNorm, &[e])?);
+        if self.qk_norms {
+            l.attn_q_norm = Some(b.need(TensorKind::AttnQNorm, &[head_dim])?);
+            l.attn_k_norm = Some(b.need(TensorKind::AttnKNorm, &[head_dim])?);
+        }
+        Ok(l)
     }
 
+    /// Attention on the normed input, normed again, added to the input; the gated GELU MLP on the
+    /// normed sum, normed again, added to the sum.
     fn layer<'c>(&self, g: &LayerGraph<'_, 'c>, l: &LayerWeights<'c>, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-        layer(g, l, x)
+        let ctx = g.ctx;
+        let missing = |what: &str| ModelError::Inconsistent { what: format!("a Gemma layer without {what}") };
+        let attn_out = g.attention(l, g.rms_norm(x, l.attn_norm)?)?;
+        let attn_out = g.rms_norm(attn_out, l.attn_post_norm.ok_or_else(|| missing("post_attention_norm"))?)?;
+        let sa_out = ctx.add(attn_out, x)?;
+        let ffn_in = g.rms_norm(sa_out, l.ffn_norm.ok_or_else(|| missing("ffn_norm"))?)?;
+        let ffn_out = g.gated_mlp(l, ffn_in, Activation::Gelu)?;
+        let ffn_out = g.rms_norm(ffn_out, l.ffn_post_norm.ok_or_else(|| missing("post_ffw_norm"))?)?;
+        Ok(ctx.add(ffn_out, sa_out)?)
     }
 }
 
-impl Generation {
+/// Gemma 3's global and local rope (base, scaling): transformers 5 writes a rope object per
+/// layer type; earlier versions the global rope at the top level and the local base beside it.
+#[allow(clippy::type_complexity)]
+fn gemma3_rope(r: &ConfigReader<'_>) -> Result<((f32, Option<RopeScaling>), (f32, Option<RopeScaling>)), ConfigError> {
+    let per_type = r.rope_parameters();
+    if per_type.get("full_attention").is_some() {
+        let global = per_type.object("full_attention").rope_object(1_000_000.0)?;
+        let local = per_type.object("sliding_attention").rope_object(10_000.0)?;
+        return Ok((global, local));
+    }
+    let (theta, scaling) = r.rope()?;
+    let theta = if r.get("rope_theta").is_some() || per_type.get("rope_theta").is_some() { theta } else { 1_000_000.0 };
+    Ok(((theta, scaling), (r.f32_opt("rope_local_base_freq")?.unwrap_or(10_000.0), None)))
+}
+
+impl Gemma {
+    /// This generation's registered handle.
+    fn arch(&self) -> Arch {
+        Arch(if self.name == GEMMA2.name { &GEMMA2 } else { &GEMMA3 })
+    }
+
     /// The shared part of both generations' configs: the Llama layout's sizes, GELU's tanh form,
     /// tied embeddings, llama.cpp's attention scale, and the sliding window in llama.cpp's
     /// pattern (or none, for a Gemma 3 without it).
-    fn config(&self, r: &ConfigReader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
-        let arch = self.arch;
+    fn shared_config(&self, r: &ConfigReader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
+        let arch = self.arch();
         let unsupported = |key, found: &str, expected| r.unsupported(arch, key, found, expected);
         for key in ["hidden_activation", "hidden_act"] {
             if let Some(act) = r.get(key).and_then(Value::as_str).filter(|a| *a != "gelu_pytorch_tanh") {
@@ -288,7 +301,7 @@ impl Generation {
             .and_then(Value::as_array)
             .map(|a| a.iter().map(|t| t.as_str().unwrap_or("?")).collect());
         let all_global = types.as_ref().is_some_and(|t| t.iter().all(|t| *t == "full_attention")) || pattern == Some(1);
-        if all_global && self.pattern == GEMMA3.pattern {
+        if all_global && !self.capped {
             c.sliding_window = None;
         } else {
             if let Some(p) = pattern.filter(|&p| p != self.pattern) {
@@ -305,21 +318,24 @@ impl Generation {
                     "llama.cpp's pattern for this family (every layer sliding but each last of a repetition)",
                 ));
             }
-            c.sliding_window = Some(window.unwrap_or(4096).max(1));
+            if window == Some(0) {
+                return Err(unsupported("sliding_window", "0", "a window of at least one position"));
+            }
+            c.sliding_window = Some(window.unwrap_or(4096));
         }
         Ok(c)
     }
 
     /// The family's hyper-parameters from the GGUF, as llama.cpp's `load_arch_hparams` reads them.
-    fn hparams(&self, g: &Gguf<'_>, h: &mut HParams) -> Result<(), ModelError> {
-        let name = self.arch.name();
+    fn read_hparams(&self, g: &Gguf<'_>, h: &mut HParams) -> Result<(), ModelError> {
+        let name = self.name;
         let key = |k: &str| format!("{name}.{k}");
         let float = |k: &str| g.get(&key(k)).and_then(|v| v.as_f64()).map(|v| v as f32);
         h.embed_scale = Some((h.n_embd as f32).sqrt());
         let scale_dim = if h.n_layer == self.layers_27b { h.n_embd / h.n_head } else { h.head_dim };
         h.attn_scale = 1.0 / (scale_dim as f32).sqrt();
         h.scale_queries = true;
-        let is_gemma2 = self.pattern == GEMMA2.pattern;
+        let is_gemma2 = self.capped;
         if is_gemma2 {
             // llama.cpp's defaults when the keys are absent.
             let cap = float("attn_logit_softcapping").unwrap_or(50.0);
@@ -354,86 +370,6 @@ impl Generation {
         h.sliding_window = Some(SlidingWindow { size, layers, rope_freq_base, rope_freq_scale });
         Ok(())
     }
-}
-
-/// The Hugging Face names of Gemma's tensors: the Llama layout's, but for the four norms of a
-/// layer.
-fn hf_names(kind: TensorKind) -> &'static [&'static str] {
-    use TensorKind::*;
-    match kind {
-        AttnPostNorm => &["post_attention_layernorm"],
-        FfnNorm => &["pre_feedforward_layernorm"],
-        FfnPostNorm => &["post_feedforward_layernorm"],
-        Output => &[],
-        other => llama::hf_names(other),
-    }
-}
-
-/// llama.cpp's converter adds 1 to every `*norm.weight` of Gemma.
-fn norm_offset(name: &TensorName) -> f32 {
-    use TensorKind::*;
-    let norm =
-        matches!(name.kind, AttnNorm | AttnPostNorm | FfnNorm | FfnPostNorm | OutputNorm | AttnQNorm | AttnKNorm);
-    if norm && name.suffix == "weight" {
-        1.0
-    } else {
-        0.0
-    }
-}
-
-fn layer_tensors(qk_norms: bool) -> Vec<(TensorKind, &'static str)> {
-    use TensorKind::*;
-    let mut t = llama::weights(llama::LAYER);
-    t.extend(llama::weights(&[AttnPostNorm, FfnPostNorm]));
-    if qk_norms {
-        t.extend(llama::weights(&[AttnQNorm, AttnKNorm]));
-    }
-    t
-}
-
-/// The keys llama.cpp's converter writes for Gemma beyond the shared ones.
-fn metadata(name: &str, c: &ModelConfig, kv: &mut Vec<(String, MetaValue)>) {
-    if let Some(cap) = c.attn_logit_softcapping {
-        kv.push((format!("{name}.attn_logit_softcapping"), MetaValue::F32(cap)));
-    }
-    if let Some(cap) = c.final_logit_softcapping {
-        kv.push((format!("{name}.final_logit_softcapping"), MetaValue::F32(cap)));
-    }
-    if let Some(window) = c.sliding_window {
-        kv.push((
-            format!("{name}.attention.sliding_window"),
-            MetaValue::U32(u32::try_from(window).unwrap_or(u32::MAX)),
-        ));
-    }
-    if let Some(theta) = c.rope_theta_local {
-        kv.push((format!("{name}.rope.freq_base_swa"), MetaValue::F32(theta)));
-    }
-}
-
-fn bind_layer<'c>(b: &Binder<'_, 'c>, qk_norms: bool) -> Result<LayerWeights<'c>, ModelError> {
-    let (e, head_dim) = (b.h.n_embd, b.h.head_dim);
-    let mut l = llama::bind_layer(b)?;
-    l.attn_post_norm = Some(b.need(TensorKind::AttnPostNorm, &[e])?);
-    l.ffn_post_norm = Some(b.need(TensorKind::FfnPostNorm, &[e])?);
-    if qk_norms {
-        l.attn_q_norm = Some(b.need(TensorKind::AttnQNorm, &[head_dim])?);
-        l.attn_k_norm = Some(b.need(TensorKind::AttnKNorm, &[head_dim])?);
-    }
-    Ok(l)
-}
-
-/// A Gemma layer: attention on the normed input, normed again, added to the input; the gated
-/// GELU MLP on the normed sum, normed again, added to the sum.
-fn layer<'c>(g: &LayerGraph<'_, 'c>, l: &LayerWeights<'c>, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-    let ctx = g.ctx;
-    let missing = |what: &str| ModelError::Inconsistent { what: format!("a Gemma layer without {what}") };
-    let attn_out = g.attention(l, g.rms_norm(x, l.attn_norm)?)?;
-    let attn_out = g.rms_norm(attn_out, l.attn_post_norm.ok_or_else(|| missing("post_attention_norm"))?)?;
-    let sa_out = ctx.add(attn_out, x)?;
-    let ffn_in = g.rms_norm(sa_out, l.ffn_norm.ok_or_else(|| missing("ffn_norm"))?)?;
-    let ffn_out = g.gated_mlp(l, ffn_in, Activation::Gelu)?;
-    let ffn_out = g.rms_norm(ffn_out, l.ffn_post_norm.ok_or_else(|| missing("post_ffw_norm"))?)?;
-    Ok(ctx.add(ffn_out, sa_out)?)
 }
 
 #[cfg(test)]
@@ -518,6 +454,7 @@ mod tests {
         assert_eq!(refused_key(&with(gemma3(), "sliding_window_pattern", json!(4))), "sliding_window_pattern");
         assert_eq!(refused_key(&with(gemma2(), "hidden_activation", json!("gelu"))), "hidden_activation");
         assert_eq!(refused_key(&with(gemma2(), "tie_word_embeddings", json!(false))), "tie_word_embeddings");
+        assert_eq!(refused_key(&with(gemma2(), "sliding_window", json!(0))), "sliding_window");
         assert_eq!(refused_key(&with(gemma3(), "attn_logit_softcapping", json!(50.0))), "attn_logit_softcapping");
         let yarn = json!({"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192});
         assert_eq!(refused_key(&with(gemma3(), "rope_scaling", yarn)), "rope_scaling");
