@@ -30,6 +30,13 @@ Variants:
                 transformers' logits (nmse_with_head_dim_attention_scale is by how much)
     gemma3/1b   Gemma 3 1B's layout: no rope scaling
     gemma3/4b   Gemma 3 4B/12B/27B's: rope_parameters.full_attention = linear, factor 8 (global layers only)
+    gemma3/multimodal  the layout Gemma 3 4B/12B/27B are published in (Gemma3ForConditionalGeneration: the
+                text model under language_model., a vision tower and projector beside it, config.json's
+                text_config), with gemma3/1b's text weights and a tiny random vision tower: its text-only
+                logits are gemma3/1b's (checked here), and the conversion keeps the text part, as llama.cpp's
+                converter does without --mmproj. Made by `make-gemma-fixture.py LLAMA_CPP_DIR multimodal`
+                from gemma3/1b's files, which must exist (files: config.json, model.safetensors, logits.bin,
+                reference.json).
 
 The attention is made sharp (q_proj and k_proj scaled by Q_K_SCALE after the re-initialisation): at
 transformers' initialisation attention is nearly uniform, and a wrong mask, rope or scale moves the logits by
@@ -232,9 +239,49 @@ def make(family, variant, config_kwargs, llama_cpp):
     print(f"  adapter: moves the logits by nmse {adapter_nmse:.3e}, argmax {adapter_argmax}")
 
 
+def make_multimodal():
+    from safetensors.torch import load_file
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text_dir = os.path.join(OUT, "gemma3", "1b")
+    out = os.path.join(OUT, "gemma3", "multimodal")
+    with open(os.path.join(text_dir, "config.json")) as f:
+        text_config = json.load(f)
+    for key in ["architectures", "dtype", "torch_dtype", "transformers_version"]:
+        text_config.pop(key, None)
+    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         image_size=32, patch_size=16)
+    torch.manual_seed(1234)
+    config = Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4,
+                          image_token_index=500, boi_token_index=498, eoi_token_index=499,
+                          attn_implementation="eager")
+    model = Gemma3ForConditionalGeneration(config).eval()
+    text = {f"model.language_model.{k[len('model.'):]}": v.to(torch.float32)
+            for k, v in load_file(os.path.join(text_dir, "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(text, strict=False)
+    assert not unexpected and all(not k.startswith("model.language_model.") for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        for p in model.model.vision_tower.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    logits = logits_of(model, TOKENS)
+    want = torch.frombuffer(bytearray(open(os.path.join(text_dir, "logits.bin"), "rb").read()), dtype=torch.float32)
+    differs = nmse(logits, want.reshape(logits.shape))
+    assert differs < 1e-10, f"the multimodal model's text logits differ from gemma3/1b's by nmse {differs}"
+    save_bf16(model, out)
+    write_f32(logits, os.path.join(out, "logits.bin"))
+    write_reference(out, {
+        "tokens": TOKENS, "shape": list(logits.shape), "text_model_of": "gemma3/1b",
+        "nmse_vs_text_model": differs, "vision_config": vision_config, "versions": versions(),
+    })
+    print_summary(out, logits, differs)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[2] == "multimodal":
+        make_multimodal()
+        return
     if len(sys.argv) != 2:
-        sys.exit("usage: make-gemma-fixture.py LLAMA_CPP_DIR")
+        sys.exit("usage: make-gemma-fixture.py LLAMA_CPP_DIR [multimodal]")
     for (family, variant), config_kwargs in VARIANTS.items():
         make(family, variant, config_kwargs, sys.argv[1])
 

@@ -141,6 +141,7 @@ impl TensorName {
             return None;
         }
         let family = arch.family();
+        let stem = family.hf_wrapper().and_then(|w| stem.strip_prefix(w)).unwrap_or(stem);
         let (layers, top) = family.hf_prefixes();
         let (layer, rest) = if let Some(rest) = stem.strip_prefix(layers) {
             let (n, rest) = rest.split_once('.')?;

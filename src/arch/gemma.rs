@@ -33,6 +33,11 @@ pub struct Gemma {
     capped: bool,
     /// Gemma 3's q/k norms.
     qk_norms: bool,
+    /// Whether the family's checkpoints may be multimodal ones whose language model it converts
+    /// (Gemma 3's `Gemma3ForConditionalGeneration`: the text model under `language_model.`, the
+    /// vision tower and projector left out, as llama.cpp's converter leaves them without
+    /// `--mmproj`).
+    multimodal: bool,
     own_keys: &'static [&'static str],
 }
 
@@ -44,6 +49,7 @@ pub const GEMMA2: Gemma = Gemma {
     layers_27b: 46,
     capped: true,
     qk_norms: false,
+    multimodal: false,
     own_keys: &[
         "attn_logit_softcapping",
         "final_logit_softcapping",
@@ -53,15 +59,16 @@ pub const GEMMA2: Gemma = Gemma {
     ],
 };
 
-/// Gemma 3, text only (`Gemma3ForCausalLM`: the 270M and 1B models, and the text part of the
-/// larger ones once saved as such).
+/// Gemma 3's language model: `Gemma3ForCausalLM` (the 270M and 1B models) and the text part of
+/// `Gemma3ForConditionalGeneration` (4B, 12B, 27B as published).
 pub const GEMMA3: Gemma = Gemma {
     name: "gemma3",
-    hf_classes: &[("Gemma3ForCausalLM", "gemma3_text")],
+    hf_classes: &[("Gemma3ForCausalLM", "gemma3_text"), ("Gemma3ForConditionalGeneration", "gemma3")],
     pattern: 6,
     layers_27b: 62,
     capped: false,
     qk_norms: true,
+    multimodal: true,
     own_keys: &[
         "final_logit_softcapping",
         "attention.sliding_window",
@@ -81,6 +88,9 @@ impl Family for Gemma {
 
     fn config(&self, r: &ConfigReader<'_>, hf_architecture: String) -> Result<ModelConfig, ConfigError> {
         let arch = self.arch();
+        // A multimodal checkpoint's language model is configured by its text_config.
+        let text = r.object("text_config");
+        let r = if self.multimodal && r.get("text_config").is_some() { &text } else { r };
         let mut c = self.shared_config(r, hf_architecture)?;
         let global_and_local = if self.capped {
             // transformers' defaults; llama.cpp's converter requires both keys.
@@ -135,8 +145,13 @@ impl Family for Gemma {
         }
     }
 
-    fn dropped_hf_tensors(&self) -> &'static [&'static str] {
-        &["lm_head.weight"]
+    fn drops_hf_tensor(&self, name: &str) -> bool {
+        let name = self.hf_wrapper().and_then(|w| name.strip_prefix(w)).unwrap_or(name);
+        name == "lm_head.weight" || name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.")
+    }
+
+    fn hf_wrapper(&self) -> Option<&'static str> {
+        self.multimodal.then_some("language_model.")
     }
 
     fn stored_offset(&self, name: &TensorName) -> f32 {

@@ -63,10 +63,18 @@ pub trait Family: Sync {
         llama::hf_names(kind)
     }
 
-    /// Checkpoint tensors llama.cpp's converter leaves out (Gemma's `lm_head.weight`, which some
-    /// quantizers store beside the tied embeddings).
-    fn dropped_hf_tensors(&self) -> &'static [&'static str] {
-        &[]
+    /// Whether llama.cpp's converter leaves the checkpoint's tensor `name` out (Gemma's
+    /// `lm_head.weight`, which some quantizers store beside the tied embeddings; the vision tower
+    /// of Gemma 3's multimodal checkpoints).
+    fn drops_hf_tensor(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// A prefix some checkpoints of the family put before every name of the language model
+    /// (Gemma 3's multimodal checkpoints: `language_model.`), removed before [`Family::hf_names`]
+    /// are looked up.
+    fn hf_wrapper(&self) -> Option<&'static str> {
+        None
     }
 
     /// A value llama.cpp's converter adds to every element of the tensor `name` (Gemma's RMS norm

@@ -117,9 +117,7 @@ pub fn plan(checkpoint: &Checkpoint, file_type: FileType) -> Result<ConvertPlan,
             // Buffers some checkpoints store: rope frequencies, GPT-NeoX's causal masks; and what
             // llama.cpp's converter drops for the family.
             let buffers = ["rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias"];
-            if buffers.iter().any(|b| entry.name.ends_with(b))
-                || config.arch.family().dropped_hf_tensors().contains(&entry.name.as_str())
-            {
+            if buffers.iter().any(|b| entry.name.ends_with(b)) || config.arch.family().drops_hf_tensor(&entry.name) {
                 continue;
             }
             return Err(ConvertError::UnknownTensor {

@@ -408,3 +408,36 @@ fn finetune_plan_merge_and_export(fx: (&str, &str)) {
     };
     assert_eq!(modules, want, "{}: every projection, by PEFT's names: {config}", fx.0);
 }
+
+/// Gemma 3 as its 4B, 12B and 27B are published (`Gemma3ForConditionalGeneration`: the language
+/// model under `language_model.`, its config in `text_config`, a vision tower beside it): the
+/// language model is converted and the vision tower left out, as llama.cpp's converter does
+/// without `--mmproj`. The fixture holds gemma3/1b's text weights (its text-only logits are
+/// gemma3/1b's, checked by the fixture script), so the conversion equals gemma3/1b's tensor for
+/// tensor and key for key, and llama.cpp runs it with transformers' logits.
+#[test]
+fn gemma3_multimodal_checkpoints_convert_to_their_language_model() {
+    let root = temp_dir();
+    let (multimodal, tokens, want) = transformers_checkpoint(root.path(), "gemma3", "multimodal");
+    let (text, _, _) = transformers_checkpoint(root.path(), "gemma3", "1b");
+    let (ours, reference) = (root.path().join("multimodal.gguf"), root.path().join("text.gguf"));
+    convert_to(&multimodal, FileType::F32, &ours).unwrap();
+    convert_to(&text, FileType::F32, &reference).unwrap();
+    let (a, b) = (GgufFile::open(&ours).unwrap(), GgufFile::open(&reference).unwrap());
+    let (a, b) = (a.gguf().unwrap(), b.gguf().unwrap());
+    let names = |g: &gguftune::gguf::Gguf<'_>| g.tensors.iter().map(|t| t.name.to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    for t in &b.tensors {
+        assert_eq!(a.tensor_data(a.tensor(t.name).unwrap()), b.tensor_data(t), "{}", t.name);
+    }
+    for (key, value) in &b.metadata {
+        if *key != "general.name" {
+            assert_eq!(a.get(key).map(|v| format!("{v:?}")), Some(format!("{value:?}")), "{key}");
+        }
+    }
+    let got = llama_logits(&ours, None, &tokens);
+    let text_reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture_dir("gemma3", "1b").join("reference.json")).unwrap()).unwrap();
+    let err = max_relative_error(&got, &want);
+    assert!(err < transformers_tolerance(&text_reference), "llama.cpp vs transformers: relative error {err}");
+}
