@@ -306,10 +306,13 @@ impl Gemma {
         // The sliding window, in llama.cpp's pattern: every `pattern`-th layer global.
         let window = r.u64_opt("sliding_window")?;
         let pattern = r.u64_opt("sliding_window_pattern")?;
-        let llama_cpp_types = |n: u64| -> Vec<&'static str> {
-            (0..n)
-                .map(|il| if il % self.pattern < self.pattern - 1 { "sliding_attention" } else { "full_attention" })
-                .collect()
+        // Compared layer by layer: nothing is sized by num_hidden_layers before it is checked.
+        let llama_cpp_type = |il: usize| {
+            if il as u64 % self.pattern < self.pattern - 1 {
+                "sliding_attention"
+            } else {
+                "full_attention"
+            }
         };
         let types: Option<Vec<&str>> = r
             .get("layer_types")
@@ -326,7 +329,10 @@ impl Gemma {
                     "llama.cpp's pattern for this family",
                 ));
             }
-            if let Some(types) = types.filter(|t| *t != llama_cpp_types(c.num_layers)) {
+            let differs = |t: &Vec<&str>| {
+                t.len() as u64 != c.num_layers || t.iter().enumerate().any(|(il, t)| *t != llama_cpp_type(il))
+            };
+            if let Some(types) = types.filter(differs) {
                 return Err(unsupported(
                     "layer_types",
                     &types.join(","),

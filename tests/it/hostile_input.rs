@@ -269,6 +269,18 @@ fn hostile_config_sizes_are_refused_before_they_size_anything() {
         assert!(err.contains(expected), "{key}: {err}");
         assert!(largest < 64 << 10, "{key}: a {largest}-byte allocation for a refused config");
     }
+    // Every family's config (a multimodal Gemma 3's in its text_config) with a billion layers is
+    // refused as cheaply: by the layer count, or by a per-layer list that cannot match it.
+    for (family, variant) in [("gemma2", "9b"), ("gemma3", "4b"), ("gemma3", "multimodal"), ("phi3", "longrope")] {
+        let fixture = crate::common::fixture_dir(family, variant).join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let text = if config.get("text_config").is_some() { &mut config["text_config"] } else { &mut config };
+        text["num_hidden_layers"] = 1_000_000_000u64.into();
+        let (result, largest) = largest_request_during(|| ModelConfig::from_json(path, &config));
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("'num_hidden_layers' is 1000000000") || err.contains("'layer_types'"), "{family}: {err}");
+        assert!(largest < 64 << 10, "{family}: a {largest}-byte allocation for a refused config");
+    }
     // Through the CLI, on a checkpoint whose config.json claims a billion layers.
     let dir = temp_dir();
     let spec = crate::common::fixtures::TinyLlamaSpec::default();
