@@ -107,6 +107,8 @@ pub enum Error {
     BadScheduler { backends: Vec<String> },
     #[error("node '{node}' is a custom op, which runs on the CPU alone, in a graph placed over other backends")]
     CustomOpOffCpu { node: String },
+    #[error("no backend of the scheduler supports node '{node}'")]
+    NoBackendForOp { node: String },
     #[error("tensor '{tensor}' is in a buffer none of the scheduler's backends can compute it from")]
     NoBackendForBuffer { tensor: String },
     #[error("graph computation failed with status {status}")]

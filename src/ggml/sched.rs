@@ -98,9 +98,10 @@ impl<'b> Scheduler<'b> {
     /// buffer of the backend that computes or first reads it). Set the inputs afterwards, on the
     /// returned graph, then [`Scheduled::compute`].
     ///
-    /// Checked first, where ggml would abort: the graph fits the scheduler; every tensor with
-    /// memory already (weights, adapters) is in a buffer some backend of the scheduler can use
-    /// for its op; and no custom op is in the graph unless the CPU is the only backend.
+    /// Checked first, where ggml would abort: the graph fits the scheduler; some backend
+    /// supports each node; every tensor with memory already (weights, adapters) is in a buffer
+    /// some backend of the scheduler can use for its op; and no custom op is in the graph unless
+    /// the CPU is the only backend.
     pub fn alloc_graph<'s, 'g, 'ctx>(
         &'s mut self,
         graph: &'g Graph<'ctx>,
@@ -113,6 +114,10 @@ impl<'b> Scheduler<'b> {
             if self.backends.len() > 1 && CUSTOM_OPS.contains(&node.op().0) {
                 return Err(Error::CustomOpOffCpu { node: node.name() });
             }
+            // SAFETY: live backends and node; each only answers.
+            if !self.backends.iter().any(|b| unsafe { sys::ggml_backend_supports_op(b.raw(), node.raw()) }) {
+                return Err(Error::NoBackendForOp { node: node.name() });
+            }
             for t in std::iter::once(*node).chain((0..10).filter_map(|i| node.src(i))) {
                 if !self.can_run_in_place(t) {
                     return Err(Error::NoBackendForBuffer { tensor: t.name() });
@@ -124,8 +129,8 @@ impl<'b> Scheduler<'b> {
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
         // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
         // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
-        // run its op on its buffer (checked above, ggml aborts otherwise); the CPU backend is
-        // the last one, so every other node has a fallback. False when out of memory.
+        // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
+        // every node (checked above: ggml asserts each node gets one). False when out of memory.
         if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
             return Err(Error::GraphAlloc);
         }

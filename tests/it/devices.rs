@@ -11,7 +11,7 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use gguftune::arch::Arch;
 use gguftune::ggml::{
     add_rpc_server, greet_rpc_server, quantize_rows, Allocator, Backend, Context, Device, DeviceType, Graph,
-    ParamBuffer, RpcEndpoint, RpcError, Runtime, RPC_PROTOCOL_VERSION,
+    ParamBuffer, RpcEndpoint, RpcError, Runtime, Scheduler, RPC_PROTOCOL_VERSION,
 };
 use gguftune::gguf::GgmlType;
 use gguftune::model::{LoraConfig, Model};
@@ -238,6 +238,15 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
             assert_eq!(local.placement.total_nodes(), placement.total_nodes(), "the same graph");
         }
     }
+    // ggml asserts that a scheduler has backends and that its last one is a CPU's: errors here.
+    let remote_backend = Backend::from_device(rt, &remote, THREADS).unwrap();
+    let cpu_backend = Backend::cpu(rt, THREADS).unwrap();
+    for backends in [vec![], vec![&remote_backend], vec![&cpu_backend, &remote_backend]] {
+        let err = Scheduler::new(&backends, 64).unwrap_err();
+        assert!(matches!(err, gguftune::ggml::Error::BadScheduler { .. }), "{err}");
+    }
+    assert!(Scheduler::new(&[&remote_backend, &cpu_backend], 64).is_ok());
+    drop(remote_backend);
     // Every buffer on the server is freed before it is killed (the guard drops last).
     drop(server);
 }
