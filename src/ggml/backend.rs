@@ -47,6 +47,21 @@ impl Backend {
         Ok(Backend { ptr, threads })
     }
 
+    pub(super) fn raw(&self) -> *mut sys::ggml_backend {
+        self.ptr.as_ptr()
+    }
+
+    /// ggml's name of the backend (`CPU`, `RPC[host:port]`, `CUDA0`, ...).
+    pub fn name(&self) -> String {
+        // SAFETY: a live backend; ggml returns a NUL-terminated name that lives as long as it.
+        let p = unsafe { sys::ggml_backend_name(self.ptr.as_ptr()) };
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, NUL-terminated (above).
+        unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
     /// The device the backend runs on.
     pub fn device(&self) -> Option<Device> {
         // SAFETY: a live backend; returns its registered device (or null for one without).
@@ -189,7 +204,16 @@ pub const BACKWARD_UNARY_OPS: &[&str] =
     &["ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS", "GELU"];
 
 impl<'ctx> Graph<'ctx> {
-    fn nodes(&self) -> Vec<Tensor<'ctx>> {
+    pub(super) fn raw(&self) -> *mut sys::ggml_cgraph {
+        self.raw
+    }
+
+    /// Most nodes (and most leafs) the graph can hold.
+    pub(super) fn capacity(&self) -> usize {
+        self.size
+    }
+
+    pub(super) fn nodes(&self) -> Vec<Tensor<'ctx>> {
         // SAFETY: live graph.
         let n = unsafe { sys::ggml_graph_n_nodes(self.raw) };
         // SAFETY: 0 <= i < n_nodes, so ggml_graph_node returns a live node.
@@ -459,7 +483,8 @@ pub struct Allocator {
 }
 
 /// A graph whose tensors all have memory, ready for [`Backend::compute`]. It borrows the
-/// allocator, so the memory cannot be freed while the graph can still run.
+/// allocator (or the [`super::Scheduler`] that allocated it), so the memory cannot be freed while
+/// the graph can still run.
 #[derive(Debug)]
 pub struct Allocated<'g, 'ctx> {
     graph: &'g Graph<'ctx>,
@@ -523,7 +548,17 @@ impl Drop for Allocator {
     }
 }
 
-impl Allocated<'_, '_> {
+impl<'g, 'ctx> Allocated<'g, 'ctx> {
+    /// A graph whose tensors the caller gave memory to, which lives as long as `'g`.
+    pub(super) fn new(graph: &'g Graph<'ctx>) -> Self {
+        Allocated { graph, _alloc: PhantomData }
+    }
+
+    /// The graph.
+    pub(super) fn graph(&self) -> &'g Graph<'ctx> {
+        self.graph
+    }
+
     /// Copies `data` into tensor `t` (which must have exactly `data.len() * 4` bytes, f32 or i32).
     pub fn set_f32(&self, t: Tensor<'_>, data: &[f32]) -> Result<(), Error> {
         set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
@@ -616,6 +651,67 @@ impl<'ctx> ParamBuffer<'ctx> {
 }
 
 impl Drop for ParamBuffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_alloc_ctx_tensors, freed once.
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A model's weights on a device: one backend buffer (or several, where the device caps a
+/// buffer's size) holding every tensor of a context, marked as weights
+/// (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's scheduler runs the ops reading them on this
+/// buffer's backend, and an RPC server started with `--cache` keeps the large ones on its disk.
+/// The bytes are copied in tensor by tensor ([`WeightBuffer::set_bytes`]).
+#[derive(Debug)]
+pub struct WeightBuffer<'ctx> {
+    ptr: NonNull<sys::ggml_backend_buffer>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl<'ctx> WeightBuffer<'ctx> {
+    /// Gives every tensor of `ctx` memory on `backend`'s device (its default buffer type), views
+    /// included (pointing into their source's memory). No tensor of `ctx` may have memory yet.
+    pub fn alloc(ctx: &'ctx Context, backend: &Backend) -> Result<WeightBuffer<'ctx>, Error> {
+        if context_tensors(ctx).iter().any(|t| t.has_data()) {
+            return Err(Error::TensorData { what: "a weight buffer for a context whose tensors already have memory" });
+        }
+        // SAFETY: live context (no_alloc, as every Context: ggml asserts it) and backend; every
+        // tensor is without memory (checked), so all of them land in the new buffer; null when
+        // out of memory or when the context holds no tensor.
+        let ptr = unsafe { sys::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.ptr.as_ptr()) };
+        let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
+        // SAFETY: a live buffer just made; a multi-buffer passes the usage on to its parts.
+        unsafe { sys::ggml_backend_buffer_set_usage(ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
+        Ok(WeightBuffer { ptr, _ctx: PhantomData })
+    }
+
+    /// Copies `bytes` (exactly the tensor's size, in its stored type) into the tensor `t` of
+    /// this buffer's context.
+    pub fn set_bytes(&self, t: Tensor<'ctx>, bytes: &[u8]) -> Result<(), Error> {
+        set_bytes(t, bytes.as_ptr(), bytes.len())
+    }
+
+    /// Bytes of the buffer.
+    pub fn size(&self) -> usize {
+        // SAFETY: live buffer.
+        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
+    }
+}
+
+/// Every tensor of `ctx`, in creation order.
+fn context_tensors(ctx: &Context) -> Vec<Tensor<'_>> {
+    let mut out = Vec::new();
+    // SAFETY: live context; returns its first tensor, or null when it has none.
+    let mut t = unsafe { sys::ggml_get_first_tensor(ctx.raw()) };
+    while let Some(tensor) = Tensor::from_raw(t) {
+        out.push(tensor);
+        // SAFETY: a live tensor of this context; returns the next one, or null after the last.
+        t = unsafe { sys::ggml_get_next_tensor(ctx.raw(), t) };
+    }
+    out
+}
+
+impl Drop for WeightBuffer<'_> {
     fn drop(&mut self) {
         // SAFETY: created by ggml_backend_alloc_ctx_tensors, freed once.
         unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }

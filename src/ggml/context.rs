@@ -536,6 +536,13 @@ impl<'ctx> Tensor<'ctx> {
         self
     }
 
+    /// The tensor's name (empty when it has none).
+    pub fn name(&self) -> String {
+        let name = &self.inner().name;
+        let bytes: Vec<u8> = name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Marks the tensor as a graph input (its data is set before each computation).
     pub fn set_input(self) -> Self {
         // SAFETY: live tensor; sets a flag.
@@ -624,6 +631,14 @@ impl<'ctx> Tensor<'ctx> {
 
     pub(super) fn from_raw(ptr: *mut sys::ggml_tensor) -> Option<Tensor<'ctx>> {
         NonNull::new(ptr).map(|ptr| Tensor { ptr, _ctx: PhantomData })
+    }
+
+    /// The backend buffer holding the tensor's memory (its view source's, for a view), or null.
+    pub(super) fn buffer(&self) -> *mut sys::ggml_backend_buffer {
+        match self.view_src() {
+            Some(src) => src.inner().buffer,
+            None => self.inner().buffer,
+        }
     }
 
     /// Whether the tensor has memory (after allocation or binding).

@@ -17,6 +17,7 @@ mod oracle;
 mod quant;
 mod rpc;
 mod sampling;
+mod sched;
 
 use std::ffi::CString;
 use std::path::Path;
@@ -26,7 +27,9 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use backend::{Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS};
+pub use backend::{
+    Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, WeightBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS,
+};
 pub use context::{gelu_derivative, Context, RopeMode, RopeParams, Tensor};
 pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
 pub use device_spec::{DeviceList, DeviceSpec, DeviceSpecError, DeviceSpecErrorKind, RpcEndpoint, ACCEPTED_DEVICES};
@@ -34,6 +37,7 @@ pub use oracle::{chat_apply_template, GgufContext, LlamaAdapter, LlamaContext, L
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
 pub use rpc::{greet_rpc_server, serve_rpc, ProtocolVersion, RpcError, ServeOptions, RPC_PROTOCOL_VERSION};
 pub use sampling::{Sampler, SamplerParams};
+pub use sched::{BackendNodes, Placement, Scheduled, Scheduler};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,14 @@ pub enum Error {
     BackendInit { name: &'static str },
     #[error("the graph could not be allocated (out of memory?)")]
     GraphAlloc,
+    #[error("a scheduler needs 1 to 16 backends, the last one a CPU backend; found [{}]", backends.join(", "))]
+    BadScheduler { backends: Vec<String> },
+    #[error("node '{node}' is a custom op, which runs on the CPU alone, in a graph placed over other backends")]
+    CustomOpOffCpu { node: String },
+    #[error("no backend of the scheduler supports node '{node}'")]
+    NoBackendForOp { node: String },
+    #[error("tensor '{tensor}' is in a buffer none of the scheduler's backends can compute it from")]
+    NoBackendForBuffer { tensor: String },
     #[error("graph computation failed with status {status}")]
     Compute { status: i32 },
     #[error("tensor data: {what}")]

@@ -1,6 +1,7 @@
 //! Models as gguftune runs them: hyper-parameters from GGUF metadata, the weights bound straight
-//! to the memory-mapped file, and the forward graph built from ggml ops (the graph training will
-//! differentiate, so it uses only ops with a backward pass: no flash attention).
+//! to the memory-mapped file (or copied once to a device: [`WeightsPlacement`]), and the forward
+//! graph built from ggml ops (the graph training will differentiate, so it uses only ops with a
+//! backward pass: no flash attention).
 
 mod batch;
 mod graph;
@@ -19,7 +20,10 @@ pub use layer::{Activation, AdapterSlot, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 pub use weights::{Binder, LayerWeights, Weights};
 
-use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Runtime};
+use crate::ggml::{
+    self, Allocator, Backend, Context, Device, DeviceType, Graph, MappedBuffer, ParamBuffer, Placement, Runtime,
+    Scheduler, WeightBuffer,
+};
 use crate::gguf::{GgufFile, GgufFileError, GgufPlan};
 
 /// Why a model cannot be used.
@@ -30,6 +34,8 @@ pub enum ModelError {
     File(#[from] GgufFileError),
     #[error(transparent)]
     Ggml(#[from] ggml::Error),
+    #[error(transparent)]
+    Device(#[from] ggml::DeviceError),
     #[error("architecture '{arch}' is not supported (supported: {})", supported_architectures())]
     UnsupportedArch { arch: String },
     #[error("missing metadata keys: {}", keys.join(", "))]
@@ -53,6 +59,25 @@ pub enum ModelError {
 /// llama.cpp's names of the architectures gguftune runs, for messages.
 fn supported_architectures() -> String {
     crate::arch::Arch::name_list()
+}
+
+/// Where a model's weights live while its graphs run.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightsPlacement<'b> {
+    /// The memory-mapped file itself, as a CPU buffer: no copy, pages read on first use.
+    Mapped,
+    /// One buffer of the backend's device, marked as weights, filled once from the file in the
+    /// stored types, tensor by tensor.
+    OnDevice(&'b Backend),
+}
+
+/// Logits computed on a device, and where the graph's nodes ran.
+#[derive(Clone, Debug)]
+pub struct DeviceLogits {
+    /// `tokens.len()` rows of `n_vocab`.
+    pub logits: Vec<Vec<f32>>,
+    /// How ggml's scheduler placed the forward graph.
+    pub placement: Placement,
 }
 
 /// A GGUF model opened for running.
@@ -131,6 +156,49 @@ impl Model {
         Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
     }
 
+    /// As [`Model::logits_with_lora`], with the forward graph placed by ggml's backend scheduler
+    /// on `device` first and this machine's CPU last, and the weights on `device`: copied once
+    /// into a buffer of its own, or the mapped file for a CPU device. Also says where the nodes
+    /// ran. Graphs with custom ops (training's) are refused on a device other than the CPU.
+    pub fn logits_on(
+        &self,
+        device: &Device,
+        tokens: &[i32],
+        lora: Option<(&LoraConfig, &[Vec<f32>])>,
+        threads: usize,
+    ) -> Result<DeviceLogits, ModelError> {
+        let rt = Runtime::get();
+        let h = &self.hparams;
+        self.check_tokens(tokens)?;
+        let cpu = Backend::cpu(rt, threads)?;
+        let on_device = match device.kind() {
+            DeviceType::Cpu => None,
+            _ => Some(Backend::from_device(rt, device, threads)?),
+        };
+        let (backends, placement) = match &on_device {
+            Some(backend) => (vec![backend, &cpu], WeightsPlacement::OnDevice(backend)),
+            None => (vec![&cpu], WeightsPlacement::Mapped),
+        };
+        let param_ctx = Context::new(rt, self.max_lora_tensors(lora.map(|l| l.0)), 0)?;
+        let adapter = match lora {
+            Some((cfg, values)) => Some(bind_lora(&param_ctx, backends[0], h, cfg, values)?),
+            None => None,
+        };
+        let (flat, placement) = self.with_weights(1, placement, |ctx, weights| {
+            let inputs = Inputs::new(ctx, h, tokens.len() as u64, 1)?;
+            let logits = graph::forward(ctx, h, weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
+            let mut graph = Graph::new(ctx, self.graph_size())?;
+            graph.build_forward_expand(logits)?;
+            let mut scheduler = Scheduler::new(&backends, self.graph_size())?;
+            let mut scheduled = scheduler.alloc_graph(&graph)?;
+            inputs.set(scheduled.tensors(), &Batch::single(tokens, &vec![None; tokens.len()]))?;
+            scheduled.compute()?;
+            Ok::<_, ModelError>((scheduled.tensors().get_f32(logits)?, scheduled.placement()))
+        })?;
+        let n_vocab = usize::try_from(h.n_vocab).unwrap_or(0);
+        Ok(DeviceLogits { logits: flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect(), placement })
+    }
+
     /// Bytes of the compute buffer of one forward pass over `seq_len` tokens (logits of every
     /// position), as ggml's allocator sizes it, allocating nothing.
     pub fn measure_forward(&self, seq_len: usize, threads: usize) -> Result<usize, ModelError> {
@@ -144,11 +212,23 @@ impl Model {
         })
     }
 
-    /// Binds the weights into a new graph context with room for `graphs` graphs of this model
-    /// (see [`Model::graph_size`]) and runs `f` with both, the file's mapping bound meanwhile.
+    /// Binds the weights to the mapped file into a new graph context with room for `graphs`
+    /// graphs of this model (see [`Model::graph_size`]) and runs `f` with both, the file's
+    /// mapping bound meanwhile.
     pub(crate) fn with_bound_weights<R, E: From<ModelError>>(
         &self,
         graphs: usize,
+        f: impl for<'c> FnOnce(&'c Context, &Weights<'c>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.with_weights(graphs, WeightsPlacement::Mapped, f)
+    }
+
+    /// As [`Model::with_bound_weights`], with the weights where `placement` says; a device's
+    /// buffer lives until `f` returns.
+    pub(crate) fn with_weights<R, E: From<ModelError>>(
+        &self,
+        graphs: usize,
+        placement: WeightsPlacement<'_>,
         f: impl for<'c> FnOnce(&'c Context, &Weights<'c>) -> Result<R, E>,
     ) -> Result<R, E> {
         let rt = Runtime::get();
@@ -156,9 +236,21 @@ impl Model {
         let graph_size = self.graph_size();
         let ctx =
             Context::new(rt, gguf.tensors.len() + 4 * graph_size, graphs * graph_size).map_err(ModelError::from)?;
-        let buffer = MappedBuffer::new(rt, self.file.bytes()).map_err(ModelError::from)?;
-        let weights = Weights::bind(&ctx, &buffer, &gguf, &self.hparams)?;
-        f(&ctx, &weights)
+        match placement {
+            WeightsPlacement::Mapped => {
+                let buffer = MappedBuffer::new(rt, self.file.bytes()).map_err(ModelError::from)?;
+                let weights = Weights::bind(&ctx, Some(&buffer), &gguf, &self.hparams)?;
+                f(&ctx, &weights)
+            }
+            WeightsPlacement::OnDevice(backend) => {
+                // The context holds the weights alone until `f` builds graphs in it: the buffer
+                // is theirs.
+                let weights = Weights::bind(&ctx, None, &gguf, &self.hparams)?;
+                let buffer = WeightBuffer::alloc(&ctx, backend).map_err(ModelError::from)?;
+                weights.upload(&buffer, self.file.bytes())?;
+                f(&ctx, &weights)
+            }
+        }
     }
 
     /// Checks that every token is inside the vocabulary.

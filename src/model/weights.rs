@@ -1,10 +1,11 @@
-//! A model's weights bound to its memory-mapped file: the shared [`Binder`] each family's
-//! `bind_layer` asks for tensors by kind and shape, and the weights of a layer and of the model.
+//! A model's weights bound to its memory-mapped file (or declared, to be copied to a device): the
+//! shared [`Binder`] each family's `bind_layer` asks for tensors by kind and shape, and the
+//! weights of a layer and of the model.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use crate::ggml::{Context, MappedBuffer, Tensor};
+use crate::ggml::{Context, MappedBuffer, Tensor, WeightBuffer};
 use crate::gguf::{GgmlType, Gguf};
 use crate::names::{TensorKind, TensorName};
 
@@ -97,7 +98,8 @@ impl<'c> LayerWeights<'c> {
     }
 }
 
-/// All weights, bound to the memory-mapped file.
+/// All weights, bound to the memory-mapped file or declared for a device buffer
+/// ([`Weights::upload`]).
 #[derive(Clone, Debug)]
 pub struct Weights<'c> {
     pub token_embd: Tensor<'c>,
@@ -113,13 +115,19 @@ pub struct Weights<'c> {
     /// rope when its context exceeds the original one, else the short ones.
     pub rope_factors: Option<(Tensor<'c>, Tensor<'c>)>,
     pub layers: Vec<LayerWeights<'c>>,
+    /// Each tensor read from the file (views of them aside), with its byte offset in the file.
+    stored: Vec<(Tensor<'c>, usize)>,
 }
 
 /// Binds a GGUF's tensors, by kind and expected shape, to ggml tensors pointing into the mapped
-/// file, and remembers which it bound: whatever the file holds beyond them is refused.
+/// file (or without memory yet, for a device buffer), and remembers which it bound: whatever the
+/// file holds beyond them is refused.
 pub struct Binder<'a, 'c> {
     ctx: &'c Context,
-    buffer: &'a MappedBuffer<'a>,
+    /// The mapped file the tensors point into; `None` leaves them without memory.
+    mapped: Option<&'a MappedBuffer<'a>>,
+    /// Each tensor made, with its offset in the file.
+    stored: RefCell<Vec<(Tensor<'c>, usize)>>,
     g: &'a Gguf<'a>,
     /// The model's hyper-parameters, which size every tensor.
     pub h: &'a HParams,
@@ -154,7 +162,10 @@ impl<'a, 'c> Binder<'a, 'c> {
         let t = self.ctx.new_tensor(info.ty, &info.ne)?.set_name(&full);
         let offset =
             usize::try_from(self.g.data_offset + info.offset).map_err(|_| ModelError::MissingTensor { name: full })?;
-        self.buffer.bind(t, offset)?;
+        if let Some(mapped) = self.mapped {
+            mapped.bind(t, offset)?;
+        }
+        self.stored.borrow_mut().push((t, offset));
         Ok(Some(t))
     }
 
@@ -213,17 +224,26 @@ impl<'a, 'c> Binder<'a, 'c> {
 }
 
 impl<'c> Weights<'c> {
-    /// Creates a tensor for each weight the graph uses and points it into `buffer` (the whole
-    /// file), checking each one's `ne` against the hyper-parameters; each layer's are bound by
-    /// its family. A tensor of the file that the graph would not use is refused by name: whatever
-    /// a model carries changes its math.
+    /// Creates a tensor for each weight the graph uses and points it into `mapped` (the whole
+    /// file) when given, else leaves it without memory for [`Weights::upload`], checking each
+    /// one's `ne` against the hyper-parameters; each layer's are bound by its family. A tensor of
+    /// the file that the graph would not use is refused by name: whatever a model carries
+    /// changes its math.
     pub fn bind(
         ctx: &'c Context,
-        buffer: &MappedBuffer<'_>,
+        mapped: Option<&MappedBuffer<'_>>,
         g: &Gguf<'_>,
         h: &HParams,
     ) -> Result<Weights<'c>, ModelError> {
-        let mut b = Binder { ctx, buffer, g, h, bound: RefCell::new(HashSet::new()), layer: None };
+        let mut b = Binder {
+            ctx,
+            mapped,
+            stored: RefCell::new(Vec::new()),
+            g,
+            h,
+            bound: RefCell::new(HashSet::new()),
+            layer: None,
+        };
         let (e, v) = (h.n_embd, h.n_vocab);
         let token_embd = b.need(TensorKind::TokenEmbd, &[e, v])?;
         let output_norm = b.need(TensorKind::OutputNorm, &[e])?;
@@ -252,6 +272,22 @@ impl<'c> Weights<'c> {
         if let Some(unused) = g.tensors.iter().find(|t| !bound.contains(t.name)) {
             return Err(ModelError::UnusedTensor { name: unused.name.to_owned(), arch: h.arch.name() });
         }
-        Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, rope_factors, layers })
+        let stored = b.stored.into_inner();
+        Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, rope_factors, layers, stored })
+    }
+
+    /// Copies each weight, in its stored type, from `file` (the model file's bytes) into
+    /// `buffer` (allocated for these weights' context after [`Weights::bind`] without a mapped
+    /// file), one tensor at a time: the file's pages are read as each is sent, never all of it
+    /// at once.
+    pub fn upload(&self, buffer: &WeightBuffer<'c>, file: &[u8]) -> Result<(), ModelError> {
+        for &(t, offset) in &self.stored {
+            let bytes = offset.checked_add(t.nbytes()).and_then(|end| file.get(offset..end));
+            let bytes = bytes.ok_or_else(|| ModelError::Inconsistent {
+                what: format!("tensor '{}' ends past the file's {} bytes", t.name(), file.len()),
+            })?;
+            buffer.set_bytes(t, bytes)?;
+        }
+        Ok(())
     }
 }

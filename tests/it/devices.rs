@@ -1,20 +1,25 @@
 //! ggml devices and the RPC backend, without a GPU: `gguftune rpc-server` on 127.0.0.1 serves the
 //! CPU, and its device is reached only through ggml's backend API, as a GPU is: it is listed with
 //! its own memory, and a training step computed on it (forward through a frozen Q8_0 weight,
-//! backward through it, AdamW) equals the local CPU backend's bit for bit.
+//! backward through it, AdamW) equals the local CPU backend's bit for bit, and so do a tiny
+//! model's forward logits with its weights on the device, placed there by ggml's scheduler.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+use gguftune::arch::Arch;
 use gguftune::ggml::{
     add_rpc_server, greet_rpc_server, quantize_rows, Allocator, Backend, Context, Device, DeviceType, Graph,
-    ParamBuffer, RpcEndpoint, RpcError, Runtime, RPC_PROTOCOL_VERSION,
+    ParamBuffer, RpcEndpoint, RpcError, Runtime, Scheduler, RPC_PROTOCOL_VERSION,
 };
 use gguftune::gguf::GgmlType;
+use gguftune::model::{LoraConfig, Model};
+use gguftune::quant::FileType;
 
-use crate::common::fixtures::Rng;
-use crate::common::{gguftune, temp_dir};
+use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
+use crate::common::training::random_lora_pairs;
+use crate::common::{convert_to, gguftune, temp_dir};
 
 /// CPU threads of both the server's and the local CPU backend: the same row split on both.
 const THREADS: usize = 2;
@@ -188,6 +193,61 @@ fn a_training_step_on_an_rpc_device_equals_the_local_cpu_s_bit_for_bit() {
     assert_eq!(on_remote, on_cpu);
     // All ggml objects using the server are gone before it is killed (the guard drops last):
     // ggml aborts when a buffer it frees cannot reach its server.
+    drop(server);
+}
+
+#[test]
+fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
+    let root = temp_dir();
+    let dir = root.path().join("llama");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 3).unwrap();
+    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+    let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let rt = Runtime::get();
+    let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
+    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    for ft in [FileType::F32, FileType::Q8_0] {
+        let path = root.path().join(format!("llama-{}.gguf", ft.name()));
+        convert_to(&dir, ft, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
+        let values: Vec<Vec<f32>> =
+            random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+        for lora in [None, Some((&cfg, values.as_slice()))] {
+            let what = format!("{} {}", ft.name(), if lora.is_some() { "with an adapter" } else { "without" });
+            let on_cpu = model.logits_with_lora(&tokens, lora, THREADS).unwrap();
+            assert!(on_cpu.iter().flatten().all(|v| v.is_finite()), "{what}: finite logits");
+            // The same kernels on the same bytes with the same thread count, as in the training
+            // step above: equality, not closeness.
+            let remote_run = model.logits_on(&remote, &tokens, lora, THREADS).unwrap();
+            assert_eq!(remote_run.logits, on_cpu, "{what}: logits on {}", remote.name());
+            let placement = &remote_run.placement;
+            eprintln!("{what}: {placement}");
+            // Every node ran on the RPC backend (the forward graph has no custom op); only the
+            // inputs (token ids, positions, mask) start on the CPU and are copied over.
+            assert_eq!(placement.backends.len(), 2, "{placement}");
+            assert!(placement.backends[0].backend.starts_with("RPC"), "{placement}");
+            assert!(placement.backends[0].nodes > 0, "{placement}");
+            assert_eq!(placement.backends[1].nodes, 0, "{what}: nothing on the CPU: {placement}");
+            assert_eq!(placement.splits, 1, "{placement}");
+            // The scheduler over the CPU alone and the mapped file: the same logits again.
+            let local = model.logits_on(&cpu, &tokens, lora, THREADS).unwrap();
+            assert_eq!(local.logits, on_cpu, "{what}: logits on the CPU through the scheduler");
+            assert_eq!(local.placement.backends.len(), 1);
+            assert_eq!(local.placement.total_nodes(), placement.total_nodes(), "the same graph");
+        }
+    }
+    // ggml asserts that a scheduler has backends and that its last one is a CPU's: errors here.
+    let remote_backend = Backend::from_device(rt, &remote, THREADS).unwrap();
+    let cpu_backend = Backend::cpu(rt, THREADS).unwrap();
+    for backends in [vec![], vec![&remote_backend], vec![&cpu_backend, &remote_backend]] {
+        let err = Scheduler::new(&backends, 64).unwrap_err();
+        assert!(matches!(err, gguftune::ggml::Error::BadScheduler { .. }), "{err}");
+    }
+    assert!(Scheduler::new(&[&remote_backend, &cpu_backend], 64).is_ok());
+    drop(remote_backend);
+    // Every buffer on the server is freed before it is killed (the guard drops last).
     drop(server);
 }
 

@@ -1,0 +1,215 @@
+//! ggml's backend scheduler (`ggml_backend_sched`): one graph placed over several backends, the
+//! device's first and the CPU's last. Each node runs where its weights are (a tensor in a buffer
+//! marked as weights pins the ops reading it to that buffer's backend), inputs start on the CPU
+//! and are copied to the backend that reads them, and [`Scheduled::placement`] says which
+//! backend ran how many nodes.
+
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::backend::{Allocated, Backend, Graph};
+use super::context::Tensor;
+use super::device::DeviceType;
+use super::Error;
+
+/// Most backends one scheduler takes (`GGML_SCHED_MAX_BACKENDS` in ggml-backend.cpp).
+const MAX_BACKENDS: usize = 16;
+
+/// Custom ops: a CPU function pointer, which no other backend can call (an RPC device says it
+/// supports them, but cannot send them over the wire).
+const CUSTOM_OPS: [u32; 4] =
+    [sys::GGML_OP_CUSTOM, sys::GGML_OP_MAP_CUSTOM1, sys::GGML_OP_MAP_CUSTOM2, sys::GGML_OP_MAP_CUSTOM3];
+
+/// A backend scheduler over borrowed backends, in priority order (the CPU's last).
+#[derive(Debug)]
+pub struct Scheduler<'b> {
+    ptr: NonNull<sys::ggml_backend_sched>,
+    backends: Vec<&'b Backend>,
+    /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
+    /// least this).
+    capacity: usize,
+}
+
+/// How a scheduled graph was placed: ggml's splits (runs of consecutive nodes on one backend)
+/// and how many nodes each backend ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// ggml's split count (`ggml_backend_sched_get_n_splits`): 1 when one backend ran everything.
+    pub splits: usize,
+    /// Each backend of the scheduler, in its order, with the nodes it ran.
+    pub backends: Vec<BackendNodes>,
+}
+
+/// One backend's share of a scheduled graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendNodes {
+    /// ggml's name of the backend ([`Backend::name`]).
+    pub backend: String,
+    /// Graph nodes the scheduler ran on it (`ggml_backend_sched_get_tensor_backend`).
+    pub nodes: usize,
+}
+
+impl Placement {
+    /// Nodes of the graph, all backends together.
+    pub fn total_nodes(&self) -> usize {
+        self.backends.iter().map(|b| b.nodes).sum()
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shares: Vec<String> = self.backends.iter().map(|b| format!("{} on {}", b.nodes, b.backend)).collect();
+        write!(f, "{} nodes in {} split(s): {}", self.total_nodes(), self.splits, shares.join(", "))
+    }
+}
+
+impl<'b> Scheduler<'b> {
+    /// A scheduler over `backends` (1 to 16, the last one a CPU backend, as ggml requires) for
+    /// graphs of up to `graph_size` nodes, each with their default buffer type, one copy of the
+    /// inputs (no pipelining) and no offload of CPU-weight ops.
+    pub fn new(backends: &[&'b Backend], graph_size: usize) -> Result<Scheduler<'b>, Error> {
+        let last_is_cpu = backends.last().and_then(|b| b.device()).is_some_and(|d| d.kind() == DeviceType::Cpu);
+        if backends.len() > MAX_BACKENDS || !last_is_cpu || graph_size == 0 {
+            return Err(Error::BadScheduler { backends: backends.iter().map(|b| b.name()).collect() });
+        }
+        // Graphs hold up to `graph_size` nodes and as many leafs.
+        let capacity = graph_size.checked_mul(2).ok_or(Error::GraphAlloc)?;
+        let mut raw: Vec<*mut sys::ggml_backend> = backends.iter().map(|b| b.raw()).collect();
+        // SAFETY: 1 to 16 live backends (checked), the last one on a CPU device (checked: ggml
+        // asserts it); null buffer types mean each backend's default one, which it supports
+        // (ggml asserts that too). The scheduler only borrows the backends, which outlive it
+        // ('b), and is freed in Drop.
+        let ptr = unsafe {
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                capacity,
+                false,
+                false,
+            )
+        };
+        let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
+        Ok(Scheduler { ptr, backends: backends.to_vec(), capacity })
+    }
+
+    /// Places `graph` on the backends and gives memory to every tensor that has none (each in a
+    /// buffer of the backend that computes or first reads it). Set the inputs afterwards, on the
+    /// returned graph, then [`Scheduled::compute`].
+    ///
+    /// Checked first, where ggml would abort: the graph fits the scheduler; some backend
+    /// supports each node; every tensor with memory already (weights, adapters) is in a buffer
+    /// some backend of the scheduler can use for its op; and no custom op is in the graph unless
+    /// the CPU is the only backend.
+    pub fn alloc_graph<'s, 'g, 'ctx>(
+        &'s mut self,
+        graph: &'g Graph<'ctx>,
+    ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
+        if graph.capacity().saturating_mul(2) > self.capacity {
+            return Err(Error::ContextFull { op: "scheduler: the graph is larger than the scheduler's" });
+        }
+        let nodes = graph.nodes();
+        for node in &nodes {
+            if self.backends.len() > 1 && CUSTOM_OPS.contains(&node.op().0) {
+                return Err(Error::CustomOpOffCpu { node: node.name() });
+            }
+            // SAFETY: live backends and node; each only answers.
+            if !self.backends.iter().any(|b| unsafe { sys::ggml_backend_supports_op(b.raw(), node.raw()) }) {
+                return Err(Error::NoBackendForOp { node: node.name() });
+            }
+            for t in std::iter::once(*node).chain((0..10).filter_map(|i| node.src(i))) {
+                if !self.can_run_in_place(t) {
+                    return Err(Error::NoBackendForBuffer { tensor: t.name() });
+                }
+            }
+        }
+        // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
+        // scheduler allocates one graph at a time).
+        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
+        // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
+        // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
+        // every node (checked above: ggml asserts each node gets one). False when out of memory.
+        if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
+            return Err(Error::GraphAlloc);
+        }
+        Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
+    }
+
+    /// Whether `t`'s memory, if it has any, is in a buffer of a type some backend of the
+    /// scheduler uses and that backend can compute `t` (ggml's test before it aborts with
+    /// "pre-allocated tensor in a buffer that cannot run the operation").
+    fn can_run_in_place(&self, t: Tensor<'_>) -> bool {
+        let buffer = t.buffer();
+        if buffer.is_null() {
+            return true;
+        }
+        // SAFETY: a live buffer (the tensor's, which outlives the graph); its type is static.
+        let buft = unsafe { sys::ggml_backend_buffer_get_type(buffer) };
+        self.backends.iter().any(|b| {
+            // SAFETY: a live backend, a buffer type and a live tensor; both only answer.
+            unsafe { sys::ggml_backend_supports_buft(b.raw(), buft) && sys::ggml_backend_supports_op(b.raw(), t.raw()) }
+        })
+    }
+}
+
+impl Drop for Scheduler<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_sched_new, freed once; frees the compute buffers it
+        // allocated (no Scheduled can outlive this: it borrows the scheduler).
+        unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A graph placed and allocated by a [`Scheduler`], which it borrows until dropped.
+#[derive(Debug)]
+pub struct Scheduled<'s, 'b, 'g, 'ctx> {
+    sched: &'s mut Scheduler<'b>,
+    allocated: Allocated<'g, 'ctx>,
+}
+
+impl<'g, 'ctx> Scheduled<'_, '_, 'g, 'ctx> {
+    /// The allocated graph: set its inputs and read its outputs through it.
+    pub fn tensors(&self) -> &Allocated<'g, 'ctx> {
+        &self.allocated
+    }
+
+    /// Runs the graph, split by split, copying each split's inputs to its backend first.
+    pub fn compute(&mut self) -> Result<(), Error> {
+        // SAFETY: a live scheduler that allocated this very graph (it is borrowed, so no other
+        // graph was allocated since); every tensor has memory; waits for the backends to finish.
+        let status =
+            unsafe { sys::ggml_backend_sched_graph_compute(self.sched.ptr.as_ptr(), self.allocated.graph().raw()) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(Error::Compute { status: status as i32 });
+        }
+        Ok(())
+    }
+
+    /// Where the graph's nodes were placed.
+    pub fn placement(&self) -> Placement {
+        let sched = self.sched.ptr.as_ptr();
+        let mut counts = vec![0usize; self.sched.backends.len()];
+        for node in self.allocated.graph().nodes() {
+            // SAFETY: a live scheduler and a node of the graph it placed (so in its hash set:
+            // the lookup inserts nothing); null for a node without a backend.
+            let backend = unsafe { sys::ggml_backend_sched_get_tensor_backend(sched, node.raw()) };
+            if let Some(i) = self.sched.backends.iter().position(|b| b.raw() == backend) {
+                counts[i] += 1;
+            }
+        }
+        // SAFETY: a live scheduler; reads its split count.
+        let splits = unsafe { sys::ggml_backend_sched_get_n_splits(sched) };
+        Placement {
+            splits: usize::try_from(splits).unwrap_or(0),
+            backends: self
+                .sched
+                .backends
+                .iter()
+                .zip(counts)
+                .map(|(b, nodes)| BackendNodes { backend: b.name(), nodes })
+                .collect(),
+        }
+    }
+}
