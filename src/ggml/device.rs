@@ -92,7 +92,7 @@ impl DeviceError {
 fn rebuild_hint(feature: Option<&str>) -> String {
     match feature {
         Some(feature) => format!("rebuild with --features {feature}"),
-        None => "gguftune has no build feature for it yet".to_owned(),
+        None => "it is always compiled in".to_owned(),
     }
 }
 
@@ -221,12 +221,13 @@ pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Devic
 }
 
 /// The name of ggml's registry entry for a kind of local device, and the cargo feature of this
-/// crate that compiles that backend in (none for Vulkan yet).
+/// crate that compiles that backend in (none for the CPU, always compiled in, and RPC, always
+/// built by build.rs).
 fn backend_of(spec: &DeviceSpec) -> (&'static str, Option<&'static str>) {
     match spec {
         DeviceSpec::Cuda(_) => ("CUDA", Some("cuda")),
         DeviceSpec::Metal => ("MTL", Some("metal")),
-        DeviceSpec::Vulkan(_) => ("Vulkan", None),
+        DeviceSpec::Vulkan(_) => ("Vulkan", Some("vulkan")),
         DeviceSpec::Cpu | DeviceSpec::Rpc(_) => ("CPU", None),
     }
 }
