@@ -10,6 +10,7 @@
 
 mod backend;
 mod context;
+mod custom_ops;
 mod device;
 mod device_spec;
 mod log;
@@ -30,7 +31,8 @@ use crate::gguf::GgmlType;
 pub use backend::{
     Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, WeightBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS,
 };
-pub use context::{gelu_derivative, Context, RopeMode, RopeParams, Tensor};
+pub use context::{Context, RopeMode, RopeParams, Tensor};
+pub use custom_ops::gelu_derivative;
 pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
 pub use device_spec::{DeviceList, DeviceSpec, DeviceSpecError, DeviceSpecErrorKind, RpcEndpoint, ACCEPTED_DEVICES};
 pub use oracle::{chat_apply_template, GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
