@@ -1,10 +1,12 @@
-//! Gemma 2 and Gemma 3 (text): the Llama layout's projections with RMS norms stored as `1 + w`
+//! Gemma 2 and Gemma 3 (the language model; of the multimodal checkpoints too, their vision tower
+//! left out): the Llama layout's projections with RMS norms stored as `1 + w`
 //! (the converter adds the 1), token embeddings scaled by `sqrt(n_embd)`, a norm after attention
 //! and after the MLP (before each residual sum), a gated MLP with GELU's tanh form, the
 //! NEOX-style rope, sliding-window attention in most layers (Gemma 2: every other one; Gemma 3:
 //! five of six, with their own rope base and no rope scaling), soft-capped attention scores and
 //! logits (Gemma 2; Gemma 3 may cap its logits), Gemma 3's q/k norms; llama.cpp's
-//! `llama_model_gemma2::graph` and `llama_model_gemma3::graph`.
+//! `llama_model_gemma2::graph` and `llama_model_gemma3::graph`. One type, [`Gemma`], whose two
+//! values [`GEMMA2`] and [`GEMMA3`] are registered.
 //!
 //! llama.cpp scales the attention scores by `1 / sqrt(head_dim)`, or `1 / sqrt(n_embd / n_head)`
 //! for the 27B models (known by their layer count), not by config.json's `query_pre_attn_scalar`:
