@@ -21,6 +21,10 @@ const MAX_BACKENDS: usize = 16;
 const CUSTOM_OPS: [u32; 4] =
     [sys::GGML_OP_CUSTOM, sys::GGML_OP_MAP_CUSTOM1, sys::GGML_OP_MAP_CUSTOM2, sys::GGML_OP_MAP_CUSTOM3];
 
+/// Ops that compute nothing (ggml's `ggml_op_is_empty`): their result is memory of their source.
+const EMPTY_OPS: [u32; 5] =
+    [sys::GGML_OP_NONE, sys::GGML_OP_VIEW, sys::GGML_OP_RESHAPE, sys::GGML_OP_PERMUTE, sys::GGML_OP_TRANSPOSE];
+
 /// A backend scheduler over borrowed backends, in priority order (the CPU's last).
 #[derive(Debug)]
 pub struct Scheduler<'b> {
@@ -48,6 +52,9 @@ pub struct BackendNodes {
     pub backend: String,
     /// Graph nodes the scheduler ran on it (`ggml_backend_sched_get_tensor_backend`).
     pub nodes: usize,
+    /// Those of them that compute nothing (views, reshapes, permutations, transpositions: ggml's
+    /// `ggml_op_is_empty`), such as a view of an input that lives on the CPU.
+    pub views: usize,
 }
 
 impl Placement {
@@ -59,7 +66,14 @@ impl Placement {
 
 impl std::fmt::Display for Placement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shares: Vec<String> = self.backends.iter().map(|b| format!("{} on {}", b.nodes, b.backend)).collect();
+        let shares: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| match b.views {
+                0 => format!("{} on {}", b.nodes, b.backend),
+                views => format!("{} on {} ({views} of them views)", b.nodes, b.backend),
+            })
+            .collect();
         write!(f, "{} nodes in {} split(s): {}", self.total_nodes(), self.splits, shares.join(", "))
     }
 }
@@ -191,12 +205,16 @@ impl<'g, 'ctx> Scheduled<'_, '_, 'g, 'ctx> {
     pub fn placement(&self) -> Placement {
         let sched = self.sched.ptr.as_ptr();
         let mut counts = vec![0usize; self.sched.backends.len()];
+        let mut views = vec![0usize; self.sched.backends.len()];
         for node in self.allocated.graph().nodes() {
             // SAFETY: a live scheduler and a node of the graph it placed (so in its hash set:
             // the lookup inserts nothing); null for a node without a backend.
             let backend = unsafe { sys::ggml_backend_sched_get_tensor_backend(sched, node.raw()) };
             if let Some(i) = self.sched.backends.iter().position(|b| b.raw() == backend) {
                 counts[i] += 1;
+                if EMPTY_OPS.contains(&node.op().0) {
+                    views[i] += 1;
+                }
             }
         }
         // SAFETY: a live scheduler; reads its split count.
@@ -207,8 +225,8 @@ impl<'g, 'ctx> Scheduled<'_, '_, 'g, 'ctx> {
                 .sched
                 .backends
                 .iter()
-                .zip(counts)
-                .map(|(b, nodes)| BackendNodes { backend: b.name(), nodes })
+                .zip(counts.into_iter().zip(views))
+                .map(|(b, (nodes, views))| BackendNodes { backend: b.name(), nodes, views })
                 .collect(),
         }
     }

@@ -9,6 +9,7 @@
 
 mod batches;
 pub mod checkpoint;
+mod device;
 mod examples;
 mod schedule;
 mod session;
@@ -18,6 +19,7 @@ use std::ops::ControlFlow;
 use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
 
 pub use batches::{pack_examples, split_validation, Sequence};
+pub use device::{loss_and_grads_on, DeviceGrads};
 pub use examples::{build_example, build_examples, BuiltExample, ExampleError, ExampleStats};
 pub use schedule::Schedule;
 pub use session::{measure_session, with_session, Activations, BatchShape, OptimizerState, Session, SessionMemory};
@@ -52,6 +54,8 @@ pub enum TrainError {
     Diverged { step: u64, what: &'static str, value: f32 },
     #[error("no training data: {what}")]
     NoData { what: String },
+    #[error("{what} does not run on device '{device}' yet, only on the CPU")]
+    NotOnDevice { what: String, device: String },
     #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -16,9 +16,11 @@ use gguftune::ggml::{
 use gguftune::gguf::GgmlType;
 use gguftune::model::{LoraConfig, Model};
 use gguftune::quant::FileType;
+use gguftune::train::{loss_and_grads, loss_and_grads_on, Activations, TrainError};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
 use crate::common::training::random_lora_pairs;
+use crate::common::transformers_fixtures::converted;
 use crate::common::{convert_to, gguftune, temp_dir};
 
 /// CPU threads of both the server's and the local CPU backend: the same row split on both.
@@ -248,6 +250,98 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
     assert!(Scheduler::new(&[&remote_backend, &cpu_backend], 64).is_ok());
     drop(remote_backend);
     // Every buffer on the server is freed before it is killed (the guard drops last).
+    drop(server);
+}
+
+#[test]
+fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
+    let root = temp_dir();
+    let dir = root.path().join("llama");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 3).unwrap();
+    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+    // Loss on the last eight positions: the prompt's positions add neither loss nor gradient.
+    let targets: Vec<Option<i32>> =
+        (0..tokens.len()).map(|i| (i >= 3 && i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
+    let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let rt = Runtime::get();
+    let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
+    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    for ft in [FileType::F32, FileType::Q8_0] {
+        let path = root.path().join(format!("llama-{}.gguf", ft.name()));
+        convert_to(&dir, ft, &path).unwrap();
+        let model = Model::open(&path).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
+        // B nonzero, so that every A has a gradient too.
+        let values: Vec<Vec<f32>> =
+            random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+        let what = ft.name();
+        // The same graph (ggml's own backward pass, no CPU rewrites) on the CPU alone.
+        let local =
+            loss_and_grads_on(&cpu, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        assert!(local.loss.is_finite() && local.loss > 0.0, "{what}: loss {}", local.loss);
+        assert_eq!(local.grads.len(), values.len());
+        for (g, v) in local.grads.iter().zip(&values) {
+            assert_eq!(g.len(), v.len());
+            assert!(g.iter().all(|x| x.is_finite()) && g.iter().any(|&x| x != 0.0), "{what}: a gradient");
+        }
+        // The same kernels on the same bytes with the same thread count: equality.
+        let on_remote =
+            loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        assert_eq!(on_remote.loss.to_bits(), local.loss.to_bits(), "{what}: loss on {}", remote.name());
+        assert_eq!(on_remote.grads, local.grads, "{what}: gradients on {}", remote.name());
+        let placement = &on_remote.placement;
+        eprintln!("{what}: forward and backward: {placement}");
+        assert_eq!(placement.backends.len(), 2, "{placement}");
+        assert!(placement.backends[0].backend.starts_with("RPC"), "{placement}");
+        // On the CPU only the views of the loss's inputs (target_index, loss_weights), which live
+        // there: they compute nothing, and their readers on the device get copies.
+        assert_eq!(placement.backends[1].nodes, 2, "{what}: {placement}");
+        assert_eq!(placement.backends[1].views, 2, "{what}: nothing computed on the CPU: {placement}");
+        assert_eq!(placement.splits, 1, "{placement}");
+        assert_eq!(placement.total_nodes(), local.placement.total_nodes(), "the same graph");
+        // The CPU's training path, whose rewrites (the outer products as blocked matrix products)
+        // sum in another order: the same numbers to within f32 rounding over sums of at most a
+        // few hundred terms.
+        let (loss, grads) =
+            loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        assert!((loss - local.loss).abs() <= 1e-5 * local.loss.abs(), "{what}: loss {loss} vs {}", local.loss);
+        for (i, (fast, plain)) in grads.iter().zip(&local.grads).enumerate() {
+            let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let worst = fast.iter().zip(plain).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= 1e-4 * scale, "{what}: gradient {i} differs by {worst} (largest {scale})");
+        }
+        // Recomputing activations is not placed on a device yet: a typed error naming it.
+        let err = loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Recompute, THREADS)
+            .unwrap_err();
+        assert!(matches!(err, TrainError::NotOnDevice { .. }), "{err}");
+        assert!(err.to_string().contains(&remote.name()), "{err}");
+    }
+    // Every buffer on the server is freed before it is killed (the guard drops last).
+    drop(server);
+}
+
+/// GELU's backward pass is a CPU custom op (ggml has none): a Falcon model's gradients are
+/// refused on an RPC device with an error naming the family, and computed on the CPU.
+#[test]
+fn a_gelu_model_s_gradients_are_refused_on_an_rpc_device() {
+    let root = temp_dir();
+    let (path, _) = converted(root.path(), ("falcon", "mqa"), FileType::F32);
+    let model = Model::open(&path).unwrap();
+    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: model.hparams().arch.projections().to_vec() };
+    let values: Vec<Vec<f32>> = random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+    let tokens: Vec<i32> = (0..6).collect();
+    let targets: Vec<Option<i32>> = (0..6).map(|i| (i < 5).then_some(i + 1)).collect();
+    let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let rt = Runtime::get();
+    let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
+    let err =
+        loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap_err();
+    assert!(matches!(err, TrainError::NotOnDevice { .. }), "{err}");
+    assert!(err.to_string().contains("falcon") && err.to_string().contains(&remote.name()), "{err}");
+    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    let local = loss_and_grads_on(&cpu, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+    assert!(local.loss.is_finite(), "{}", local.loss);
     drop(server);
 }
 
