@@ -198,25 +198,40 @@ fn a_training_step_on_an_rpc_device_equals_the_local_cpu_s_bit_for_bit() {
     drop(server);
 }
 
+/// A model of the device tests: its type, the model, an adapter's config and its tensors' values.
+type TestModel = (FileType, Model, LoraConfig, Vec<Vec<f32>>);
+
+/// A tiny Llama converted to f32 and to q8_0 in `root`, each with a rank-4 adapter on every
+/// projection whose `A` and `B` are random (seed 5), and the tokens the device tests run.
+fn tiny_llama_models(root: &std::path::Path) -> (Vec<TestModel>, Vec<i32>) {
+    let dir = root.join("llama");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 3).unwrap();
+    let models = [FileType::F32, FileType::Q8_0]
+        .into_iter()
+        .map(|ft| {
+            let path = root.join(format!("llama-{}.gguf", ft.name()));
+            convert_to(&dir, ft, &path).unwrap();
+            let model = Model::open(&path).unwrap();
+            let cfg =
+                LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
+            let values = random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+            (ft, model, cfg, values)
+        })
+        .collect();
+    (models, (0..12).map(|i| (i * 37 + 11) % 512).collect())
+}
+
 #[test]
 fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
     let root = temp_dir();
-    let dir = root.path().join("llama");
-    std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 3).unwrap();
-    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+    let (models, tokens) = tiny_llama_models(root.path());
     let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
     let rt = Runtime::get();
     let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
     let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
-    for ft in [FileType::F32, FileType::Q8_0] {
-        let path = root.path().join(format!("llama-{}.gguf", ft.name()));
-        convert_to(&dir, ft, &path).unwrap();
-        let model = Model::open(&path).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
-        let values: Vec<Vec<f32>> =
-            random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
-        for lora in [None, Some((&cfg, values.as_slice()))] {
+    for (ft, model, cfg, values) in &models {
+        for lora in [None, Some((cfg, values.as_slice()))] {
             let what = format!("{} {}", ft.name(), if lora.is_some() { "with an adapter" } else { "without" });
             let on_cpu = model.logits_with_lora(&tokens, lora, THREADS).unwrap();
             assert!(on_cpu.iter().flatten().all(|v| v.is_finite()), "{what}: finite logits");
@@ -256,10 +271,7 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
 #[test]
 fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
     let root = temp_dir();
-    let dir = root.path().join("llama");
-    std::fs::create_dir(&dir).unwrap();
-    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 3).unwrap();
-    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+    let (models, tokens) = tiny_llama_models(root.path());
     // Loss on the last eight positions: the prompt's positions add neither loss nor gradient.
     let targets: Vec<Option<i32>> =
         (0..tokens.len()).map(|i| (i >= 3 && i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
@@ -267,27 +279,20 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
     let rt = Runtime::get();
     let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
     let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
-    for ft in [FileType::F32, FileType::Q8_0] {
-        let path = root.path().join(format!("llama-{}.gguf", ft.name()));
-        convert_to(&dir, ft, &path).unwrap();
-        let model = Model::open(&path).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
-        // B nonzero, so that every A has a gradient too.
-        let values: Vec<Vec<f32>> =
-            random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+    // B nonzero (random), so that every A has a gradient too.
+    for (ft, model, cfg, values) in &models {
         let what = ft.name();
         // The same graph (ggml's own backward pass, no CPU rewrites) on the CPU alone.
-        let local =
-            loss_and_grads_on(&cpu, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        let local = loss_and_grads_on(&cpu, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
         assert!(local.loss.is_finite() && local.loss > 0.0, "{what}: loss {}", local.loss);
         assert_eq!(local.grads.len(), values.len());
-        for (g, v) in local.grads.iter().zip(&values) {
+        for (g, v) in local.grads.iter().zip(values) {
             assert_eq!(g.len(), v.len());
             assert!(g.iter().all(|x| x.is_finite()) && g.iter().any(|&x| x != 0.0), "{what}: a gradient");
         }
         // The same kernels on the same bytes with the same thread count: equality.
         let on_remote =
-            loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+            loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
         assert_eq!(on_remote.loss.to_bits(), local.loss.to_bits(), "{what}: loss on {}", remote.name());
         assert_eq!(on_remote.grads, local.grads, "{what}: gradients on {}", remote.name());
         let placement = &on_remote.placement;
@@ -303,8 +308,7 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
         // The CPU's training path, whose rewrites (the outer products as blocked matrix products)
         // sum in another order: the same numbers to within f32 rounding over sums of at most a
         // few hundred terms.
-        let (loss, grads) =
-            loss_and_grads(&model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        let (loss, grads) = loss_and_grads(model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
         assert!((loss - local.loss).abs() <= 1e-5 * local.loss.abs(), "{what}: loss {loss} vs {}", local.loss);
         for (i, (fast, plain)) in grads.iter().zip(&local.grads).enumerate() {
             let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -312,7 +316,7 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
             assert!(worst <= 1e-4 * scale, "{what}: gradient {i} differs by {worst} (largest {scale})");
         }
         // Recomputing activations is not placed on a device yet: a typed error naming it.
-        let err = loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Recompute, THREADS)
+        let err = loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Recompute, THREADS)
             .unwrap_err();
         assert!(matches!(err, TrainError::NotOnDevice { .. }), "{err}");
         assert!(err.to_string().contains(&remote.name()), "{err}");
