@@ -12,9 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use gguftune::adapter::{pairs_from_values, sibling_path, write_lora_gguf};
 use gguftune::data::{read_jsonl, RenderOptions};
-use gguftune::ggml::{LlamaModel, Runtime};
+use gguftune::ggml::{LlamaModel, Placement, Runtime};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model};
+use gguftune::model::{lora_layout, Devices, LoraConfig, LoraSlot, Model};
 use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
@@ -154,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A read-only or missing output folder fails now, not after the training.
     gguftune::io::probe_writable(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
     let threads = args.run.threads();
+    let devices = args.run.devices()?;
     let source = ModelArg::resolve(&args.model)?;
     let model = Model::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len } = prepare_data(
@@ -191,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eval_every: args.eval_every,
         checkpoint_every: args.checkpoint_every,
         threads,
+        devices,
     };
     let total_steps = cfg.total_steps(train_seqs.len());
     cfg.warmup_steps = (args.warmup.clamp(0.0, 1.0) * total_steps as f32).round() as u64;
@@ -306,6 +308,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "planned_peak_bytes": planned.peak_bytes(),
                 "compute_buffer_bytes": outcome.memory.compute_bytes, "planned_compute_buffer_bytes": planned.session.compute_bytes,
                 "trainable_state_bytes": outcome.memory.param_bytes,
+                "devices": device_names(&cfg.devices), "placement": outcome.placement.as_ref().map(placement_json),
             })
         );
     } else {
@@ -314,7 +317,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         eprintln!(
-            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s, peak memory {} (planned {})",
+            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s on {}{}, peak memory {} (planned {})",
             args.output.display(),
             stats.used,
             train_idx.len(),
@@ -325,6 +328,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stats.target_tokens,
             state.steps,
             start.elapsed().as_secs_f64(),
+            device_names(&cfg.devices).join(", "),
+            outcome.placement.as_ref().map_or_else(String::new, |p| format!(" ({p})")),
             peak.map_or_else(|| "unknown".into(), human_bytes),
             human_bytes(planned.peak_bytes()),
         );
@@ -405,6 +410,22 @@ impl TrainObserver for Observer<'_> {
 
 /// The settings a resumed run must share with the run that wrote the checkpoint: everything
 /// that changes which data goes into which step or what a step computes.
+/// The devices' names for the summary (`CPU` for this machine's CPU alone).
+fn device_names(devices: &Devices) -> Vec<String> {
+    match devices.list.is_empty() {
+        true => vec!["CPU".into()],
+        false => devices.list.iter().map(|d| d.name()).collect(),
+    }
+}
+
+/// Where the training graph's nodes ran, for `--json`.
+fn placement_json(p: &Placement) -> serde_json::Value {
+    serde_json::json!({
+        "splits": p.splits,
+        "backends": p.backends.iter().map(|b| serde_json::json!({"backend": b.backend, "nodes": b.nodes, "views": b.views})).collect::<Vec<_>>(),
+    })
+}
+
 fn settings_fingerprint(
     args: &Args,
     model: &Path,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gguftune::model::{LoraConfig, Model};
+use gguftune::model::{Devices, LoraConfig, Model};
 use gguftune::plan::{open_source, training_memory, MemoryPlan, ModelSource, PlannedModel, RunShape, SourceKind};
 use gguftune::quant::FileType;
 use gguftune::train::{
@@ -167,6 +167,9 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--val-split must be in [0, 1) and --epochs at least 1");
     }
     let threads = args.run.threads();
+    if !args.run.devices()?.is_cpu_only() {
+        bail!("plan --device: planning for devices other than the CPU is not implemented yet (finetune --device trains on them)");
+    }
     let model_arg = ModelArg::resolve(&args.model)?;
     let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
@@ -398,6 +401,7 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         eval_every: None,
         checkpoint_every: None,
         threads: run.threads,
+        devices: Devices::cpu(),
     };
     // Enough epochs over a small dataset for the warm-up and the timed steps.
     let per_epoch = cfg.steps_per_epoch(data.train_seqs.len()).max(1);

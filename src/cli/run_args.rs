@@ -4,7 +4,8 @@
 use anyhow::{bail, Context};
 
 use gguftune::arch::Arch;
-use gguftune::model::{LoraConfig, TARGETS};
+use gguftune::ggml::{resolve_devices, Device, DeviceList, DeviceType, Runtime};
+use gguftune::model::{Devices, LoraConfig, TARGETS};
 use gguftune::names::TensorKind;
 use gguftune::train::{Activations, BatchShape};
 
@@ -36,27 +37,59 @@ pub struct RunArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where to train: cpu (CUDA and Metal builds are not wired to training yet).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Where to train: cpu, cuda[:N], metal, vulkan[:N], rpc:HOST:PORT (a `gguftune rpc-server`),
+    /// or a comma-separated list, which shares the layers among the devices (default: the first
+    /// GPU, else the CPU).
+    #[arg(long, value_name = "LIST")]
+    pub device: Option<DeviceList>,
+    /// With several devices, each one's share of the layers, as llama.cpp's --tensor-split
+    /// (`3,1`: three quarters of the layers on the first device); default: by free memory.
+    #[arg(long, value_name = "SHARES", value_delimiter = ',')]
+    pub split: Option<Vec<f32>>,
 }
 
 impl RunArgs {
-    /// Refuses settings no run can have: empty batches, rank 0, a context under two tokens, a
-    /// device training does not run on.
+    /// Refuses settings no run can have: empty batches, rank 0, a context under two tokens.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.batch == 0 || self.grad_accum == 0 || self.rank == 0 || self.ctx < 2 {
             bail!("--batch, --grad-accum and --rank must be at least 1 and --ctx at least 2");
         }
-        if self.device != "cpu" {
-            bail!(
-                "--device {}: training runs on the CPU in this version (CUDA and Metal builds are not wired to training yet)",
-                self.device
-            );
-        }
         Ok(())
     }
 
+    /// The devices of `--device` and `--split`: each device of the list (an RPC server is
+    /// greeted first: an unreachable one is an error, not ggml's abort), else the first GPU,
+    /// else the CPU.
+    pub fn devices(&self) -> anyhow::Result<Devices> {
+        devices_of(self.device.as_ref(), self.split.clone())
+    }
+}
+
+/// The devices of a `--device` list and `--split` shares (see [`RunArgs::devices`]).
+pub fn devices_of(list: Option<&DeviceList>, split: Option<Vec<f32>>) -> anyhow::Result<Devices> {
+    let rt = Runtime::get();
+    let list = match list {
+        Some(list) => resolve_devices(rt, list)?,
+        None => Device::all(rt)
+            .into_iter()
+            .filter(|d| matches!(d.kind(), DeviceType::Gpu | DeviceType::Igpu))
+            .take(1)
+            .collect(),
+    };
+    if split.as_ref().is_some_and(|s| s.len() != list.len().max(1)) {
+        bail!(
+            "--split has {} share(s) for {} device(s) ({}): give one per device",
+            split.as_ref().map_or(0, Vec::len),
+            list.len().max(1),
+            if list.is_empty() { "cpu".into() } else { list.iter().map(Device::name).collect::<Vec<_>>().join(", ") }
+        );
+    }
+    let devices = Devices { list, split };
+    devices.shares()?;
+    Ok(devices)
+}
+
+impl RunArgs {
     /// `--threads`, or every core.
     pub fn threads(&self) -> usize {
         self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

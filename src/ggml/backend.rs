@@ -7,6 +7,7 @@ use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
+use super::buffer::{get_f32, set_bytes};
 use super::context::{Context, Tensor};
 use super::device::{Device, DeviceError};
 use super::{Error, Runtime};
@@ -320,6 +321,37 @@ impl<'ctx> Graph<'ctx> {
     /// op computing the same product as a blocked matrix multiplication over the operands'
     /// strides, without copies (`Tensor::make_out_prod_gemm`, with matrixmultiply's `sgemm`).
     pub fn with_fast_backward(&self, ctx: &'ctx Context, size: usize) -> Result<Graph<'ctx>, Error> {
+        self.with_frozen_backward(ctx, size, None)
+    }
+
+    /// The graph with the backward pass through frozen quantized weights rewritten with ops every
+    /// ggml backend has, as a new graph of up to `size` nodes (without gradient bookkeeping):
+    /// [`Graph::with_fast_backward`]'s `mul_mat(Wᵀ, dy)`, with the weight dequantized by
+    /// `get_rows` of all its rows (`row_ids`: an I32 tensor holding `0, 1, 2, ...`, at least as
+    /// long as any weight's row count) where the CPU casts it. CUDA's `out_prod` takes f32
+    /// operands only and its copies do not dequantize k-quants, while `get_rows`, the transposed
+    /// copy and `mul_mat` run on the device: the quantized weight never leaves it, and its f32
+    /// copy is freed after use. Other `out_prod`s (attention's, LoRA's) stay ggml's op.
+    pub fn with_portable_backward(
+        &self,
+        ctx: &'ctx Context,
+        size: usize,
+        row_ids: Tensor<'ctx>,
+    ) -> Result<Graph<'ctx>, Error> {
+        if row_ids.ty() != Some(crate::gguf::GgmlType::I32) {
+            return Err(Error::TensorData { what: "row ids for dequantizing weights must be I32" });
+        }
+        self.with_frozen_backward(ctx, size, Some(row_ids))
+    }
+
+    /// The rewrite of [`Graph::with_fast_backward`] (`row_ids` `None`: the CPU's, with custom
+    /// ops) or [`Graph::with_portable_backward`].
+    fn with_frozen_backward(
+        &self,
+        ctx: &'ctx Context,
+        size: usize,
+        row_ids: Option<Tensor<'ctx>>,
+    ) -> Result<Graph<'ctx>, Error> {
         let nodes = self.nodes();
         let mut copies: HashMap<*mut sys::ggml_tensor, Tensor<'ctx>> = HashMap::new();
         for node in &nodes {
@@ -332,7 +364,9 @@ impl<'ctx> Graph<'ctx> {
                 && w.src(0).is_none();
             let f32 = Some(crate::gguf::GgmlType::F32);
             if !frozen && w.ty() == f32 && dy_t.ty() == f32 && node.ty() == f32 {
-                node.make_out_prod_gemm(ctx)?;
+                if row_ids.is_none() {
+                    node.make_out_prod_gemm(ctx)?;
+                }
                 continue;
             }
             if !frozen || dy_t.op().0 != sys::GGML_OP_TRANSPOSE {
@@ -349,7 +383,11 @@ impl<'ctx> Graph<'ctx> {
             let transposed = match copies.get(&w.raw()) {
                 Some(&copy) => copy,
                 None => {
-                    let copy = ctx.cont(ctx.transpose(ctx.cast_f32(w)?)?)?;
+                    let dequantized = match row_ids {
+                        Some(ids) => ctx.get_rows(w, ctx.elements(ids, 0, wn[1])?)?,
+                        None => ctx.cast_f32(w)?,
+                    };
+                    let copy = ctx.cont(ctx.transpose(dequantized)?)?;
                     copies.insert(w.raw(), copy);
                     copy
                 }
@@ -572,198 +610,5 @@ impl<'g, 'ctx> Allocated<'g, 'ctx> {
     /// The data of the F32 tensor `t`.
     pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>, Error> {
         get_f32(t)
-    }
-}
-
-fn get_f32(t: Tensor<'_>) -> Result<Vec<f32>, Error> {
-    {
-        if !t.has_data() || t.ty() != Some(crate::gguf::GgmlType::F32) {
-            return Err(Error::TensorData { what: "reading a tensor that is not f32 or has no memory" });
-        }
-        let mut out = vec![0f32; t.nbytes() / 4];
-        // SAFETY: the tensor has memory of nbytes bytes (checked), and `out` holds exactly that.
-        unsafe { sys::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
-        Ok(out)
-    }
-}
-
-fn fill_zero(t: Tensor<'_>) -> Result<(), Error> {
-    if !t.has_data() {
-        return Err(Error::TensorData { what: "clearing a tensor without memory" });
-    }
-    // SAFETY: the tensor has memory of nbytes bytes (checked), and the range is exactly that.
-    unsafe { sys::ggml_backend_tensor_memset(t.raw(), 0, 0, t.nbytes()) };
-    Ok(())
-}
-
-fn set_bytes(t: Tensor<'_>, src: *const u8, len: usize) -> Result<(), Error> {
-    if !t.has_data() || t.nbytes() != len {
-        return Err(Error::TensorData { what: "writing a tensor without memory, or with a different size" });
-    }
-    // SAFETY: the tensor has memory of exactly `len` bytes (checked: ggml asserts
-    // offset + size <= nbytes), and `src` points to `len` readable bytes.
-    unsafe { sys::ggml_backend_tensor_set(t.raw(), src.cast(), 0, len) };
-    Ok(())
-}
-
-/// Memory for every tensor of a context (trainable parameters, their gradient accumulators),
-/// in one backend buffer that lives as long as this value.
-#[derive(Debug)]
-pub struct ParamBuffer<'ctx> {
-    ptr: NonNull<sys::ggml_backend_buffer>,
-    _ctx: PhantomData<&'ctx Context>,
-}
-
-impl<'ctx> ParamBuffer<'ctx> {
-    /// Allocates all tensors of `ctx` (none may have memory yet) on `backend`.
-    pub fn alloc(ctx: &'ctx Context, backend: &Backend) -> Result<ParamBuffer<'ctx>, Error> {
-        // SAFETY: live context and backend; returns null when out of memory.
-        let ptr = unsafe { sys::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.ptr.as_ptr()) };
-        NonNull::new(ptr).map(|ptr| ParamBuffer { ptr, _ctx: PhantomData }).ok_or(Error::GraphAlloc)
-    }
-
-    /// Copies `data` into the f32 tensor `t` of this buffer's context.
-    pub fn set_f32(&self, t: Tensor<'ctx>, data: &[f32]) -> Result<(), Error> {
-        set_bytes(t, data.as_ptr().cast(), std::mem::size_of_val(data))
-    }
-
-    /// The data of the f32 tensor `t` of this buffer's context.
-    pub fn get_f32(&self, t: Tensor<'ctx>) -> Result<Vec<f32>, Error> {
-        get_f32(t)
-    }
-
-    /// Copies `bytes` into the tensor `t` of this buffer's context, of any type (quantized weights
-    /// as ggml stores them); `bytes` must be exactly the tensor's size.
-    pub fn set_bytes(&self, t: Tensor<'ctx>, bytes: &[u8]) -> Result<(), Error> {
-        set_bytes(t, bytes.as_ptr(), bytes.len())
-    }
-
-    /// Sets every byte of the tensor `t` of this buffer's context to zero.
-    pub fn fill_zero(&self, t: Tensor<'ctx>) -> Result<(), Error> {
-        fill_zero(t)
-    }
-
-    /// Bytes of the buffer.
-    pub fn size(&self) -> usize {
-        // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
-    }
-}
-
-impl Drop for ParamBuffer<'_> {
-    fn drop(&mut self) {
-        // SAFETY: created by ggml_backend_alloc_ctx_tensors, freed once.
-        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
-    }
-}
-
-/// A model's weights on a device: one backend buffer (or several, where the device caps a
-/// buffer's size) holding every tensor of a context, marked as weights
-/// (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's scheduler runs the ops reading them on this
-/// buffer's backend, and an RPC server started with `--cache` keeps the large ones on its disk.
-/// The bytes are copied in tensor by tensor ([`WeightBuffer::set_bytes`]).
-#[derive(Debug)]
-pub struct WeightBuffer<'ctx> {
-    ptr: NonNull<sys::ggml_backend_buffer>,
-    _ctx: PhantomData<&'ctx Context>,
-}
-
-impl<'ctx> WeightBuffer<'ctx> {
-    /// Gives every tensor of `ctx` memory on `backend`'s device (its default buffer type), views
-    /// included (pointing into their source's memory). No tensor of `ctx` may have memory yet.
-    pub fn alloc(ctx: &'ctx Context, backend: &Backend) -> Result<WeightBuffer<'ctx>, Error> {
-        if context_tensors(ctx).iter().any(|t| t.has_data()) {
-            return Err(Error::TensorData { what: "a weight buffer for a context whose tensors already have memory" });
-        }
-        // SAFETY: live context (no_alloc, as every Context: ggml asserts it) and backend; every
-        // tensor is without memory (checked), so all of them land in the new buffer; null when
-        // out of memory or when the context holds no tensor.
-        let ptr = unsafe { sys::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.ptr.as_ptr()) };
-        let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        // SAFETY: a live buffer just made; a multi-buffer passes the usage on to its parts.
-        unsafe { sys::ggml_backend_buffer_set_usage(ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
-        Ok(WeightBuffer { ptr, _ctx: PhantomData })
-    }
-
-    /// Copies `bytes` (exactly the tensor's size, in its stored type) into the tensor `t` of
-    /// this buffer's context.
-    pub fn set_bytes(&self, t: Tensor<'ctx>, bytes: &[u8]) -> Result<(), Error> {
-        set_bytes(t, bytes.as_ptr(), bytes.len())
-    }
-
-    /// Bytes of the buffer.
-    pub fn size(&self) -> usize {
-        // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
-    }
-}
-
-/// Every tensor of `ctx`, in creation order.
-fn context_tensors(ctx: &Context) -> Vec<Tensor<'_>> {
-    let mut out = Vec::new();
-    // SAFETY: live context; returns its first tensor, or null when it has none.
-    let mut t = unsafe { sys::ggml_get_first_tensor(ctx.raw()) };
-    while let Some(tensor) = Tensor::from_raw(t) {
-        out.push(tensor);
-        // SAFETY: a live tensor of this context; returns the next one, or null after the last.
-        t = unsafe { sys::ggml_get_next_tensor(ctx.raw(), t) };
-    }
-    out
-}
-
-impl Drop for WeightBuffer<'_> {
-    fn drop(&mut self) {
-        // SAFETY: created by ggml_backend_alloc_ctx_tensors, freed once.
-        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
-    }
-}
-
-/// Read-only bytes (a memory-mapped model file) used as a CPU buffer, so weight tensors point
-/// straight into the mapping: no copy, and the pages load on first use.
-#[derive(Debug)]
-pub struct MappedBuffer<'data> {
-    ptr: NonNull<sys::ggml_backend_buffer>,
-    base: *const u8,
-    len: usize,
-    _data: PhantomData<&'data [u8]>,
-}
-
-impl<'data> MappedBuffer<'data> {
-    /// Wraps `data`, which must start at a 32-byte boundary (a memory map does).
-    pub fn new(_rt: &Runtime, data: &'data [u8]) -> Result<MappedBuffer<'data>, Error> {
-        if data.as_ptr() as usize % 32 != 0 || data.is_empty() {
-            return Err(Error::TensorData { what: "a mapped buffer must be non-empty and 32-byte aligned" });
-        }
-        // SAFETY: ggml only reads weight tensors (no op writes into a source), so the read-only
-        // bytes are never written despite the *mut; the buffer does not own or free the memory,
-        // and PhantomData ties it to the bytes' lifetime. Alignment checked (ggml asserts it).
-        let ptr = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(data.as_ptr() as *mut _, data.len()) };
-        let ptr = NonNull::new(ptr).ok_or(Error::TensorData { what: "ggml refused the mapped buffer" })?;
-        Ok(MappedBuffer { ptr, base: data.as_ptr(), len: data.len(), _data: PhantomData })
-    }
-
-    /// Points `t` at `len` bytes from `offset` in the buffer; `len` must equal the tensor's size.
-    /// The context must not outlive the buffer: the caller keeps both for the computation.
-    pub fn bind(&self, t: Tensor<'_>, offset: usize) -> Result<(), Error> {
-        let end = offset.checked_add(t.nbytes());
-        if t.has_data() || end.is_none_or(|e| e > self.len) || offset % 32 != 0 {
-            return Err(Error::TensorData { what: "binding a tensor outside the buffer, misaligned, or twice" });
-        }
-        // SAFETY: the tensor has no memory yet and [offset, offset + nbytes) lies inside the
-        // buffer (checked; ggml asserts the same), so the address is valid for the tensor.
-        let status =
-            unsafe { sys::ggml_backend_tensor_alloc(self.ptr.as_ptr(), t.raw(), self.base.add(offset) as *mut _) };
-        if status != sys::GGML_STATUS_SUCCESS {
-            return Err(Error::TensorData { what: "ggml could not bind the tensor" });
-        }
-        Ok(())
-    }
-}
-
-impl Drop for MappedBuffer<'_> {
-    fn drop(&mut self) {
-        // SAFETY: created by ggml_backend_cpu_buffer_from_ptr, freed once; this frees only ggml's
-        // bookkeeping, not the borrowed bytes.
-        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
     }
 }

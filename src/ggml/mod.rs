@@ -9,6 +9,7 @@
 //!   buffer so that failures can be reported with llama.cpp's own reason.
 
 mod backend;
+mod buffer;
 mod context;
 mod custom_ops;
 mod device;
@@ -28,9 +29,8 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use backend::{
-    Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, WeightBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS,
-};
+pub use backend::{Allocated, Allocator, Backend, Graph, BACKWARD_OPS, BACKWARD_UNARY_OPS};
+pub use buffer::{init_views, MappedBuffer, ParamBuffer, WeightBuffer};
 pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use custom_ops::gelu_derivative;
 pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
@@ -39,7 +39,7 @@ pub use oracle::{chat_apply_template, GgufContext, LlamaAdapter, LlamaContext, L
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
 pub use rpc::{greet_rpc_server, serve_rpc, ProtocolVersion, RpcError, ServeOptions, RPC_PROTOCOL_VERSION};
 pub use sampling::{Sampler, SamplerParams};
-pub use sched::{BackendNodes, Placement, Scheduled, Scheduler};
+pub use sched::{custom_op_nodes, BackendNodes, Placement, Scheduled, Scheduler};
 
 /// An error from a ggml or llama.cpp call, with the reason llama.cpp logged when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,8 @@ pub enum Error {
     BackendInit { name: &'static str },
     #[error("the graph could not be allocated (out of memory?)")]
     GraphAlloc,
+    #[error("a buffer of {bytes} bytes is larger than backend '{backend}' allocates at once ({max_bytes} bytes)")]
+    BufferTooLarge { bytes: usize, max_bytes: usize, backend: String },
     #[error("a scheduler needs 1 to 16 backends, the last one a CPU backend; found [{}]", backends.join(", "))]
     BadScheduler { backends: Vec<String> },
     #[error("node '{node}' is a custom op, which runs on the CPU alone, in a graph placed over other backends")]

@@ -64,6 +64,12 @@ impl Placement {
     }
 }
 
+/// The names of `graph`'s custom-op nodes: they run on the CPU alone, so a graph with any cannot
+/// be placed over other backends.
+pub fn custom_op_nodes(graph: &Graph<'_>) -> Vec<String> {
+    graph.nodes().into_iter().filter(|n| CUSTOM_OPS.contains(&n.op().0)).map(|n| n.name()).collect()
+}
+
 impl std::fmt::Display for Placement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shares: Vec<String> = self
@@ -120,6 +126,46 @@ impl<'b> Scheduler<'b> {
         &'s mut self,
         graph: &'g Graph<'ctx>,
     ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
+        self.check(graph)?;
+        // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
+        // scheduler allocates one graph at a time).
+        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
+        // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
+        // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
+        // every node (checked above: ggml asserts each node gets one). False when out of memory.
+        if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
+            return Err(Error::GraphAlloc);
+        }
+        Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
+    }
+
+    /// Sizes and allocates the scheduler's compute buffers for `graph` (each backend's at least
+    /// as large as `graph` needs), without running it, and returns each backend's buffer size in
+    /// the scheduler's order. Checked as [`Scheduler::alloc_graph`].
+    pub fn reserve(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
+        self.check(graph)?;
+        // SAFETY: a live scheduler; clears the previous graph's placement.
+        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        // SAFETY: as in `alloc_graph` (the same checks passed); false when out of memory.
+        if !unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) } {
+            return Err(Error::GraphAlloc);
+        }
+        Ok(self.buffer_sizes())
+    }
+
+    /// Each backend's compute buffer, in bytes, in the scheduler's order.
+    pub fn buffer_sizes(&self) -> Vec<usize> {
+        self.backends
+            .iter()
+            // SAFETY: a live scheduler and one of its backends; only answers.
+            .map(|b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.ptr.as_ptr(), b.raw()) })
+            .collect()
+    }
+
+    /// The checks before ggml places `graph`, where it would abort: see
+    /// [`Scheduler::alloc_graph`].
+    fn check(&self, graph: &Graph<'_>) -> Result<(), Error> {
         if graph.capacity().saturating_mul(2) > self.capacity {
             return Err(Error::ContextFull { op: "scheduler: the graph is larger than the scheduler's" });
         }
@@ -138,17 +184,7 @@ impl<'b> Scheduler<'b> {
                 }
             }
         }
-        // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
-        // scheduler allocates one graph at a time).
-        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
-        // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
-        // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
-        // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
-        // every node (checked above: ggml asserts each node gets one). False when out of memory.
-        if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
-            return Err(Error::GraphAlloc);
-        }
-        Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
+        Ok(())
     }
 
     /// Whether `t`'s memory, if it has any, is in a buffer of a type some backend of the

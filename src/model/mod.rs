@@ -9,6 +9,7 @@ mod hparams;
 mod layer;
 mod lora;
 mod ops;
+mod split;
 mod weights;
 
 use std::path::Path;
@@ -18,12 +19,10 @@ pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss};
 pub use hparams::{HParams, SlidingWindow};
 pub use layer::{Activation, AdapterSlot, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
+pub use split::{DeviceBackends, Devices, LayerSplit};
 pub use weights::{Binder, LayerWeights, Weights};
 
-use crate::ggml::{
-    self, Allocator, Backend, Context, Device, DeviceType, Graph, MappedBuffer, ParamBuffer, Placement, Runtime,
-    Scheduler, WeightBuffer,
-};
+use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Placement, Runtime, Scheduler};
 use crate::gguf::{GgufFile, GgufFileError, GgufPlan};
 
 /// Why a model cannot be used.
@@ -66,9 +65,10 @@ fn supported_architectures() -> String {
 pub enum WeightsPlacement<'b> {
     /// The memory-mapped file itself, as a CPU buffer: no copy, pages read on first use.
     Mapped,
-    /// One buffer of the backend's device, marked as weights, filled once from the file in the
-    /// stored types, tensor by tensor.
-    OnDevice(&'b Backend),
+    /// Each layer's weights on its backend ([`Weights::place`]): a device's in one buffer of it,
+    /// marked as weights and filled once from the file in the stored types, tensor by tensor; a
+    /// CPU's share in the mapped file.
+    Split(&'b LayerSplit<'b>),
 }
 
 /// Logits computed on a device, and where the graph's nodes ran.
@@ -136,9 +136,10 @@ impl Model {
         let h = &self.hparams;
         self.check_tokens(tokens)?;
         let backend = Backend::cpu(rt, threads)?;
+        let on_cpu = LayerSplit::new(&Devices::cpu(), vec![&backend], usize::try_from(h.n_layer).unwrap_or(0))?;
         let param_ctx = Context::new(rt, self.max_lora_tensors(lora.map(|l| l.0)), 0)?;
         let adapter = match lora {
-            Some((cfg, values)) => Some(bind_lora(&param_ctx, &backend, h, cfg, values)?),
+            Some((cfg, values)) => Some(bind_lora(&param_ctx, &on_cpu, h, cfg, values)?),
             None => None,
         };
         let flat = self.with_bound_weights(1, |ctx, weights| {
@@ -157,12 +158,12 @@ impl Model {
     }
 
     /// As [`Model::logits_with_lora`], with the forward graph placed by ggml's backend scheduler
-    /// on `device` first and this machine's CPU last, and the weights on `device`: copied once
-    /// into a buffer of its own, or the mapped file for a CPU device. Also says where the nodes
-    /// ran. Graphs with custom ops (training's) are refused on a device other than the CPU.
+    /// on `devices` (the CPU last) and the layers shared among them ([`LayerSplit`]): each
+    /// device's weights copied once into a buffer of its own, a CPU's share read from the mapped
+    /// file. Also says where the nodes ran.
     pub fn logits_on(
         &self,
-        device: &Device,
+        devices: &Devices,
         tokens: &[i32],
         lora: Option<(&LoraConfig, &[Vec<f32>])>,
         threads: usize,
@@ -170,26 +171,19 @@ impl Model {
         let rt = Runtime::get();
         let h = &self.hparams;
         self.check_tokens(tokens)?;
-        let cpu = Backend::cpu(rt, threads)?;
-        let on_device = match device.kind() {
-            DeviceType::Cpu => None,
-            _ => Some(Backend::from_device(rt, device, threads)?),
-        };
-        let (backends, placement) = match &on_device {
-            Some(backend) => (vec![backend, &cpu], WeightsPlacement::OnDevice(backend)),
-            None => (vec![&cpu], WeightsPlacement::Mapped),
-        };
+        let backends = DeviceBackends::start(devices, threads)?;
+        let split = LayerSplit::new(devices, backends.per_device(), usize::try_from(h.n_layer).unwrap_or(0))?;
         let param_ctx = Context::new(rt, self.max_lora_tensors(lora.map(|l| l.0)), 0)?;
         let adapter = match lora {
-            Some((cfg, values)) => Some(bind_lora(&param_ctx, backends[0], h, cfg, values)?),
+            Some((cfg, values)) => Some(bind_lora(&param_ctx, &split, h, cfg, values)?),
             None => None,
         };
-        let (flat, placement) = self.with_weights(1, placement, |ctx, weights| {
+        let (flat, placement) = self.with_weights(1, WeightsPlacement::Split(&split), |ctx, weights| {
             let inputs = Inputs::new(ctx, h, tokens.len() as u64, 1)?;
             let logits = graph::forward(ctx, h, weights, &inputs, adapter.as_ref().map(|a| &a.0))?;
             let mut graph = Graph::new(ctx, self.graph_size())?;
             graph.build_forward_expand(logits)?;
-            let mut scheduler = Scheduler::new(&backends, self.graph_size())?;
+            let mut scheduler = Scheduler::new(&backends.for_scheduler(), self.graph_size())?;
             let mut scheduled = scheduler.alloc_graph(&graph)?;
             inputs.set(scheduled.tensors(), &Batch::single(tokens, &vec![None; tokens.len()]))?;
             scheduled.compute()?;
@@ -242,12 +236,15 @@ impl Model {
                 let weights = Weights::bind(&ctx, Some(&buffer), &gguf, &self.hparams)?;
                 f(&ctx, &weights)
             }
-            WeightsPlacement::OnDevice(backend) => {
-                // The context holds the weights alone until `f` builds graphs in it: the buffer
-                // is theirs.
+            WeightsPlacement::Split(split) => {
+                // The context holds the weights alone until `f` builds graphs in it.
                 let weights = Weights::bind(&ctx, None, &gguf, &self.hparams)?;
-                let buffer = WeightBuffer::alloc(&ctx, backend).map_err(ModelError::from)?;
-                weights.upload(&buffer, self.file.bytes())?;
+                let mapped = match (0..split.backends.len()).any(|i| split.is_cpu(i)) {
+                    true => Some(MappedBuffer::new(rt, self.file.bytes()).map_err(ModelError::from)?),
+                    false => None,
+                };
+                let _buffers = weights.place(split, mapped.as_ref(), self.file.bytes())?;
+                ggml::init_views(&ctx).map_err(ModelError::from)?;
                 f(&ctx, &weights)
             }
         }
@@ -277,21 +274,23 @@ impl Model {
 /// `B` with `values` (in [`LoraParams::pairs`] order, `A` then `B`).
 fn bind_lora<'c>(
     ctx: &'c Context,
-    backend: &Backend,
+    split: &LayerSplit<'_>,
     h: &HParams,
     cfg: &LoraConfig,
     values: &[Vec<f32>],
-) -> Result<(LoraParams<'c>, ParamBuffer<'c>), ModelError> {
+) -> Result<(LoraParams<'c>, Vec<ParamBuffer<'c>>), ModelError> {
     let lora = LoraParams::new(ctx, h, cfg)?;
-    let params = ParamBuffer::alloc(ctx, backend)?;
     let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     if values.len() != tensors.len() {
         return Err(ModelError::Inconsistent {
             what: format!("{} LoRA tensors, {} value arrays", tensors.len(), values.len()),
         });
     }
+    let placed: Vec<_> =
+        lora.pairs.iter().flat_map(|p| [p.a, p.b, p.grad_a, p.grad_b].map(|t| (Some(p.layer), t))).collect();
+    let buffers = split.place_params(&placed)?;
     for (t, v) in tensors.iter().zip(values) {
-        params.set_f32(*t, v)?;
+        ParamBuffer::write_f32(*t, v)?;
     }
-    Ok((lora, params))
+    Ok((lora, buffers))
 }

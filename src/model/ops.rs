@@ -95,12 +95,12 @@ mod tests {
         let weights = params.new_tensor(GgmlType::F32, &[n]).unwrap();
         let loss_grad = params.new_tensor(GgmlType::F32, &[1]).unwrap();
         let backend = Backend::cpu(rt, 2).unwrap();
-        let buffer = ParamBuffer::alloc(&params, &backend).unwrap();
+        let _buffer = ParamBuffer::alloc(&params, &backend).unwrap();
         let ws: Vec<f32> = (0..xs.len()).map(|i| 0.5 + ((i * 37 + 11) % 101) as f32 / 101.0).collect();
-        buffer.set_f32(x, xs).unwrap();
-        buffer.set_f32(weights, &ws).unwrap();
-        buffer.fill_zero(x_grad).unwrap();
-        buffer.set_f32(loss_grad, &[1.0]).unwrap();
+        ParamBuffer::write_f32(x, xs).unwrap();
+        ParamBuffer::write_f32(weights, &ws).unwrap();
+        ParamBuffer::write_zeros(x_grad).unwrap();
+        ParamBuffer::write_f32(loss_grad, &[1.0]).unwrap();
 
         let ctx = Context::new(rt, 64, 64).unwrap();
         let y = f(&ctx, x).unwrap().set_output();
@@ -112,7 +112,7 @@ mod tests {
         let allocated = alloc.alloc_graph(&graph).unwrap();
         backend.compute(&allocated).unwrap();
         let values = allocated.get_f32(y).unwrap();
-        let grads = buffer.get_f32(x_grad).unwrap();
+        let grads = ParamBuffer::read_f32(x_grad).unwrap();
         (values, grads, ws)
     }
 
@@ -122,8 +122,8 @@ mod tests {
         let params = Context::new(rt, 2, 0).unwrap();
         let x = params.new_tensor(GgmlType::F32, &[xs.len() as u64]).unwrap();
         let backend = Backend::cpu(rt, 2).unwrap();
-        let buffer = ParamBuffer::alloc(&params, &backend).unwrap();
-        buffer.set_f32(x, xs).unwrap();
+        let _buffer = ParamBuffer::alloc(&params, &backend).unwrap();
+        ParamBuffer::write_f32(x, xs).unwrap();
         let ctx = Context::new(rt, 16, 16).unwrap();
         let y = f(&ctx, x).unwrap();
         let mut graph = Graph::new(&ctx, 16).unwrap();

@@ -9,7 +9,7 @@ use crate::ggml::{Context, MappedBuffer, Tensor, WeightBuffer};
 use crate::gguf::{GgmlType, Gguf};
 use crate::names::{TensorKind, TensorName};
 
-use super::{HParams, ModelError};
+use super::{HParams, LayerSplit, ModelError};
 
 /// One layer's weights: every tensor a layer of some family has. A family binds the ones it has
 /// (see [`crate::arch::Family::bind_layer`]); the shared pieces of the layer graph read them. The
@@ -115,8 +115,18 @@ pub struct Weights<'c> {
     /// rope when its context exceeds the original one, else the short ones.
     pub rope_factors: Option<(Tensor<'c>, Tensor<'c>)>,
     pub layers: Vec<LayerWeights<'c>>,
-    /// Each tensor read from the file (views of them aside), with its byte offset in the file.
-    stored: Vec<(Tensor<'c>, usize)>,
+    /// Each tensor read from the file (views of them aside).
+    stored: Vec<StoredTensor<'c>>,
+}
+
+/// A tensor read from the model file: where its bytes are, and the layer it belongs to.
+#[derive(Clone, Copy, Debug)]
+struct StoredTensor<'c> {
+    tensor: Tensor<'c>,
+    /// Byte offset in the file.
+    offset: usize,
+    /// Its layer (`None`: the embeddings, the output layer, rope factors).
+    layer: Option<u32>,
 }
 
 /// Binds a GGUF's tensors, by kind and expected shape, to ggml tensors pointing into the mapped
@@ -126,8 +136,8 @@ pub struct Binder<'a, 'c> {
     ctx: &'c Context,
     /// The mapped file the tensors point into; `None` leaves them without memory.
     mapped: Option<&'a MappedBuffer<'a>>,
-    /// Each tensor made, with its offset in the file.
-    stored: RefCell<Vec<(Tensor<'c>, usize)>>,
+    /// Each tensor made.
+    stored: RefCell<Vec<StoredTensor<'c>>>,
     g: &'a Gguf<'a>,
     /// The model's hyper-parameters, which size every tensor.
     pub h: &'a HParams,
@@ -165,7 +175,7 @@ impl<'a, 'c> Binder<'a, 'c> {
         if let Some(mapped) = self.mapped {
             mapped.bind(t, offset)?;
         }
-        self.stored.borrow_mut().push((t, offset));
+        self.stored.borrow_mut().push(StoredTensor { tensor: t, offset, layer: self.layer });
         Ok(Some(t))
     }
 
@@ -276,18 +286,46 @@ impl<'c> Weights<'c> {
         Ok(Weights { token_embd, output_norm, output_norm_b, output, rope_freqs, rope_factors, layers, stored })
     }
 
-    /// Copies each weight, in its stored type, from `file` (the model file's bytes) into
-    /// `buffer` (allocated for these weights' context after [`Weights::bind`] without a mapped
-    /// file), one tensor at a time: the file's pages are read as each is sent, never all of it
-    /// at once.
-    pub fn upload(&self, buffer: &WeightBuffer<'c>, file: &[u8]) -> Result<(), ModelError> {
-        for &(t, offset) in &self.stored {
-            let bytes = offset.checked_add(t.nbytes()).and_then(|end| file.get(offset..end));
-            let bytes = bytes.ok_or_else(|| ModelError::Inconsistent {
-                what: format!("tensor '{}' ends past the file's {} bytes", t.name(), file.len()),
-            })?;
-            buffer.set_bytes(t, bytes)?;
+    /// Gives each weight memory where `split` says: the tensors of a layer on its backend, the
+    /// others on the last one. A CPU backend's share points into `mapped` (the file's mapping,
+    /// which must then be given); a device's share is copied, in its stored type, from `file`
+    /// (the model file's bytes) into one buffer of that device marked as weights, one tensor at
+    /// a time: the file's pages are read as each is sent, never all of it at once. Call
+    /// [`crate::ggml::init_views`] afterwards for the row views of fused weights. The buffers
+    /// must live as long as the weights are used.
+    pub fn place(
+        &self,
+        split: &LayerSplit<'_>,
+        mapped: Option<&MappedBuffer<'_>>,
+        file: &[u8],
+    ) -> Result<Vec<WeightBuffer<'c>>, ModelError> {
+        let mut buffers = Vec::new();
+        for (i, backend) in split.backends.iter().enumerate() {
+            let share: Vec<&StoredTensor<'c>> =
+                self.stored.iter().filter(|s| split.backend_index(s.layer) == i).collect();
+            if share.is_empty() {
+                continue;
+            }
+            if split.is_cpu(i) {
+                let mapped = mapped.ok_or_else(|| ModelError::Inconsistent {
+                    what: "weights on the CPU need the file's mapping".into(),
+                })?;
+                for s in share {
+                    mapped.bind(s.tensor, s.offset)?;
+                }
+                continue;
+            }
+            let tensors: Vec<Tensor<'c>> = share.iter().map(|s| s.tensor).collect();
+            let buffer = WeightBuffer::alloc_tensors(backend, &tensors)?;
+            for s in share {
+                let bytes = s.offset.checked_add(s.tensor.nbytes()).and_then(|end| file.get(s.offset..end));
+                let bytes = bytes.ok_or_else(|| ModelError::Inconsistent {
+                    what: format!("tensor '{}' ends past the file's {} bytes", s.tensor.name(), file.len()),
+                })?;
+                buffer.set_bytes(s.tensor, bytes)?;
+            }
+            buffers.push(buffer);
         }
-        Ok(())
+        Ok(buffers)
     }
 }

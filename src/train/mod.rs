@@ -16,13 +16,15 @@ mod session;
 
 use std::ops::ControlFlow;
 
-use crate::model::{lora_layout, Batch, LoraConfig, Model, ModelError};
+use crate::model::{lora_layout, Batch, Devices, LoraConfig, Model, ModelError};
 
 pub use batches::{pack_examples, split_validation, Sequence};
 pub use device::{loss_and_grads_on, DeviceGrads};
 pub use examples::{build_example, build_examples, BuiltExample, ExampleError, ExampleStats};
 pub use schedule::Schedule;
-pub use session::{measure_session, with_session, Activations, BatchShape, OptimizerState, Session, SessionMemory};
+pub use session::{
+    measure_session, with_session, with_session_on, Activations, BatchShape, OptimizerState, Session, SessionMemory,
+};
 
 /// One tokenized training example: the tokens, and for each position the token it must predict
 /// (`None` where no loss is taken: prompt positions and the last one).
@@ -150,6 +152,8 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<u64>,
     /// CPU threads.
     pub threads: usize,
+    /// The devices, sharing the layers (empty: this machine's CPU).
+    pub devices: Devices,
 }
 
 impl TrainConfig {
@@ -212,6 +216,8 @@ pub struct TrainOutcome {
     pub last_eval: Option<EvalReport>,
     /// ggml's buffers as the run allocated them.
     pub memory: SessionMemory,
+    /// Where ggml's scheduler placed the training graph's nodes (`None` on the CPU alone).
+    pub placement: Option<crate::ggml::Placement>,
 }
 
 /// Receives progress; each call may stop the run (`ControlFlow::Break`) or fail it.
@@ -239,7 +245,7 @@ pub fn train(
     let per_epoch = cfg.steps_per_epoch(data.train.len());
     let total = cfg.total_steps(data.train.len());
     let per_step = cfg.shape.n_seq * cfg.grad_accum.max(1);
-    with_session(model, &cfg.lora, cfg.shape, cfg.activations, cfg.threads, |session| {
+    with_session_on(&cfg.devices, model, &cfg.lora, cfg.shape, cfg.activations, cfg.threads, |session| {
         session.set_state(state)?;
         let mut last_eval = None;
         let mut order: Option<(u64, Vec<usize>)> = None;
@@ -296,7 +302,7 @@ pub fn train(
             }
         }
         session.get_state(state)?;
-        Ok(TrainOutcome { last_eval, memory: session.memory() })
+        Ok(TrainOutcome { last_eval, memory: session.memory(), placement: session.placement().cloned() })
     })
 }
 

@@ -9,10 +9,23 @@
 //!   validation.
 //! - The optimizer graphs: the squared global gradient norm, then `ggml_opt_step_adamw` on every
 //!   tensor with the gradients scaled (averaging over micro-batches and clipping).
+//!
+//! On this machine's CPU alone, the graphs run on the CPU backend with the CPU's rewrites of the
+//! backward pass ([`Graph::with_fast_backward`]). On devices ([`with_session_on`]), every graph
+//! is placed by ggml's backend scheduler: the frozen weights go to their layer's device once, in
+//! their stored type; the LoRA tensors, their gradients and AdamW's moments live with their
+//! layer; the backward pass through a quantized weight uses ops every backend has
+//! ([`Graph::with_portable_backward`]); a micro-batch uploads only its inputs (token ids,
+//! positions, masks, targets).
 
-use crate::ggml::{Allocator, Backend, Context, Graph, ParamBuffer, Runtime, Tensor};
+use crate::ggml::{
+    self, Allocated, Allocator, Backend, Context, Graph, ParamBuffer, Placement, Runtime, Scheduler, Tensor,
+};
 use crate::gguf::GgmlType;
-use crate::model::{lora_layout, Batch, Inputs, LoraConfig, LoraParams, LossInputs, Model, ModelError};
+use crate::model::{
+    lora_layout, Batch, DeviceBackends, Devices, Inputs, LayerSplit, LoraConfig, LoraParams, LossInputs, Model,
+    ModelError, WeightsPlacement,
+};
 
 use super::{AdamWConfig, TrainError};
 
@@ -91,8 +104,7 @@ pub fn measure_session(
 
 /// One training run's ggml objects; see the module docs. Made by [`with_session`].
 pub struct Session<'c> {
-    backend: &'c Backend,
-    params: &'c ParamBuffer<'c>,
+    runner: Runner<'c>,
     /// Every trainable tensor with its gradient accumulator and AdamW moments.
     tensors: Vec<TrainableTensor<'c>>,
     inputs: Inputs<'c>,
@@ -102,14 +114,63 @@ pub struct Session<'c> {
     loss_grad: Tensor<'c>,
     train_graph: Graph<'c>,
     eval_graph: Graph<'c>,
-    compute: Allocator,
     adamw_hparams: Tensor<'c>,
     grad_scale: Tensor<'c>,
     grad_norm_sq: Tensor<'c>,
     norm_graph: Graph<'c>,
     opt_graph: Graph<'c>,
-    optimizer: Allocator,
     shape: BatchShape,
+    /// Where the training graph's nodes ran (on devices, after the first micro-batch).
+    placement: Option<Placement>,
+    /// The memory of the parameters, all devices together.
+    param_bytes: usize,
+}
+
+/// Where a session's graphs are allocated and run.
+enum Runner<'b> {
+    /// This machine's CPU alone: ggml's graph allocator and the CPU backend.
+    Cpu { backend: &'b Backend, compute: Allocator, optimizer: Allocator },
+    /// Devices: each graph placed by ggml's backend scheduler (the model graphs by one, the
+    /// optimizer graphs by another, so neither is placed again for the other).
+    Devices { compute: Box<Scheduler<'b>>, optimizer: Box<Scheduler<'b>> },
+}
+
+/// Which of a runner's two allocators a graph uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Compute,
+    Optimizer,
+}
+
+impl<'b> Runner<'b> {
+    /// Allocates `graph`, sets its inputs with `set`, runs it and reads its outputs with `get`
+    /// (given what `set` returned); with `placement`, also says where the scheduler placed it.
+    fn run<'ctx, S, R>(
+        &mut self,
+        pool: Pool,
+        graph: &Graph<'ctx>,
+        set: impl FnOnce(&Allocated<'_, 'ctx>) -> Result<S, TrainError>,
+        get: impl FnOnce(&Allocated<'_, 'ctx>, S) -> Result<R, TrainError>,
+        placement: bool,
+    ) -> Result<(R, Option<Placement>), TrainError> {
+        match self {
+            Runner::Cpu { backend, compute, optimizer } => {
+                let allocator = if pool == Pool::Compute { compute } else { optimizer };
+                let allocated = allocator.alloc_graph(graph)?;
+                let given = set(&allocated)?;
+                backend.compute(&allocated)?;
+                Ok((get(&allocated, given)?, None))
+            }
+            Runner::Devices { compute, optimizer } => {
+                let scheduler = if pool == Pool::Compute { compute } else { optimizer };
+                let mut scheduled = scheduler.alloc_graph(graph)?;
+                let given = set(scheduled.tensors())?;
+                scheduled.compute()?;
+                let placed = placement.then(|| scheduled.placement());
+                Ok((get(scheduled.tensors(), given)?, placed))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -123,6 +184,20 @@ struct TrainableTensor<'c> {
 /// Builds the session for `model` with LoRA `lora`, micro-batches of `shape`, keeping or
 /// recomputing `activations`, on the CPU with `threads` threads, and runs `f` with it.
 pub fn with_session<R>(
+    model: &Model,
+    lora: &LoraConfig,
+    shape: BatchShape,
+    activations: Activations,
+    threads: usize,
+    f: impl FnOnce(&mut Session<'_>) -> Result<R, TrainError>,
+) -> Result<R, TrainError> {
+    with_session_on(&Devices::cpu(), model, lora, shape, activations, threads, f)
+}
+
+/// As [`with_session`], on `devices` (the layers shared among them, see [`LayerSplit`]; the CPU
+/// backend, with `threads` threads, runs what no device does).
+pub fn with_session_on<R>(
+    devices: &Devices,
     model: &Model,
     lora: &LoraConfig,
     shape: BatchShape,
@@ -147,27 +222,50 @@ pub fn with_session<R>(
         }
         .into());
     }
-    let backend = Backend::cpu(rt, threads)?;
+    let on_cpu = devices.is_cpu_only();
+    let backends = DeviceBackends::start(devices, threads)?;
+    let split = LayerSplit::new(devices, backends.per_device(), usize::try_from(h.n_layer).unwrap_or(0))?;
     let n_trainable = 2 * lora_layout(h, lora)?.len();
 
     let param_ctx = Context::new(rt, 4 * n_trainable + 8, 0)?;
     let lora_params = LoraParams::new(&param_ctx, h, lora)?;
     let mut tensors = Vec::new();
-    for (param, grad) in lora_params.grad_accs() {
-        let ne: Vec<u64> = param.ne().iter().map(|&d| d as u64).collect();
-        let m = param_ctx.new_tensor(GgmlType::F32, &ne)?;
-        let v = param_ctx.new_tensor(GgmlType::F32, &ne)?;
-        tensors.push(TrainableTensor { param, grad, m, v });
+    let mut placed = Vec::new();
+    for pair in &lora_params.pairs {
+        for (param, grad) in [(pair.a, pair.grad_a), (pair.b, pair.grad_b)] {
+            let ne: Vec<u64> = param.ne().iter().map(|&d| d as u64).collect();
+            let m = param_ctx.new_tensor(GgmlType::F32, &ne)?;
+            let v = param_ctx.new_tensor(GgmlType::F32, &ne)?;
+            tensors.push(TrainableTensor { param, grad, m, v });
+            placed.extend([param, grad, m, v].map(|t| (Some(pair.layer), t)));
+        }
     }
     let loss_grad = param_ctx.new_tensor(GgmlType::F32, &[1])?;
     let adamw_hparams = param_ctx.new_tensor(GgmlType::F32, &[7])?;
     let grad_scale = param_ctx.new_tensor(GgmlType::F32, &[1])?;
-    let params = ParamBuffer::alloc(&param_ctx, &backend)?;
+    placed.extend([loss_grad, adamw_hparams, grad_scale].map(|t| (None, t)));
+    // Off the CPU, the row ids that dequantize a frozen weight (all its rows) in the backward
+    // pass: as many as the longest weight has rows.
+    let rows = [h.n_vocab, h.n_embd, 2 * h.n_ff, h.n_q() + 2 * h.n_kv()].into_iter().max().unwrap_or(1);
+    let row_ids = match on_cpu {
+        true => None,
+        false => {
+            let t = param_ctx.new_tensor(GgmlType::I32, &[rows])?;
+            placed.push((None, t));
+            Some(t)
+        }
+    };
+    let param_buffers = split.place_params(&placed)?;
+    if let Some(ids) = row_ids {
+        let ids_data: Vec<i32> = (0..rows).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect();
+        ggml::ParamBuffer::write_i32(ids, &ids_data)?;
+    }
+    let param_bytes = param_buffers.iter().map(ParamBuffer::size).sum();
 
     let graph_size = model.graph_size();
     // Room for the graphs: validation, training with gradients (twice the size), and its two
     // rewrites (twice the size each).
-    model.with_bound_weights(8, |ctx, weights| {
+    model.with_weights(8, WeightsPlacement::Split(&split), |ctx, weights| {
         let inputs = Inputs::new(ctx, h, shape.seq_len as u64, shape.n_seq as u64)?;
         let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
         let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
@@ -179,11 +277,20 @@ pub fn with_session<R>(
         let mut accs = lora_params.grad_accs();
         accs.push((loss, loss_grad));
         differentiated.build_backward_expand(ctx, &accs)?;
-        let train_graph = differentiated.with_fast_backward(ctx, 2 * graph_size)?;
+        let train_graph = match row_ids {
+            None => differentiated.with_fast_backward(ctx, 2 * graph_size)?,
+            Some(ids) => differentiated.with_portable_backward(ctx, 2 * graph_size, ids)?,
+        };
         let train_graph = match activations {
             Activations::Keep => train_graph,
             Activations::Recompute => train_graph.with_recomputation(ctx, &training.layer_inputs, 2 * graph_size)?,
         };
+        if let (Some(node), false) = (ggml::custom_op_nodes(&train_graph).first(), on_cpu) {
+            return Err(TrainError::NotOnDevice {
+                what: format!("{}'s backward pass (its custom op '{node}' runs only on the CPU)", h.arch.name()),
+                device: devices.list.iter().map(|d| d.name()).collect::<Vec<_>>().join(","),
+            });
+        }
 
         // Nodes: the norm graph has sqr, sum and add per tensor; the step graph the parameter, mul
         // and the AdamW step per tensor. Tensors: the five of them made here per trainable tensor.
@@ -209,9 +316,22 @@ pub fn with_session<R>(
             opt_graph.build_forward_expand(opt_ctx.opt_step_adamw(t.param, grad, t.m, t.v, adamw_hparams)?)?;
         }
 
+        let runner = match on_cpu {
+            true => Runner::Cpu {
+                backend: backends.cpu(),
+                compute: Allocator::new(backends.cpu())?,
+                optimizer: Allocator::new(backends.cpu())?,
+            },
+            false => {
+                let placed_on = backends.for_scheduler();
+                Runner::Devices {
+                    compute: Box::new(Scheduler::new(&placed_on, 2 * graph_size)?),
+                    optimizer: Box::new(Scheduler::new(&placed_on, opt_nodes)?),
+                }
+            }
+        };
         let mut session = Session {
-            backend: &backend,
-            params: &params,
+            runner,
             tensors,
             inputs,
             loss_inputs,
@@ -219,14 +339,14 @@ pub fn with_session<R>(
             train_graph,
             eval_graph,
             loss_grad,
-            compute: Allocator::new(&backend)?,
             adamw_hparams,
             grad_scale,
             grad_norm_sq,
             norm_graph,
             opt_graph,
-            optimizer: Allocator::new(&backend)?,
             shape,
+            placement: None,
+            param_bytes,
         };
         f(&mut session)
     })
@@ -248,59 +368,79 @@ impl Session<'_> {
             .into());
         }
         for (i, t) in self.tensors.iter().enumerate() {
-            self.params.set_f32(t.param, &state.params[i])?;
-            self.params.set_f32(t.m, &state.m[i])?;
-            self.params.set_f32(t.v, &state.v[i])?;
+            ParamBuffer::write_f32(t.param, &state.params[i])?;
+            ParamBuffer::write_f32(t.m, &state.m[i])?;
+            ParamBuffer::write_f32(t.v, &state.v[i])?;
         }
         Ok(())
     }
 
     /// Reads the LoRA tensors and AdamW moments back into `state`.
     pub fn get_state(&self, state: &mut OptimizerState) -> Result<(), TrainError> {
-        state.params = self.tensors.iter().map(|t| self.params.get_f32(t.param)).collect::<Result<_, _>>()?;
-        state.m = self.tensors.iter().map(|t| self.params.get_f32(t.m)).collect::<Result<_, _>>()?;
-        state.v = self.tensors.iter().map(|t| self.params.get_f32(t.v)).collect::<Result<_, _>>()?;
+        state.params = self.tensors.iter().map(|t| ParamBuffer::read_f32(t.param)).collect::<Result<_, _>>()?;
+        state.m = self.tensors.iter().map(|t| ParamBuffer::read_f32(t.m)).collect::<Result<_, _>>()?;
+        state.v = self.tensors.iter().map(|t| ParamBuffer::read_f32(t.v)).collect::<Result<_, _>>()?;
         Ok(())
     }
 
     /// The accumulated gradients (in [`LoraParams::pairs`] order, `A` then `B`).
     pub fn grads(&self) -> Result<Vec<Vec<f32>>, TrainError> {
-        Ok(self.tensors.iter().map(|t| self.params.get_f32(t.grad)).collect::<Result<_, _>>()?)
+        Ok(self.tensors.iter().map(|t| ParamBuffer::read_f32(t.grad)).collect::<Result<_, _>>()?)
     }
 
     /// Runs forward and backward on `batch`, adding its gradients to the accumulators (cleared
     /// first when `first`). Returns the mean loss over the batch's positions with loss, and how
     /// many there are.
     pub fn accumulate(&mut self, batch: &Batch, first: bool) -> Result<(f32, usize), TrainError> {
-        let graph = self.compute.alloc_graph(&self.train_graph)?;
-        self.inputs.set(&graph, batch)?;
-        let n_targets = self.loss_inputs.set(&graph, batch)?;
         if first {
             for t in &self.tensors {
-                self.params.fill_zero(t.grad)?;
+                ParamBuffer::write_zeros(t.grad)?;
             }
-            self.params.set_f32(self.loss_grad, &[1.0])?;
+            ParamBuffer::write_f32(self.loss_grad, &[1.0])?;
         }
-        self.backend.compute(&graph)?;
-        let loss = graph.get_f32(self.loss)?.first().copied().unwrap_or(f32::NAN);
-        Ok((loss, n_targets))
+        let (inputs, loss_inputs, loss) = (&self.inputs, &self.loss_inputs, self.loss);
+        let ((loss, n), placed) = self.runner.run(
+            Pool::Compute,
+            &self.train_graph,
+            |graph| {
+                inputs.set(graph, batch)?;
+                Ok(loss_inputs.set(graph, batch)?)
+            },
+            |graph, n_targets| Ok((graph.get_f32(loss)?.first().copied().unwrap_or(f32::NAN), n_targets)),
+            self.placement.is_none(),
+        )?;
+        if placed.is_some() {
+            self.placement = placed;
+        }
+        Ok((loss, n))
     }
 
     /// The mean loss over `batch`'s positions with loss, and how many there are (no gradients).
     pub fn evaluate(&mut self, batch: &Batch) -> Result<(f32, usize), TrainError> {
-        let graph = self.compute.alloc_graph(&self.eval_graph)?;
-        self.inputs.set(&graph, batch)?;
-        let n_targets = self.loss_inputs.set(&graph, batch)?;
-        self.backend.compute(&graph)?;
-        let loss = graph.get_f32(self.loss)?.first().copied().unwrap_or(f32::NAN);
-        Ok((loss, n_targets))
+        let (inputs, loss_inputs, loss) = (&self.inputs, &self.loss_inputs, self.loss);
+        let (out, _) = self.runner.run(
+            Pool::Compute,
+            &self.eval_graph,
+            |graph| {
+                inputs.set(graph, batch)?;
+                Ok(loss_inputs.set(graph, batch)?)
+            },
+            |graph, n_targets| Ok((graph.get_f32(loss)?.first().copied().unwrap_or(f32::NAN), n_targets)),
+            false,
+        )?;
+        Ok(out)
     }
 
     /// The global L2 norm of the accumulated gradients times `scale`.
     pub fn grad_norm(&mut self, scale: f32) -> Result<f32, TrainError> {
-        let graph = self.optimizer.alloc_graph(&self.norm_graph)?;
-        self.backend.compute(&graph)?;
-        let sq = graph.get_f32(self.grad_norm_sq)?.first().copied().unwrap_or(f32::NAN);
+        let norm_sq = self.grad_norm_sq;
+        let (sq, _) = self.runner.run(
+            Pool::Optimizer,
+            &self.norm_graph,
+            |_| Ok(()),
+            |graph, ()| Ok(graph.get_f32(norm_sq)?.first().copied().unwrap_or(f32::NAN)),
+            false,
+        )?;
         Ok(sq.sqrt() * scale)
     }
 
@@ -317,44 +457,65 @@ impl Session<'_> {
             1.0 / (1.0 - cfg.beta1.powi(t)),
             1.0 / (1.0 - cfg.beta2.powi(t)),
         ];
-        self.params.set_f32(self.adamw_hparams, &hparams)?;
-        self.params.set_f32(self.grad_scale, &[grad_scale])?;
-        let graph = self.optimizer.alloc_graph(&self.opt_graph)?;
-        self.backend.compute(&graph)?;
+        ParamBuffer::write_f32(self.adamw_hparams, &hparams)?;
+        ParamBuffer::write_f32(self.grad_scale, &[grad_scale])?;
+        self.runner.run(Pool::Optimizer, &self.opt_graph, |_| Ok(()), |_, ()| Ok(()), false)?;
         Ok(())
+    }
+
+    /// Where ggml's scheduler placed the training graph's nodes: `None` on the CPU alone, and
+    /// before the first micro-batch.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
     }
 
     /// The buffers as allocated so far (after training: what the run used).
     pub fn memory(&self) -> SessionMemory {
-        SessionMemory {
-            compute_bytes: self.compute.buffer_size(),
-            optimizer_bytes: self.optimizer.buffer_size(),
-            param_bytes: self.params.size(),
-            work_bytes: self.work_bytes(),
-        }
+        let (compute_bytes, optimizer_bytes) = match &self.runner {
+            Runner::Cpu { compute, optimizer, .. } => (compute.buffer_size(), optimizer.buffer_size()),
+            Runner::Devices { compute, optimizer } => {
+                (compute.buffer_sizes().iter().sum(), optimizer.buffer_sizes().iter().sum())
+            }
+        };
+        SessionMemory { compute_bytes, optimizer_bytes, param_bytes: self.param_bytes, work_bytes: self.work_bytes() }
     }
 
-    /// The buffers as ggml's allocator plans them for this session's graphs, allocating nothing.
-    pub fn planned_memory(&self) -> Result<SessionMemory, TrainError> {
-        let largest = |graphs: [&Graph<'_>; 2]| -> Result<usize, TrainError> {
-            let mut sizes = Vec::new();
-            for g in graphs {
-                sizes.push(Allocator::new(self.backend)?.measure(g));
+    /// The buffers as ggml's allocator plans them for this session's graphs, allocating nothing
+    /// (on the CPU alone; on devices, ggml's scheduler reserves the buffers to size them).
+    pub fn planned_memory(&mut self) -> Result<SessionMemory, TrainError> {
+        let work_bytes = self.work_bytes();
+        let [train, eval, norm, opt] = [&self.train_graph, &self.eval_graph, &self.norm_graph, &self.opt_graph];
+        let (compute_bytes, optimizer_bytes) = match &mut self.runner {
+            Runner::Cpu { backend, .. } => {
+                let largest = |graphs: [&Graph<'_>; 2]| -> Result<usize, TrainError> {
+                    let mut sizes = Vec::new();
+                    for g in graphs {
+                        sizes.push(Allocator::new(backend)?.measure(g));
+                    }
+                    Ok(sizes.into_iter().max().unwrap_or(0))
+                };
+                (largest([train, eval])?, largest([norm, opt])?)
             }
-            Ok(sizes.into_iter().max().unwrap_or(0))
+            Runner::Devices { compute, optimizer } => {
+                let mut sizes = [0usize; 2];
+                for (i, (scheduler, graphs)) in
+                    [(compute, [train, eval]), (optimizer, [norm, opt])].into_iter().enumerate()
+                {
+                    for g in graphs {
+                        sizes[i] = sizes[i].max(scheduler.reserve(g)?.iter().sum());
+                    }
+                }
+                (sizes[0], sizes[1])
+            }
         };
-        Ok(SessionMemory {
-            compute_bytes: largest([&self.train_graph, &self.eval_graph])?,
-            optimizer_bytes: largest([&self.norm_graph, &self.opt_graph])?,
-            param_bytes: self.params.size(),
-            work_bytes: self.work_bytes(),
-        })
+        Ok(SessionMemory { compute_bytes, optimizer_bytes, param_bytes: self.param_bytes, work_bytes })
     }
 
     fn work_bytes(&self) -> usize {
+        let Runner::Cpu { backend, .. } = &self.runner else { return 0 };
         [&self.train_graph, &self.eval_graph, &self.norm_graph, &self.opt_graph]
             .into_iter()
-            .map(|g| self.backend.work_bytes(g))
+            .map(|g| backend.work_bytes(g))
             .max()
             .unwrap_or(0)
     }

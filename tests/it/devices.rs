@@ -11,10 +11,10 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use gguftune::arch::Arch;
 use gguftune::ggml::{
     add_rpc_server, greet_rpc_server, quantize_rows, Allocator, Backend, Context, Device, DeviceType, Graph,
-    ParamBuffer, RpcEndpoint, RpcError, Runtime, Scheduler, RPC_PROTOCOL_VERSION,
+    ParamBuffer, Placement, RpcEndpoint, RpcError, Runtime, Scheduler, RPC_PROTOCOL_VERSION,
 };
 use gguftune::gguf::GgmlType;
-use gguftune::model::{LoraConfig, Model};
+use gguftune::model::{Devices, LoraConfig, Model};
 use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, loss_and_grads_on, Activations, TrainError};
 
@@ -125,13 +125,13 @@ fn training_step(rt: &Runtime, backend: &Backend) -> Step {
     let adamw = params.new_tensor(GgmlType::F32, &[7]).unwrap();
     let buffer = ParamBuffer::alloc(&params, backend).unwrap();
     buffer.set_bytes(w, &weight_q8).unwrap();
-    buffer.set_f32(p, &p0).unwrap();
+    ParamBuffer::write_f32(p, &p0).unwrap();
     for t in [p_grad, p_m, p_v] {
-        buffer.fill_zero(t).unwrap();
+        ParamBuffer::write_zeros(t).unwrap();
     }
-    buffer.set_f32(loss_grad, &[1.0]).unwrap();
+    ParamBuffer::write_f32(loss_grad, &[1.0]).unwrap();
     // lr, beta1, beta2, eps, weight decay, 1/(1-beta1^1), 1/(1-beta2^1)
-    buffer.set_f32(adamw, &[1e-2, 0.9, 0.999, 1e-8, 0.01, 1.0 / 0.1, 1.0 / 0.001]).unwrap();
+    ParamBuffer::write_f32(adamw, &[1e-2, 0.9, 0.999, 1e-8, 0.01, 1.0 / 0.1, 1.0 / 0.001]).unwrap();
 
     let device = backend.device().expect("a backend made from a device has one");
     let ctx = Context::new(rt, 64, 64).unwrap();
@@ -144,7 +144,7 @@ fn training_step(rt: &Runtime, backend: &Backend) -> Step {
     let allocated = alloc.alloc_graph(&graph).unwrap();
     backend.compute(&allocated).unwrap();
     let loss_value = allocated.get_f32(loss).unwrap();
-    let grad = buffer.get_f32(p_grad).unwrap();
+    let grad = ParamBuffer::read_f32(p_grad).unwrap();
 
     let opt_ctx = Context::new(rt, 8, 8).unwrap();
     let mut opt_graph = Graph::new(&opt_ctx, 8).unwrap();
@@ -155,7 +155,7 @@ fn training_step(rt: &Runtime, backend: &Backend) -> Step {
     }
     let mut opt_alloc = Allocator::new(backend).unwrap();
     backend.compute(&opt_alloc.alloc_graph(&opt_graph).unwrap()).unwrap();
-    Step { initial: p0, loss: loss_value, grad, updated: buffer.get_f32(p).unwrap() }
+    Step { initial: p0, loss: loss_value, grad, updated: ParamBuffer::read_f32(p).unwrap() }
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
             assert!(on_cpu.iter().flatten().all(|v| v.is_finite()), "{what}: finite logits");
             // The same kernels on the same bytes with the same thread count, as in the training
             // step above: equality, not closeness.
-            let remote_run = model.logits_on(&remote, &tokens, lora, THREADS).unwrap();
+            let remote_run = model.logits_on(&Devices::one(remote), &tokens, lora, THREADS).unwrap();
             assert_eq!(remote_run.logits, on_cpu, "{what}: logits on {}", remote.name());
             let placement = &remote_run.placement;
             eprintln!("{what}: {placement}");
@@ -249,7 +249,7 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
             assert_eq!(placement.backends[1].nodes, 0, "{what}: nothing on the CPU: {placement}");
             assert_eq!(placement.splits, 1, "{placement}");
             // The scheduler over the CPU alone and the mapped file: the same logits again.
-            let local = model.logits_on(&cpu, &tokens, lora, THREADS).unwrap();
+            let local = model.logits_on(&Devices::one(cpu), &tokens, lora, THREADS).unwrap();
             assert_eq!(local.logits, on_cpu, "{what}: logits on the CPU through the scheduler");
             assert_eq!(local.placement.backends.len(), 1);
             assert_eq!(local.placement.total_nodes(), placement.total_nodes(), "the same graph");
@@ -268,8 +268,19 @@ fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
     drop(server);
 }
 
+/// Asserts that `placement` ran everything that computes on its first backend, an RPC device:
+/// on the CPU only views of the loss's inputs (target_index, loss_weights), which live there and
+/// whose readers on the device get copies.
+fn assert_all_on_device(what: &str, placement: &Placement) {
+    eprintln!("{what}: forward and backward: {placement}");
+    assert!(placement.backends[0].backend.starts_with("RPC"), "{placement}");
+    let cpu = placement.backends.last().unwrap();
+    assert_eq!(cpu.nodes, cpu.views, "{what}: nothing computed on the CPU: {placement}");
+    assert!(cpu.nodes <= 2, "{what}: {placement}");
+}
+
 #[test]
-fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
+fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s() {
     let root = temp_dir();
     let (models, tokens) = tiny_llama_models(root.path());
     // Loss on the last eight positions: the prompt's positions add neither loss nor gradient.
@@ -277,52 +288,83 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
         (0..tokens.len()).map(|i| (i >= 3 && i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
     let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
     let rt = Runtime::get();
-    let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
-    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    let remote = Devices::one(add_rpc_server(rt, &server.endpoint).unwrap()[0]);
     // B nonzero (random), so that every A has a gradient too.
     for (ft, model, cfg, values) in &models {
         let what = ft.name();
-        // The same graph (ggml's own backward pass, no CPU rewrites) on the CPU alone.
-        let local = loss_and_grads_on(&cpu, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
-        assert!(local.loss.is_finite() && local.loss > 0.0, "{what}: loss {}", local.loss);
-        assert_eq!(local.grads.len(), values.len());
-        for (g, v) in local.grads.iter().zip(values) {
+        let on_remote =
+            loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+        assert!(on_remote.loss.is_finite() && on_remote.loss > 0.0, "{what}: loss {}", on_remote.loss);
+        assert_eq!(on_remote.grads.len(), values.len());
+        for (g, v) in on_remote.grads.iter().zip(values) {
             assert_eq!(g.len(), v.len());
             assert!(g.iter().all(|x| x.is_finite()) && g.iter().any(|&x| x != 0.0), "{what}: a gradient");
         }
-        // The same kernels on the same bytes with the same thread count: equality.
-        let on_remote =
-            loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
-        assert_eq!(on_remote.loss.to_bits(), local.loss.to_bits(), "{what}: loss on {}", remote.name());
-        assert_eq!(on_remote.grads, local.grads, "{what}: gradients on {}", remote.name());
-        let placement = &on_remote.placement;
-        eprintln!("{what}: forward and backward: {placement}");
-        assert_eq!(placement.backends.len(), 2, "{placement}");
-        assert!(placement.backends[0].backend.starts_with("RPC"), "{placement}");
-        // On the CPU only the views of the loss's inputs (target_index, loss_weights), which live
-        // there: they compute nothing, and their readers on the device get copies.
-        assert_eq!(placement.backends[1].nodes, 2, "{what}: {placement}");
-        assert_eq!(placement.backends[1].views, 2, "{what}: nothing computed on the CPU: {placement}");
+        let placement = on_remote.placement.as_ref().expect("placed by the scheduler");
+        assert_all_on_device(what, placement);
         assert_eq!(placement.splits, 1, "{placement}");
-        assert_eq!(placement.total_nodes(), local.placement.total_nodes(), "the same graph");
         // The CPU's training path, whose rewrites (the outer products as blocked matrix products)
         // sum in another order: the same numbers to within f32 rounding over sums of at most a
         // few hundred terms.
         let (loss, grads) = loss_and_grads(model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
-        assert!((loss - local.loss).abs() <= 1e-5 * local.loss.abs(), "{what}: loss {loss} vs {}", local.loss);
-        for (i, (fast, plain)) in grads.iter().zip(&local.grads).enumerate() {
+        assert!((loss - on_remote.loss).abs() <= 1e-5 * loss.abs(), "{what}: loss {loss} vs {}", on_remote.loss);
+        for (i, (fast, plain)) in grads.iter().zip(&on_remote.grads).enumerate() {
             let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
             let worst = fast.iter().zip(plain).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(worst <= 1e-4 * scale, "{what}: gradient {i} differs by {worst} (largest {scale})");
         }
-        // Recomputing activations is not placed on a device yet: a typed error naming it.
-        let err = loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Recompute, THREADS)
-            .unwrap_err();
-        assert!(matches!(err, TrainError::NotOnDevice { .. }), "{err}");
-        assert!(err.to_string().contains(&remote.name()), "{err}");
+        // Recomputing activations on the device: the same forward values computed again, so
+        // the same loss and gradients, bit for bit.
+        let recomputed =
+            loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Recompute, THREADS).unwrap();
+        assert_eq!(recomputed.loss.to_bits(), on_remote.loss.to_bits(), "{what}: loss with recomputation");
+        assert_eq!(recomputed.grads, on_remote.grads, "{what}: gradients with recomputation");
     }
     // Every buffer on the server is freed before it is killed (the guard drops last).
     drop(server);
+}
+
+/// A three-way split (this machine's CPU and two RPC servers, a third of the layers each, the
+/// output layer on the last) computes what one RPC device computes, bit for bit: the same
+/// kernels on the same bytes, only the activations and their gradients crossing devices.
+#[test]
+fn a_three_way_split_gives_the_single_device_loss_and_gradients() {
+    let root = temp_dir();
+    let dir = root.path().join("llama");
+    std::fs::create_dir(&dir).unwrap();
+    let spec = TinyLlamaSpec { layers: 3, ..TinyLlamaSpec::default() };
+    tiny_llama(&dir, &spec, Dtype::F32, Shards::One, 3).unwrap();
+    let path = root.path().join("llama-q8_0.gguf");
+    convert_to(&dir, FileType::Q8_0, &path).unwrap();
+    let model = Model::open(&path).unwrap();
+    let cfg = LoraConfig { rank: 4, alpha: 8.0, targets: Arch::from_name("llama").unwrap().projections().to_vec() };
+    let values: Vec<Vec<f32>> = random_lora_pairs(&model, &cfg, 5, 0.2).into_iter().flat_map(|p| [p.a, p.b]).collect();
+    let tokens: Vec<i32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+    let targets: Vec<Option<i32>> = (0..tokens.len()).map(|i| (i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
+    let (first, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let (second, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let rt = Runtime::get();
+    let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+    let one = add_rpc_server(rt, &first.endpoint).unwrap()[0];
+    let two = add_rpc_server(rt, &second.endpoint).unwrap()[0];
+    let single =
+        loss_and_grads_on(&Devices::one(one), &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS)
+            .unwrap();
+    let devices = Devices { list: vec![cpu, one, two], split: Some(vec![1.0, 1.0, 1.0]) };
+    assert_eq!(devices.layer_devices(3).unwrap(), vec![0, 1, 2]);
+    let split =
+        loss_and_grads_on(&devices, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+    assert_eq!(split.loss.to_bits(), single.loss.to_bits(), "loss {} vs {}", split.loss, single.loss);
+    assert_eq!(split.grads, single.grads, "gradients of the split run");
+    let placement = split.placement.expect("placed by the scheduler");
+    eprintln!("three-way split: {placement}");
+    // Scheduler order: the two RPC devices, then the CPU; each computed its share.
+    assert_eq!(placement.backends.len(), 3, "{placement}");
+    for b in &placement.backends {
+        assert!(b.nodes > b.views, "{} computed nothing: {placement}", b.backend);
+    }
+    assert!(placement.splits >= 3, "{placement}");
+    drop((first, second));
 }
 
 /// GELU's backward pass is a CPU custom op (ggml has none): a Falcon model's gradients are
@@ -340,11 +382,14 @@ fn a_gelu_model_s_gradients_are_refused_on_an_rpc_device() {
     let rt = Runtime::get();
     let remote = add_rpc_server(rt, &server.endpoint).unwrap()[0];
     let err =
-        loss_and_grads_on(&remote, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap_err();
+        loss_and_grads_on(&Devices::one(remote), &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS)
+            .unwrap_err();
     assert!(matches!(err, TrainError::NotOnDevice { .. }), "{err}");
     assert!(err.to_string().contains("falcon") && err.to_string().contains(&remote.name()), "{err}");
     let cpu = Device::all(rt).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
-    let local = loss_and_grads_on(&cpu, &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS).unwrap();
+    let local =
+        loss_and_grads_on(&Devices::one(cpu), &model, &cfg, &values, &tokens, &targets, Activations::Keep, THREADS)
+            .unwrap();
     assert!(local.loss.is_finite(), "{}", local.loss);
     drop(server);
 }

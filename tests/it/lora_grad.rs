@@ -130,14 +130,14 @@ fn gelu_gradient_is_the_incoming_gradient_times_its_derivative() {
     let weights = params.new_tensor(GgmlType::F32, &[n]).unwrap();
     let loss_grad = params.new_tensor(GgmlType::F32, &[1]).unwrap();
     let backend = Backend::cpu(rt, 2).unwrap();
-    let buffer = ParamBuffer::alloc(&params, &backend).unwrap();
+    let _buffer = ParamBuffer::alloc(&params, &backend).unwrap();
     let xs: Vec<f32> = (0..n).map(|i| -12.0 + 24.0 * i as f32 / (n - 1) as f32).collect();
     let mut rng = Rng::new(5);
     let ws: Vec<f32> = (0..n).map(|_| rng.uniform(1.0)).collect();
-    buffer.set_f32(x, &xs).unwrap();
-    buffer.set_f32(weights, &ws).unwrap();
-    buffer.fill_zero(x_grad).unwrap();
-    buffer.set_f32(loss_grad, &[1.0]).unwrap();
+    ParamBuffer::write_f32(x, &xs).unwrap();
+    ParamBuffer::write_f32(weights, &ws).unwrap();
+    ParamBuffer::write_zeros(x_grad).unwrap();
+    ParamBuffer::write_f32(loss_grad, &[1.0]).unwrap();
 
     let ctx = Context::new(rt, 64, 64).unwrap();
     let loss = ctx.sum(ctx.mul(ctx.gelu(x).unwrap(), weights).unwrap()).unwrap().set_loss().unwrap();
@@ -146,7 +146,7 @@ fn gelu_gradient_is_the_incoming_gradient_times_its_derivative() {
     graph.build_backward_expand(&ctx, &[(x, x_grad), (loss, loss_grad)]).unwrap();
     let mut alloc = Allocator::new(&backend).unwrap();
     backend.compute(&alloc.alloc_graph(&graph).unwrap()).unwrap();
-    let got = buffer.get_f32(x_grad).unwrap();
+    let got = ParamBuffer::read_f32(x_grad).unwrap();
     for i in 0..n as usize {
         assert_eq!(got[i], ws[i] * gelu_derivative(xs[i]), "x = {}", xs[i]);
     }

@@ -39,6 +39,7 @@ pub fn train_lora(
         eval_every: None,
         checkpoint_every: None,
         threads: 1,
+        devices: gguftune::model::Devices::cpu(),
     };
     let all: Vec<usize> = (0..examples.len()).collect();
     let data = TrainData { examples, train: pack_examples(examples, &all, 1 << 16, false), validation: vec![] };
