@@ -22,7 +22,7 @@ use gguftune::train::{
     OptimizerState, Schedule, Sequence, StepReport, TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
-use gguftune::plan::{training_memory, RunShape};
+use gguftune::plan::{device_memory, training_memory, DeviceMemory, DevicePlan, RunShape};
 
 use super::llama::chat_setup;
 use super::output::{human_bytes, peak_rss_bytes};
@@ -199,6 +199,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let run_shape = RunShape { lora: lora.clone(), shape: cfg.shape, activations: cfg.activations, threads };
     let planned = training_memory(&model, model.file_bytes(), &run_shape).context("planning the run's memory")?;
+    let planned_devices = match cfg.devices.is_cpu_only() {
+        true => None,
+        false => Some(device_memory(&model, &run_shape, &cfg.devices, None).context("planning the devices' memory")?),
+    };
     let arch = GgufFile::open(&source.path)?.gguf()?.get_str("general.architecture").unwrap_or("llama").to_owned();
     let slots = lora_layout(model.hparams(), &lora)?;
     let settings = settings_fingerprint(&args, &source.path, &cfg, &examples, total_steps);
@@ -290,6 +294,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let final_loss = train_curve.last().map_or(f32::NAN, |p| p.1);
     let tokens_per_second = tokens as f64 / train_seconds.max(1e-9);
     let peak = peak_rss_bytes();
+    // Each device's memory as the run allocated it, beside the plan's.
+    let device_memory: Vec<(DeviceMemory, DeviceMemory)> = match &planned_devices {
+        Some(planned) => {
+            let used = DevicePlan::from_session(&model, &lora, &cfg.devices, outcome.memory.clone())?;
+            used.memories.into_iter().zip(planned.memories.iter().cloned()).collect()
+        }
+        None => Vec::new(),
+    };
     let last_eval = outcome.last_eval;
     let (val_loss, val_ppl) = last_eval.as_ref().map_or((None, None), |e| (Some(e.loss), Some(e.perplexity)));
     if args.json {
@@ -309,6 +321,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "compute_buffer_bytes": outcome.memory.compute_bytes, "planned_compute_buffer_bytes": planned.session.compute_bytes,
                 "trainable_state_bytes": outcome.memory.param_bytes,
                 "devices": device_names(&cfg.devices), "placement": outcome.placement.as_ref().map(placement_json),
+                "device_memory": device_memory.iter().map(device_memory_json).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -317,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         eprintln!(
-            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s on {}{}, peak memory {} (planned {})",
+            "wrote {}: {} examples ({} train, {} validation; {} truncated, {} skipped), {} tokens ({} trained), {} steps, loss {first:.4} -> {final_loss:.4}{val}, {:.1} s, {tokens_per_second:.0} tok/s on {}{}, peak memory {} (planned {}){}",
             args.output.display(),
             stats.used,
             train_idx.len(),
@@ -332,6 +345,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             outcome.placement.as_ref().map_or_else(String::new, |p| format!(" ({p})")),
             peak.map_or_else(|| "unknown".into(), human_bytes),
             human_bytes(planned.peak_bytes()),
+            device_memory
+                .iter()
+                .map(|(used, planned)| format!(
+                    ", {} {} (planned {})",
+                    used.name,
+                    human_bytes(used.total_bytes()),
+                    human_bytes(planned.total_bytes())
+                ))
+                .collect::<String>(),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -416,6 +438,16 @@ fn device_names(devices: &Devices) -> Vec<String> {
         true => vec!["CPU".into()],
         false => devices.list.iter().map(|d| d.name()).collect(),
     }
+}
+
+/// One memory of a run on devices as the run used it, beside the plan's, for `--json`.
+fn device_memory_json((used, planned): &(DeviceMemory, DeviceMemory)) -> serde_json::Value {
+    serde_json::json!({
+        "name": used.name, "bytes": used.total_bytes(), "planned_bytes": planned.total_bytes(),
+        "compute_buffer_bytes": used.compute_bytes, "planned_compute_buffer_bytes": planned.compute_bytes,
+        "optimizer_buffer_bytes": used.optimizer_bytes, "planned_optimizer_buffer_bytes": planned.optimizer_bytes,
+        "lora_state_bytes": used.lora_state_bytes, "planned_lora_state_bytes": planned.lora_state_bytes,
+    })
 }
 
 /// Where the training graph's nodes ran, for `--json`.

@@ -16,6 +16,8 @@ use gguftune::train::{
     TrainConfig, TrainData, TrainError, TrainObserver,
 };
 
+mod devices;
+
 use super::convert::parse_file_type;
 use super::finetune::{prepare_data, DataOptions, PreparedData};
 use super::output::{human_bytes, human_count};
@@ -118,7 +120,19 @@ struct Alternative {
 /// One change that would lower the peak.
 struct Suggestion {
     change: String,
+    /// The peak after the change (on devices: of the memory that fits worst, `on`).
     peak: u64,
+    /// Whether the run fits after the change.
+    fits: bool,
+    /// On devices: the memory that fits worst after the change.
+    on: Option<String>,
+}
+
+/// What a run needs, as [`suggestions`] compares the changes it tries.
+struct Need {
+    peak: u64,
+    fits: bool,
+    on: Option<String>,
 }
 
 /// Set in the child process that computes the plan (see [`run`]).
@@ -167,9 +181,7 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--val-split must be in [0, 1) and --epochs at least 1");
     }
     let threads = args.run.threads();
-    if !args.run.devices()?.is_cpu_only() {
-        bail!("plan --device: planning for devices other than the CPU is not implemented yet (finetune --device trains on them)");
-    }
+    let devices = args.run.devices()?;
     let model_arg = ModelArg::resolve(&args.model)?;
     let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;
@@ -185,12 +197,21 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         // finetune's micro-batch: rows of the longest sequence, no more rows than sequences.
         run.shape = args.run.batch_shape(d.seq_len, d.train_seqs.len());
     }
-    let time = time_plan(&args, &planned, &run, data.as_ref())?;
+    let time = time_plan(&args, &planned, &run, data.as_ref(), &devices)?;
+    if !devices.is_cpu_only() {
+        return devices::plan_on_devices(&args, &source, &planned, &run, &devices, time.as_ref());
+    }
     let plan = training_memory(&planned.model, planned.file_bytes, &run)?;
     let limit = args.memory.or_else(machine_memory);
     let fits = limit.map(|l| plan.peak_bytes() <= l);
     let suggestions = match (fits, limit) {
-        (Some(false), Some(l)) => suggestions(&source, &planned, &run, args.run.grad_accum, l)?,
+        (Some(false), Some(l)) => {
+            let need = |model: &PlannedModel, run: &RunShape| -> anyhow::Result<Need> {
+                let peak = peak_with(model, run)?;
+                Ok(Need { peak, fits: peak <= l, on: None })
+            };
+            suggestions(&source, &planned, &run, args.run.grad_accum, &need)?
+        }
         _ => Vec::new(),
     };
     let alternatives = alternatives(&source, &planned, &run, &plan)?;
@@ -219,27 +240,31 @@ fn peak_with(model: &PlannedModel, run: &RunShape) -> anyhow::Result<u64> {
     Ok(training_memory(&model.model, model.file_bytes, run)?.peak_bytes())
 }
 
+/// The changes to `run` that lower its memory, each with what the run then needs (`need`):
+/// recomputing activations, smaller micro-batches with more accumulation, a shorter context, a
+/// smaller type, fewer targets.
 fn suggestions(
     source: &ModelSource,
     planned: &PlannedModel,
     run: &RunShape,
     grad_accum: usize,
-    limit: u64,
+    need: &dyn Fn(&PlannedModel, &RunShape) -> anyhow::Result<Need>,
 ) -> anyhow::Result<Vec<Suggestion>> {
+    let suggest = |change: String, n: Need| Suggestion { change, peak: n.peak, fits: n.fits, on: n.on };
     let mut out = Vec::new();
     if run.activations == Activations::Keep {
         let recompute = RunShape { activations: Activations::Recompute, ..run.clone() };
-        out.push(Suggestion { change: "--recompute".into(), peak: peak_with(planned, &recompute)? });
+        out.push(suggest("--recompute".into(), need(planned, &recompute)?));
     }
     // Smaller micro-batches with more accumulation: the same effective batch.
     let mut batch = run.shape.n_seq;
     while batch > 1 {
         batch /= 2;
         let smaller = RunShape { shape: BatchShape { n_seq: batch, ..run.shape }, ..run.clone() };
-        let peak = peak_with(planned, &smaller)?;
-        if peak <= limit || batch == 1 {
+        let n = need(planned, &smaller)?;
+        if n.fits || batch == 1 {
             let accum = grad_accum * run.shape.n_seq / batch;
-            out.push(Suggestion { change: format!("--batch {batch} --grad-accum {accum}"), peak });
+            out.push(suggest(format!("--batch {batch} --grad-accum {accum}"), n));
             break;
         }
     }
@@ -247,16 +272,16 @@ fn suggestions(
     while ctx > 128 {
         ctx /= 2;
         let shorter = RunShape { shape: BatchShape { seq_len: ctx, ..run.shape }, ..run.clone() };
-        let peak = peak_with(planned, &shorter)?;
-        if peak <= limit || ctx <= 128 {
-            out.push(Suggestion { change: format!("--ctx {ctx}"), peak });
+        let n = need(planned, &shorter)?;
+        if n.fits || ctx <= 128 {
+            out.push(suggest(format!("--ctx {ctx}"), n));
             break;
         }
     }
     for ft in [FileType::Q8_0, FileType::Q6_K, FileType::Q5_K_M, FileType::Q4_K_M] {
         let smaller = open_source(source, Some(ft))?;
         if smaller.file_bytes < planned.file_bytes {
-            out.push(Suggestion { change: format!("--type {}", ft.name()), peak: peak_with(&smaller, run)? });
+            out.push(suggest(format!("--type {}", ft.name()), need(&smaller, run)?));
         }
     }
     let arch = planned.model.hparams().arch;
@@ -264,7 +289,7 @@ fn suggestions(
         let fewer =
             RunShape { lora: LoraConfig { targets: parse_targets(targets, arch)?, ..run.lora.clone() }, ..run.clone() };
         if fewer.lora.targets.len() < run.lora.targets.len() {
-            out.push(Suggestion { change: format!("--targets {targets}"), peak: peak_with(planned, &fewer)? });
+            out.push(suggest(format!("--targets {targets}"), need(planned, &fewer)?));
         }
     }
     Ok(out)
@@ -334,6 +359,7 @@ fn time_plan(
     planned: &PlannedModel,
     run: &RunShape,
     data: Option<&DataPlan>,
+    devices: &Devices,
 ) -> anyhow::Result<Option<TimePlan>> {
     let Some(data) = data else {
         return Ok(args.tokens_per_second.map(|tps| TimePlan {
@@ -352,7 +378,7 @@ fn time_plan(
             let Some(prepared) = data.prepared.as_ref().filter(|_| planned.kind == SourceKind::GgufFile) else {
                 bail!("--calibrate trains on the GGUF file itself: give a GGUF model without --type");
             };
-            let (seconds_per_step, tps) = calibrate(&planned.model, prepared, run, args)?;
+            let (seconds_per_step, tps) = calibrate(&planned.model, prepared, run, args, devices)?;
             let how = format!(
                 "measured by --calibrate: {} steps of {} x {} tokens after a warm-up step",
                 args.calibrate_steps, run.shape.n_seq, run.shape.seq_len
@@ -369,7 +395,13 @@ fn time_plan(
 
 /// Times `args.calibrate_steps` real training steps after a warm-up step: (seconds per step,
 /// tokens per second).
-fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) -> anyhow::Result<(f64, f64)> {
+fn calibrate(
+    model: &Model,
+    data: &PreparedData,
+    run: &RunShape,
+    args: &Args,
+    devices: &Devices,
+) -> anyhow::Result<(f64, f64)> {
     struct Clock {
         times: Vec<(Instant, usize)>,
     }
@@ -401,7 +433,7 @@ fn calibrate(model: &Model, data: &PreparedData, run: &RunShape, args: &Args) ->
         eval_every: None,
         checkpoint_every: None,
         threads: run.threads,
-        devices: Devices::cpu(),
+        devices: devices.clone(),
     };
     // Enough epochs over a small dataset for the warm-up and the timed steps.
     let per_epoch = cfg.steps_per_epoch(data.train_seqs.len()).max(1);
@@ -502,6 +534,52 @@ fn source_text(planned: &PlannedModel) -> String {
     }
 }
 
+/// The run a plan is about, in one line: the adapter, the model, its file.
+fn run_text(args: &Args, planned: &PlannedModel, run: &RunShape, base_params: u64) -> String {
+    let targets: Vec<&str> = run
+        .lora
+        .targets
+        .iter()
+        .filter_map(|k| gguftune::model::TARGETS.iter().find(|(_, t)| t == k).map(|(n, _)| *n))
+        .collect();
+    format!(
+        "LoRA r{} on {} of {} ({} layers, {} parameters), {}",
+        run.lora.rank,
+        targets.join(","),
+        args.model.display(),
+        planned.model.hparams().n_layer,
+        human_count(base_params),
+        source_text(planned)
+    )
+}
+
+/// Prints the time a run takes, if known, and adds it to the `summary` line.
+fn print_time(args: &Args, time: Option<&TimePlan>, summary: &mut String) {
+    let Some(t) = time else { return };
+    println!();
+    if t.steps > 0 {
+        println!("time: {} tokens in {} steps ({} epochs; {})", t.tokens, t.steps, args.epochs, t.tokens_from);
+    }
+    match (&t.speed, t.seconds) {
+        (Some((tps, how)), Some(seconds)) => {
+            println!("  at {tps:.0} tokens/s ({how}): {}", hours_minutes(seconds));
+            summary.push_str(&format!(", about {} of training", hours_minutes(seconds)));
+        }
+        (Some((tps, how)), None) => {
+            println!("  at {tps:.0} tokens/s ({how}); give --data for the run's length")
+        }
+        _ => println!("  speed unknown: add --calibrate (a few real steps) or --tokens-per-second N"),
+    }
+}
+
+/// The time part of `--json`.
+fn time_json(time: Option<&TimePlan>) -> serde_json::Value {
+    serde_json::json!(time.map(|t| serde_json::json!({
+        "tokens": t.tokens, "steps": t.steps, "tokens_from": t.tokens_from,
+        "speed_from": t.speed.as_ref().map(|(_, how)| how), "seconds": t.seconds,
+    })))
+}
+
 /// Everything a plan prints.
 #[derive(Clone, Copy)]
 struct Report<'a> {
@@ -521,21 +599,7 @@ impl Report<'_> {
         let Report { args, planned, run, plan, limit, fits, alternatives, suggestions, time } = *self;
         let h = planned.model.hparams();
         let hb = |n: u64| human_bytes(n);
-        let targets: Vec<&str> = run
-            .lora
-            .targets
-            .iter()
-            .filter_map(|k| gguftune::model::TARGETS.iter().find(|(_, t)| t == k).map(|(n, _)| *n))
-            .collect();
-        println!(
-            "LoRA r{} on {} of {} ({} layers, {} parameters), {}",
-            run.lora.rank,
-            targets.join(","),
-            args.model.display(),
-            h.n_layer,
-            human_count(plan.base_params),
-            source_text(planned)
-        );
+        println!("{}", run_text(args, planned, run, plan.base_params));
         println!("micro-batch {} x {} tokens, {} CPU threads\n", run.shape.n_seq, run.shape.seq_len, run.threads);
         let s = &plan.session;
         let lines: Vec<(String, u64, String)> = vec![
@@ -595,8 +659,7 @@ impl Report<'_> {
         if !suggestions.is_empty() {
             println!("\nto fit, change one of:");
             for sg in suggestions {
-                let ok = limit.is_some_and(|l| sg.peak <= l);
-                println!("  {:<40} peak {:>10}{}", sg.change, hb(sg.peak), if ok { "  fits" } else { "" });
+                println!("  {:<40} peak {:>10}{}", sg.change, hb(sg.peak), if sg.fits { "  fits" } else { "" });
             }
         }
         println!("\n  {:<44} {:>10}  {:<46} {:>10}", "alternatives", "gguftune", "rule of thumb", "says");
@@ -604,22 +667,7 @@ impl Report<'_> {
             println!("  {:<44} {:>10}  {:<46} {:>10}", a.name, hb(a.bytes), a.rule_name, hb(a.rule_bytes));
         }
         let mut summary = format!("plan: peak {} ({verdict})", hb(plan.peak_bytes()));
-        if let Some(t) = time {
-            println!();
-            if t.steps > 0 {
-                println!("time: {} tokens in {} steps ({} epochs; {})", t.tokens, t.steps, args.epochs, t.tokens_from);
-            }
-            match (&t.speed, t.seconds) {
-                (Some((tps, how)), Some(seconds)) => {
-                    println!("  at {tps:.0} tokens/s ({how}): {}", hours_minutes(seconds));
-                    summary.push_str(&format!(", about {} of training", hours_minutes(seconds)));
-                }
-                (Some((tps, how)), None) => {
-                    println!("  at {tps:.0} tokens/s ({how}); give --data for the run's length")
-                }
-                _ => println!("  speed unknown: add --calibrate (a few real steps) or --tokens-per-second N"),
-            }
-        }
+        print_time(args, time, &mut summary);
         eprintln!("\n{summary}");
     }
 
@@ -640,10 +688,7 @@ impl Report<'_> {
             "memory_limit_bytes": limit,
             "fits": fits,
             "tokens_per_second": time.and_then(|t| t.speed.as_ref().map(|(tps, _)| *tps)),
-            "time": time.map(|t| serde_json::json!({
-                "tokens": t.tokens, "steps": t.steps, "tokens_from": t.tokens_from,
-                "speed_from": t.speed.as_ref().map(|(_, how)| how), "seconds": t.seconds,
-            })),
+            "time": time_json(time),
             "breakdown": {
                 "weights_bytes": plan.weights_bytes,
                 "lora_state_bytes": s.param_bytes,
@@ -660,7 +705,7 @@ impl Report<'_> {
                 "name": a.name, "bytes": a.bytes, "how": a.how, "rule_of_thumb": a.rule_name, "rule_of_thumb_bytes": a.rule_bytes,
             })).collect::<Vec<_>>(),
             "suggestions": suggestions.iter().map(|sg| serde_json::json!({
-                "change": sg.change, "peak_memory_bytes": sg.peak, "fits": limit.map(|l| sg.peak <= l),
+                "change": sg.change, "peak_memory_bytes": sg.peak, "fits": sg.fits,
             })).collect::<Vec<_>>(),
         });
         println!("{value}");

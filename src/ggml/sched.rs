@@ -21,6 +21,46 @@ const MAX_BACKENDS: usize = 16;
 const CUSTOM_OPS: [u32; 4] =
     [sys::GGML_OP_CUSTOM, sys::GGML_OP_MAP_CUSTOM1, sys::GGML_OP_MAP_CUSTOM2, sys::GGML_OP_MAP_CUSTOM3];
 
+/// Sources per node (`GGML_MAX_SRC`).
+const MAX_SRC: usize = 10;
+
+/// The sources of every node of a graph, as built. Placing a graph points each source a node
+/// reads from another backend at a copy in the scheduler's own context (ggml-backend.cpp's
+/// `ggml_backend_sched_split_graph`: `node->src[j] = tensor_id_copy(...)`), which the next
+/// placement frees: a graph placed again (every micro-batch of a session) would read freed
+/// copies. The sources are put back as soon as the placement is done with ([`Sources::restore`]),
+/// so that each placement starts from the graph as built, as llama.cpp's fresh graphs do.
+#[derive(Debug)]
+struct Sources {
+    saved: Vec<(*mut sys::ggml_tensor, [*mut sys::ggml_tensor; MAX_SRC])>,
+}
+
+impl Sources {
+    /// The sources of `graph`'s nodes now.
+    fn save(graph: &Graph<'_>) -> Sources {
+        let saved = graph
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let node = n.raw();
+                // SAFETY: a live node of a live graph; reads its source pointers.
+                (node, unsafe { (*node).src })
+            })
+            .collect();
+        Sources { saved }
+    }
+
+    /// Puts the saved sources back. The graph's nodes must be alive (callers hold the graph).
+    fn restore(&self) {
+        for (node, src) in &self.saved {
+            // SAFETY: a node of the graph saved, which the caller still borrows; only its source
+            // pointers change, back to the tensors the graph was built with (all alive as long as
+            // the graph's context).
+            unsafe { (**node).src = *src };
+        }
+    }
+}
+
 /// Ops that compute nothing (ggml's `ggml_op_is_empty`): their result is memory of their source.
 const EMPTY_OPS: [u32; 5] =
     [sys::GGML_OP_NONE, sys::GGML_OP_VIEW, sys::GGML_OP_RESHAPE, sys::GGML_OP_PERMUTE, sys::GGML_OP_TRANSPOSE];
@@ -134,10 +174,12 @@ impl<'b> Scheduler<'b> {
         // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
         // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
         // every node (checked above: ggml asserts each node gets one). False when out of memory.
+        let sources = Sources::save(graph);
         if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
+            sources.restore();
             return Err(Error::GraphAlloc);
         }
-        Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
+        Ok(Scheduled { sched: self, allocated: Allocated::new(graph), sources })
     }
 
     /// Sizes and allocates the scheduler's compute buffers for `graph` (each backend's at least
@@ -147,11 +189,30 @@ impl<'b> Scheduler<'b> {
         self.check(graph)?;
         // SAFETY: a live scheduler; clears the previous graph's placement.
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        let sources = Sources::save(graph);
         // SAFETY: as in `alloc_graph` (the same checks passed); false when out of memory.
-        if !unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) } {
+        let reserved = unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) };
+        sources.restore();
+        if !reserved {
             return Err(Error::GraphAlloc);
         }
         Ok(self.buffer_sizes())
+    }
+
+    /// Each backend's compute buffer for `graph`, in bytes, in the scheduler's order, as
+    /// [`Scheduler::reserve`] would size it, allocating nothing (ggml's
+    /// `ggml_backend_sched_reserve_size`). Checked as [`Scheduler::alloc_graph`].
+    pub fn measure(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
+        self.check(graph)?;
+        let mut sizes = vec![0usize; self.backends.len()];
+        // SAFETY: a live scheduler and graph, checked as in `alloc_graph` (the graph fits the
+        // hash set, ggml asserts it); `sizes` has one slot per backend of the scheduler, which
+        // ggml writes (one per buffer id = backend index). It resets the scheduler and places
+        // the graph, allocating no buffer.
+        let sources = Sources::save(graph);
+        unsafe { sys::ggml_backend_sched_reserve_size(self.ptr.as_ptr(), graph.raw(), sizes.as_mut_ptr()) };
+        sources.restore();
+        Ok(sizes)
     }
 
     /// Each backend's compute buffer, in bytes, in the scheduler's order.
@@ -217,6 +278,15 @@ impl Drop for Scheduler<'_> {
 pub struct Scheduled<'s, 'b, 'g, 'ctx> {
     sched: &'s mut Scheduler<'b>,
     allocated: Allocated<'g, 'ctx>,
+    /// The graph's sources as built, put back when this is dropped.
+    sources: Sources,
+}
+
+impl Drop for Scheduled<'_, '_, '_, '_> {
+    fn drop(&mut self) {
+        // The graph ('g) outlives this value: its nodes are alive.
+        self.sources.restore();
+    }
 }
 
 impl<'g, 'ctx> Scheduled<'_, '_, 'g, 'ctx> {

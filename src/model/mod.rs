@@ -19,7 +19,7 @@ pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss};
 pub use hparams::{HParams, SlidingWindow};
 pub use layer::{Activation, AdapterSlot, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
-pub use split::{DeviceBackends, Devices, LayerSplit};
+pub use split::{holder, DeviceBackends, Devices, LayerSplit};
 pub use weights::{Binder, LayerWeights, Weights};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Placement, Runtime, Scheduler};
@@ -69,6 +69,10 @@ pub enum WeightsPlacement<'b> {
     /// marked as weights and filled once from the file in the stored types, tensor by tensor; a
     /// CPU's share in the mapped file.
     Split(&'b LayerSplit<'b>),
+    /// As `Split`, with each device's buffer allocated but not filled (nothing read from the
+    /// file or sent to a device): for placing and sizing graphs, as `plan` does, not running
+    /// them.
+    Unfilled(&'b LayerSplit<'b>),
 }
 
 /// Logits computed on a device, and where the graph's nodes ran.
@@ -236,14 +240,15 @@ impl Model {
                 let weights = Weights::bind(&ctx, Some(&buffer), &gguf, &self.hparams)?;
                 f(&ctx, &weights)
             }
-            WeightsPlacement::Split(split) => {
+            WeightsPlacement::Split(split) | WeightsPlacement::Unfilled(split) => {
                 // The context holds the weights alone until `f` builds graphs in it.
                 let weights = Weights::bind(&ctx, None, &gguf, &self.hparams)?;
                 let mapped = match (0..split.backends.len()).any(|i| split.is_cpu(i)) {
                     true => Some(MappedBuffer::new(rt, self.file.bytes()).map_err(ModelError::from)?),
                     false => None,
                 };
-                let _buffers = weights.place(split, mapped.as_ref(), self.file.bytes())?;
+                let file = matches!(placement, WeightsPlacement::Split(_)).then(|| self.file.bytes());
+                let _buffers = weights.place(split, mapped.as_ref(), file)?;
                 ggml::init_views(&ctx).map_err(ModelError::from)?;
                 f(&ctx, &weights)
             }
@@ -278,7 +283,7 @@ fn bind_lora<'c>(
     h: &HParams,
     cfg: &LoraConfig,
     values: &[Vec<f32>],
-) -> Result<(LoraParams<'c>, Vec<ParamBuffer<'c>>), ModelError> {
+) -> Result<(LoraParams<'c>, Vec<(usize, ParamBuffer<'c>)>), ModelError> {
     let lora = LoraParams::new(ctx, h, cfg)?;
     let tensors: Vec<_> = lora.pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     if values.len() != tensors.len() {

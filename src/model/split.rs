@@ -5,6 +5,8 @@
 //! one device to the next.
 
 use crate::ggml::{Backend, Device, DeviceType, ParamBuffer, Runtime, Tensor};
+use crate::gguf::Gguf;
+use crate::names::TensorName;
 
 use super::ModelError;
 
@@ -86,6 +88,31 @@ impl Devices {
             })
             .collect())
     }
+
+    /// The bytes of the stored weights each device of the list holds (one entry per device; one,
+    /// the CPU's, for an empty list) for the model indexed by `g` with `n_layer` layers: each
+    /// tensor of the file goes where [`holder`] says, by the layer of its name, as
+    /// [`super::Weights::place`] puts it.
+    pub fn weight_bytes(&self, g: &Gguf<'_>, n_layer: usize) -> Result<Vec<u64>, ModelError> {
+        let layer_devices = self.layer_devices(n_layer)?;
+        let n = self.list.len().max(1);
+        let mut bytes = vec![0u64; n];
+        for t in &g.tensors {
+            let layer = TensorName::from_gguf(t.name).and_then(|name| name.layer);
+            bytes[holder(&layer_devices, n, layer)] += t.n_bytes;
+        }
+        Ok(bytes)
+    }
+}
+
+/// Which of `n_devices` devices holds a tensor of layer `layer`, given each layer's device
+/// (`layer_devices`, as [`Devices::layer_devices`] says): its layer's, and the last device for
+/// the tensors outside the layers (`None`: token embeddings, output norm and projection, rope
+/// factors). The one rule that both [`LayerSplit`] (where the weights and LoRA tensors go) and
+/// [`Devices::weight_bytes`] (what `plan` says each device holds) follow.
+pub fn holder(layer_devices: &[usize], n_devices: usize, layer: Option<u32>) -> usize {
+    let last = n_devices.saturating_sub(1);
+    layer.and_then(|il| layer_devices.get(il as usize).copied()).unwrap_or(last)
 }
 
 /// The backends of a [`Devices`] list: this machine's CPU backend (ggml's scheduler always ends
@@ -167,8 +194,7 @@ impl<'b> LayerSplit<'b> {
     /// Index in `backends` of the backend of the tensor of layer `layer` (`None`: outside the
     /// layers).
     pub fn backend_index(&self, layer: Option<u32>) -> usize {
-        let last = self.backends.len() - 1;
-        layer.and_then(|il| self.layer_backend.get(il as usize).copied()).unwrap_or(last)
+        holder(&self.layer_backend, self.backends.len(), layer)
     }
 
     /// Whether backend `i` is a CPU backend (its share of the weights is the mapped file).
@@ -177,15 +203,18 @@ impl<'b> LayerSplit<'b> {
     }
 
     /// Gives `tensors` (each with the layer it belongs to; `None`: outside the layers) memory on
-    /// their backends: one [`ParamBuffer`] per backend holding any. The LoRA tensors, their
-    /// gradients and AdamW's moments live with their layer.
-    pub fn place_params<'c>(&self, tensors: &[(Option<u32>, Tensor<'c>)]) -> Result<Vec<ParamBuffer<'c>>, ModelError> {
+    /// their backends: one [`ParamBuffer`] per backend holding any, with that backend's index in
+    /// `backends`. The LoRA tensors, their gradients and AdamW's moments live with their layer.
+    pub fn place_params<'c>(
+        &self,
+        tensors: &[(Option<u32>, Tensor<'c>)],
+    ) -> Result<Vec<(usize, ParamBuffer<'c>)>, ModelError> {
         let mut buffers = Vec::new();
         for (i, backend) in self.backends.iter().enumerate() {
             let share: Vec<Tensor<'c>> =
                 tensors.iter().filter(|(layer, _)| self.backend_index(*layer) == i).map(|&(_, t)| t).collect();
             if !share.is_empty() {
-                buffers.push(ParamBuffer::alloc_tensors(backend, &share)?);
+                buffers.push((i, ParamBuffer::alloc_tensors(backend, &share)?));
             }
         }
         Ok(buffers)

@@ -290,14 +290,15 @@ impl<'c> Weights<'c> {
     /// others on the last one. A CPU backend's share points into `mapped` (the file's mapping,
     /// which must then be given); a device's share is copied, in its stored type, from `file`
     /// (the model file's bytes) into one buffer of that device marked as weights, one tensor at
-    /// a time: the file's pages are read as each is sent, never all of it at once. Call
-    /// [`crate::ggml::init_views`] afterwards for the row views of fused weights. The buffers
-    /// must live as long as the weights are used.
+    /// a time: the file's pages are read as each is sent, never all of it at once. With no
+    /// `file`, a device's buffer is allocated and left unfilled: enough for ggml to place and
+    /// size graphs, not to run them. Call [`crate::ggml::init_views`] afterwards for the row
+    /// views of fused weights. The buffers must live as long as the weights are used.
     pub fn place(
         &self,
         split: &LayerSplit<'_>,
         mapped: Option<&MappedBuffer<'_>>,
-        file: &[u8],
+        file: Option<&[u8]>,
     ) -> Result<Vec<WeightBuffer<'c>>, ModelError> {
         let mut buffers = Vec::new();
         for (i, backend) in split.backends.iter().enumerate() {
@@ -317,6 +318,10 @@ impl<'c> Weights<'c> {
             }
             let tensors: Vec<Tensor<'c>> = share.iter().map(|s| s.tensor).collect();
             let buffer = WeightBuffer::alloc_tensors(backend, &tensors)?;
+            let Some(file) = file else {
+                buffers.push(buffer);
+                continue;
+            };
             for s in share {
                 let bytes = s.offset.checked_add(s.tensor.nbytes()).and_then(|end| file.get(s.offset..end));
                 let bytes = bytes.ok_or_else(|| ModelError::Inconsistent {

@@ -5,13 +5,17 @@
 //! ([`crate::train::measure_session`]) on a stand-in of the model's file ([`Model::planned`],
 //! zeros that cost no memory) and lets ggml's allocator size its buffers without allocating them.
 //! `finetune` runs the same measurement on its real model and prints it beside the measured peak.
+//! On devices ([`device_memory`]), the same session placed by ggml's scheduler gives each
+//! device's and the host's share.
 
+mod devices;
 mod source;
 
 use crate::gguf::{Gguf, GgufPlan, GgufWriteError};
 use crate::model::{lora_layout, LoraConfig, Model, ModelError};
 use crate::train::{measure_session, Activations, BatchShape, SessionMemory, TrainError};
 
+pub use devices::{device_memory, DeviceMemory, DevicePlan, HOST};
 pub use source::{open_source, ModelSource, PlannedModel, SourceKind};
 
 /// Resident memory of a training process besides the buffers planned here: the program and

@@ -23,7 +23,8 @@ pub use device::{loss_and_grads_on, DeviceGrads};
 pub use examples::{build_example, build_examples, BuiltExample, ExampleError, ExampleStats};
 pub use schedule::Schedule;
 pub use session::{
-    measure_session, with_session, with_session_on, Activations, BatchShape, OptimizerState, Session, SessionMemory,
+    measure_session, measure_session_on, with_session, with_session_on, Activations, BackendMemory, BatchShape,
+    OptimizerState, Session, SessionMemory,
 };
 
 /// One tokenized training example: the tokens, and for each position the token it must predict

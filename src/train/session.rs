@@ -19,7 +19,8 @@
 //! positions, masks, targets).
 
 use crate::ggml::{
-    self, Allocated, Allocator, Backend, Context, Graph, ParamBuffer, Placement, Runtime, Scheduler, Tensor,
+    self, Allocated, Allocator, Backend, Context, Device, DeviceType, Graph, ParamBuffer, Placement, Runtime,
+    Scheduler, Tensor,
 };
 use crate::gguf::GgmlType;
 use crate::model::{
@@ -68,7 +69,7 @@ impl OptimizerState {
 }
 
 /// The memory of a training session's ggml buffers, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionMemory {
     /// The model graph's buffer: activations kept for the backward pass, gradients of
     /// intermediate tensors, logits and loss (the larger of the training and validation graphs).
@@ -79,6 +80,37 @@ pub struct SessionMemory {
     pub param_bytes: usize,
     /// The CPU backend's scratch buffer for the largest graph.
     pub work_bytes: usize,
+    /// The same buffers (the scratch buffer aside), backend by backend: in ggml's scheduler's
+    /// order on devices (each device's other than the CPU, in the list's order, then this
+    /// machine's CPU), the CPU's alone on the CPU.
+    pub backends: Vec<BackendMemory>,
+}
+
+/// One backend's share of a training session's ggml buffers, in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendMemory {
+    /// The backend's device (`None` only for a backend ggml gives no device).
+    pub device: Option<Device>,
+    /// Its part of the model graphs' buffers (activations, gradients, logits; on the CPU also
+    /// the inputs that every micro-batch uploads).
+    pub compute_bytes: usize,
+    /// Its part of the optimizer graphs' buffers.
+    pub optimizer_bytes: usize,
+    /// The LoRA tensors, gradients and AdamW moments of the layers it holds (the last device's
+    /// also the optimizer's inputs).
+    pub param_bytes: usize,
+}
+
+impl BackendMemory {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.compute_bytes + self.optimizer_bytes + self.param_bytes
+    }
+
+    /// Whether it is this machine's CPU backend.
+    pub fn is_cpu(&self) -> bool {
+        self.device.is_some_and(|d| d.kind() == DeviceType::Cpu)
+    }
 }
 
 impl SessionMemory {
@@ -102,6 +134,20 @@ pub fn measure_session(
     with_session(model, lora, shape, activations, threads, |session| session.planned_memory())
 }
 
+/// As [`measure_session`], on `devices` as [`with_session_on`] would train there: each device's
+/// weight buffer is allocated there but not filled (nothing read from the file), and ggml's
+/// scheduler sizes the compute buffers without allocating them.
+pub fn measure_session_on(
+    devices: &Devices,
+    model: &Model,
+    lora: &LoraConfig,
+    shape: BatchShape,
+    activations: Activations,
+    threads: usize,
+) -> Result<SessionMemory, TrainError> {
+    build_session(devices, model, lora, shape, activations, threads, false, |session| session.planned_memory())
+}
+
 /// One training run's ggml objects; see the module docs. Made by [`with_session`].
 pub struct Session<'c> {
     runner: Runner<'c>,
@@ -122,8 +168,10 @@ pub struct Session<'c> {
     shape: BatchShape,
     /// Where the training graph's nodes ran (on devices, after the first micro-batch).
     placement: Option<Placement>,
-    /// The memory of the parameters, all devices together.
-    param_bytes: usize,
+    /// The devices of the backends, in the order of [`SessionMemory::backends`].
+    backend_devices: Vec<Option<Device>>,
+    /// The memory of the parameters on each backend, in that order.
+    param_bytes: Vec<usize>,
 }
 
 /// Where a session's graphs are allocated and run.
@@ -205,6 +253,22 @@ pub fn with_session_on<R>(
     threads: usize,
     f: impl FnOnce(&mut Session<'_>) -> Result<R, TrainError>,
 ) -> Result<R, TrainError> {
+    build_session(devices, model, lora, shape, activations, threads, true, f)
+}
+
+/// [`with_session_on`], with the devices' weights filled from the file or (`fill_weights`
+/// false, for measuring) only allocated.
+#[allow(clippy::too_many_arguments)]
+fn build_session<R>(
+    devices: &Devices,
+    model: &Model,
+    lora: &LoraConfig,
+    shape: BatchShape,
+    activations: Activations,
+    threads: usize,
+    fill_weights: bool,
+    f: impl FnOnce(&mut Session<'_>) -> Result<R, TrainError>,
+) -> Result<R, TrainError> {
     let rt = Runtime::get();
     let h = model.hparams();
     if shape.seq_len == 0 || shape.n_seq == 0 {
@@ -260,12 +324,23 @@ pub fn with_session_on<R>(
         let ids_data: Vec<i32> = (0..rows).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect();
         ggml::ParamBuffer::write_i32(ids, &ids_data)?;
     }
-    let param_bytes = param_buffers.iter().map(ParamBuffer::size).sum();
+    let scheduled = backends.for_scheduler();
+    let backend_devices: Vec<Option<Device>> = scheduled.iter().map(|b| b.device()).collect();
+    let mut param_bytes = vec![0usize; scheduled.len()];
+    for (i, buffer) in &param_buffers {
+        if let Some(at) = scheduled.iter().position(|b| std::ptr::eq(*b, split.backends[*i])) {
+            param_bytes[at] += buffer.size();
+        }
+    }
 
     let graph_size = model.graph_size();
     // Room for the graphs: validation, training with gradients (twice the size), and its two
     // rewrites (twice the size each).
-    model.with_weights(8, WeightsPlacement::Split(&split), |ctx, weights| {
+    let placement = match fill_weights {
+        true => WeightsPlacement::Split(&split),
+        false => WeightsPlacement::Unfilled(&split),
+    };
+    model.with_weights(8, placement, |ctx, weights| {
         let inputs = Inputs::new(ctx, h, shape.seq_len as u64, shape.n_seq as u64)?;
         let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
         let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
@@ -346,6 +421,7 @@ pub fn with_session_on<R>(
             opt_graph,
             shape,
             placement: None,
+            backend_devices,
             param_bytes,
         };
         f(&mut session)
@@ -471,44 +547,70 @@ impl Session<'_> {
 
     /// The buffers as allocated so far (after training: what the run used).
     pub fn memory(&self) -> SessionMemory {
-        let (compute_bytes, optimizer_bytes) = match &self.runner {
-            Runner::Cpu { compute, optimizer, .. } => (compute.buffer_size(), optimizer.buffer_size()),
-            Runner::Devices { compute, optimizer } => {
-                (compute.buffer_sizes().iter().sum(), optimizer.buffer_sizes().iter().sum())
-            }
+        let (compute, optimizer) = match &self.runner {
+            Runner::Cpu { compute, optimizer, .. } => (vec![compute.buffer_size()], vec![optimizer.buffer_size()]),
+            Runner::Devices { compute, optimizer } => (compute.buffer_sizes(), optimizer.buffer_sizes()),
         };
-        SessionMemory { compute_bytes, optimizer_bytes, param_bytes: self.param_bytes, work_bytes: self.work_bytes() }
+        self.session_memory(&compute, &optimizer, self.work_bytes())
     }
 
-    /// The buffers as ggml's allocator plans them for this session's graphs, allocating nothing
-    /// (on the CPU alone; on devices, ggml's scheduler reserves the buffers to size them).
+    /// The buffers as ggml's allocator plans them for this session's graphs (each backend's
+    /// compute buffer the largest its training and validation graphs need, the optimizer's
+    /// likewise), allocating nothing.
     pub fn planned_memory(&mut self) -> Result<SessionMemory, TrainError> {
         let work_bytes = self.work_bytes();
         let [train, eval, norm, opt] = [&self.train_graph, &self.eval_graph, &self.norm_graph, &self.opt_graph];
-        let (compute_bytes, optimizer_bytes) = match &mut self.runner {
+        let (compute, optimizer) = match &mut self.runner {
             Runner::Cpu { backend, .. } => {
-                let largest = |graphs: [&Graph<'_>; 2]| -> Result<usize, TrainError> {
+                let largest = |graphs: [&Graph<'_>; 2]| -> Result<Vec<usize>, TrainError> {
                     let mut sizes = Vec::new();
                     for g in graphs {
                         sizes.push(Allocator::new(backend)?.measure(g));
                     }
-                    Ok(sizes.into_iter().max().unwrap_or(0))
+                    Ok(vec![sizes.into_iter().max().unwrap_or(0)])
                 };
                 (largest([train, eval])?, largest([norm, opt])?)
             }
             Runner::Devices { compute, optimizer } => {
-                let mut sizes = [0usize; 2];
-                for (i, (scheduler, graphs)) in
-                    [(compute, [train, eval]), (optimizer, [norm, opt])].into_iter().enumerate()
-                {
-                    for g in graphs {
-                        sizes[i] = sizes[i].max(scheduler.reserve(g)?.iter().sum());
-                    }
-                }
-                (sizes[0], sizes[1])
+                let largest =
+                    |scheduler: &mut Scheduler<'_>, graphs: [&Graph<'_>; 2]| -> Result<Vec<usize>, TrainError> {
+                        let mut sizes: Vec<usize> = Vec::new();
+                        for g in graphs {
+                            let measured = scheduler.measure(g)?;
+                            sizes.resize(measured.len(), 0);
+                            for (size, m) in sizes.iter_mut().zip(measured) {
+                                *size = (*size).max(m);
+                            }
+                        }
+                        Ok(sizes)
+                    };
+                (largest(compute, [train, eval])?, largest(optimizer, [norm, opt])?)
             }
         };
-        Ok(SessionMemory { compute_bytes, optimizer_bytes, param_bytes: self.param_bytes, work_bytes })
+        Ok(self.session_memory(&compute, &optimizer, work_bytes))
+    }
+
+    /// The session's memory from each backend's compute and optimizer buffers (in
+    /// [`SessionMemory::backends`] order).
+    fn session_memory(&self, compute: &[usize], optimizer: &[usize], work_bytes: usize) -> SessionMemory {
+        let backends: Vec<BackendMemory> = self
+            .backend_devices
+            .iter()
+            .enumerate()
+            .map(|(i, &device)| BackendMemory {
+                device,
+                compute_bytes: compute.get(i).copied().unwrap_or(0),
+                optimizer_bytes: optimizer.get(i).copied().unwrap_or(0),
+                param_bytes: self.param_bytes.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        SessionMemory {
+            compute_bytes: compute.iter().sum(),
+            optimizer_bytes: optimizer.iter().sum(),
+            param_bytes: self.param_bytes.iter().sum(),
+            work_bytes,
+            backends,
+        }
     }
 
     fn work_bytes(&self) -> usize {

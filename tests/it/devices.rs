@@ -4,9 +4,8 @@
 //! backward through it, AdamW) equals the local CPU backend's bit for bit, and so do a tiny
 //! model's forward logits with its weights on the device, placed there by ggml's scheduler.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
 
 use gguftune::arch::Arch;
 use gguftune::ggml::{
@@ -19,77 +18,10 @@ use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, loss_and_grads_on, Activations, TrainError};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
+use crate::common::rpc_server::{free_port, Server, THREADS};
 use crate::common::training::random_lora_pairs;
 use crate::common::transformers_fixtures::converted;
 use crate::common::{convert_to, gguftune, temp_dir};
-
-/// CPU threads of both the server's and the local CPU backend: the same row split on both.
-const THREADS: usize = 2;
-
-/// A `gguftune rpc-server` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    stderr: BufReader<ChildStderr>,
-    endpoint: RpcEndpoint,
-}
-
-impl Server {
-    /// Starts `gguftune rpc-server --host HOST --port <a free port> --threads 2` and returns once
-    /// it printed the line naming what it serves (the lines before it: `before`) and accepts
-    /// connections.
-    fn start(host: Ipv4Addr) -> (Server, Vec<String>) {
-        let port = free_port(host);
-        let child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
-            .args(["rpc-server", "--host", &host.to_string(), "--port", &port.to_string()])
-            .args(["--threads", &THREADS.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gguftune binary runs");
-        let endpoint = RpcEndpoint::new(&host.to_string(), &port.to_string()).unwrap();
-        let mut child = child;
-        let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
-        let mut server = Server { child, stderr, endpoint };
-        let mut before = Vec::new();
-        loop {
-            let line = server.read_line();
-            if line.starts_with("gguftune rpc-server: serving") {
-                before.push(line);
-                break;
-            }
-            before.push(line);
-        }
-        // The line is printed right before ggml listens: connect until it does (each connection
-        // that sends nothing is closed by the server, which then accepts the next).
-        let address = SocketAddrV4::new(host, port);
-        while TcpStream::connect(address).is_err() {
-            assert!(server.child.try_wait().unwrap().is_none(), "rpc-server exited: {before:?}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        (server, before)
-    }
-
-    /// The next line of the server's stderr (the test fails if the server ends first).
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.stderr.read_line(&mut line).unwrap();
-        assert!(n > 0, "rpc-server ended before printing what it serves");
-        line.trim_end().to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port of `host` no one listens on (bound by the system, then released).
-fn free_port(host: Ipv4Addr) -> u16 {
-    TcpListener::bind(SocketAddrV4::new(host, 0)).unwrap().local_addr().unwrap().port()
-}
 
 /// What one training step computed: the trained tensor before, the loss, its gradient, and the
 /// tensor after one AdamW update.

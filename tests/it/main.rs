@@ -32,6 +32,7 @@ mod new_families;
 mod ollama_api;
 mod ollama_cli;
 mod plan;
+mod plan_devices;
 mod source_audit;
 mod spm_tokenizer;
 mod train;

@@ -10,6 +10,7 @@ pub mod ollama_store;
 pub mod peak_alloc;
 #[allow(dead_code)]
 pub mod reference;
+pub mod rpc_server;
 #[allow(dead_code)]
 pub mod tiny_gguf;
 pub mod training;
