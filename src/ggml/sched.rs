@@ -170,11 +170,11 @@ impl<'b> Scheduler<'b> {
         // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
         // scheduler allocates one graph at a time).
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        let sources = Sources::save(graph);
         // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
         // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
         // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
         // every node (checked above: ggml asserts each node gets one). False when out of memory.
-        let sources = Sources::save(graph);
         if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
             sources.restore();
             return Err(Error::GraphAlloc);
@@ -182,34 +182,17 @@ impl<'b> Scheduler<'b> {
         Ok(Scheduled { sched: self, allocated: Allocated::new(graph), sources })
     }
 
-    /// Sizes and allocates the scheduler's compute buffers for `graph` (each backend's at least
-    /// as large as `graph` needs), without running it, and returns each backend's buffer size in
-    /// the scheduler's order. Checked as [`Scheduler::alloc_graph`].
-    pub fn reserve(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
-        self.check(graph)?;
-        // SAFETY: a live scheduler; clears the previous graph's placement.
-        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
-        let sources = Sources::save(graph);
-        // SAFETY: as in `alloc_graph` (the same checks passed); false when out of memory.
-        let reserved = unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) };
-        sources.restore();
-        if !reserved {
-            return Err(Error::GraphAlloc);
-        }
-        Ok(self.buffer_sizes())
-    }
-
     /// Each backend's compute buffer for `graph`, in bytes, in the scheduler's order, as
-    /// [`Scheduler::reserve`] would size it, allocating nothing (ggml's
+    /// [`Scheduler::alloc_graph`] would size it, allocating nothing (ggml's
     /// `ggml_backend_sched_reserve_size`). Checked as [`Scheduler::alloc_graph`].
     pub fn measure(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
         self.check(graph)?;
         let mut sizes = vec![0usize; self.backends.len()];
+        let sources = Sources::save(graph);
         // SAFETY: a live scheduler and graph, checked as in `alloc_graph` (the graph fits the
         // hash set, ggml asserts it); `sizes` has one slot per backend of the scheduler, which
         // ggml writes (one per buffer id = backend index). It resets the scheduler and places
         // the graph, allocating no buffer.
-        let sources = Sources::save(graph);
         unsafe { sys::ggml_backend_sched_reserve_size(self.ptr.as_ptr(), graph.raw(), sizes.as_mut_ptr()) };
         sources.restore();
         Ok(sizes)

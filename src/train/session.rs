@@ -102,11 +102,6 @@ pub struct BackendMemory {
 }
 
 impl BackendMemory {
-    /// All of it.
-    pub fn total(&self) -> usize {
-        self.compute_bytes + self.optimizer_bytes + self.param_bytes
-    }
-
     /// Whether it is this machine's CPU backend.
     pub fn is_cpu(&self) -> bool {
         self.device.is_some_and(|d| d.kind() == DeviceType::Cpu)
