@@ -30,6 +30,10 @@ const EMPTY_OPS: [u32; 5] =
 pub struct Scheduler<'b> {
     ptr: NonNull<sys::ggml_backend_sched>,
     backends: Vec<&'b Backend>,
+    /// The tensors this scheduler gave memory to, in any graph since its last reset: their
+    /// memory is forgotten before the next graph is placed, which may put them elsewhere (a graph
+    /// placed again keeps no stale address of the previous placement).
+    allocated: Vec<*mut sys::ggml_tensor>,
     /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
     /// least this).
     capacity: usize,
@@ -111,7 +115,7 @@ impl<'b> Scheduler<'b> {
             )
         };
         let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        Ok(Scheduler { ptr, backends: backends.to_vec(), capacity })
+        Ok(Scheduler { ptr, backends: backends.to_vec(), allocated: Vec::new(), capacity })
     }
 
     /// Places `graph` on the backends and gives memory to every tensor that has none (each in a
@@ -127,6 +131,7 @@ impl<'b> Scheduler<'b> {
         graph: &'g Graph<'ctx>,
     ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
         self.check(graph)?;
+        let fresh = self.forget_allocations(graph);
         // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
         // scheduler allocates one graph at a time).
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
@@ -137,6 +142,7 @@ impl<'b> Scheduler<'b> {
         if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
             return Err(Error::GraphAlloc);
         }
+        self.allocated = fresh.into_iter().filter(|t| t.has_data()).map(|t| t.raw()).collect();
         Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
     }
 
@@ -145,6 +151,7 @@ impl<'b> Scheduler<'b> {
     /// the scheduler's order. Checked as [`Scheduler::alloc_graph`].
     pub fn reserve(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
         self.check(graph)?;
+        self.forget_allocations(graph);
         // SAFETY: a live scheduler; clears the previous graph's placement.
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
         // SAFETY: as in `alloc_graph` (the same checks passed); false when out of memory.
@@ -152,6 +159,29 @@ impl<'b> Scheduler<'b> {
             return Err(Error::GraphAlloc);
         }
         Ok(self.buffer_sizes())
+    }
+
+    /// Forgets the memory of every tensor this scheduler allocated before (their buffers are
+    /// about to be reused), and returns the tensors of `graph` (nodes, their sources and view
+    /// sources) that have no memory: the ones the next placement allocates.
+    fn forget_allocations<'ctx>(&mut self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
+        for &t in &self.allocated {
+            if let Some(t) = Tensor::from_raw(t) {
+                t.forget_memory();
+            }
+        }
+        self.allocated.clear();
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::new();
+        for node in graph.nodes() {
+            let sources = (0..10).filter_map(|i| node.src(i)).chain(node.view_src());
+            for t in std::iter::once(node).chain(sources) {
+                if seen.insert(t.raw()) && !t.has_data() && t.buffer().is_null() {
+                    fresh.push(t);
+                }
+            }
+        }
+        fresh
     }
 
     /// Each backend's compute buffer, in bytes, in the scheduler's order.
@@ -206,6 +236,12 @@ impl<'b> Scheduler<'b> {
 
 impl Drop for Scheduler<'_> {
     fn drop(&mut self) {
+        // Tensors outliving the scheduler must not point into its freed buffers.
+        for &t in &self.allocated {
+            if let Some(t) = Tensor::from_raw(t) {
+                t.forget_memory();
+            }
+        }
         // SAFETY: created by ggml_backend_sched_new, freed once; frees the compute buffers it
         // allocated (no Scheduled can outlive this: it borrows the scheduler).
         unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }
