@@ -604,6 +604,18 @@ impl<'ctx> Tensor<'ctx> {
     }
 
     /// Points this view node at `view_src` (same offset); see [`Tensor::set_src`].
+    /// Forgets the memory a graph allocator gave this tensor (data and buffer back to null), so
+    /// that the next allocation gives it memory again instead of taking the old address as the
+    /// tensor's own (ggml-backend.h: after a scheduler reset, "discard the deallocated tensors").
+    pub(super) fn forget_memory(self) {
+        // SAFETY: as in set_src; the tensor is not being computed, and ggml reads a null data and
+        // buffer as "no memory yet".
+        unsafe {
+            (*self.raw()).data = std::ptr::null_mut();
+            (*self.raw()).buffer = std::ptr::null_mut();
+        }
+    }
+
     pub(super) fn set_view_src(self, view_src: Tensor<'ctx>) {
         // SAFETY: as in set_src.
         unsafe { (*self.raw()).view_src = view_src.raw() };

@@ -70,6 +70,10 @@ const EMPTY_OPS: [u32; 5] =
 pub struct Scheduler<'b> {
     ptr: NonNull<sys::ggml_backend_sched>,
     backends: Vec<&'b Backend>,
+    /// The tensors this scheduler gave memory to, in any graph since its last reset: their
+    /// memory is forgotten before the next graph is placed, which may put them elsewhere (a graph
+    /// placed again keeps no stale address of the previous placement).
+    allocated: Vec<*mut sys::ggml_tensor>,
     /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
     /// least this).
     capacity: usize,
@@ -151,7 +155,7 @@ impl<'b> Scheduler<'b> {
             )
         };
         let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        Ok(Scheduler { ptr, backends: backends.to_vec(), capacity })
+        Ok(Scheduler { ptr, backends: backends.to_vec(), allocated: Vec::new(), capacity })
     }
 
     /// Places `graph` on the backends and gives memory to every tensor that has none (each in a
@@ -167,6 +171,7 @@ impl<'b> Scheduler<'b> {
         graph: &'g Graph<'ctx>,
     ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
         self.check(graph)?;
+        let fresh = self.forget_allocations(graph);
         // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
         // scheduler allocates one graph at a time).
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
@@ -179,6 +184,7 @@ impl<'b> Scheduler<'b> {
             sources.restore();
             return Err(Error::GraphAlloc);
         }
+        self.allocated = fresh.into_iter().filter(|t| t.has_data()).map(|t| t.raw()).collect();
         Ok(Scheduled { sched: self, allocated: Allocated::new(graph), sources })
     }
 
@@ -187,6 +193,8 @@ impl<'b> Scheduler<'b> {
     /// `ggml_backend_sched_reserve_size`). Checked as [`Scheduler::alloc_graph`].
     pub fn measure(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
         self.check(graph)?;
+        // Tensors keeping memory of an earlier placement would count as allocated.
+        self.forget_allocations(graph);
         let mut sizes = vec![0usize; self.backends.len()];
         let sources = Sources::save(graph);
         // SAFETY: a live scheduler and graph, checked as in `alloc_graph` (the graph fits the
@@ -196,6 +204,29 @@ impl<'b> Scheduler<'b> {
         unsafe { sys::ggml_backend_sched_reserve_size(self.ptr.as_ptr(), graph.raw(), sizes.as_mut_ptr()) };
         sources.restore();
         Ok(sizes)
+    }
+
+    /// Forgets the memory of every tensor this scheduler allocated before (their buffers are
+    /// about to be reused), and returns the tensors of `graph` (nodes, their sources and view
+    /// sources) that have no memory: the ones the next placement allocates.
+    fn forget_allocations<'ctx>(&mut self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
+        for &t in &self.allocated {
+            if let Some(t) = Tensor::from_raw(t) {
+                t.forget_memory();
+            }
+        }
+        self.allocated.clear();
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::new();
+        for node in graph.nodes() {
+            let sources = (0..10).filter_map(|i| node.src(i)).chain(node.view_src());
+            for t in std::iter::once(node).chain(sources) {
+                if seen.insert(t.raw()) && !t.has_data() && t.buffer().is_null() {
+                    fresh.push(t);
+                }
+            }
+        }
+        fresh
     }
 
     /// Each backend's compute buffer, in bytes, in the scheduler's order.
@@ -250,6 +281,12 @@ impl<'b> Scheduler<'b> {
 
 impl Drop for Scheduler<'_> {
     fn drop(&mut self) {
+        // Tensors outliving the scheduler must not point into its freed buffers.
+        for &t in &self.allocated {
+            if let Some(t) = Tensor::from_raw(t) {
+                t.forget_memory();
+            }
+        }
         // SAFETY: created by ggml_backend_sched_new, freed once; frees the compute buffers it
         // allocated (no Scheduled can outlive this: it borrows the scheduler).
         unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }

@@ -6,7 +6,7 @@ use crate::ggml::{Allocated, Context, Tensor};
 use crate::gguf::GgmlType;
 
 use super::batch::Batch;
-use super::layer::{layer_norm, soft_cap_op, LayerGraph};
+use super::layer::{layer_norm, soft_cap_op, GraphPurpose, LayerGraph};
 use super::lora::LoraParams;
 use super::weights::Weights;
 use super::{HParams, ModelError};
@@ -155,7 +155,7 @@ fn hidden<'c>(
     inp: &Inputs<'c>,
     lora: Option<&LoraParams<'c>>,
     layer_inputs: &mut Vec<Tensor<'c>>,
-    differentiable: bool,
+    purpose: GraphPurpose,
 ) -> Result<Tensor<'c>, ModelError> {
     let family = h.arch.family();
     // Llama 3's factors, or Phi-3's long or short ones by the context, as llama.cpp chooses them
@@ -170,7 +170,7 @@ fn hidden<'c>(
     }
     for (il, l) in (0u32..).zip(&w.layers) {
         layer_inputs.push(x);
-        x = family.layer(&LayerGraph::new(ctx, h, lora, inp, rope_freqs, il, differentiable), l, x)?;
+        x = family.layer(&LayerGraph::new(ctx, h, lora, inp, rope_freqs, il, purpose), l, x)?;
     }
     layer_inputs.push(x);
     Ok(match w.output_norm_b {
@@ -202,7 +202,7 @@ pub fn forward<'c>(
     inp: &Inputs<'c>,
     lora: Option<&LoraParams<'c>>,
 ) -> Result<Tensor<'c>, ModelError> {
-    let cur = hidden(ctx, h, w, inp, lora, &mut Vec::new(), false)?;
+    let cur = hidden(ctx, h, w, inp, lora, &mut Vec::new(), GraphPurpose::Run)?;
     Ok(output_logits(ctx, h, w, cur, false)?.set_name("result_output").set_output())
 }
 
@@ -219,7 +219,7 @@ pub struct TrainingLoss<'c> {
 /// The mean cross-entropy over the positions with loss (a scalar marked as the graph's loss):
 /// `-Σ w_i ln p_i(target_i)` with the weights of [`LossInputs`], over chunks of positions so that
 /// the logits of one chunk need exist at a time. Positions of weight 0 add neither loss nor
-/// gradient.
+/// gradient. `purpose` says where the graph will be trained (a training purpose).
 pub fn masked_loss<'c>(
     ctx: &'c Context,
     h: &HParams,
@@ -227,14 +227,15 @@ pub fn masked_loss<'c>(
     inp: &Inputs<'c>,
     loss_inputs: &LossInputs<'c>,
     lora: Option<&LoraParams<'c>>,
+    purpose: GraphPurpose,
 ) -> Result<TrainingLoss<'c>, ModelError> {
     let mut layer_inputs = Vec::with_capacity(w.layers.len() + 1);
-    let cur = hidden(ctx, h, w, inp, lora, &mut layer_inputs, true)?;
+    let cur = hidden(ctx, h, w, inp, lora, &mut layer_inputs, purpose)?;
     let (n, chunk) = (cur.ne()[1], loss_inputs.chunk as i64);
     let n_vocab = i64::try_from(loss_inputs.n_vocab).unwrap_or(i64::MAX);
     let mut log_likelihood: Option<Tensor<'c>> = None;
     for (k, first) in (0..n).step_by(chunk as usize).enumerate() {
-        let logits = output_logits(ctx, h, w, ctx.columns(cur, first, chunk)?, true)?;
+        let logits = output_logits(ctx, h, w, ctx.columns(cur, first, chunk)?, purpose.differentiable())?;
         // The target's probability picked out of the chunk's flattened softmax, then its log,
         // weighted: token ids instead of a one-hot `[n_vocab, n]` matrix of labels.
         let probabilities = ctx.reshape(ctx.soft_max(logits)?, &[1, n_vocab * chunk])?;

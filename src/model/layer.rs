@@ -40,6 +40,27 @@ pub enum Activation {
     Gelu,
 }
 
+/// What a graph is built for, which decides how it computes the functions ggml has no backward
+/// pass for (tanh, GELU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphPurpose {
+    /// Only run: llama.cpp's own ops, so that it computes llama.cpp's values to the bit.
+    Run,
+    /// Trained on this machine's CPU: soft-caps and Gemma's GELU composed of differentiable ops;
+    /// Falcon's and GPT-NeoX's GELU is ggml's, its backward pass the CPU's custom op.
+    TrainOnCpu,
+    /// Trained on any device: every such function composed of ops every ggml backend
+    /// differentiates (see `model::ops`), no custom op.
+    TrainAnywhere,
+}
+
+impl GraphPurpose {
+    /// Whether the graph will be differentiated.
+    pub fn differentiable(self) -> bool {
+        self != GraphPurpose::Run
+    }
+}
+
 /// What one layer's graph is built with: the context, the model's shape, the adapter, the inputs
 /// and the layer's index.
 pub struct LayerGraph<'a, 'c> {
@@ -50,9 +71,9 @@ pub struct LayerGraph<'a, 'c> {
     rope_freqs: Option<Tensor<'c>>,
     /// The layer's index.
     pub il: u32,
-    /// Whether the graph will be differentiated: then ops without a backward pass in ggml are
-    /// replaced by compositions of ops with one (see [`soft_cap_op`]).
-    differentiable: bool,
+    /// What the graph is for: in a graph to be differentiated, ops without a backward pass in
+    /// ggml are replaced by compositions of ops with one (see [`soft_cap_op`]).
+    purpose: GraphPurpose,
 }
 
 impl<'a, 'c> LayerGraph<'a, 'c> {
@@ -63,9 +84,9 @@ impl<'a, 'c> LayerGraph<'a, 'c> {
         inp: &'a Inputs<'c>,
         rope_freqs: Option<Tensor<'c>>,
         il: u32,
-        differentiable: bool,
+        purpose: GraphPurpose,
     ) -> Self {
-        LayerGraph { ctx, h, lora, inp, rope_freqs, il, differentiable }
+        LayerGraph { ctx, h, lora, inp, rope_freqs, il, purpose }
     }
 
     /// The one place where adapters enter the graph (llama.cpp's `build_lora_mm`):
@@ -162,7 +183,7 @@ impl<'a, 'c> LayerGraph<'a, 'c> {
         // [keys, queries, heads · n_seq], masked per row as [keys, queries, heads, n_seq].
         let kq = ctx.reshape(ctx.mul_mat(k, q)?, &[len, len, n_head, n_seq])?;
         let kq = match h.attn_softcap {
-            Some(cap) => soft_cap_op(ctx, kq, cap, self.differentiable)?,
+            Some(cap) => soft_cap_op(ctx, kq, cap, self.purpose.differentiable())?,
             None => kq,
         };
         let kq = ctx.reshape(ctx.soft_max_ext(kq, Some(mask), kq_scale)?, &[len, len, n_head * n_seq])?;
@@ -190,16 +211,21 @@ impl<'a, 'c> LayerGraph<'a, 'c> {
         let gate = self.mm(gate_slot, gate_weight, None, x)?;
         let gate = match act {
             Activation::Silu => self.ctx.silu(gate)?,
-            Activation::Gelu if self.differentiable => gelu_tanh(self.ctx, gate)?,
+            Activation::Gelu if self.purpose.differentiable() => gelu_tanh(self.ctx, gate)?,
             Activation::Gelu => self.ctx.gelu(gate)?,
         };
         let up = self.mm(up_slot, l.ffn_up, None, x)?;
         self.mm(AdapterSlot::own(TensorKind::FfnDown), l.ffn_down, None, self.ctx.mul(gate, up)?)
     }
 
-    /// The ungated GELU MLP of Falcon and GPT-NeoX (with biases when the layer has them).
+    /// The ungated GELU MLP of Falcon and GPT-NeoX (with biases when the layer has them):
+    /// ggml's GELU, except in a graph trained off the CPU, where it is composed.
     pub fn gelu_mlp(&self, l: &LayerWeights<'c>, x: Tensor<'c>) -> Result<Tensor<'c>, ModelError> {
-        let up = self.ctx.gelu(self.mm(AdapterSlot::own(TensorKind::FfnUp), l.ffn_up, l.ffn_up_b, x)?)?;
+        let up = self.mm(AdapterSlot::own(TensorKind::FfnUp), l.ffn_up, l.ffn_up_b, x)?;
+        let up = match self.purpose {
+            GraphPurpose::TrainAnywhere => gelu_tanh(self.ctx, up)?,
+            GraphPurpose::Run | GraphPurpose::TrainOnCpu => self.ctx.gelu(up)?,
+        };
         self.mm(AdapterSlot::own(TensorKind::FfnDown), l.ffn_down, l.ffn_down_b, up)
     }
 }

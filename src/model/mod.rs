@@ -17,7 +17,7 @@ use std::path::Path;
 pub use batch::{Batch, BatchOverflow};
 pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss};
 pub use hparams::{HParams, SlidingWindow};
-pub use layer::{Activation, AdapterSlot, LayerGraph};
+pub use layer::{Activation, AdapterSlot, GraphPurpose, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
 pub use split::{holder, DeviceBackends, Devices, LayerSplit};
 pub use weights::{Binder, LayerWeights, Weights};

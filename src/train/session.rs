@@ -24,8 +24,8 @@ use crate::ggml::{
 };
 use crate::gguf::GgmlType;
 use crate::model::{
-    lora_layout, Batch, DeviceBackends, Devices, Inputs, LayerSplit, LoraConfig, LoraParams, LossInputs, Model,
-    ModelError, WeightsPlacement,
+    lora_layout, Batch, DeviceBackends, Devices, GraphPurpose, Inputs, LayerSplit, LoraConfig, LoraParams, LossInputs,
+    Model, ModelError, WeightsPlacement,
 };
 
 use super::{AdamWConfig, TrainError};
@@ -338,7 +338,8 @@ fn build_session<R>(
     model.with_weights(8, placement, |ctx, weights| {
         let inputs = Inputs::new(ctx, h, shape.seq_len as u64, shape.n_seq as u64)?;
         let loss_inputs = LossInputs::new(ctx, h.n_vocab, n_tokens)?;
-        let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params))?;
+        let purpose = if on_cpu { GraphPurpose::TrainOnCpu } else { GraphPurpose::TrainAnywhere };
+        let training = crate::model::masked_loss(ctx, h, weights, &inputs, &loss_inputs, Some(&lora_params), purpose)?;
         let loss = training.loss;
         let mut eval_graph = Graph::new(ctx, graph_size)?;
         eval_graph.build_forward_expand(loss)?;
