@@ -18,7 +18,7 @@ use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, loss_and_grads_on, Activations};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
-use crate::common::rpc_server::{free_port, Server, THREADS};
+use crate::common::rpc_server::{free_port, serial, Server, THREADS};
 use crate::common::training::random_lora_pairs;
 use crate::common::transformers_fixtures::converted;
 use crate::common::{convert_to, gguftune, temp_dir};
@@ -92,6 +92,8 @@ fn training_step(rt: &Runtime, backend: &Backend) -> Step {
 
 #[test]
 fn a_training_step_on_an_rpc_device_equals_the_local_cpu_s_bit_for_bit() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let (server, before) = Server::start(Ipv4Addr::LOCALHOST);
     assert_eq!(before.len(), 1, "no warning on 127.0.0.1: {before:?}");
     assert!(before[0].contains("serving CPU") && before[0].contains(&server.endpoint.to_string()), "{before:?}");
@@ -156,6 +158,8 @@ fn tiny_llama_models(root: &std::path::Path) -> (Vec<TestModel>, Vec<i32>) {
 
 #[test]
 fn forward_logits_on_an_rpc_device_equal_the_cpu_s_bit_for_bit() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let (models, tokens) = tiny_llama_models(root.path());
     let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
@@ -213,6 +217,8 @@ fn assert_all_on_device(what: &str, placement: &Placement) {
 
 #[test]
 fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let (models, tokens) = tiny_llama_models(root.path());
     // Loss on the last eight positions: the prompt's positions add neither loss nor gradient.
@@ -261,6 +267,8 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s() {
 /// kernels on the same bytes, only the activations and their gradients crossing devices.
 #[test]
 fn a_three_way_split_gives_the_single_device_loss_and_gradients() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let dir = root.path().join("llama");
     std::fs::create_dir(&dir).unwrap();
@@ -305,6 +313,8 @@ fn a_three_way_split_gives_the_single_device_loss_and_gradients() {
 /// which the CPU reads from a table of f16 values (2⁻¹¹ relative), and everything runs there.
 #[test]
 fn gelu_models_train_on_an_rpc_device_with_a_composed_gelu() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
     let rt = Runtime::get();
@@ -347,6 +357,8 @@ fn a_server_that_is_not_listening_is_an_error_naming_it() {
 
 #[test]
 fn rpc_server_warns_when_listening_beyond_loopback() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let (server, before) = Server::start(Ipv4Addr::UNSPECIFIED);
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(

@@ -11,7 +11,7 @@ use gguftune::gguf::GgufFile;
 use gguftune::quant::FileType;
 
 use crate::common::fixtures::{tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec};
-use crate::common::rpc_server::{Server, THREADS};
+use crate::common::rpc_server::{serial, Server, THREADS};
 use crate::common::{convert_to, gguftune, temp_dir};
 
 /// The last line of `gguftune args`' stdout (run in `dir`) as JSON; the run must succeed.
@@ -41,6 +41,8 @@ fn u64_of(v: &Value) -> u64 {
 
 #[test]
 fn plan_on_devices_predicts_what_finetune_allocates_there() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let dir = root.path().join("hf");
     std::fs::create_dir(&dir).unwrap();
@@ -129,6 +131,8 @@ fn plan_on_devices_predicts_what_finetune_allocates_there() {
 
 #[test]
 fn plan_on_a_device_says_when_the_host_does_not_fit_and_what_would_help() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
     let root = temp_dir();
     let dir = root.path().join("hf");
     std::fs::create_dir(&dir).unwrap();

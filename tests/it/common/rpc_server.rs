@@ -4,11 +4,23 @@
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use gguftune::ggml::RpcEndpoint;
 
 /// CPU threads of both the server's and the local CPU backend: the same row split on both.
 pub const THREADS: usize = 2;
+
+/// Serializes the tests that talk to RPC servers: hold the guard for the whole test. ggml opens
+/// its client sockets without close-on-exec, so a server started by one test while another test
+/// of this process holds a connection inherits that connection; when the other test closes its
+/// end and connects again, its server still serves the inherited, never-closed one and never
+/// answers (a hang, seen with two device tests in parallel).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it leaves nothing the next one relies on.
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A `gguftune rpc-server` child process, killed when dropped (also when a test panics).
 pub struct Server {
