@@ -99,7 +99,7 @@ impl<'c> LayerWeights<'c> {
 }
 
 /// All weights, bound to the memory-mapped file or declared for a device buffer
-/// ([`Weights::upload`]).
+/// ([`Weights::place`]).
 #[derive(Clone, Debug)]
 pub struct Weights<'c> {
     pub token_embd: Tensor<'c>,
@@ -235,7 +235,7 @@ impl<'a, 'c> Binder<'a, 'c> {
 
 impl<'c> Weights<'c> {
     /// Creates a tensor for each weight the graph uses and points it into `mapped` (the whole
-    /// file) when given, else leaves it without memory for [`Weights::upload`], checking each
+    /// file) when given, else leaves it without memory for [`Weights::place`], checking each
     /// one's `ne` against the hyper-parameters; each layer's are bound by its family. A tensor of
     /// the file that the graph would not use is refused by name: whatever a model carries
     /// changes its math.

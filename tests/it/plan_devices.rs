@@ -35,6 +35,10 @@ fn tensor_bytes_by(model: &Path, n: usize, holder: impl Fn(Option<usize>) -> usi
     bytes
 }
 
+/// Which memory holds the tensors of a layer (`None`: outside the layers): 0 the RPC device, 1
+/// the host.
+type LayerHolder = fn(Option<usize>) -> usize;
+
 fn u64_of(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a byte count: {v}"))
 }
@@ -59,9 +63,9 @@ fn plan_on_devices_predicts_what_finetune_allocates_there() {
     let m = model.to_str().unwrap();
     let common = ["--ctx", "48", "--batch", "2", "--rank", "4", "--targets", "q,v,down", "--threads", &threads];
 
-    // (--device, --split, the memory of each layer's tensors: 0 the RPC device, 1 the host).
+    // (--device, --split, where each layer's tensors are).
     let cpu_and_rpc = format!("cpu,{rpc}");
-    let cases: [(&str, Option<&str>, fn(Option<usize>) -> usize); 2] = [
+    let cases: [(&str, Option<&str>, LayerHolder); 2] = [
         // Everything on the device; the host keeps the inputs and its own needs.
         (rpc.as_str(), None, |_| 0),
         // A quarter of the layers (layer 0) on this machine's CPU, the rest and the output layer

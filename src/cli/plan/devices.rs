@@ -104,8 +104,8 @@ impl Report<'_> {
             .collect();
         let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(6);
         println!(
-            "  {:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
-            "memory", "layers", "weights", "LoRA", "compute", "optimizer", "host", "total", "verdict"
+            "  {:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  verdict",
+            "memory", "layers", "weights", "LoRA", "compute", "optimizer", "host", "total"
         );
         for (m, name) in plan.memories.iter().zip(&names) {
             println!(
