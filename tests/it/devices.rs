@@ -428,3 +428,64 @@ fn a_server_of_another_protocol_version_is_a_clean_error() {
     let endpoint = fake_server(b"HTTP/1.1 400".to_vec());
     assert!(matches!(greet_rpc_server(&endpoint), Err(RpcError::NotAServer { found: 12, .. })));
 }
+
+/// A training graph placed again by the scheduler (every micro-batch, with validation between
+/// steps) reads the sources it was built with: ggml points a placed graph's cross-backend
+/// sources at copies it frees on the next placement (restored by `ggml::Scheduler`). Before,
+/// the second step on an RPC device read freed token ids and the server aborted in get_rows.
+/// Three steps with validation on the device end with the CPU run's losses, bit for bit.
+#[test]
+fn a_run_of_several_steps_on_an_rpc_device_ends_with_the_cpu_run_s_losses() {
+    // One RPC test at a time: see rpc_server::serial.
+    let _serial = serial();
+    let root = temp_dir();
+    let dir = root.path().join("hf");
+    std::fs::create_dir(&dir).unwrap();
+    tiny_llama(&dir, &TinyLlamaSpec::default(), Dtype::F32, Shards::One, 5).unwrap();
+    let model = root.path().join("model.gguf");
+    convert_to(&dir, FileType::Q8_0, &model).unwrap();
+    let rows: Vec<serde_json::Value> =
+        (0..8).map(|i| serde_json::json!({"text": format!("{i} ").repeat(200)})).collect();
+    crate::common::fixtures::write_jsonl(&root.path().join("train.jsonl"), &rows).unwrap();
+    let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
+    let rpc = format!("rpc:{}", server.endpoint);
+    let threads = THREADS.to_string();
+    let run = |device: &str| -> serde_json::Value {
+        let args = [
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            "train.jsonl",
+            "-o",
+            "adapter.gguf",
+            "--max-steps",
+            "3",
+            "--val-split",
+            "0.25",
+            "--eval-every",
+            "1",
+            "--ctx",
+            "48",
+            "--batch",
+            "2",
+            "--rank",
+            "4",
+            "--threads",
+            &threads,
+            "--device",
+            device,
+            "--json",
+        ];
+        let out = gguftune(root.path(), &args);
+        assert!(out.status.success(), "--device {device}: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+    };
+    let (on_cpu, on_rpc) = (run("cpu"), run(&rpc));
+    assert_eq!(on_rpc["steps"], 3, "{on_rpc}");
+    for key in ["first_loss", "final_loss", "val_loss"] {
+        assert!(on_cpu[key].as_f64().is_some_and(f64::is_finite), "{key}: {on_cpu}");
+        assert_eq!(on_rpc[key], on_cpu[key], "{key}: on RPC {on_rpc}\non the CPU {on_cpu}");
+    }
+    drop(server);
+}
