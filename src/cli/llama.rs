@@ -6,17 +6,47 @@ use anyhow::Context;
 
 use gguftune::data::ChatTemplate;
 use gguftune::generate::LoraSpec;
-use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+use gguftune::ggml::{Device, LlamaAdapter, LlamaModel, Offload, Runtime};
 use gguftune::gguf::GgufFile;
 use gguftune::ollama::{ChatFormat, GgufTemplateReason};
 
+use super::run_args::DeviceArgs;
 use super::source::ModelArg;
 
-/// Loads the model at `path` with llama.cpp. A file that cannot be opened is an I/O error (exit
-/// 4) rather than llama.cpp's load failure.
-pub fn load_model(path: &Path) -> anyhow::Result<LlamaModel> {
+/// Where `generate` and `eval` run the model: `--device` and `--split`.
+#[derive(Debug, clap::Args)]
+pub struct OffloadArgs {
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Each --device's share of the model's layers, in its order, as llama.cpp's --tensor-split
+    /// (3,1: three quarters on the first; default: in proportion to free memory).
+    #[arg(long, value_name = "SHARES", value_delimiter = ',', requires = "device")]
+    pub split: Option<Vec<f32>>,
+}
+
+impl OffloadArgs {
+    /// The devices and the split llama.cpp loads the model with.
+    pub fn resolve(&self) -> anyhow::Result<Offload> {
+        let devices: Vec<Device> = self.devices.resolve()?;
+        if let Some(split) = &self.split {
+            if split.len() != devices.len() {
+                anyhow::bail!(
+                    "--split has {} shares for {} devices ({}): give one per device",
+                    split.len(),
+                    devices.len(),
+                    devices.iter().map(Device::name).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Ok(Offload { devices, split: self.split.clone() })
+    }
+}
+
+/// Loads the model at `path` with llama.cpp, its layers on the devices of `offload`. A file that
+/// cannot be opened is an I/O error (exit 4) rather than llama.cpp's load failure.
+pub fn load_model(path: &Path, offload: &Offload) -> anyhow::Result<LlamaModel> {
     std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    Ok(LlamaModel::load(Runtime::get(), path)?)
+    Ok(LlamaModel::load_on(Runtime::get(), path, offload)?)
 }
 
 /// Loads each adapter of `specs` for `model`, checking first that its file can be opened.

@@ -1,9 +1,11 @@
-//! The LoRA and batch settings that `finetune` trains with and `plan` plans for: one definition,
-//! so that the two commands take the same flags with the same defaults.
+//! The LoRA and batch settings that `finetune` trains with and `plan` plans for, and the devices
+//! a command computes on: one definition each, so that the commands take the same flags with the
+//! same defaults.
 
 use anyhow::{bail, Context};
 
 use gguftune::arch::Arch;
+use gguftune::ggml::{default_device, resolve_devices, Device, DeviceList, Runtime};
 use gguftune::model::{LoraConfig, TARGETS};
 use gguftune::names::TensorKind;
 use gguftune::train::{Activations, BatchShape};
@@ -82,6 +84,38 @@ impl RunArgs {
     pub fn batch_shape(&self, seq_len: usize, n_seqs: usize) -> BatchShape {
         BatchShape { seq_len, n_seq: self.batch.min(n_seqs).max(1) }
     }
+}
+
+/// `--device`: where a command computes.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Devices to compute on: cpu, cuda[:N], metal, vulkan[:N], rpc:HOST:PORT (a `gguftune
+    /// rpc-server`), or a comma-separated list (default: the first GPU, else the CPU).
+    #[arg(long, value_name = "LIST")]
+    pub device: Option<DeviceList>,
+}
+
+impl DeviceArgs {
+    /// The devices `--device` names, in its order (an RPC server's after greeting it: one that
+    /// cannot be reached is an I/O error, exit code 4), or the default device.
+    pub fn resolve(&self) -> anyhow::Result<Vec<Device>> {
+        let rt = Runtime::get();
+        match &self.device {
+            Some(list) => Ok(resolve_devices(rt, list)?),
+            None => Ok(default_device(rt).into_iter().collect()),
+        }
+    }
+}
+
+/// The devices' labels for a summary line: `rpc:127.0.0.1:50052, CPU` (each once).
+pub fn device_labels(devices: &[Device]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for label in devices.iter().map(Device::label) {
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    labels
 }
 
 /// Parses `--targets` for a model of `arch`: names of its projections, comma-separated, or `all`.

@@ -161,6 +161,16 @@ impl Device {
         Memory { free: free as u64, total: total as u64 }
     }
 
+    /// How a user names the device: `rpc:HOST:PORT` for an RPC server's device (all the devices
+    /// of one server have that name), ggml's name (`CPU`, `CUDA0`) otherwise.
+    pub fn label(&self) -> String {
+        if self.backend_name() == "RPC" {
+            format!("rpc:{}", self.description())
+        } else {
+            self.name()
+        }
+    }
+
     /// Everything a listing shows.
     pub fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -213,11 +223,21 @@ pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Devic
     }
     if first_time {
         added.push(name);
+        super::abort::note_rpc_server(endpoint);
     }
     // SAFETY: a registry entry ggml made for this endpoint and never frees.
     let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };
     // SAFETY: a live registry entry; 0 <= i < its device count.
     Ok((0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_reg_dev_get(reg, i) })).collect())
+}
+
+/// The device to compute on when none is named: the first GPU of ggml's registry (a discrete
+/// one, else an integrated one), else the CPU. RPC servers' devices are never a default.
+pub fn default_device(rt: &Runtime) -> Option<Device> {
+    let all = Device::all(rt);
+    [DeviceType::Gpu, DeviceType::Igpu, DeviceType::Cpu]
+        .into_iter()
+        .find_map(|kind| all.iter().find(|d| d.kind() == kind).copied())
 }
 
 /// The name of ggml's registry entry for a kind of local device, and the cargo feature of this

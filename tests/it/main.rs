@@ -29,6 +29,7 @@ mod llama_cpp_oracle;
 mod lora_grad;
 mod modelfile;
 mod new_families;
+mod offload;
 mod ollama_api;
 mod ollama_cli;
 mod plan;
