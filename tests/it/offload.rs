@@ -91,6 +91,9 @@ fn split_and_device_errors_are_clear() {
     };
     let (code, err) = run(&["generate", "missing.gguf", "-p", "x", "--split", "1,1"]);
     assert_eq!(code, Some(2), "--split needs --device: {err}");
+    let (code, err) = run(&["generate", "missing.gguf", "-p", "x", "--device", "cpu", "--split", "1,1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--split has 2 shares for 1 devices (CPU)"), "{err}");
     let (code, err) = run(&["generate", "missing.gguf", "-p", "x", "--device", "gpu"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("unknown device kind 'gpu'"), "{err}");
