@@ -19,7 +19,8 @@
 //! registry, llama.cpp's globals) under those threads and locks, and flush stdio buffers that hold
 //! a partial result; `_exit` does none of that. What the line says is written with `write(2)`.
 //!
-//! Code that can check between two steps calls [`check_rpc_alive`] instead, for a typed error.
+//! Code that can check between two steps calls [`check_rpc_servers_alive`] (or
+//! [`check_rpc_alive`] for one server) instead, for a typed error.
 
 use std::ffi::{c_char, CStr};
 use std::io::Write as _;
@@ -92,6 +93,13 @@ pub fn check_rpc_alive(endpoint: &RpcEndpoint) -> Result<(), RpcError> {
     TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
         .map(drop)
         .map_err(|source| RpcError::Unreachable { endpoint: endpoint.clone(), source })
+}
+
+/// [`check_rpc_alive`] for every RPC server added in this process: the first that no longer
+/// accepts connections is the error. Training calls it between steps.
+pub fn check_rpc_servers_alive() -> Result<(), RpcError> {
+    let servers = RPC_SERVERS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    servers.iter().try_for_each(check_rpc_alive)
 }
 
 fn endpoint_address(endpoint: &RpcEndpoint) -> Result<std::net::SocketAddr, RpcError> {

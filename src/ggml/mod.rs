@@ -32,7 +32,7 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use abort::{check_rpc_alive, set_last_checkpoint, EXIT_DEVICE_LOST};
+pub use abort::{check_rpc_alive, check_rpc_servers_alive, set_last_checkpoint, EXIT_DEVICE_LOST};
 pub use backend::{
     Allocated, Allocator, Backend, Graph, MappedBuffer, ParamBuffer, WeightBuffer, BACKWARD_OPS, BACKWARD_UNARY_OPS,
 };
