@@ -167,7 +167,7 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--val-split must be in [0, 1) and --epochs at least 1");
     }
     let threads = args.run.threads();
-    if !args.run.devices()?.is_cpu_only() {
+    if !args.run.devices.resolve()?.is_cpu_only() {
         bail!("plan --device: planning for devices other than the CPU is not implemented yet (finetune --device trains on them)");
     }
     let model_arg = ModelArg::resolve(&args.model)?;

@@ -34,6 +34,13 @@ pub struct Scheduler<'b> {
     /// memory is forgotten before the next graph is placed, which may put them elsewhere (a graph
     /// placed again keeps no stale address of the previous placement).
     allocated: Vec<*mut sys::ggml_tensor>,
+    /// The sources of every node of the graph placed last, as they were before: ggml's
+    /// scheduler points sources at copies of the inputs it makes in memory of its own, which it
+    /// frees when it places the next graph. They are set back before any graph is placed again.
+    sources: Vec<(*mut sys::ggml_tensor, [*mut sys::ggml_tensor; 10])>,
+    /// The graph placed last, which computes again as placed (its inputs set anew) without
+    /// being placed again.
+    placed: Option<*mut sys::ggml_cgraph>,
     /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
     /// least this).
     capacity: usize,
@@ -115,7 +122,14 @@ impl<'b> Scheduler<'b> {
             )
         };
         let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        Ok(Scheduler { ptr, backends: backends.to_vec(), allocated: Vec::new(), capacity })
+        Ok(Scheduler {
+            ptr,
+            backends: backends.to_vec(),
+            allocated: Vec::new(),
+            sources: Vec::new(),
+            placed: None,
+            capacity,
+        })
     }
 
     /// Places `graph` on the backends and gives memory to every tensor that has none (each in a
@@ -130,8 +144,13 @@ impl<'b> Scheduler<'b> {
         &'s mut self,
         graph: &'g Graph<'ctx>,
     ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
+        if self.placed == Some(graph.raw()) {
+            return Ok(Scheduled { sched: self, allocated: Allocated::new(graph) });
+        }
+        self.undo_placement();
         self.check(graph)?;
-        let fresh = self.forget_allocations(graph);
+        let fresh = self.fresh_tensors(graph);
+        self.sources = graph.nodes().into_iter().map(|n| (n.raw(), n.raw_srcs())).collect();
         // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
         // scheduler allocates one graph at a time).
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
@@ -143,6 +162,7 @@ impl<'b> Scheduler<'b> {
             return Err(Error::GraphAlloc);
         }
         self.allocated = fresh.into_iter().filter(|t| t.has_data()).map(|t| t.raw()).collect();
+        self.placed = Some(graph.raw());
         Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
     }
 
@@ -150,27 +170,41 @@ impl<'b> Scheduler<'b> {
     /// as large as `graph` needs), without running it, and returns each backend's buffer size in
     /// the scheduler's order. Checked as [`Scheduler::alloc_graph`].
     pub fn reserve(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
+        self.undo_placement();
         self.check(graph)?;
-        self.forget_allocations(graph);
+        self.sources = graph.nodes().into_iter().map(|n| (n.raw(), n.raw_srcs())).collect();
         // SAFETY: a live scheduler; clears the previous graph's placement.
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
         // SAFETY: as in `alloc_graph` (the same checks passed); false when out of memory.
-        if !unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) } {
+        let reserved = unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw()) };
+        // Nothing was allocated; the sources the placement changed are set back.
+        self.undo_placement();
+        if !reserved {
             return Err(Error::GraphAlloc);
         }
         Ok(self.buffer_sizes())
     }
 
-    /// Forgets the memory of every tensor this scheduler allocated before (their buffers are
-    /// about to be reused), and returns the tensors of `graph` (nodes, their sources and view
-    /// sources) that have no memory: the ones the next placement allocates.
-    fn forget_allocations<'ctx>(&mut self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
-        for &t in &self.allocated {
+    /// Undoes what placing the last graph did to its tensors, before the next placement (or the
+    /// scheduler's end) frees the memory they point into: each node's sources set back, and the
+    /// memory of every tensor the scheduler allocated forgotten.
+    fn undo_placement(&mut self) {
+        for (node, srcs) in self.sources.drain(..) {
+            if let Some(node) = Tensor::from_raw(node) {
+                node.set_raw_srcs(srcs);
+            }
+        }
+        for t in self.allocated.drain(..) {
             if let Some(t) = Tensor::from_raw(t) {
                 t.forget_memory();
             }
         }
-        self.allocated.clear();
+        self.placed = None;
+    }
+
+    /// The tensors of `graph` (nodes, their sources and view sources) without memory: the ones
+    /// a placement allocates.
+    fn fresh_tensors<'ctx>(&self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
         let mut seen = std::collections::HashSet::new();
         let mut fresh = Vec::new();
         for node in graph.nodes() {
@@ -236,12 +270,8 @@ impl<'b> Scheduler<'b> {
 
 impl Drop for Scheduler<'_> {
     fn drop(&mut self) {
-        // Tensors outliving the scheduler must not point into its freed buffers.
-        for &t in &self.allocated {
-            if let Some(t) = Tensor::from_raw(t) {
-                t.forget_memory();
-            }
-        }
+        // Tensors outliving the scheduler must not point into its freed memory.
+        self.undo_placement();
         // SAFETY: created by ggml_backend_sched_new, freed once; frees the compute buffers it
         // allocated (no Scheduled can outlive this: it borrows the scheduler).
         unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }

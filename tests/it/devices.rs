@@ -24,24 +24,30 @@ use crate::common::transformers_fixtures::converted;
 use crate::common::{convert_to, gguftune, temp_dir};
 
 /// CPU threads of both the server's and the local CPU backend: the same row split on both.
-const THREADS: usize = 2;
+pub(crate) const THREADS: usize = 2;
 
 /// A `gguftune rpc-server` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     stderr: BufReader<ChildStderr>,
-    endpoint: RpcEndpoint,
+    pub(crate) endpoint: RpcEndpoint,
 }
 
 impl Server {
     /// Starts `gguftune rpc-server --host HOST --port <a free port> --threads 2` and returns once
     /// it printed the line naming what it serves (the lines before it: `before`) and accepts
     /// connections.
-    fn start(host: Ipv4Addr) -> (Server, Vec<String>) {
+    pub(crate) fn start(host: Ipv4Addr) -> (Server, Vec<String>) {
+        Server::start_with(host, &[])
+    }
+
+    /// As [`Server::start`], with `extra` arguments (`--cache DIR`).
+    pub(crate) fn start_with(host: Ipv4Addr, extra: &[&str]) -> (Server, Vec<String>) {
         let port = free_port(host);
         let child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
             .args(["rpc-server", "--host", &host.to_string(), "--port", &port.to_string()])
             .args(["--threads", &THREADS.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -87,7 +93,7 @@ impl Drop for Server {
 }
 
 /// A port of `host` no one listens on (bound by the system, then released).
-fn free_port(host: Ipv4Addr) -> u16 {
+pub(crate) fn free_port(host: Ipv4Addr) -> u16 {
     TcpListener::bind(SocketAddrV4::new(host, 0)).unwrap().local_addr().unwrap().port()
 }
 
