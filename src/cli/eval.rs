@@ -14,6 +14,7 @@ use gguftune::generate::LoraSpec;
 use gguftune::ggml::{LlamaAdapter, LlamaContext};
 
 use super::llama::{chat_setup, load_adapters, load_model};
+use super::run_args::{device_labels, DeviceArgs};
 use super::source::ModelArg;
 
 /// Evaluate a model and its adapters on held-out data: completion loss, perplexity, task metric.
@@ -22,6 +23,7 @@ use super::source::ModelArg;
   gguftune eval model.gguf --lora adapter.gguf --data val.jsonl --compare
   gguftune eval model.gguf --lora adapter.gguf --data entities.jsonl --task extract --max-new 128 --json
   gguftune eval ollama:llama3.2:1b --lora adapter.gguf --data val.jsonl --compare
+  gguftune eval model.gguf --lora adapter.gguf --data val.jsonl --device cpu,rpc:10.0.0.2:50052 --split 1,3
 
 The data is any format finetune reads; loss covers the completion tokens finetune trains on. Records
 with a reference answer (completion, output, response, last assistant message) are also answered
@@ -51,6 +53,8 @@ pub struct Args {
     /// What to do with examples longer than --ctx: truncate or skip.
     #[arg(long, default_value = "truncate", value_parser = ["truncate", "skip"])]
     overlong: String,
+    #[command(flatten)]
+    devices: DeviceArgs,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<i32>,
@@ -70,7 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     let dataset = read_jsonl(&args.data)?;
     let source = ModelArg::resolve(&args.model)?;
-    let model = load_model(&source.path)?;
+    let offload = args.devices.resolve()?;
+    let devices = device_labels(&offload.list);
+    let model = load_model(&source.path, &offload)?;
     let adapters = load_adapters(&model, &specs)?;
     let chat = chat_setup(&source, &model)?;
     let render = RenderOptions { train_on_prompt: false, system: chat.system, merge_roles: chat.merge_roles };
@@ -121,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let adapters: Vec<_> = specs.iter().map(|s| serde_json::json!({ "path": s.path, "scale": s.scale })).collect();
         let report = serde_json::json!({
-            "model": args.model, "adapters": adapters, "data": args.data, "task": task,
+            "model": args.model, "adapters": adapters, "data": args.data, "devices": devices, "task": task,
             "examples": set.items.len(), "skipped": set.skipped, "truncated": set.truncated,
             "base": base, "adapter": adapter, "delta": delta, "seconds": start.elapsed().as_secs_f64(),
         });
@@ -131,12 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tokens = results.first().map_or(0, |(_, s)| s.target_tokens);
     eprintln!(
-        "evaluated {} examples of {} ({} skipped, {} truncated), {tokens} completion tokens, task {}, {:.1} s",
+        "evaluated {} examples of {} ({} skipped, {} truncated), {tokens} completion tokens, task {}, on {}, {:.1} s",
         set.items.len(),
         args.data.display(),
         set.skipped,
         set.truncated,
         task.unwrap_or("none"),
+        devices.join(", "),
         start.elapsed().as_secs_f64(),
     );
     Ok(ExitCode::SUCCESS)

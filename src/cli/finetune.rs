@@ -154,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A read-only or missing output folder fails now, not after the training.
     gguftune::io::probe_writable(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
     let threads = args.run.threads();
-    let devices = args.run.devices()?;
+    let devices = args.run.devices.resolve()?;
     let source = ModelArg::resolve(&args.model)?;
     let model = Model::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let PreparedData { examples, stats, train_idx, val_idx, train_seqs, val_seqs, seq_len } = prepare_data(
@@ -237,6 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         slots: &slots,
         settings: &settings,
     };
+    gguftune::ggml::set_last_checkpoint(args.resume.as_deref());
     let result = train(&model, &cfg, &data, &mut state, &mut observer);
     bar.finish_and_clear();
     let outcome = match result {
@@ -249,6 +250,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     dir.display()
                 ),
                 None => "no checkpoint was written (save some with --checkpoint-every N); try a lower --lr".into(),
+            };
+            return Err(anyhow::Error::new(e).context(format!("no adapter written; {hint}")));
+        }
+        Err(e @ TrainError::DeviceLost { .. }) => {
+            let hint = match &observer.last_checkpoint {
+                Some(dir) => format!(
+                    "the last checkpoint is {}: --resume {} continues from it on the devices available then",
+                    dir.display(),
+                    dir.display()
+                ),
+                None => "no checkpoint was written (save some with --checkpoint-every N)".into(),
             };
             return Err(anyhow::Error::new(e).context(format!("no adapter written; {hint}")));
         }
@@ -424,6 +436,8 @@ impl TrainObserver for Observer<'_> {
             let e = anyhow::Error::new(e).context(format!("saving a checkpoint in {}", self.checkpoints.display()));
             TrainError::Observer(e.into())
         })?;
+        // Named by the line ggml's abort becomes if a remote device dies mid-step.
+        gguftune::ggml::set_last_checkpoint(Some(&dir));
         self.last_checkpoint = Some(dir);
         self.last = Instant::now();
         Ok(())

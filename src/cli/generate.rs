@@ -10,6 +10,7 @@ use gguftune::generate::{generate, prompt_tokens, GenerateOptions, LoraSpec, Pro
 use gguftune::ggml::{LlamaAdapter, LlamaContext, SamplerParams};
 
 use super::llama::{chat_setup, load_adapters, load_model};
+use super::run_args::{device_labels, DeviceArgs};
 use super::source::ModelArg;
 
 /// Generate text with llama.cpp (as llama.cpp and Ollama run the model), with LoRA adapters.
@@ -18,6 +19,7 @@ use super::source::ModelArg;
   gguftune generate model.gguf --lora adapter.gguf -p $'Review: The food was great.\\nSentiment:' --temp 0
   gguftune generate model.gguf --lora adapter.gguf:0.5 --chat --system \"Be brief.\" -p \"Name a colour.\" --json
   gguftune generate ollama:llama3.2:1b --lora adapter.gguf --chat -p \"Name a colour.\"
+  gguftune generate model.gguf --device rpc:10.0.0.2:50052 -p \"Name a colour.\" --temp 0
 
 The text streams to stdout; prompt and generation statistics go to stderr (--json: one object on stdout).")]
 pub struct Args {
@@ -53,6 +55,8 @@ pub struct Args {
     /// Context size in tokens (prompt and generated text).
     #[arg(long, default_value_t = 4096)]
     ctx: u32,
+    #[command(flatten)]
+    devices: DeviceArgs,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<i32>,
@@ -66,7 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     let seed = args.seed.unwrap_or_else(random_seed);
     let source = ModelArg::resolve(&args.model)?;
-    let model = load_model(&source.path)?;
+    let offload = args.devices.resolve()?;
+    let devices = device_labels(&offload.list);
+    let model = load_model(&source.path, &offload)?;
     let adapters = load_adapters(&model, &specs)?;
     let chat = if args.chat { Some(chat_setup(&source, &model)?) } else { None };
     let template = chat.as_ref().and_then(|c| c.template.as_ref());
@@ -97,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let report = serde_json::json!({
             "prompt": prompt_text, "prompt_tokens": out.prompt_tokens, "text": out.text, "tokens": out.tokens,
-            "stop": out.stop, "seed": seed, "prompt_seconds": out.prompt_seconds,
+            "stop": out.stop, "seed": seed, "devices": devices, "prompt_seconds": out.prompt_seconds,
             "generate_seconds": out.generate_seconds, "tokens_per_second": tokens_per_second,
         });
         writeln!(stdout, "{report}")?;
@@ -106,12 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(stdout)?;
         }
         eprintln!(
-            "prompt {} tokens ({:.2} s), generated {} tokens in {:.2} s ({tokens_per_second:.1} tokens/s), stop: {}, seed {seed}",
+            "prompt {} tokens ({:.2} s), generated {} tokens in {:.2} s ({tokens_per_second:.1} tokens/s), stop: {}, seed {seed}, on {}",
             out.prompt_tokens,
             out.prompt_seconds,
             out.tokens.len(),
             out.generate_seconds,
             out.stop.name(),
+            devices.join(", "),
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -6,17 +6,17 @@ use anyhow::Context;
 
 use gguftune::data::ChatTemplate;
 use gguftune::generate::LoraSpec;
-use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
+use gguftune::ggml::{Devices, LlamaAdapter, LlamaModel, Runtime};
 use gguftune::gguf::GgufFile;
 use gguftune::ollama::{ChatFormat, GgufTemplateReason};
 
 use super::source::ModelArg;
 
-/// Loads the model at `path` with llama.cpp. A file that cannot be opened is an I/O error (exit
-/// 4) rather than llama.cpp's load failure.
-pub fn load_model(path: &Path) -> anyhow::Result<LlamaModel> {
+/// Loads the model at `path` with llama.cpp, its layers on the devices of `offload`. A file that
+/// cannot be opened is an I/O error (exit 4) rather than llama.cpp's load failure.
+pub fn load_model(path: &Path, offload: &Devices) -> anyhow::Result<LlamaModel> {
     std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    Ok(LlamaModel::load(Runtime::get(), path)?)
+    Ok(LlamaModel::load_on(Runtime::get(), path, offload)?)
 }
 
 /// Loads each adapter of `specs` for `model`, checking first that its file can be opened.

@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 success, 1 any other failure, 2 usage error (clap), 3 bad input file (also one
 //! truncated while it was mapped: `io::mmap`'s SIGBUS handler exits with 3 itself), 4 I/O failure
-//! (reading or writing files), 130 `finetune` stopped by Ctrl-C after saving a checkpoint.
+//! (reading or writing files; also an RPC device's server that stops answering mid-run:
+//! `ggml::abort` ends the process with 4 itself), 130 `finetune` stopped by Ctrl-C after saving a
+//! checkpoint.
 //!
 //! For a hub repository: 3 when the hub answers that the repository, revision or file does not
 //! exist or is gated (401, 403, 404), or when it holds nothing convertible (pickle-only weights,

@@ -181,7 +181,7 @@ fn plan(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--val-split must be in [0, 1) and --epochs at least 1");
     }
     let threads = args.run.threads();
-    let devices = args.run.devices()?;
+    let devices = args.run.devices.resolve()?;
     let model_arg = ModelArg::resolve(&args.model)?;
     let source = ModelSource::detect(&model_arg.path).with_context(|| format!("reading {}", args.model.display()))?;
     let planned = open_source(&source, args.file_type).with_context(|| format!("planning {}", args.model.display()))?;

@@ -1,11 +1,12 @@
-//! The LoRA and batch settings that `finetune` trains with and `plan` plans for: one definition,
-//! so that the two commands take the same flags with the same defaults.
+//! The LoRA and batch settings that `finetune` trains with and `plan` plans for, and the devices
+//! a command computes on: one definition each, so that the commands take the same flags with the
+//! same defaults.
 
 use anyhow::{bail, Context};
 
 use gguftune::arch::Arch;
-use gguftune::ggml::{resolve_devices, Device, DeviceList, DeviceType, Runtime};
-use gguftune::model::{Devices, LoraConfig, TARGETS};
+use gguftune::ggml::{default_device, resolve_devices, Device, DeviceList, Devices, Runtime};
+use gguftune::model::{LoraConfig, TARGETS};
 use gguftune::names::TensorKind;
 use gguftune::train::{Activations, BatchShape};
 
@@ -37,15 +38,8 @@ pub struct RunArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where to train: cpu, cuda[:N], metal, vulkan[:N], rpc:HOST:PORT (a `gguftune rpc-server`),
-    /// or a comma-separated list, which shares the layers among the devices (default: the first
-    /// GPU, else the CPU).
-    #[arg(long, value_name = "LIST")]
-    pub device: Option<DeviceList>,
-    /// With several devices, each one's share of the layers, as llama.cpp's --tensor-split
-    /// (`3,1`: three quarters of the layers on the first device); default: by free memory.
-    #[arg(long, value_name = "SHARES", value_delimiter = ',')]
-    pub split: Option<Vec<f32>>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
 }
 
 impl RunArgs {
@@ -56,37 +50,6 @@ impl RunArgs {
         }
         Ok(())
     }
-
-    /// The devices of `--device` and `--split`: each device of the list (an RPC server is
-    /// greeted first: an unreachable one is an error, not ggml's abort), else the first GPU,
-    /// else the CPU.
-    pub fn devices(&self) -> anyhow::Result<Devices> {
-        devices_of(self.device.as_ref(), self.split.clone())
-    }
-}
-
-/// The devices of a `--device` list and `--split` shares (see [`RunArgs::devices`]).
-pub fn devices_of(list: Option<&DeviceList>, split: Option<Vec<f32>>) -> anyhow::Result<Devices> {
-    let rt = Runtime::get();
-    let list = match list {
-        Some(list) => resolve_devices(rt, list)?,
-        None => Device::all(rt)
-            .into_iter()
-            .filter(|d| matches!(d.kind(), DeviceType::Gpu | DeviceType::Igpu))
-            .take(1)
-            .collect(),
-    };
-    if split.as_ref().is_some_and(|s| s.len() != list.len().max(1)) {
-        bail!(
-            "--split has {} share(s) for {} device(s) ({}): give one per device",
-            split.as_ref().map_or(0, Vec::len),
-            list.len().max(1),
-            if list.is_empty() { "cpu".into() } else { list.iter().map(Device::name).collect::<Vec<_>>().join(", ") }
-        );
-    }
-    let devices = Devices { list, split };
-    devices.shares()?;
-    Ok(devices)
 }
 
 impl RunArgs {
@@ -115,6 +78,57 @@ impl RunArgs {
     pub fn batch_shape(&self, seq_len: usize, n_seqs: usize) -> BatchShape {
         BatchShape { seq_len, n_seq: self.batch.min(n_seqs).max(1) }
     }
+}
+
+/// `--device` and `--split`: where a command computes.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Devices to compute on: cpu, cuda[:N], metal, vulkan[:N], rpc:HOST:PORT (a `gguftune
+    /// rpc-server`), or a comma-separated list, which shares the layers among them (default: the
+    /// first GPU, else the CPU).
+    #[arg(long, value_name = "LIST")]
+    pub device: Option<DeviceList>,
+    /// Each --device's share of the model's layers, in its order, as llama.cpp's --tensor-split
+    /// (3,1: three quarters on the first; default: in proportion to free memory).
+    #[arg(long, value_name = "SHARES", value_delimiter = ',', requires = "device")]
+    pub split: Option<Vec<f32>>,
+}
+
+impl DeviceArgs {
+    /// The devices `--device` names, in its order (an RPC server's after greeting it: one that
+    /// cannot be reached is an I/O error, exit code 4), or the default device; with the shares
+    /// of `--split`, one per device.
+    pub fn resolve(&self) -> anyhow::Result<Devices> {
+        let rt = Runtime::get();
+        let list = match &self.device {
+            Some(list) => resolve_devices(rt, list)?,
+            None => default_device(rt).into_iter().collect(),
+        };
+        if let Some(split) = &self.split {
+            if split.len() != list.len() {
+                bail!(
+                    "--split has {} shares for {} devices ({}): give one per device",
+                    split.len(),
+                    list.len(),
+                    list.iter().map(Device::name).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let devices = Devices { list, split: self.split.clone() };
+        devices.shares()?;
+        Ok(devices)
+    }
+}
+
+/// The devices' labels for a summary line: `rpc:127.0.0.1:50052, CPU` (each once).
+pub fn device_labels(devices: &[Device]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for label in devices.iter().map(Device::label) {
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    labels
 }
 
 /// Parses `--targets` for a model of `arch`: names of its projections, comma-separated, or `all`.

@@ -603,7 +603,6 @@ impl<'ctx> Tensor<'ctx> {
         unsafe { (*self.raw()).src[i] = src.raw() };
     }
 
-    /// Points this view node at `view_src` (same offset); see [`Tensor::set_src`].
     /// Forgets the memory a graph allocator gave this tensor (data and buffer back to null), so
     /// that the next allocation gives it memory again instead of taking the old address as the
     /// tensor's own (ggml-backend.h: after a scheduler reset, "discard the deallocated tensors").
@@ -616,6 +615,21 @@ impl<'ctx> Tensor<'ctx> {
         }
     }
 
+    /// The node's sources as ggml holds them (null where none).
+    pub(super) fn raw_srcs(self) -> [*mut sys::ggml_tensor; 10] {
+        self.inner().src
+    }
+
+    /// Sets the node's sources back to `srcs`, as [`Tensor::raw_srcs`] gave them: ggml's
+    /// scheduler points a node's sources at copies of its inputs on its backend, in memory it
+    /// frees when it places the next graph.
+    pub(super) fn set_raw_srcs(self, srcs: [*mut sys::ggml_tensor; 10]) {
+        // SAFETY: as in set_src; the sources are the node's own, as they were before a scheduler
+        // replaced some by copies.
+        unsafe { (*self.raw()).src = srcs };
+    }
+
+    /// Points this view node at `view_src` (same offset); see [`Tensor::set_src`].
     pub(super) fn set_view_src(self, view_src: Tensor<'ctx>) {
         // SAFETY: as in set_src.
         unsafe { (*self.raw()).view_src = view_src.raw() };

@@ -16,7 +16,7 @@ use llama_cpp_sys_2 as sys;
 
 use super::device_spec::{DeviceList, DeviceSpec, RpcEndpoint};
 use super::rpc::{self, RpcError};
-use super::Runtime;
+use super::{Error, Runtime};
 
 /// One ggml device: of its registry, or of an RPC server. Devices live as long as the program
 /// (ggml frees neither registered devices nor RPC servers' devices), so this is a plain copyable
@@ -161,6 +161,16 @@ impl Device {
         Memory { free: free as u64, total: total as u64 }
     }
 
+    /// How a user names the device: `rpc:HOST:PORT` for an RPC server's device (all the devices
+    /// of one server have that name), ggml's name (`CPU`, `CUDA0`) otherwise.
+    pub fn label(&self) -> String {
+        if self.backend_name() == "RPC" {
+            format!("rpc:{}", self.description())
+        } else {
+            self.name()
+        }
+    }
+
     /// Everything a listing shows.
     pub fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -213,11 +223,21 @@ pub fn add_rpc_server(_rt: &Runtime, endpoint: &RpcEndpoint) -> Result<Vec<Devic
     }
     if first_time {
         added.push(name);
+        super::abort::note_rpc_server(endpoint);
     }
     // SAFETY: a registry entry ggml made for this endpoint and never frees.
     let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };
     // SAFETY: a live registry entry; 0 <= i < its device count.
     Ok((0..n).filter_map(|i| Device::from_raw(unsafe { sys::ggml_backend_reg_dev_get(reg, i) })).collect())
+}
+
+/// The device to compute on when none is named: the first GPU of ggml's registry (a discrete
+/// one, else an integrated one), else the CPU. RPC servers' devices are never a default.
+pub fn default_device(rt: &Runtime) -> Option<Device> {
+    let all = Device::all(rt);
+    [DeviceType::Gpu, DeviceType::Igpu, DeviceType::Cpu]
+        .into_iter()
+        .find_map(|kind| all.iter().find(|d| d.kind() == kind).copied())
 }
 
 /// The name of ggml's registry entry for a kind of local device, and the cargo feature of this
@@ -267,4 +287,109 @@ fn resolve_one(rt: &Runtime, spec: &DeviceSpec) -> Result<Vec<Device>, DeviceErr
         backend,
         available: of_backend.iter().map(Device::name).collect(),
     })
+}
+
+/// The devices a model runs on, in the order the layers go to them, and how the layers are
+/// shared among them: contiguous runs, by free memory or by given proportions as llama.cpp's
+/// `--tensor-split` does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Devices {
+    /// The devices; empty means this machine's CPU.
+    pub list: Vec<Device>,
+    /// Each device's share of the layers (any positive numbers; `3,1` gives the first device
+    /// three quarters); `None`: in proportion to each device's free memory.
+    pub split: Option<Vec<f32>>,
+}
+
+impl Devices {
+    /// This machine's CPU alone.
+    pub fn cpu() -> Devices {
+        Devices::default()
+    }
+
+    /// `device` alone.
+    pub fn one(device: Device) -> Devices {
+        Devices { list: vec![device], split: None }
+    }
+
+    /// Whether the model runs on this machine's CPU alone (the CPU's own fast path applies).
+    pub fn is_cpu_only(&self) -> bool {
+        self.list.iter().all(|d| d.kind() == DeviceType::Cpu)
+    }
+
+    /// Each device's share of the layers, normalised to sum to 1: the given proportions, else
+    /// the devices' free memory (equal shares where none reports any).
+    pub fn shares(&self) -> Result<Vec<f64>, Error> {
+        let n = self.list.len().max(1);
+        let weights: Vec<f64> = match &self.split {
+            Some(split) => {
+                if split.len() != n
+                    || split.iter().any(|s| !s.is_finite() || *s < 0.0)
+                    || split.iter().all(|s| *s == 0.0)
+                {
+                    return Err(Error::BadSplit { split: split.clone(), n_devices: n });
+                }
+                split.iter().map(|&s| f64::from(s)).collect()
+            }
+            None => {
+                let free: Vec<f64> = self.list.iter().map(|d| d.memory().free as f64).collect();
+                if free.is_empty() || free.iter().all(|&f| f == 0.0) {
+                    vec![1.0; n]
+                } else {
+                    free
+                }
+            }
+        };
+        let total: f64 = weights.iter().sum();
+        Ok(weights.iter().map(|w| w / total).collect())
+    }
+
+    /// The device of each of `n_layer` layers, as indices into [`Devices::list`]: contiguous
+    /// runs in the list's order, device `i` taking the layers whose position `il / n_layer` falls
+    /// in its share (llama.cpp's rule for `--tensor-split`).
+    pub fn layer_devices(&self, n_layer: usize) -> Result<Vec<usize>, Error> {
+        let shares = self.shares()?;
+        let mut ends = Vec::with_capacity(shares.len());
+        let mut sum = 0.0;
+        for s in &shares {
+            sum += s;
+            ends.push(sum);
+        }
+        let last = shares.len().saturating_sub(1);
+        Ok((0..n_layer)
+            .map(|il| {
+                let at = il as f64 / n_layer as f64;
+                ends.iter().position(|&end| at < end).unwrap_or(last)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_split(n: usize, split: Option<Vec<f32>>) -> Devices {
+        let cpu = Device::all(Runtime::get()).into_iter().find(|d| d.kind() == DeviceType::Cpu).expect("a CPU device");
+        Devices { list: vec![cpu; n], split }
+    }
+
+    #[test]
+    fn layers_go_in_contiguous_runs_by_share() {
+        let d = with_split(3, Some(vec![1.0, 1.0, 2.0]));
+        assert_eq!(d.layer_devices(8).unwrap(), vec![0, 0, 1, 1, 2, 2, 2, 2]);
+        let d = with_split(2, Some(vec![3.0, 1.0]));
+        assert_eq!(d.layer_devices(4).unwrap(), vec![0, 0, 0, 1]);
+        // A zero share gets no layer.
+        let d = with_split(3, Some(vec![1.0, 0.0, 1.0]));
+        assert_eq!(d.layer_devices(4).unwrap(), vec![0, 0, 2, 2]);
+    }
+
+    #[test]
+    fn bad_splits_are_refused() {
+        for split in [vec![1.0], vec![1.0, -1.0], vec![0.0, 0.0], vec![f32::NAN, 1.0]] {
+            let err = with_split(2, Some(split.clone())).layer_devices(4).unwrap_err();
+            assert!(matches!(err, Error::BadSplit { .. }), "{split:?}: {err}");
+        }
+    }
 }

@@ -7,7 +7,11 @@
 //! - Callbacks from C never unwind: they catch panics and do nothing that can panic.
 //! - [`Runtime::get`] initialises the library once, thread-safely, and routes its log into a
 //!   buffer so that failures can be reported with llama.cpp's own reason.
+//! - An RPC server that stops answering mid-run ends the process with one line and exit code 4
+//!   instead of ggml's abort (`abort.rs`); code that can check between steps calls
+//!   [`check_rpc_alive`].
 
+mod abort;
 mod backend;
 mod buffer;
 mod context;
@@ -29,11 +33,14 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
+pub use abort::{check_rpc_alive, check_rpc_servers_alive, set_last_checkpoint, EXIT_DEVICE_LOST};
 pub use backend::{Allocated, Allocator, Backend, Graph, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use buffer::{init_views, MappedBuffer, ParamBuffer, WeightBuffer};
 pub use context::{Context, RopeMode, RopeParams, Tensor};
 pub use custom_ops::gelu_derivative;
-pub use device::{add_rpc_server, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Memory};
+pub use device::{
+    add_rpc_server, default_device, resolve_devices, Device, DeviceError, DeviceInfo, DeviceType, Devices, Memory,
+};
 pub use device_spec::{DeviceList, DeviceSpec, DeviceSpecError, DeviceSpecErrorKind, RpcEndpoint, ACCEPTED_DEVICES};
 pub use oracle::{chat_apply_template, GgufContext, LlamaAdapter, LlamaContext, LlamaModel};
 pub use quant::{can_quantize_to, dequantize_rows, llama_model_quantize, quantize_rows};
@@ -129,6 +136,10 @@ pub enum Error {
     TextWithNul { what: &'static str },
     #[error("llama.cpp has no built-in chat format for the template {head:?}...")]
     UnknownChatTemplate { head: String },
+    #[error("{n_devices} devices to offload to; llama.cpp takes at most {max}")]
+    TooManyDevices { n_devices: usize, max: usize },
+    #[error("split {split:?}: expected one share per device ({n_devices}), none negative and not all 0")]
+    BadSplit { split: Vec<f32>, n_devices: usize },
 }
 
 /// The initialised ggml/llama.cpp library. Get it with [`Runtime::get`].
@@ -143,6 +154,7 @@ impl Runtime {
         static RUNTIME: OnceLock<Runtime> = OnceLock::new();
         RUNTIME.get_or_init(|| {
             log::install();
+            abort::install();
             // SAFETY: llama_backend_init takes no arguments and is made idempotent here by the
             // OnceLock; it only initialises ggml's global tables and timers.
             unsafe { sys::llama_backend_init() };

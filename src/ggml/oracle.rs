@@ -7,6 +7,7 @@ use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
+use super::device::{Device, DeviceType, Devices};
 use super::{c_path, log, Error, Runtime};
 
 /// A conversation of `(role, content)` messages as llama.cpp formats it without a Jinja engine
@@ -168,29 +169,101 @@ impl Drop for GgufContext {
     }
 }
 
-/// A model loaded by llama.cpp, on the CPU, weights memory-mapped.
+/// The most devices llama.cpp offloads to (`llama_max_devices`, the length of `tensor_split`).
+fn max_devices() -> usize {
+    // SAFETY: returns a constant.
+    unsafe { sys::llama_max_devices() }
+}
+
+/// A model loaded by llama.cpp: on the CPU, weights memory-mapped, or offloaded to devices.
 #[derive(Debug)]
 pub struct LlamaModel {
     pub(super) ptr: NonNull<sys::llama_model>,
 }
 
 impl LlamaModel {
-    /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do, with
-    /// the weights used as they are mapped (see `load_with`).
+    /// Loads `path` with `llama_model_load_from_file`, as llama.cpp's tools and Ollama do, on
+    /// the CPU, with the weights used as they are mapped (see `load_with`).
     pub fn load(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
-        Self::load_with(rt, path, false)
+        Self::load_on(rt, path, &Devices::cpu())
+    }
+
+    /// Loads `path` as [`LlamaModel::load`] does, its layers on the devices of `offload`
+    /// (`llama_model_params`' `devices`, `n_gpu_layers` and `tensor_split`). llama.cpp copies the
+    /// weights of offloaded layers to their device while it loads (for an RPC device: sends them
+    /// to its server).
+    ///
+    /// llama.cpp keeps the token embeddings on the CPU, and each repeating layer and the output
+    /// layer on one device, the devices taking consecutive runs of layers in their order. The CPU
+    /// is not one of llama.cpp's offload devices: named with others, it keeps the first layers
+    /// (its share of them), which llama.cpp does not offload; named alone, or no device named,
+    /// everything stays on the CPU.
+    pub fn load_on(rt: &Runtime, path: &Path, offload: &Devices) -> Result<LlamaModel, Error> {
+        offload.shares()?;
+        let is_cpu = |d: &Device| d.kind() == DeviceType::Cpu;
+        let offloaded: Vec<usize> = (0..offload.list.len()).filter(|&i| !is_cpu(&offload.list[i])).collect();
+        if offloaded.len() > max_devices() {
+            return Err(Error::TooManyDevices { n_devices: offloaded.len(), max: max_devices() });
+        }
+        // NULL-terminated, as llama.cpp reads it; empty (just the NULL) keeps llama.cpp from
+        // choosing devices of its registry itself.
+        let mut devices: Vec<sys::ggml_backend_dev_t> = offloaded.iter().map(|&i| offload.list[i].raw()).collect();
+        devices.push(std::ptr::null_mut());
+        let mut tensor_split = vec![0f32; max_devices()];
+        if let Some(split) = &offload.split {
+            for (slot, &i) in tensor_split.iter_mut().zip(&offloaded) {
+                *slot = split[i];
+            }
+        }
+        let n_gpu_layers = if offloaded.is_empty() {
+            0
+        } else if offloaded.len() == offload.list.len() {
+            -1 // every layer
+        } else {
+            Self::offloaded_layers(rt, path, offload)?
+        };
+        Self::load_with(rt, path, false, |params| {
+            params.devices = devices.as_mut_ptr();
+            params.n_gpu_layers = n_gpu_layers;
+            if offload.split.is_some() {
+                params.tensor_split = tensor_split.as_ptr();
+            }
+        })
+    }
+
+    /// How many layers (of the repeating ones and the output layer) leave the CPU when it is
+    /// one of several devices: all but its share, by `split` or by free memory.
+    fn offloaded_layers(rt: &Runtime, path: &Path, offload: &Devices) -> Result<i32, Error> {
+        let n_layers = Self::load_vocab(rt, path)?.n_layer() + 1;
+        let weight = |i: usize, d: &Device| match &offload.split {
+            Some(split) => f64::from(split[i]),
+            None => d.memory().free as f64,
+        };
+        let weights: Vec<(bool, f64)> =
+            offload.list.iter().enumerate().map(|(i, d)| (d.kind() == DeviceType::Cpu, weight(i, d))).collect();
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        let on_cpu: f64 = weights.iter().filter(|(cpu, _)| *cpu).map(|(_, w)| w).sum();
+        let cpu_layers = if total > 0.0 { (f64::from(n_layers) * on_cpu / total).round() as i32 } else { 0 };
+        Ok(n_layers - cpu_layers.clamp(0, n_layers))
     }
 
     /// Loads only the vocabulary of `path` (for tokenizing; no weights are read).
     pub fn load_vocab(rt: &Runtime, path: &Path) -> Result<LlamaModel, Error> {
-        Self::load_with(rt, path, true)
+        Self::load_with(rt, path, true, |params| params.n_gpu_layers = 0)
     }
 
-    fn load_with(_rt: &Runtime, path: &Path, vocab_only: bool) -> Result<LlamaModel, Error> {
+    /// Loads `path` with llama.cpp's default parameters, set for this crate and then by `place`,
+    /// which may store pointers that live until this function returns (llama.cpp copies what
+    /// it keeps).
+    fn load_with(
+        _rt: &Runtime,
+        path: &Path,
+        vocab_only: bool,
+        place: impl FnOnce(&mut sys::llama_model_params),
+    ) -> Result<LlamaModel, Error> {
         let c = c_path(path)?;
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_model_default_params() };
-        params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
         // No repacking of the weights into extra CPU buffer types (AMX on Intel Xeons with AMX,
         // interleaved layouts on Arm): on a Sapphire Rapids CPU, a release build (ggml at -O3,
@@ -199,13 +272,22 @@ impl LlamaModel {
         // so llama.cpp also multiplies with the ggml kernels gguftune's training graph runs (with
         // AMX repacking its q8_0 logits differed from ours by nmse 1e-5; without, bit for bit).
         params.use_extra_bufts = false;
+        place(&mut params);
         log::clear_errors();
-        // SAFETY: `c` is a valid NUL-terminated path for the call; llama.cpp returns null on failure
+        // SAFETY: `c` is a valid NUL-terminated path for the call; the pointers `place` stored
+        // (a NULL-terminated device list of live devices, a tensor split of llama_max_devices()
+        // floats) outlive the call, and llama.cpp copies both. llama.cpp returns null on failure
         // and catches its own C++ exceptions at this boundary.
         let ptr = unsafe { sys::llama_model_load_from_file(c.as_ptr(), params) };
         NonNull::new(ptr)
             .map(|ptr| LlamaModel { ptr })
             .ok_or_else(|| Error::ModelRejected { path: path.to_owned(), reason: log::take_errors() })
+    }
+
+    /// Number of repeating layers (blocks).
+    pub fn n_layer(&self) -> i32 {
+        // SAFETY: live model owned by self.
+        unsafe { sys::llama_model_n_layer(self.ptr.as_ptr()) }
     }
 
     /// Number of parameters as llama.cpp counts them.

@@ -21,46 +21,6 @@ const MAX_BACKENDS: usize = 16;
 const CUSTOM_OPS: [u32; 4] =
     [sys::GGML_OP_CUSTOM, sys::GGML_OP_MAP_CUSTOM1, sys::GGML_OP_MAP_CUSTOM2, sys::GGML_OP_MAP_CUSTOM3];
 
-/// Sources per node (`GGML_MAX_SRC`).
-const MAX_SRC: usize = 10;
-
-/// The sources of every node of a graph, as built. Placing a graph points each source a node
-/// reads from another backend at a copy in the scheduler's own context (ggml-backend.cpp's
-/// `ggml_backend_sched_split_graph`: `node->src[j] = tensor_id_copy(...)`), which the next
-/// placement frees: a graph placed again (every micro-batch of a session) would read freed
-/// copies. The sources are put back as soon as the placement is done with ([`Sources::restore`]),
-/// so that each placement starts from the graph as built, as llama.cpp's fresh graphs do.
-#[derive(Debug)]
-struct Sources {
-    saved: Vec<(*mut sys::ggml_tensor, [*mut sys::ggml_tensor; MAX_SRC])>,
-}
-
-impl Sources {
-    /// The sources of `graph`'s nodes now.
-    fn save(graph: &Graph<'_>) -> Sources {
-        let saved = graph
-            .nodes()
-            .into_iter()
-            .map(|n| {
-                let node = n.raw();
-                // SAFETY: a live node of a live graph; reads its source pointers.
-                (node, unsafe { (*node).src })
-            })
-            .collect();
-        Sources { saved }
-    }
-
-    /// Puts the saved sources back. The graph's nodes must be alive (callers hold the graph).
-    fn restore(&self) {
-        for (node, src) in &self.saved {
-            // SAFETY: a node of the graph saved, which the caller still borrows; only its source
-            // pointers change, back to the tensors the graph was built with (all alive as long as
-            // the graph's context).
-            unsafe { (**node).src = *src };
-        }
-    }
-}
-
 /// Ops that compute nothing (ggml's `ggml_op_is_empty`): their result is memory of their source.
 const EMPTY_OPS: [u32; 5] =
     [sys::GGML_OP_NONE, sys::GGML_OP_VIEW, sys::GGML_OP_RESHAPE, sys::GGML_OP_PERMUTE, sys::GGML_OP_TRANSPOSE];
@@ -74,6 +34,13 @@ pub struct Scheduler<'b> {
     /// memory is forgotten before the next graph is placed, which may put them elsewhere (a graph
     /// placed again keeps no stale address of the previous placement).
     allocated: Vec<*mut sys::ggml_tensor>,
+    /// The sources of every node of the graph placed last, as they were before: ggml's
+    /// scheduler points sources at copies of the inputs it makes in memory of its own, which it
+    /// frees when it places the next graph. They are set back before any graph is placed again.
+    sources: Vec<(*mut sys::ggml_tensor, [*mut sys::ggml_tensor; 10])>,
+    /// The graph placed last, which computes again as placed (its inputs set anew) without
+    /// being placed again.
+    placed: Option<*mut sys::ggml_cgraph>,
     /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
     /// least this).
     capacity: usize,
@@ -155,7 +122,14 @@ impl<'b> Scheduler<'b> {
             )
         };
         let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        Ok(Scheduler { ptr, backends: backends.to_vec(), allocated: Vec::new(), capacity })
+        Ok(Scheduler {
+            ptr,
+            backends: backends.to_vec(),
+            allocated: Vec::new(),
+            sources: Vec::new(),
+            placed: None,
+            capacity,
+        })
     }
 
     /// Places `graph` on the backends and gives memory to every tensor that has none (each in a
@@ -170,52 +144,66 @@ impl<'b> Scheduler<'b> {
         &'s mut self,
         graph: &'g Graph<'ctx>,
     ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
+        if self.placed == Some(graph.raw()) {
+            return Ok(Scheduled { sched: self, allocated: Allocated::new(graph) });
+        }
+        self.undo_placement();
         self.check(graph)?;
-        let fresh = self.forget_allocations(graph);
+        let fresh = self.fresh_tensors(graph);
+        self.sources = graph.nodes().into_iter().map(|n| (n.raw(), n.raw_srcs())).collect();
         // SAFETY: a live scheduler; clears the previous graph's placement (ggml asserts that a
         // scheduler allocates one graph at a time).
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
-        let sources = Sources::save(graph);
         // SAFETY: a live scheduler and graph; the graph's nodes and leafs fit the hash set
         // (checked above, ggml asserts it); every pre-allocated tensor has a backend that can
         // run its op on its buffer (checked above, ggml aborts otherwise); some backend supports
         // every node (checked above: ggml asserts each node gets one). False when out of memory.
         if !unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.raw()) } {
-            sources.restore();
             return Err(Error::GraphAlloc);
         }
         self.allocated = fresh.into_iter().filter(|t| t.has_data()).map(|t| t.raw()).collect();
-        Ok(Scheduled { sched: self, allocated: Allocated::new(graph), sources })
+        self.placed = Some(graph.raw());
+        Ok(Scheduled { sched: self, allocated: Allocated::new(graph) })
     }
 
     /// Each backend's compute buffer for `graph`, in bytes, in the scheduler's order, as
     /// [`Scheduler::alloc_graph`] would size it, allocating nothing (ggml's
     /// `ggml_backend_sched_reserve_size`). Checked as [`Scheduler::alloc_graph`].
     pub fn measure(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
+        self.undo_placement();
         self.check(graph)?;
-        // Tensors keeping memory of an earlier placement would count as allocated.
-        self.forget_allocations(graph);
+        self.sources = graph.nodes().into_iter().map(|n| (n.raw(), n.raw_srcs())).collect();
         let mut sizes = vec![0usize; self.backends.len()];
-        let sources = Sources::save(graph);
         // SAFETY: a live scheduler and graph, checked as in `alloc_graph` (the graph fits the
         // hash set, ggml asserts it); `sizes` has one slot per backend of the scheduler, which
         // ggml writes (one per buffer id = backend index). It resets the scheduler and places
         // the graph, allocating no buffer.
         unsafe { sys::ggml_backend_sched_reserve_size(self.ptr.as_ptr(), graph.raw(), sizes.as_mut_ptr()) };
-        sources.restore();
+        // Nothing was allocated; the sources the placement changed are set back.
+        self.undo_placement();
         Ok(sizes)
     }
 
-    /// Forgets the memory of every tensor this scheduler allocated before (their buffers are
-    /// about to be reused), and returns the tensors of `graph` (nodes, their sources and view
-    /// sources) that have no memory: the ones the next placement allocates.
-    fn forget_allocations<'ctx>(&mut self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
-        for &t in &self.allocated {
+    /// Undoes what placing the last graph did to its tensors, before the next placement (or the
+    /// scheduler's end) frees the memory they point into: each node's sources set back, and the
+    /// memory of every tensor the scheduler allocated forgotten.
+    fn undo_placement(&mut self) {
+        for (node, srcs) in self.sources.drain(..) {
+            if let Some(node) = Tensor::from_raw(node) {
+                node.set_raw_srcs(srcs);
+            }
+        }
+        for t in self.allocated.drain(..) {
             if let Some(t) = Tensor::from_raw(t) {
                 t.forget_memory();
             }
         }
-        self.allocated.clear();
+        self.placed = None;
+    }
+
+    /// The tensors of `graph` (nodes, their sources and view sources) without memory: the ones
+    /// a placement allocates.
+    fn fresh_tensors<'ctx>(&self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
         let mut seen = std::collections::HashSet::new();
         let mut fresh = Vec::new();
         for node in graph.nodes() {
@@ -281,12 +269,8 @@ impl<'b> Scheduler<'b> {
 
 impl Drop for Scheduler<'_> {
     fn drop(&mut self) {
-        // Tensors outliving the scheduler must not point into its freed buffers.
-        for &t in &self.allocated {
-            if let Some(t) = Tensor::from_raw(t) {
-                t.forget_memory();
-            }
-        }
+        // Tensors outliving the scheduler must not point into its freed memory.
+        self.undo_placement();
         // SAFETY: created by ggml_backend_sched_new, freed once; frees the compute buffers it
         // allocated (no Scheduled can outlive this: it borrows the scheduler).
         unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }
@@ -298,15 +282,6 @@ impl Drop for Scheduler<'_> {
 pub struct Scheduled<'s, 'b, 'g, 'ctx> {
     sched: &'s mut Scheduler<'b>,
     allocated: Allocated<'g, 'ctx>,
-    /// The graph's sources as built, put back when this is dropped.
-    sources: Sources,
-}
-
-impl Drop for Scheduled<'_, '_, '_, '_> {
-    fn drop(&mut self) {
-        // The graph ('g) outlives this value: its nodes are alive.
-        self.sources.restore();
-    }
 }
 
 impl<'g, 'ctx> Scheduled<'_, '_, 'g, 'ctx> {

@@ -336,7 +336,7 @@ mod handler {
     }
 
     /// Unlinks every registered temporary file.
-    fn remove_temps() {
+    pub(super) fn remove_temps() {
         let mut path = [0u8; TEXT_CAP];
         for slot in &TEMPS {
             if slot.state.load(Ordering::Acquire) != super::LIVE {
@@ -371,6 +371,15 @@ mod handler {
             }
         }
     }
+}
+
+/// Removes the temporary files registered with [`remove_on_fault`] now, for code that ends the
+/// process itself in the middle of a run (ggml's abort callback, `ggml::abort`). Takes no lock
+/// and allocates nothing (`unlink` only, as the SIGBUS handler), so it is safe wherever that
+/// handler is.
+pub fn remove_temporary_outputs() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    handler::remove_temps();
 }
 
 /// Installs the SIGBUS handler where there is one (Linux).

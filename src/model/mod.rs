@@ -14,12 +14,13 @@ mod weights;
 
 use std::path::Path;
 
+pub use crate::ggml::Devices;
 pub use batch::{Batch, BatchOverflow};
 pub use graph::{loss_chunk, masked_loss, Inputs, LossInputs, TrainingLoss};
 pub use hparams::{HParams, SlidingWindow};
 pub use layer::{Activation, AdapterSlot, GraphPurpose, LayerGraph};
 pub use lora::{lora_layout, LoraConfig, LoraPair, LoraParams, LoraSlot, TARGETS};
-pub use split::{holder, DeviceBackends, Devices, LayerSplit};
+pub use split::{holder, weight_bytes, DeviceBackends, LayerSplit};
 pub use weights::{Binder, LayerWeights, Weights};
 
 use crate::ggml::{self, Allocator, Backend, Context, Graph, MappedBuffer, ParamBuffer, Placement, Runtime, Scheduler};

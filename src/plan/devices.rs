@@ -7,8 +7,8 @@
 //! weights each device holds are the file's tensor bytes of its layers, shared out by the one
 //! rule the run follows ([`crate::model::holder`]).
 
-use crate::ggml::{Device, DeviceType};
-use crate::model::{lora_layout, Devices, LoraConfig, Model};
+use crate::ggml::{Device, DeviceType, Devices};
+use crate::model::{lora_layout, weight_bytes, LoraConfig, Model, ModelError};
 use crate::train::{measure_session_on, SessionMemory};
 
 use super::{PlanError, RunShape, RUNTIME_OVERHEAD_BYTES};
@@ -111,9 +111,9 @@ impl DevicePlan {
     ) -> Result<DevicePlan, PlanError> {
         let h = model.hparams();
         let n_layer = usize::try_from(h.n_layer).unwrap_or(0);
-        let weights = devices.weight_bytes(&model.gguf()?, n_layer)?;
+        let weights = weight_bytes(devices, &model.gguf()?, n_layer)?;
         let mut layers = vec![0usize; weights.len()];
-        for i in devices.layer_devices(n_layer)? {
+        for i in devices.layer_devices(n_layer).map_err(ModelError::from)? {
             layers[i] += 1;
         }
         let lora_params: u64 = lora_layout(h, lora)?.iter().map(|s| lora.rank * (s.n_in + s.n_out)).sum();

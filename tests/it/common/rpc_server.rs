@@ -24,7 +24,8 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// A `gguftune rpc-server` child process, killed when dropped (also when a test panics).
 pub struct Server {
-    child: Child,
+    /// The process (a test may kill it).
+    pub child: Child,
     stderr: BufReader<ChildStderr>,
     /// Where it listens.
     pub endpoint: RpcEndpoint,
@@ -35,10 +36,16 @@ impl Server {
     /// it printed the line naming what it serves (the lines before it: `before`) and accepts
     /// connections.
     pub fn start(host: Ipv4Addr) -> (Server, Vec<String>) {
+        Server::start_with(host, &[])
+    }
+
+    /// As [`Server::start`], with `extra` arguments (`--cache DIR`).
+    pub fn start_with(host: Ipv4Addr, extra: &[&str]) -> (Server, Vec<String>) {
         let port = free_port(host);
         let child = Command::new(env!("CARGO_BIN_EXE_gguftune"))
             .args(["rpc-server", "--host", &host.to_string(), "--port", &port.to_string()])
             .args(["--threads", &THREADS.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
