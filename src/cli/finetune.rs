@@ -253,17 +253,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             return Err(anyhow::Error::new(e).context(format!("no adapter written; {hint}")));
         }
-        Err(e @ TrainError::DeviceLost { .. }) => {
-            let hint = match &observer.last_checkpoint {
-                Some(dir) => format!(
-                    "the last checkpoint is {}: --resume {} continues from it on the devices available then",
-                    dir.display(),
-                    dir.display()
-                ),
-                None => "no checkpoint was written (save some with --checkpoint-every N)".into(),
-            };
-            return Err(anyhow::Error::new(e).context(format!("no adapter written; {hint}")));
-        }
         Err(e) => return Err(e.into()),
     };
     if INTERRUPTED.load(Ordering::SeqCst) {

@@ -19,8 +19,9 @@
 //! registry, llama.cpp's globals) under those threads and locks, and flush stdio buffers that hold
 //! a partial result; `_exit` does none of that. What the line says is written with `write(2)`.
 //!
-//! Code that can check between two steps calls [`check_rpc_servers_alive`] (or
-//! [`check_rpc_alive`] for one server) instead, for a typed error.
+//! There is no check between two steps: ggml's server serves one client at a time and listens
+//! with a backlog of one, so probing connections while a run's own connection is open fill its
+//! queue and time out. A server that died between two steps ends the run here, at the next step.
 
 use std::ffi::{c_char, CStr};
 use std::io::Write as _;
@@ -37,7 +38,7 @@ use super::rpc::RpcError;
 /// The exit code after an RPC server stopped answering mid-run: 4, an I/O failure.
 pub const EXIT_DEVICE_LOST: i32 = 4;
 
-/// How long the abort callback and [`check_rpc_alive`] wait for a server to accept a connection.
+/// How long the abort callback waits for a server to accept a connection.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// RPC servers added in this process ([`super::add_rpc_server`]), in the order added.
@@ -82,24 +83,15 @@ pub fn set_last_checkpoint(path: Option<&Path>) {
     *LAST_CHECKPOINT.lock().unwrap_or_else(PoisonError::into_inner) = path.map(Path::to_owned);
 }
 
-/// Whether the RPC server at `endpoint` still accepts connections: a TCP connection, opened and
-/// closed, within a short timeout. It does not greet the server ([`super::greet_rpc_server`]):
-/// ggml's server serves one client at a time, and while this process's own connection is open it
-/// would not answer. A server process that ended (its port refuses) or a host that is gone (no
-/// answer) is an error here, between two steps, rather than ggml's abort in the next one; a
-/// server that listens but no longer computes is not detected.
-pub fn check_rpc_alive(endpoint: &RpcEndpoint) -> Result<(), RpcError> {
+/// Whether the RPC server at `endpoint` still accepts connections, for naming the lost ones when
+/// ggml aborts: a TCP connection, opened and closed, within a short timeout. It does not greet
+/// the server ([`super::greet_rpc_server`]): ggml's server serves one client at a time, and while
+/// this process's own connection is open it would not answer.
+fn check_rpc_alive(endpoint: &RpcEndpoint) -> Result<(), RpcError> {
     let addr = endpoint_address(endpoint)?;
     TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
         .map(drop)
         .map_err(|source| RpcError::Unreachable { endpoint: endpoint.clone(), source })
-}
-
-/// [`check_rpc_alive`] for every RPC server added in this process: the first that no longer
-/// accepts connections is the error. Training calls it between steps.
-pub fn check_rpc_servers_alive() -> Result<(), RpcError> {
-    let servers = RPC_SERVERS.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    servers.iter().try_for_each(check_rpc_alive)
 }
 
 fn endpoint_address(endpoint: &RpcEndpoint) -> Result<std::net::SocketAddr, RpcError> {

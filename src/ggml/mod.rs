@@ -8,8 +8,8 @@
 //! - [`Runtime::get`] initialises the library once, thread-safely, and routes its log into a
 //!   buffer so that failures can be reported with llama.cpp's own reason.
 //! - An RPC server that stops answering mid-run ends the process with one line and exit code 4
-//!   instead of ggml's abort (`abort.rs`); code that can check between steps calls
-//!   [`check_rpc_alive`].
+//!   instead of ggml's abort (`abort.rs`), naming the last checkpoint training wrote
+//!   ([`set_last_checkpoint`]).
 
 mod abort;
 mod backend;
@@ -33,7 +33,7 @@ use llama_cpp_sys_2 as sys;
 
 use crate::gguf::GgmlType;
 
-pub use abort::{check_rpc_alive, check_rpc_servers_alive, set_last_checkpoint, EXIT_DEVICE_LOST};
+pub use abort::{set_last_checkpoint, EXIT_DEVICE_LOST};
 pub use backend::{Allocated, Allocator, Backend, Graph, BACKWARD_OPS, BACKWARD_UNARY_OPS};
 pub use buffer::{init_views, MappedBuffer, ParamBuffer, WeightBuffer};
 pub use context::{Context, RopeMode, RopeParams, Tensor};

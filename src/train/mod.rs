@@ -59,12 +59,6 @@ pub enum TrainError {
     NoData { what: String },
     #[error("{what} does not run on device '{device}' yet, only on the CPU")]
     NotOnDevice { what: String, device: String },
-    #[error("a device was lost before step {step}")]
-    DeviceLost {
-        step: u64,
-        #[source]
-        source: crate::ggml::RpcError,
-    },
     #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -258,12 +252,6 @@ pub fn train(
         let mut order: Option<(u64, Vec<usize>)> = None;
         while state.steps < total {
             let step = state.steps;
-            // A remote device that went away between steps is a typed error here, not ggml's
-            // abort in the middle of the next graph.
-            if !cfg.devices.is_cpu_only() {
-                crate::ggml::check_rpc_servers_alive()
-                    .map_err(|source| TrainError::DeviceLost { step: step + 1, source })?;
-            }
             let epoch = step / per_epoch;
             if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 order = Some((epoch, batches::epoch_order(data.train.len(), cfg.seed, epoch)));

@@ -31,7 +31,7 @@ fn base_and_data(root: &Path) {
 /// validation split, then `extra`.
 fn finetune<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["finetune", "base.gguf", "--data", "train.jsonl", "--batch", "2", "--grad-accum", "2"];
-    args.extend(["--max-steps", "4", "--rank", "4", "--lr", "1e-3", "--val-split", "0.25", "--json"]);
+    args.extend(["--epochs", "2", "--max-steps", "4", "--rank", "4", "--lr", "1e-3", "--val-split", "0.25", "--json"]);
     args.extend(extra);
     args
 }
