@@ -156,6 +156,7 @@ if kind == "bytes":
              "by_phase": diff(b["by_phase"], a["by_phase"]), "by_command": diff(b["by_command"], a["by_command"])}
         t["by_command"] = {k: v for k, v in t["by_command"].items() if v != [0, 0]}
         t["graphs"] = a["graphs"][len(b["graphs"]):]
+        t["transfers"] = a["transfers"][len(b["transfers"]):]
         if t["total"] != [0, 0]:
             traffic[s] = t
     row["traffic"] = traffic
@@ -265,6 +266,23 @@ for config, m, c in cases:
         g = t["graphs"]
         top = ", ".join(f"{n}/{k}/{kib(b):.0f}" for n, k, b in sorted(g, key=lambda x: -x[2])[:4])
         print(f"  {config} {m} ctx {c} server {s}: {len(g)} graphs, {kib(sum(x[2] for x in g)):.0f} KiB; largest: {top}")
+print()
+print("tensor data moved during a one-step run's graphs (after the first graph, before the last), per server: "
+      "set = to the server, get = from it (name: KiB x times)")
+for config, m, c in cases:
+    one = find(config, m, c, 1)
+    if not one or one["rc"] != 0:
+        continue
+    for s, t in one["traffic"].items():
+        moved = {}
+        for graphs, way, name, size in t["transfers"]:
+            if 1 <= graphs < len(t["graphs"]):
+                k = moved.setdefault((way, name), [0, 0])
+                k[0] += size
+                k[1] += 1
+        total = sum(v[0] for v in moved.values())
+        top = ", ".join(f"{way} {name}: {kib(b):.1f} x{n}" for (way, name), (b, n) in sorted(moved.items(), key=lambda kv: -kv[1][0])[:8])
+        print(f"  {config} {m} ctx {c} server {s}: {kib(total):.1f} KiB in {sum(v[1] for v in moved.values())} transfers; {top}")
 
 print()
 bad = [r for r in rows if r["rc"] != 0]

@@ -13,9 +13,11 @@ starts listening and whenever a connection opens or closes:
    "sent": bytes client -> server, "received": bytes server -> client,
    "by_command": {"GRAPH_COMPUTE": [sent, received], ...},
    "by_phase": {"setup": [sent, received], "graphs": [...], "end": [...]},
-   "graphs": [[nodes, tensors, bytes], ...]}
+   "graphs": [[nodes, tensors, bytes], ...], "transfers": [[graphs, "set"|"get", name, bytes], ...]}
 "graphs" lists every graph sent to compute, in order: its node count, the tensors its message
 describes (the nodes, and recursively their sources and views' sources), and the message's bytes.
+"transfers" lists every tensor data transfer (RPC SET_TENSOR and GET_TENSOR), in order: how many
+graphs its connection had sent before it, its direction, the tensor's name and the data's bytes.
 Totals since the proxy started: a run's traffic is the difference between the status before it
 and the status once "open" is back to 0.
 
@@ -50,6 +52,12 @@ ANSWERED = {"ALLOC_BUFFER", "GET_ALIGNMENT", "GET_MAX_SIZE", "BUFFER_GET_BASE", 
             "COPY_TENSOR", "GET_DEVICE_MEMORY", "GET_ALLOC_SIZE", "HELLO", "DEVICE_COUNT"}
 GRAPHS = {"GRAPH_COMPUTE", "GRAPH_RECOMPUTE"}
 UNPARSED = "(unparsed)"
+# ggml-rpc.cpp's packed struct rpc_tensor: its size, and where its name (64 bytes) starts.
+RPC_TENSOR_SIZE = 296
+RPC_TENSOR_NAME = 228
+# The start of the payloads read for "transfers": SET_TENSOR is | rpc_tensor | cache flag (1) |
+# offset (8) | data |, GET_TENSOR | rpc_tensor | offset (8) | size (8) |.
+TRANSFER_HEAD = RPC_TENSOR_SIZE + 16
 
 
 class Counts:
@@ -64,6 +72,7 @@ class Counts:
         self.by_command = {}
         self.by_phase = {"setup": [0, 0], "graphs": [0, 0], "end": [0, 0]}
         self.graphs = []
+        self.transfers = []
 
     def add(self, command, phase, direction, n):
         self.total[direction] += n
@@ -73,7 +82,8 @@ class Counts:
     def write(self):
         status = {"port": self.port, "open": self.open, "connections": self.connections,
                   "sent": self.total[0], "received": self.total[1],
-                  "by_command": self.by_command, "by_phase": self.by_phase, "graphs": self.graphs}
+                  "by_command": self.by_command, "by_phase": self.by_phase, "graphs": self.graphs,
+                  "transfers": self.transfers}
         tmp = f"{self.status_path}.tmp"
         with open(tmp, "w") as f:
             json.dump(status, f)
@@ -93,6 +103,9 @@ class Connection:
         self.request = {"header": bytearray(), "left": 0, "command": None}
         self.answer = {"header": bytearray(), "left": 0, "command": None}
         self.graph = None  # the payload of the graph message being received, until complete
+        self.graph_count = 0
+        self.head = None  # the start of a SET_TENSOR or GET_TENSOR payload, until TRANSFER_HEAD bytes
+        self.head_command, self.head_size = None, 0
 
     def count(self, command, direction, n):
         if not self.graphs_seen:
@@ -121,6 +134,16 @@ class Connection:
         tensors = int.from_bytes(g[at:at + 4], "little") if len(g) >= at + 4 else 0
         self.counts.graphs.append([nodes, tensors, len(g) + 9])
 
+    def transfer_seen(self):
+        """Records the SET_TENSOR or GET_TENSOR whose payload starts with self.head."""
+        h, self.head = bytes(self.head), None
+        name = h[RPC_TENSOR_NAME:RPC_TENSOR_NAME + 64].split(b"\0")[0].decode("utf-8", "replace")
+        if self.head_command == "SET_TENSOR":
+            self.counts.transfers.append([self.graph_count, "set", name, self.head_size - RPC_TENSOR_SIZE - 9])
+        elif len(h) >= RPC_TENSOR_SIZE + 16:
+            size = int.from_bytes(h[RPC_TENSOR_SIZE + 8:RPC_TENSOR_SIZE + 16], "little")
+            self.counts.transfers.append([self.graph_count, "get", name, size])
+
     def feed(self, direction, data):
         """Counts `data` flowing client -> server (direction 0) or server -> client (1)."""
         state = self.request if direction == 0 else self.answer
@@ -135,6 +158,10 @@ class Connection:
                 self.count(state["command"], direction, n)
                 if self.graph is not None and direction == 0:
                     self.graph += data[i:i + n]
+                if self.head is not None and direction == 0:
+                    self.head += data[i:i + min(n, TRANSFER_HEAD - len(self.head))]
+                    if len(self.head) >= TRANSFER_HEAD or state["left"] == n:
+                        self.transfer_seen()
                 state["left"] -= n
                 i += n
                 if state["left"] == 0 and self.graph is not None and direction == 0:
@@ -154,6 +181,10 @@ class Connection:
                     self.graph_started()
                 if command == "GRAPH_COMPUTE":
                     self.graph = bytearray()
+                if command in GRAPHS:
+                    self.graph_count += 1
+                if command in ("SET_TENSOR", "GET_TENSOR"):
+                    self.head, self.head_command, self.head_size = bytearray(), command, size
                 if command in ANSWERED:
                     self.answers.append(command)
             else:
