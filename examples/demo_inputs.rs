@@ -1,8 +1,8 @@
-//! Makes the inputs of `scripts/demo.sh`, `scripts/bench-convert.sh` and `scripts/bench-finetune.sh`
-//! in a folder: a random-weight Llama checkpoint in Hugging Face layout (BF16, two shards, a trained
+//! Makes the inputs of `scripts/demo.sh`, `scripts/bench-convert.sh`, `scripts/bench-finetune.sh`
+//! and `scripts/bench-split.sh` in a folder: a random-weight Llama checkpoint in Hugging Face layout (BF16, two shards, a trained
 //! tokenizer) and a training set. No downloads: everything is generated from a seed.
 //!
-//! Usage: cargo run --example demo_inputs -- OUT_DIR [demo|tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]
+//! Usage: cargo run --example demo_inputs -- OUT_DIR [demo|tiny|bench|tinyllama|smollm|split [EXAMPLES [LAYERS]]]
 //! - `demo` (default): hidden 256, 2 layers, vocab 512 (about 1.4 M parameters), and the
 //!   sentiment task of `scripts/demo.sh`: [`DEMO_TRAIN`] Alpaca examples in `train.jsonl` and
 //!   [`DEMO_EVAL`] held-out ones in `eval.jsonl`, reviews that never occur in the training set,
@@ -24,6 +24,10 @@
 //!   `{"text"}` examples of exactly [`SMOLLM_EXAMPLE_TOKENS`] tokens each once BOS and EOS are added,
 //!   so that training at `--ctx 256` runs on full sequences. `LAYERS` (default 30) makes a shallower
 //!   model of the same layer shape, for quick runs of the benchmark.
+//! - `split`: hidden 512, 8 layers, 8 heads / 4 KV heads, ffn 1408, vocab 4096, byte-level BPE
+//!   tokenizer: about 46 MB of BF16, layers that cost more than the output (a step of 64 tokens
+//!   takes a fraction of a second on one core), for splitting the layers among devices.
+//!   `EXAMPLES` (default 32) `{"text"}` examples as `smollm`'s; `LAYERS` (default 8).
 
 #[path = "../tests/it/common/fixtures.rs"]
 mod fixtures;
@@ -33,7 +37,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
-/// Tokens of each `smollm` training example, BOS and EOS included (the benchmark's `--ctx`).
+/// Tokens of each `smollm` and `split` training example, BOS and EOS included (the benchmark's `--ctx`).
 const SMOLLM_EXAMPLE_TOKENS: usize = 256;
 
 /// Seed of the weights and of the training data.
@@ -89,14 +93,25 @@ fn main() -> std::io::Result<()> {
             vocab_size: Some(49152),
             ..fixtures::TinyLlamaSpec::default()
         },
-        other => usage(&format!("unknown shape '{other}' (expected demo, tiny, bench, tinyllama or smollm)")),
+        "split" => fixtures::TinyLlamaSpec {
+            hidden: 512,
+            layers: 8,
+            heads: 8,
+            kv_heads: 4,
+            ffn: 1408,
+            ctx: 2048,
+            tokenizer: fixtures::TinyTokenizer::Bpe,
+            vocab_size: Some(4096),
+            ..fixtures::TinyLlamaSpec::default()
+        },
+        other => usage(&format!("unknown shape '{other}' (expected demo, tiny, bench, tinyllama, smollm or split)")),
     };
     let (examples, spec) = if shape == "demo" {
         (DEMO_TRAIN, spec)
     } else if shape == "tiny" {
         (64, spec)
     } else {
-        let default_examples = if shape == "smollm" { 32 } else { 64 };
+        let default_examples = if shape == "smollm" || shape == "split" { 32 } else { 64 };
         let (examples, layers) = (number("EXAMPLES", default_examples), number("LAYERS", spec.layers));
         if examples == 0 || layers == 0 {
             usage("EXAMPLES and LAYERS must be at least 1");
@@ -113,7 +128,7 @@ fn main() -> std::io::Result<()> {
             write_sentiment_task(&out)?;
             DEMO_TRAIN
         }
-        "smollm" => {
+        "smollm" | "split" => {
             write_fixed_length_texts(&data, &model.join("tokenizer.json"), examples)?;
             examples
         }
@@ -137,7 +152,7 @@ fn main() -> std::io::Result<()> {
 
 /// Prints `message` and the usage line, and exits with status 2.
 fn usage(message: &str) -> ! {
-    eprintln!("{message}\nusage: demo_inputs OUT_DIR [demo|tiny|bench|tinyllama|smollm [EXAMPLES [LAYERS]]]");
+    eprintln!("{message}\nusage: demo_inputs OUT_DIR [demo|tiny|bench|tinyllama|smollm|split [EXAMPLES [LAYERS]]]");
     std::process::exit(2);
 }
 
