@@ -322,6 +322,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "compute_buffer_bytes": outcome.memory.compute_bytes, "planned_compute_buffer_bytes": planned.session.compute_bytes,
                 "trainable_state_bytes": outcome.memory.param_bytes,
                 "devices": device_names(&cfg.devices), "placement": outcome.placement.as_ref().map(placement_json),
+                "optimizer_placement": outcome.optimizer_placement.as_ref().map(placement_json),
                 "device_memory": device_memory.iter().map(device_memory_json).collect::<Vec<_>>(),
             })
         );

@@ -219,6 +219,8 @@ pub struct TrainOutcome {
     pub memory: SessionMemory,
     /// Where ggml's scheduler placed the training graph's nodes (`None` on the CPU alone).
     pub placement: Option<crate::ggml::Placement>,
+    /// Where it placed the AdamW step's nodes (`None` on the CPU alone).
+    pub optimizer_placement: Option<crate::ggml::Placement>,
 }
 
 /// Receives progress; each call may stop the run (`ControlFlow::Break`) or fail it.
@@ -303,7 +305,12 @@ pub fn train(
             }
         }
         session.get_state(state)?;
-        Ok(TrainOutcome { last_eval, memory: session.memory(), placement: session.placement().cloned() })
+        Ok(TrainOutcome {
+            last_eval,
+            memory: session.memory(),
+            placement: session.placement().cloned(),
+            optimizer_placement: session.optimizer_placement().cloned(),
+        })
     })
 }
 

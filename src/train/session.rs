@@ -163,6 +163,8 @@ pub struct Session<'c> {
     shape: BatchShape,
     /// Where the training graph's nodes ran (on devices, after the first micro-batch).
     placement: Option<Placement>,
+    /// Where the AdamW step's nodes ran (on devices, after the first step).
+    optimizer_placement: Option<Placement>,
     /// The devices of the backends, in the order of [`SessionMemory::backends`].
     backend_devices: Vec<Option<Device>>,
     /// The memory of the parameters on each backend, in that order.
@@ -417,6 +419,7 @@ fn build_session<R>(
             opt_graph,
             shape,
             placement: None,
+            optimizer_placement: None,
             backend_devices,
             param_bytes,
         };
@@ -531,8 +534,18 @@ impl Session<'_> {
         ];
         ParamBuffer::write_f32(self.adamw_hparams, &hparams)?;
         ParamBuffer::write_f32(self.grad_scale, &[grad_scale])?;
-        self.runner.run(Pool::Optimizer, &self.opt_graph, |_| Ok(()), |_, ()| Ok(()), false)?;
+        let first = self.optimizer_placement.is_none();
+        let ((), placed) = self.runner.run(Pool::Optimizer, &self.opt_graph, |_| Ok(()), |_, ()| Ok(()), first)?;
+        if placed.is_some() {
+            self.optimizer_placement = placed;
+        }
         Ok(())
+    }
+
+    /// Where ggml's scheduler placed the AdamW step's nodes: `None` on the CPU alone, and before
+    /// the first step.
+    pub fn optimizer_placement(&self) -> Option<&Placement> {
+        self.optimizer_placement.as_ref()
     }
 
     /// Where ggml's scheduler placed the training graph's nodes: `None` on the CPU alone, and

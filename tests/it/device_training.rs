@@ -81,6 +81,11 @@ fn a_q4_k_m_base_trains_on_an_rpc_device_as_on_the_cpu() {
     let cpu = backends.last().unwrap();
     assert_eq!(cpu["nodes"], cpu["views"], "nothing computed on the CPU: {placement}");
     assert_eq!(placement["splits"], 1, "{placement}");
+    // AdamW too: the LoRA tensors, their gradients and moments never leave the device.
+    let optimizer = &on_rpc["optimizer_placement"];
+    let backends = optimizer["backends"].as_array().unwrap();
+    assert!(backends[0]["nodes"].as_u64().unwrap() > 0, "{optimizer}");
+    assert_eq!(backends.last().unwrap()["nodes"], 0, "nothing of AdamW on the CPU: {optimizer}");
 
     // The same training: the device's graph is ggml's own backward pass (the weights
     // dequantized by get_rows, the outer products ggml's), the CPU's has its rewrites, which sum
