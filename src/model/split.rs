@@ -99,17 +99,6 @@ impl<'b> LayerSplit<'b> {
         Ok(LayerSplit { layer_backend: devices.layer_devices(n_layer)?, backends })
     }
 
-    /// The backend holding layer `il`'s weights and LoRA tensors.
-    pub fn layer(&self, il: u32) -> &'b Backend {
-        let i = self.layer_backend.get(il as usize).copied().unwrap_or(self.backends.len() - 1);
-        self.backends[i]
-    }
-
-    /// The backend holding the tensors outside the layers (the last device's).
-    pub fn output(&self) -> &'b Backend {
-        self.backends[self.backends.len() - 1]
-    }
-
     /// Index in `backends` of the backend of the tensor of layer `layer` (`None`: outside the
     /// layers).
     pub fn backend_index(&self, layer: Option<u32>) -> usize {
@@ -137,14 +126,5 @@ impl<'b> LayerSplit<'b> {
             }
         }
         Ok(buffers)
-    }
-
-    /// How many layers each backend holds.
-    pub fn layer_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.backends.len()];
-        for &i in &self.layer_backend {
-            counts[i] += 1;
-        }
-        counts
     }
 }
