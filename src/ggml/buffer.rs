@@ -109,11 +109,11 @@ impl Drop for ParamBuffer<'_> {
     }
 }
 
-/// A model's weights on a device: one backend buffer (or several, where the device caps a
-/// buffer's size) holding every tensor of a context, marked as weights
+/// The share of a model's weights one device holds: one backend buffer, marked as weights
 /// (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's scheduler runs the ops reading them on this
 /// buffer's backend, and an RPC server started with `--cache` keeps the large ones on its disk.
-/// The bytes are copied in tensor by tensor ([`WeightBuffer::set_bytes`]).
+/// The bytes are copied in tensor by tensor ([`WeightBuffer::set_bytes`]). A device that caps
+/// one buffer's size below the share is an error ([`Error::BufferTooLarge`]).
 #[derive(Debug)]
 pub struct WeightBuffer<'ctx> {
     ptr: NonNull<sys::ggml_backend_buffer>,
@@ -121,22 +121,6 @@ pub struct WeightBuffer<'ctx> {
 }
 
 impl<'ctx> WeightBuffer<'ctx> {
-    /// Gives every tensor of `ctx` memory on `backend`'s device (its default buffer type), views
-    /// included (pointing into their source's memory). No tensor of `ctx` may have memory yet.
-    pub fn alloc(ctx: &'ctx Context, backend: &Backend) -> Result<WeightBuffer<'ctx>, Error> {
-        if context_tensors(ctx).iter().any(|t| t.has_data()) {
-            return Err(Error::TensorData { what: "a weight buffer for a context whose tensors already have memory" });
-        }
-        // SAFETY: live context (no_alloc, as every Context: ggml asserts it) and backend; every
-        // tensor is without memory (checked), so all of them land in the new buffer; null when
-        // out of memory or when the context holds no tensor.
-        let ptr = unsafe { sys::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.raw()) };
-        let ptr = NonNull::new(ptr).ok_or(Error::GraphAlloc)?;
-        // SAFETY: a live buffer just made; a multi-buffer passes the usage on to its parts.
-        unsafe { sys::ggml_backend_buffer_set_usage(ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
-        Ok(WeightBuffer { ptr, _ctx: PhantomData })
-    }
-
     /// Gives `tensors` of a context (none a view, none with memory yet) memory in one new buffer
     /// on `backend`, marked as weights: the share of a model's weights one device holds. Views
     /// of them get their memory from [`init_views`].
