@@ -4,12 +4,13 @@
 //! and are copied to the backend that reads them, and [`Scheduled::placement`] says which
 //! backend ran how many nodes.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
 use super::backend::{Allocated, Backend, Graph};
-use super::context::Tensor;
+use super::context::{Context, Tensor};
 use super::device::DeviceType;
 use super::Error;
 
@@ -27,7 +28,7 @@ const EMPTY_OPS: [u32; 5] =
 
 /// A backend scheduler over borrowed backends, in priority order (the CPU's last).
 #[derive(Debug)]
-pub struct Scheduler<'b> {
+pub struct Scheduler<'b, 'ctx> {
     ptr: NonNull<sys::ggml_backend_sched>,
     backends: Vec<&'b Backend>,
     /// The tensors this scheduler gave memory to, in any graph since its last reset: their
@@ -41,6 +42,9 @@ pub struct Scheduler<'b> {
     /// The graph placed last, which computes again as placed (its inputs set anew) without
     /// being placed again.
     placed: Option<*mut sys::ggml_cgraph>,
+    /// The context of the graphs it places, which must outlive it: it writes into their tensors
+    /// until it is dropped (see `undo_placement`).
+    _ctx: PhantomData<&'ctx Context>,
     /// Nodes plus leafs of the largest graph it can place (the size of ggml's hash set is at
     /// least this).
     capacity: usize,
@@ -95,11 +99,11 @@ impl std::fmt::Display for Placement {
     }
 }
 
-impl<'b> Scheduler<'b> {
+impl<'b, 'ctx> Scheduler<'b, 'ctx> {
     /// A scheduler over `backends` (1 to 16, the last one a CPU backend, as ggml requires) for
     /// graphs of up to `graph_size` nodes, each with their default buffer type, one copy of the
     /// inputs (no pipelining) and no offload of CPU-weight ops.
-    pub fn new(backends: &[&'b Backend], graph_size: usize) -> Result<Scheduler<'b>, Error> {
+    pub fn new(backends: &[&'b Backend], graph_size: usize) -> Result<Scheduler<'b, 'ctx>, Error> {
         let last_is_cpu = backends.last().and_then(|b| b.device()).is_some_and(|d| d.kind() == DeviceType::Cpu);
         if backends.len() > MAX_BACKENDS || !last_is_cpu || graph_size == 0 {
             return Err(Error::BadScheduler { backends: backends.iter().map(|b| b.name()).collect() });
@@ -128,6 +132,7 @@ impl<'b> Scheduler<'b> {
             allocated: Vec::new(),
             sources: Vec::new(),
             placed: None,
+            _ctx: PhantomData,
             capacity,
         })
     }
@@ -140,10 +145,7 @@ impl<'b> Scheduler<'b> {
     /// supports each node; every tensor with memory already (weights, adapters) is in a buffer
     /// some backend of the scheduler can use for its op; and no custom op is in the graph unless
     /// the CPU is the only backend.
-    pub fn alloc_graph<'s, 'g, 'ctx>(
-        &'s mut self,
-        graph: &'g Graph<'ctx>,
-    ) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
+    pub fn alloc_graph<'s, 'g>(&'s mut self, graph: &'g Graph<'ctx>) -> Result<Scheduled<'s, 'b, 'g, 'ctx>, Error> {
         if self.placed == Some(graph.raw()) {
             return Ok(Scheduled { sched: self, allocated: Allocated::new(graph) });
         }
@@ -169,7 +171,7 @@ impl<'b> Scheduler<'b> {
     /// Each backend's compute buffer for `graph`, in bytes, in the scheduler's order, as
     /// [`Scheduler::alloc_graph`] would size it, allocating nothing (ggml's
     /// `ggml_backend_sched_reserve_size`). Checked as [`Scheduler::alloc_graph`].
-    pub fn measure(&mut self, graph: &Graph<'_>) -> Result<Vec<usize>, Error> {
+    pub fn measure(&mut self, graph: &Graph<'ctx>) -> Result<Vec<usize>, Error> {
         self.undo_placement();
         self.check(graph)?;
         self.sources = graph.nodes().into_iter().map(|n| (n.raw(), n.raw_srcs())).collect();
@@ -203,7 +205,7 @@ impl<'b> Scheduler<'b> {
 
     /// The tensors of `graph` (nodes, their sources and view sources) without memory: the ones
     /// a placement allocates.
-    fn fresh_tensors<'ctx>(&self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
+    fn fresh_tensors(&self, graph: &Graph<'ctx>) -> Vec<Tensor<'ctx>> {
         let mut seen = std::collections::HashSet::new();
         let mut fresh = Vec::new();
         for node in graph.nodes() {
@@ -267,7 +269,7 @@ impl<'b> Scheduler<'b> {
     }
 }
 
-impl Drop for Scheduler<'_> {
+impl Drop for Scheduler<'_, '_> {
     fn drop(&mut self) {
         // Tensors outliving the scheduler must not point into its freed memory.
         self.undo_placement();
@@ -280,7 +282,7 @@ impl Drop for Scheduler<'_> {
 /// A graph placed and allocated by a [`Scheduler`], which it borrows until dropped.
 #[derive(Debug)]
 pub struct Scheduled<'s, 'b, 'g, 'ctx> {
-    sched: &'s mut Scheduler<'b>,
+    sched: &'s mut Scheduler<'b, 'ctx>,
     allocated: Allocated<'g, 'ctx>,
 }
 

@@ -177,7 +177,7 @@ enum Runner<'b> {
     Cpu { backend: &'b Backend, compute: Allocator, optimizer: Allocator },
     /// Devices: each graph placed by ggml's backend scheduler (the model graphs by one, the
     /// optimizer graphs by another, so neither is placed again for the other).
-    Devices { compute: Box<Scheduler<'b>>, optimizer: Box<Scheduler<'b>> },
+    Devices { compute: Box<Scheduler<'b, 'b>>, optimizer: Box<Scheduler<'b, 'b>> },
 }
 
 /// Which of a runner's two allocators a graph uses.
@@ -190,12 +190,12 @@ enum Pool {
 impl<'b> Runner<'b> {
     /// Allocates `graph`, sets its inputs with `set`, runs it and reads its outputs with `get`
     /// (given what `set` returned); with `placement`, also says where the scheduler placed it.
-    fn run<'ctx, S, R>(
+    fn run<S, R>(
         &mut self,
         pool: Pool,
-        graph: &Graph<'ctx>,
-        set: impl FnOnce(&Allocated<'_, 'ctx>) -> Result<S, TrainError>,
-        get: impl FnOnce(&Allocated<'_, 'ctx>, S) -> Result<R, TrainError>,
+        graph: &Graph<'b>,
+        set: impl FnOnce(&Allocated<'_, 'b>) -> Result<S, TrainError>,
+        get: impl FnOnce(&Allocated<'_, 'b>, S) -> Result<R, TrainError>,
         placement: bool,
     ) -> Result<(R, Option<Placement>), TrainError> {
         match self {
@@ -427,7 +427,7 @@ fn build_session<R>(
     })
 }
 
-impl Session<'_> {
+impl<'c> Session<'c> {
     /// The micro-batch shape.
     pub fn shape(&self) -> BatchShape {
         self.shape
@@ -582,7 +582,7 @@ impl Session<'_> {
             }
             Runner::Devices { compute, optimizer } => {
                 let largest =
-                    |scheduler: &mut Scheduler<'_>, graphs: [&Graph<'_>; 2]| -> Result<Vec<usize>, TrainError> {
+                    |scheduler: &mut Scheduler<'c, 'c>, graphs: [&Graph<'c>; 2]| -> Result<Vec<usize>, TrainError> {
                         let mut sizes: Vec<usize> = Vec::new();
                         for g in graphs {
                             let measured = scheduler.measure(g)?;
