@@ -14,7 +14,7 @@ use gguftune::adapter::{pairs_from_values, sibling_path, write_lora_gguf};
 use gguftune::data::{read_jsonl, RenderOptions};
 use gguftune::ggml::{LlamaModel, Placement, Runtime};
 use gguftune::gguf::GgufFile;
-use gguftune::model::{lora_layout, Devices, LoraConfig, LoraSlot, Model};
+use gguftune::model::{lora_layout, LoraConfig, LoraSlot, Model};
 use gguftune::plot::loss_curve_svg;
 use gguftune::train::checkpoint::{read_checkpoint, write_checkpoint};
 use gguftune::train::{
@@ -26,7 +26,7 @@ use gguftune::plan::{device_memory, training_memory, DeviceMemory, DevicePlan, R
 
 use super::llama::chat_setup;
 use super::output::{human_bytes, peak_rss_bytes};
-use super::run_args::RunArgs;
+use super::run_args::{device_labels, RunArgs};
 use super::source::ModelArg;
 
 /// Train a LoRA adapter on a GGUF model (any type convert writes; weights stay frozen).
@@ -321,7 +321,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "planned_peak_bytes": planned.peak_bytes(),
                 "compute_buffer_bytes": outcome.memory.compute_bytes, "planned_compute_buffer_bytes": planned.session.compute_bytes,
                 "trainable_state_bytes": outcome.memory.param_bytes,
-                "devices": device_names(&cfg.devices), "placement": outcome.placement.as_ref().map(placement_json),
+                "devices": device_labels(&cfg.devices.list), "placement": outcome.placement.as_ref().map(placement_json),
                 "optimizer_placement": outcome.optimizer_placement.as_ref().map(placement_json),
                 "device_memory": device_memory.iter().map(device_memory_json).collect::<Vec<_>>(),
             })
@@ -343,7 +343,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stats.target_tokens,
             state.steps,
             start.elapsed().as_secs_f64(),
-            device_names(&cfg.devices).join(", "),
+            device_labels(&cfg.devices.list).join(", "),
             outcome.placement.as_ref().map_or_else(String::new, |p| format!(" ({p})")),
             peak.map_or_else(|| "unknown".into(), human_bytes),
             human_bytes(planned.peak_bytes()),
@@ -436,14 +436,6 @@ impl TrainObserver for Observer<'_> {
 
 /// The settings a resumed run must share with the run that wrote the checkpoint: everything
 /// that changes which data goes into which step or what a step computes.
-/// The devices' names for the summary (`CPU` for this machine's CPU alone).
-fn device_names(devices: &Devices) -> Vec<String> {
-    match devices.list.is_empty() {
-        true => vec!["CPU".into()],
-        false => devices.list.iter().map(|d| d.name()).collect(),
-    }
-}
-
 /// One memory of a run on devices as the run used it, beside the plan's, for `--json`.
 fn device_memory_json((used, planned): &(DeviceMemory, DeviceMemory)) -> serde_json::Value {
     serde_json::json!({

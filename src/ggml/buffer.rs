@@ -64,10 +64,7 @@ impl<'ctx> ParamBuffer<'ctx> {
     /// terms, AdamW) on that device: unmarked, the gradient norm's chain of sums over a split
     /// went back and forth between the devices (29 graph splits for a two-layer model, 2 marked).
     pub fn alloc_tensors(backend: &Backend, tensors: &[Tensor<'ctx>]) -> Result<ParamBuffer<'ctx>, Error> {
-        let ptr = alloc_tensors(backend, tensors)?;
-        // SAFETY: a live buffer just made.
-        unsafe { sys::ggml_backend_buffer_set_usage(ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
-        Ok(ParamBuffer { ptr, _ctx: PhantomData })
+        Ok(ParamBuffer { ptr: alloc_marked_as_weights(backend, tensors)?, _ctx: PhantomData })
     }
 
     /// Copies `data` into the f32 tensor `t`, which must have memory (in a buffer that outlives
@@ -131,10 +128,7 @@ impl<'ctx> WeightBuffer<'ctx> {
     /// on `backend`, marked as weights: the share of a model's weights one device holds. Views
     /// of them get their memory from [`init_views`].
     pub fn alloc_tensors(backend: &Backend, tensors: &[Tensor<'ctx>]) -> Result<WeightBuffer<'ctx>, Error> {
-        let ptr = alloc_tensors(backend, tensors)?;
-        // SAFETY: a live buffer just made.
-        unsafe { sys::ggml_backend_buffer_set_usage(ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
-        Ok(WeightBuffer { ptr, _ctx: PhantomData })
+        Ok(WeightBuffer { ptr: alloc_marked_as_weights(backend, tensors)?, _ctx: PhantomData })
     }
 
     /// Copies `bytes` (exactly the tensor's size, in its stored type) into the tensor `t` of
@@ -151,8 +145,12 @@ impl<'ctx> WeightBuffer<'ctx> {
 }
 
 /// One buffer of `backend`'s default type holding `tensors`, each placed in it by ggml's linear
-/// allocator (`ggml_tallocr`).
-fn alloc_tensors(backend: &Backend, tensors: &[Tensor<'_>]) -> Result<NonNull<sys::ggml_backend_buffer>, Error> {
+/// allocator (`ggml_tallocr`), marked as weights (`GGML_BACKEND_BUFFER_USAGE_WEIGHTS`): ggml's
+/// scheduler runs the ops reading a tensor of it on its backend.
+fn alloc_marked_as_weights(
+    backend: &Backend,
+    tensors: &[Tensor<'_>],
+) -> Result<NonNull<sys::ggml_backend_buffer>, Error> {
     if tensors.is_empty() || tensors.iter().any(|t| t.has_data() || t.view_src().is_some()) {
         return Err(Error::TensorData { what: "allocating no tensors, a view, or a tensor that has memory already" });
     }
@@ -187,6 +185,8 @@ fn alloc_tensors(backend: &Backend, tensors: &[Tensor<'_>]) -> Result<NonNull<sy
             return Err(Error::GraphAlloc);
         }
     }
+    // SAFETY: a live buffer just made.
+    unsafe { sys::ggml_backend_buffer_set_usage(buffer.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
     Ok(buffer)
 }
 

@@ -16,7 +16,7 @@ mod session;
 
 use std::ops::ControlFlow;
 
-use crate::model::{lora_layout, Batch, Devices, LoraConfig, Model, ModelError};
+use crate::model::{lora_layout, Devices, LoraConfig, Model, ModelError};
 
 pub use batches::{pack_examples, split_validation, Sequence};
 pub use device::{loss_and_grads_on, DeviceGrads};
@@ -340,11 +340,6 @@ pub fn loss_and_grads(
     activations: Activations,
     threads: usize,
 ) -> Result<(f32, Vec<Vec<f32>>), TrainError> {
-    model.check_tokens(tokens)?;
-    let shape = BatchShape { seq_len: tokens.len(), n_seq: 1 };
-    with_session(model, cfg, shape, activations, threads, |session| {
-        session.set_state(&OptimizerState::new(values.to_vec()))?;
-        let (loss, _) = session.accumulate(&Batch::single(tokens, targets), true)?;
-        Ok((loss, session.grads()?))
-    })
+    let on_cpu = loss_and_grads_on(&Devices::cpu(), model, cfg, values, tokens, targets, activations, threads)?;
+    Ok((on_cpu.loss, on_cpu.grads))
 }
