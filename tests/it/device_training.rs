@@ -8,7 +8,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use gguftune::ggml::{LlamaAdapter, LlamaModel, Runtime};
@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::common::fixtures::{alpaca_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec};
 use crate::common::rpc_server::{serial, Server, THREADS};
-use crate::common::{convert_to, gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, spawn_gguftune, temp_dir};
 
 /// A tiny Llama in q4_k_m (`base.gguf`) and 16 Alpaca records (`train.jsonl`) in `root`.
 fn base_and_data(root: &Path) {
@@ -189,21 +189,9 @@ fn a_server_killed_mid_run_ends_it_naming_the_server_and_the_last_checkpoint() {
         "-o",
         "adapter.gguf",
     ];
-    let mut run = Command::new(env!("CARGO_BIN_EXE_gguftune"))
-        .args(args)
-        .current_dir(root.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_gguftune(root.path(), &args);
     let checkpoints = root.path().join("adapter.checkpoints");
-    let started = Instant::now();
-    while !checkpoints.join("step-000001").join("adapter.gguf").exists() {
-        assert!(run.try_wait().unwrap().is_none(), "finetune ended before its first checkpoint");
-        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint in 10 minutes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoint(&mut run, &checkpoints.join("step-000001"));
     server.child.kill().unwrap();
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -224,30 +212,29 @@ fn a_server_killed_mid_run_ends_it_naming_the_server_and_the_last_checkpoint() {
     // `--resume` continues from it on the devices available then (the CPU): it trains on, and
     // writes the next checkpoint, before this test stops it.
     let step: u64 = names.last().unwrap().trim_start_matches("step-").parse().unwrap();
-    let next = checkpoints.join(format!("step-{:06}", step + 1)).join("adapter.gguf");
+    let next = checkpoints.join(format!("step-{:06}", step + 1));
     let device = args.iter().position(|a| *a == remote.as_str()).unwrap();
     let mut resume: Vec<&str> = args.to_vec();
     resume[device] = "cpu";
     let newest = newest.to_str().unwrap().to_owned();
     resume.extend(["--resume", &newest]);
-    let mut resumed = Command::new(env!("CARGO_BIN_EXE_gguftune"))
-        .args(&resume)
-        .current_dir(root.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !next.exists() {
-        if let Some(status) = resumed.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut resumed.stderr.take().unwrap(), &mut err).unwrap();
-            panic!("the resumed run ended ({status}) before its next checkpoint: {err}");
-        }
-        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint in 10 minutes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut resumed = spawn_gguftune(root.path(), &resume);
+    wait_for_checkpoint(&mut resumed, &next);
     resumed.kill().unwrap();
     resumed.wait().unwrap();
+}
+
+/// Waits until the finetune run `run` has written the checkpoint `dir` (its adapter), failing
+/// with the run's stderr if it ends first, or after 10 minutes.
+fn wait_for_checkpoint(run: &mut Child, dir: &Path) {
+    let started = Instant::now();
+    while !dir.join("adapter.gguf").exists() {
+        if let Some(status) = run.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("finetune ended ({status}) before writing {}: {err}", dir.display());
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "no {} in 10 minutes", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -22,6 +22,7 @@ use crate::common::rpc_server::{free_port, serial, Server, THREADS};
 use crate::common::training::random_lora_pairs;
 use crate::common::transformers_fixtures::converted;
 use crate::common::{convert_to, gguftune, temp_dir};
+use crate::lora_grad::{check_model_gradients_by_finite_differences, RELATIVE_TOLERANCE, STEP};
 
 /// What one training step computed: the trained tensor before, the loss, its gradient, and the
 /// tensor after one AdamW update.
@@ -263,48 +264,21 @@ fn loss_and_lora_gradients_on_an_rpc_device_equal_the_cpu_s() {
 }
 
 /// On an RPC device, an f32 model's LoRA gradients equal central finite differences of the loss
-/// computed there: the three largest elements of layer 0's first four tensors and of the last
-/// two, with the step and tolerance of `lora_grad`'s check on the CPU (a 1e-2 step, 2% of the
-/// tensor's largest gradient plus 1e-4). Not on a quantized model: ggml's CPU kernels (the
-/// server's) round the activations to the weight's block type for the dot products, so its loss
-/// is a staircase no difference quotient follows; the q8_0 gradients are checked against the CPU
-/// path's above.
+/// computed there, by `lora_grad`'s check (its step and tolerance: 1e-2, 2% of the tensor's
+/// largest gradient plus 1e-4) on layer 0's first four tensors and the last two. Not on a
+/// quantized model: ggml's CPU kernels (the server's) round the activations to the weight's block
+/// type for the dot products, so its loss is a staircase no difference quotient follows; the q8_0
+/// gradients are checked against the CPU path's above.
 #[test]
 fn lora_gradients_on_an_rpc_device_equal_finite_differences() {
     let _serial = serial();
     let root = temp_dir();
-    let (models, tokens) = tiny_llama_models(root.path());
-    let (ft, model, cfg, values) = &models[0];
+    let (models, _) = tiny_llama_models(root.path());
+    let (ft, model, _, _) = &models[0];
     assert_eq!(*ft, FileType::F32);
-    let targets: Vec<Option<i32>> =
-        (0..tokens.len()).map(|i| (i >= 5 && i + 1 < tokens.len()).then(|| tokens[i + 1])).collect();
     let (server, _) = Server::start(Ipv4Addr::LOCALHOST);
     let remote = Devices::one(add_rpc_server(Runtime::get(), &server.endpoint).unwrap()[0]);
-    let loss_of = |values: &[Vec<f32>]| {
-        loss_and_grads_on(&remote, model, cfg, values, &tokens, &targets, Activations::Keep, THREADS).unwrap()
-    };
-    let at = loss_of(values);
-    let (step, tolerance) = (1e-2f32, 0.02f32);
-    let n = values.len();
-    for ti in (0..4).chain([n - 2, n - 1]) {
-        let g = &at.grads[ti];
-        let scale = g.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0, "tensor {ti}: all-zero gradient");
-        let mut order: Vec<usize> = (0..g.len()).collect();
-        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
-        for &k in order.iter().take(3) {
-            let mut plus = values.clone();
-            plus[ti][k] += step;
-            let mut minus = values.clone();
-            minus[ti][k] -= step;
-            let fd = (loss_of(&plus).loss - loss_of(&minus).loss) / (2.0 * step);
-            assert!(
-                (fd - g[k]).abs() <= tolerance * scale + 1e-4,
-                "tensor {ti} element {k}: backward {} vs finite difference {fd}",
-                g[k]
-            );
-        }
-    }
+    check_model_gradients_by_finite_differences(model, &remote, 12, 4, STEP, RELATIVE_TOLERANCE);
     drop(server);
 }
 

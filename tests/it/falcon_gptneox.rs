@@ -7,7 +7,7 @@ use std::path::Path;
 
 use gguftune::adapter::{export_peft, import_peft, write_lora_gguf};
 use gguftune::arch::Arch;
-use gguftune::model::{LoraConfig, Model};
+use gguftune::model::{Devices, LoraConfig, Model};
 use gguftune::quant::FileType;
 
 use crate::adapter_merge::llama_logits;
@@ -37,7 +37,7 @@ fn lora_gradients_equal_finite_differences() {
         let model = Model::open(&path).unwrap();
         assert_eq!(model.hparams().arch.projections(), Arch::from_name("falcon").unwrap().projections());
         // Layer 0's four projections (qkv, o, up, down): A and B of each.
-        check_model_gradients_by_finite_differences(&model, 10, 8, GELU_STEP, GELU_RELATIVE_TOLERANCE);
+        check_model_gradients_by_finite_differences(&model, &Devices::cpu(), 10, 8, GELU_STEP, GELU_RELATIVE_TOLERANCE);
     }
 }
 

@@ -2,20 +2,20 @@
 //! tiny f32 model with adapters on all seven projections.
 
 use gguftune::arch::Arch;
-use gguftune::model::{LoraConfig, Model, TARGETS};
+use gguftune::model::{Devices, LoraConfig, Model, TARGETS};
 use gguftune::quant::FileType;
-use gguftune::train::{loss_and_grads, measure_session, Activations, BatchShape};
+use gguftune::train::{loss_and_grads, loss_and_grads_on, measure_session, Activations, BatchShape};
 
 use crate::common::fixtures::{tiny_llama, Dtype, Rng, Shards, TinyLlamaSpec};
 use crate::common::{temp_dir, tiny_f32_model};
 
 /// Step for central differences: the truncation error is O(h²) ≈ 1e-6 relative to the curvature,
 /// and the f32 rounding of a loss near 6 is about 6e-7 / (2h) = 3e-5 in the difference quotient.
-const STEP: f32 = 1e-2;
+pub const STEP: f32 = 1e-2;
 /// Allowed error of a gradient element: 2% of the largest gradient of its tensor plus 1e-4, well
 /// above both error sources and far below what a wrong backward pass (a missing LoRA scale, a
 /// transposed product, a dropped mask) produces.
-const RELATIVE_TOLERANCE: f32 = 0.02;
+pub const RELATIVE_TOLERANCE: f32 = 0.02;
 /// Through a GELU as ggml computes it on the CPU (each input rounded to f16, 2^-11 relative, to
 /// read a table) the loss is a fine staircase, whose steps add noise to a difference quotient
 /// that shrinks as the step grows: 10% at a step of 1e-2, 2% at [`GELU_STEP`]. The backward pass
@@ -57,14 +57,23 @@ fn lora_gradients_equal_finite_differences_with_the_loss_in_chunks() {
 fn check_gradients_by_finite_differences(spec: &TinyLlamaSpec, n_tokens: usize, first_tensors: usize) {
     let root = temp_dir();
     let model = tiny_f32_model(root.path(), spec, 3);
-    check_model_gradients_by_finite_differences(&model, n_tokens, first_tensors, STEP, RELATIVE_TOLERANCE);
+    check_model_gradients_by_finite_differences(
+        &model,
+        &Devices::cpu(),
+        n_tokens,
+        first_tensors,
+        STEP,
+        RELATIVE_TOLERANCE,
+    );
 }
 
 /// [`check_gradients_by_finite_differences`] on `model`, with adapters on every projection of its
-/// architecture (the last is the down projection), differences taken with `step`, each element
-/// within `tolerance` of its tensor's largest gradient (plus 1e-4).
+/// architecture (the last is the down projection), the loss and gradients computed on `devices`,
+/// differences taken with `step`, each element within `tolerance` of its tensor's largest
+/// gradient (plus 1e-4).
 pub fn check_model_gradients_by_finite_differences(
     model: &Model,
+    devices: &Devices,
     n_tokens: usize,
     first_tensors: usize,
     step: f32,
@@ -78,7 +87,11 @@ pub fn check_model_gradients_by_finite_differences(
     let targets: Vec<Option<i32>> =
         (0..n_tokens).map(|i| (n_tokens / 2 - 1..n_tokens - 1).contains(&i).then(|| tokens[i + 1])).collect();
 
-    let (loss, grads) = loss_and_grads(model, &cfg, &values, &tokens, &targets, Activations::Keep, 2).unwrap();
+    let loss_at = |values: &[Vec<f32>]| {
+        let on = loss_and_grads_on(devices, model, &cfg, values, &tokens, &targets, Activations::Keep, 2).unwrap();
+        (on.loss, on.grads)
+    };
+    let (loss, grads) = loss_at(&values);
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     assert_eq!(grads.len(), values.len());
 
@@ -96,8 +109,8 @@ pub fn check_model_gradients_by_finite_differences(
             plus[ti][k] += step;
             let mut minus = values.clone();
             minus[ti][k] -= step;
-            let (lp, _) = loss_and_grads(model, &cfg, &plus, &tokens, &targets, Activations::Keep, 2).unwrap();
-            let (lm, _) = loss_and_grads(model, &cfg, &minus, &tokens, &targets, Activations::Keep, 2).unwrap();
+            let (lp, _) = loss_at(&plus);
+            let (lm, _) = loss_at(&minus);
             let fd = (lp - lm) / (2.0 * step);
             let err = (fd - g[k]).abs();
             worst = worst.max(err / scale);

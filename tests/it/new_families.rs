@@ -16,7 +16,7 @@ use std::path::Path;
 use gguftune::adapter::{import_peft, write_lora_gguf};
 use gguftune::ggml::{LlamaContext, LlamaModel, Runtime};
 use gguftune::gguf::{GgufFile, GgufPlan, GgufWriter, MetaValue};
-use gguftune::model::{LoraConfig, Model};
+use gguftune::model::{Devices, LoraConfig, Model};
 use gguftune::quant::FileType;
 use gguftune::train::{loss_and_grads, Activations};
 
@@ -201,7 +201,7 @@ fn lora_gradients_through_scaled_rope_qk_norms_and_fused_weights_equal_finite_di
         let root = temp_dir();
         let (path, _) = converted(root.path(), fx, FileType::F32);
         let model = Model::open(&path).unwrap();
-        check_model_gradients_by_finite_differences(&model, 24, 8, 5e-4, 0.02);
+        check_model_gradients_by_finite_differences(&model, &Devices::cpu(), 24, 8, 5e-4, 0.02);
     }
 }
 

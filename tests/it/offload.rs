@@ -6,7 +6,6 @@
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gguftune::quant::FileType;
@@ -14,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::fixtures::{prompt_completion_rows, tiny_llama, write_jsonl, Dtype, Shards, TinyLlamaSpec};
 use crate::common::rpc_server::{free_port, serial, Server, THREADS};
-use crate::common::{convert_to, gguftune, temp_dir};
+use crate::common::{convert_to, gguftune, spawn_gguftune, temp_dir};
 
 /// A tiny Llama whose output projection (65536 × 192 in q8_0, 13.4 MB) is over the 10 MiB above
 /// which ggml's RPC client sends a weight by hash first and the server keeps it in its `--cache`
@@ -121,15 +120,9 @@ fn a_server_killed_mid_run_ends_eval_with_one_line_and_exit_code_4() {
     let (server, _) = Server::start_with(Ipv4Addr::LOCALHOST, &["--cache", cache.to_str().unwrap()]);
     let endpoint = server.endpoint.clone();
     let remote = format!("rpc:{endpoint}");
-    let mut eval = Command::new(env!("CARGO_BIN_EXE_gguftune"))
-        .args(["eval", "base.gguf", "--data", "val.jsonl", "--max-new", "48", "--task", "summarize"])
-        .args(["--threads", "1", "--json", "--device", &remote])
-        .current_dir(root.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = ["eval", "base.gguf", "--data", "val.jsonl", "--max-new", "48", "--task", "summarize"];
+    let mut eval =
+        spawn_gguftune(root.path(), &[&args[..], &["--threads", "1", "--json", "--device", &remote]].concat());
     // The server has received the output weight once its cache has a file; the run goes on.
     while cache_files(&cache) == 0 {
         assert!(eval.try_wait().unwrap().is_none(), "eval ended before sending the weights");

@@ -17,7 +17,7 @@ pub mod training;
 pub mod transformers_fixtures;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Runs the built `gguftune` binary with `args` in `dir`.
 pub fn gguftune(dir: &std::path::Path, args: &[&str]) -> Output {
@@ -25,6 +25,19 @@ pub fn gguftune(dir: &std::path::Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .output()
+        .expect("the gguftune binary built by cargo runs")
+}
+
+/// Starts the built `gguftune` binary with `args` in `dir`, stdin empty, stdout and stderr piped:
+/// a run a test watches, stops or kills while it works.
+pub fn spawn_gguftune(dir: &std::path::Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gguftune"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the gguftune binary built by cargo runs")
 }
 
